@@ -1,0 +1,19 @@
+// Where the application keeps its own files, and its logging set-up. Call from the main thread.
+#pragma once
+
+#include <string>
+
+namespace pocket {
+
+// The user's data folder: $POCKETLLM_DATA_DIR if set, else $XDG_DATA_HOME/pocketllm-workbench,
+// else ~/.local/share/pocketllm-workbench. Not created by this call.
+std::string userDataDir();
+
+enum class LogLevel { Debug, Info, Warn, Error, Off };
+
+// Sets up spdlog's default logger: the console (stderr) at `consoleLevel` and a rotating file
+// (<data dir>/logs/pocketllm.log, 5 MB x 3) at debug level. If the file cannot be opened, logs to
+// the console only and says so. Returns the log file path ("" when none).
+std::string initLogging(const std::string& appName, LogLevel consoleLevel);
+
+} // namespace pocket

@@ -1,0 +1,53 @@
+#include "pocket/app_paths.h"
+
+#include <spdlog/sinks/rotating_file_sink.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <cstdlib>
+#include <filesystem>
+
+namespace pocket {
+
+std::string userDataDir()
+{
+    if (const char* dir = std::getenv("POCKETLLM_DATA_DIR"); dir && *dir)
+        return dir;
+    if (const char* xdg = std::getenv("XDG_DATA_HOME"); xdg && *xdg)
+        return std::string(xdg) + "/pocketllm-workbench";
+    const char* home = std::getenv("HOME");
+    return std::string(home && *home ? home : "/tmp") + "/.local/share/pocketllm-workbench";
+}
+
+std::string initLogging(const std::string& appName, LogLevel consoleLevel)
+{
+    auto console = std::make_shared<spdlog::sinks::stderr_color_sink_mt>();
+    static const spdlog::level::level_enum kLevels[] = {spdlog::level::debug, spdlog::level::info, spdlog::level::warn,
+                                                        spdlog::level::err, spdlog::level::off};
+    console->set_level(kLevels[static_cast<int>(consoleLevel)]);
+    console->set_pattern("%^%l%$: %v");
+    std::vector<spdlog::sink_ptr> sinks{console};
+    std::string logPath;
+    std::string failure;
+    try {
+        const std::filesystem::path dir = std::filesystem::path(userDataDir()) / "logs";
+        std::filesystem::create_directories(dir);
+        logPath = (dir / "pocketllm.log").string();
+        auto file = std::make_shared<spdlog::sinks::rotating_file_sink_mt>(logPath, 5 * 1024 * 1024, 3);
+        file->set_level(spdlog::level::debug);
+        file->set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%n] [%l] [pid %P] %v");
+        sinks.push_back(file);
+    } catch (const std::exception& e) {
+        failure = e.what();
+        logPath.clear();
+    }
+    auto logger = std::make_shared<spdlog::logger>(appName, sinks.begin(), sinks.end());
+    logger->set_level(spdlog::level::debug);
+    logger->flush_on(spdlog::level::info);
+    spdlog::set_default_logger(logger);
+    if (!failure.empty())
+        spdlog::warn("cannot write the log file ({}); logging to the console only", failure);
+    return logPath;
+}
+
+} // namespace pocket

@@ -1,0 +1,201 @@
+#include "pocket/model_config.h"
+
+#include <nlohmann/json.hpp>
+
+#include <fstream>
+#include <sstream>
+
+namespace pocket {
+
+namespace {
+struct ArchRow {
+    const char* architecture;
+    const char* modelType;
+    bool alwaysBias;
+};
+constexpr ArchRow kArchitectures[] = {
+    {"LlamaForCausalLM", "llama", false},
+    {"MistralForCausalLM", "mistral", false},
+    {"Qwen2ForCausalLM", "qwen2", true},
+};
+} // namespace
+
+std::int64_t ModelConfig::parameterCount() const
+{
+    const std::int64_t q = numHeads * headDim;
+    const std::int64_t kv = numKvHeads * headDim;
+    std::int64_t perLayer = hiddenSize * q + 2 * hiddenSize * kv + q * hiddenSize + 3 * hiddenSize * intermediateSize + 2 * hiddenSize;
+    if (attentionBias)
+        perLayer += q + 2 * kv;
+    std::int64_t total = numLayers * perLayer + vocabSize * hiddenSize + hiddenSize;
+    if (!tieWordEmbeddings)
+        total += vocabSize * hiddenSize;
+    return total;
+}
+
+Status ModelConfig::validate(const std::string& source) const
+{
+    auto bad = [&](const std::string& what) { return fileError(source, what); };
+    if (hiddenSize <= 0) return bad("hidden_size must be positive");
+    if (intermediateSize <= 0) return bad("intermediate_size must be positive");
+    if (numLayers <= 0) return bad("num_hidden_layers must be positive");
+    if (numHeads <= 0) return bad("num_attention_heads must be positive");
+    if (numKvHeads <= 0 || numHeads % numKvHeads != 0)
+        return bad("num_key_value_heads (" + std::to_string(numKvHeads) + ") must divide num_attention_heads (" + std::to_string(numHeads) + ")");
+    if (headDim <= 0 || headDim % 2 != 0) return bad("head_dim (" + std::to_string(headDim) + ") must be positive and even for RoPE");
+    if (vocabSize <= 0) return bad("vocab_size must be positive");
+    if (maxPositions <= 0) return bad("max_position_embeddings must be positive");
+    if (!(rmsNormEps > 0)) return bad("rms_norm_eps must be positive");
+    if (!(ropeTheta > 0)) return bad("rope_theta must be positive");
+    return {};
+}
+
+Result<ModelConfig> parseHfConfig(const std::string& jsonText, const std::string& sourcePath)
+{
+    nlohmann::json j;
+    try {
+        j = nlohmann::json::parse(jsonText);
+    } catch (const std::exception& e) {
+        return fileError(sourcePath, std::string("not valid JSON: ") + e.what());
+    }
+    if (!j.is_object())
+        return fileError(sourcePath, "not a JSON object");
+
+    ModelConfig c;
+    std::string arch;
+    if (j.contains("architectures") && j["architectures"].is_array() && !j["architectures"].empty() && j["architectures"][0].is_string())
+        arch = j["architectures"][0].get<std::string>();
+    const std::string modelType = j.value("model_type", std::string());
+    const ArchRow* found = nullptr;
+    for (const auto& row : kArchitectures)
+        if ((!arch.empty() && arch == row.architecture) || (arch.empty() && modelType == row.modelType))
+            found = &row;
+    if (!found) {
+        std::string what = !arch.empty() ? "architecture '" + arch + "'" : (!modelType.empty() ? "model_type '" + modelType + "'" : "a config without 'architectures' or 'model_type'");
+        return fileError(sourcePath, "unsupported " + what + " (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)");
+    }
+    c.architecture = found->architecture;
+    c.modelType = found->modelType;
+
+    auto requireInt = [&](const char* key, std::int64_t& out) -> Status {
+        if (!j.contains(key))
+            return fileError(sourcePath, std::string("missing key '") + key + "'");
+        if (!j[key].is_number_integer())
+            return fileError(sourcePath, std::string("key '") + key + "' must be an integer");
+        out = j[key].get<std::int64_t>();
+        return {};
+    };
+    for (auto [key, out] : {std::pair<const char*, std::int64_t*>{"hidden_size", &c.hiddenSize},
+                            {"intermediate_size", &c.intermediateSize},
+                            {"num_hidden_layers", &c.numLayers},
+                            {"num_attention_heads", &c.numHeads},
+                            {"vocab_size", &c.vocabSize}}) {
+        if (auto s = requireInt(key, *out); !s)
+            return s.error();
+    }
+    auto optionalInt = [&](const char* key, std::int64_t fallback) -> Result<std::int64_t> {
+        if (!j.contains(key) || j[key].is_null())
+            return fallback;
+        if (!j[key].is_number_integer())
+            return fileError(sourcePath, std::string("key '") + key + "' must be an integer");
+        return j[key].get<std::int64_t>();
+    };
+    auto optionalNumber = [&](const char* key, double fallback) -> Result<double> {
+        if (!j.contains(key) || j[key].is_null())
+            return fallback;
+        if (!j[key].is_number())
+            return fileError(sourcePath, std::string("key '") + key + "' must be a number");
+        return j[key].get<double>();
+    };
+    auto optionalBool = [&](const char* key, bool fallback) -> Result<bool> {
+        if (!j.contains(key) || j[key].is_null())
+            return fallback;
+        if (!j[key].is_boolean())
+            return fileError(sourcePath, std::string("key '") + key + "' must be true or false");
+        return j[key].get<bool>();
+    };
+    auto kv = optionalInt("num_key_value_heads", c.numHeads);
+    auto maxPos = optionalInt("max_position_embeddings", 2048);
+    auto headDim = optionalInt("head_dim", c.numHeads > 0 ? c.hiddenSize / c.numHeads : 0);
+    auto sliding = optionalInt("sliding_window", 0);
+    auto eps = optionalNumber("rms_norm_eps", 1e-6);
+    auto theta = optionalNumber("rope_theta", 10000.0);
+    auto tie = optionalBool("tie_word_embeddings", false);
+    auto bias = optionalBool("attention_bias", false);
+    for (const Status& s : {kv ? Status() : Status(kv.error()), maxPos ? Status() : Status(maxPos.error()),
+                            headDim ? Status() : Status(headDim.error()), sliding ? Status() : Status(sliding.error()),
+                            eps ? Status() : Status(eps.error()), theta ? Status() : Status(theta.error()),
+                            tie ? Status() : Status(tie.error()), bias ? Status() : Status(bias.error())})
+        if (!s)
+            return s.error();
+    c.numKvHeads = *kv;
+    c.maxPositions = *maxPos;
+    c.headDim = *headDim;
+    c.slidingWindow = *sliding;
+    c.rmsNormEps = *eps;
+    c.ropeTheta = *theta;
+    c.tieWordEmbeddings = *tie;
+    c.attentionBias = found->alwaysBias || *bias;
+    if (c.modelType == "qwen2" && j.value("use_sliding_window", false) == false)
+        c.slidingWindow = 0;
+    if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) {
+        const auto& rs = j["rope_scaling"];
+        const std::string type = rs.is_object() ? rs.value("rope_type", rs.value("type", std::string("?"))) : "?";
+        if (type != "default")
+            return fileError(sourcePath, "rope_scaling of type '" + type + "' is not supported");
+    }
+    if (j.contains("hidden_act") && j["hidden_act"].is_string() && j["hidden_act"] != "silu")
+        return fileError(sourcePath, "hidden_act '" + j["hidden_act"].get<std::string>() + "' is not supported (only silu)");
+    if (j.contains("bos_token_id") && j["bos_token_id"].is_number_integer())
+        c.bosTokenId = j["bos_token_id"].get<std::int32_t>();
+    if (j.contains("eos_token_id")) {
+        const auto& e = j["eos_token_id"];
+        if (e.is_number_integer())
+            c.eosTokenId = e.get<std::int32_t>();
+        else if (e.is_array() && !e.empty() && e[0].is_number_integer())
+            c.eosTokenId = e[0].get<std::int32_t>();
+    }
+    c.torchDtype = j.value("torch_dtype", std::string());
+    if (auto s = c.validate(sourcePath); !s)
+        return s.error();
+    return c;
+}
+
+Result<ModelConfig> loadHfConfig(const std::string& path)
+{
+    std::ifstream in(path, std::ios::binary);
+    if (!in)
+        return fileError(path, "no such file");
+    std::stringstream text;
+    text << in.rdbuf();
+    return parseHfConfig(text.str(), path);
+}
+
+std::string hfConfigJson(const ModelConfig& c)
+{
+    nlohmann::ordered_json j;
+    j["architectures"] = {c.architecture};
+    j["model_type"] = c.modelType;
+    j["hidden_size"] = c.hiddenSize;
+    j["intermediate_size"] = c.intermediateSize;
+    j["num_hidden_layers"] = c.numLayers;
+    j["num_attention_heads"] = c.numHeads;
+    j["num_key_value_heads"] = c.numKvHeads;
+    j["head_dim"] = c.headDim;
+    j["vocab_size"] = c.vocabSize;
+    j["max_position_embeddings"] = c.maxPositions;
+    j["rms_norm_eps"] = c.rmsNormEps;
+    j["rope_theta"] = c.ropeTheta;
+    j["tie_word_embeddings"] = c.tieWordEmbeddings;
+    j["attention_bias"] = c.attentionBias;
+    if (c.slidingWindow > 0)
+        j["sliding_window"] = c.slidingWindow;
+    j["hidden_act"] = "silu";
+    j["bos_token_id"] = c.bosTokenId;
+    j["eos_token_id"] = c.eosTokenId;
+    if (!c.torchDtype.empty())
+        j["torch_dtype"] = c.torchDtype;
+    return j.dump(2) + "\n";
+}
+
+} // namespace pocket
