@@ -43,9 +43,14 @@ Result<EvalResult> evaluatePerplexity(const LlamaModel& model, const std::vector
         return Error{"the text produced no tokens"};
 
     int batch = params.batch;
-    if (batch <= 0) { // keep the logits of one batch near 256 MB
-        const double perWindow = static_cast<double>(params.ctx) * static_cast<double>(config.vocabSize) * 4.0;
-        batch = static_cast<int>(std::clamp(256e6 / perWindow, 1.0, 16.0));
+    if (batch <= 0) {
+        // Bound the per-batch activations: logits (ctx x vocab) near 128 MB and attention scores
+        // (heads x ctx x ctx) near 16 MB. Larger blocks fall out of the allocator's cache and are
+        // page-faulted in on every pass, which costs more than batching saves.
+        const double ctx = params.ctx;
+        const double logitBytes = ctx * static_cast<double>(config.vocabSize) * 4.0;
+        const double scoreBytes = static_cast<double>(config.numHeads) * ctx * ctx * 4.0;
+        batch = static_cast<int>(std::clamp(std::min(128e6 / logitBytes, 16e6 / scoreBytes), 1.0, 16.0));
     }
 
     const auto windows = planWindows(count, params.ctx, stride);
