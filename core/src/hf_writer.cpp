@@ -105,7 +105,9 @@ Status writeHfFolder(const ModelConfig& config, const std::function<Status(const
             return st;
     }
     if (!options.tokenizerPath.empty()) {
-        const fs::path target = tempDir / fs::path(options.tokenizerPath).filename();
+        // Stored under the name the folder reader looks for, whatever it was called before.
+        const bool sentencePiece = fs::path(options.tokenizerPath).extension() == ".model";
+        const fs::path target = tempDir / (sentencePiece ? "tokenizer.model" : "tokenizer.bin");
         fs::copy_file(options.tokenizerPath, target, fs::copy_options::overwrite_existing, ec);
         if (ec)
             return fileError(options.tokenizerPath, "cannot copy tokenizer: " + ec.message());

@@ -16,7 +16,7 @@ namespace pocket {
 struct HfWriteOptions {
     DType dtype = DType::F32;           // stored dtype of every tensor
     std::uint64_t maxShardBytes = 0;    // > 0: split into model-0000i-of-0000n.safetensors + index
-    std::string tokenizerPath;          // copied into the folder under its own name ("" = none)
+    std::string tokenizerPath;          // copied in as tokenizer.model (*.model) or tokenizer.bin ("" = none)
     bool overwrite = false;             // replace an existing folder (only after the new one is complete)
     // Called after each tensor is written; returning false cancels (nothing is left behind).
     std::function<bool(int done, int total)> onTensor;
