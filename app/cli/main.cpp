@@ -287,8 +287,10 @@ int runEval(const Globals& g, const EvalOptions& o)
         return true;
     });
     progress.finish();
-    if (!result)
-        return fail(g, (o.stride != 0 || o.ctx != 0 ? "" : o.model + ": ") + result.message(), result.message().rfind("--", 0) == 0 ? kExitUsage : kExitBadInput);
+    if (!result) { // option errors ("--ctx ...") are usage errors; the rest concern this model and text
+        const bool usage = result.message().rfind("--", 0) == 0;
+        return fail(g, usage ? result.message() : (*ckpt)->path() + " on " + o.text + ": " + result.message(), usage ? kExitUsage : kExitBadInput);
+    }
 
     const auto& r = *result;
     ordered_json out{{"model", (*ckpt)->path()},
@@ -495,7 +497,7 @@ int main(int argc, char** argv)
     RandomOptions random;
     auto* randomCmd = app.add_subcommand("make-random", "Write a Llama-shaped checkpoint with random weights (tests, benchmarks)");
     addWriteOptions(randomCmd);
-    randomCmd->add_option("--preset", random.preset, "tiny (~0.3M parameters) or 1gb (~0.5B parameters, ~1 GB in f16)")->capture_default_str();
+    randomCmd->add_option("--preset", random.preset, "tiny (~0.16M parameters) or 1gb (~0.49B parameters, ~1 GB in f16)")->capture_default_str();
     randomCmd->add_option("--dim", random.dim, "hidden_size")->check(CLI::PositiveNumber);
     randomCmd->add_option("--hidden", random.hidden, "intermediate_size")->check(CLI::PositiveNumber);
     randomCmd->add_option("--layers", random.layers, "num_hidden_layers")->check(CLI::PositiveNumber);

@@ -136,8 +136,16 @@ Result<ModelConfig> parseHfConfig(const std::string& jsonText, const std::string
     c.ropeTheta = *theta;
     c.tieWordEmbeddings = *tie;
     c.attentionBias = found->alwaysBias || *bias;
-    if (c.modelType == "qwen2" && j.value("use_sliding_window", false) == false)
+    if (c.modelType == "qwen2") {
+        // Qwen2 slides the window only in layers >= max_window_layers; the forward pass applies one
+        // mask to all layers, so refuse rather than compute something else.
+        const auto& use = j.contains("use_sliding_window") ? j["use_sliding_window"] : nlohmann::json(false);
+        if (!use.is_boolean())
+            return fileError(sourcePath, "key 'use_sliding_window' must be true or false");
+        if (use.get<bool>())
+            return fileError(sourcePath, "use_sliding_window = true (Qwen2's per-layer sliding window) is not supported");
         c.slidingWindow = 0;
+    }
     if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) {
         const auto& rs = j["rope_scaling"];
         const std::string type = rs.is_object() ? rs.value("rope_type", rs.value("type", std::string("?"))) : "?";

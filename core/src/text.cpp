@@ -47,13 +47,16 @@ Result<std::string> readTextFile(const std::string& path)
     std::stringstream buffer;
     buffer << in.rdbuf();
     std::string text = buffer.str();
-    if (text.size() >= 3 && text.compare(0, 3, "\xEF\xBB\xBF") == 0)
+    std::size_t bomBytes = 0;
+    if (text.size() >= 3 && text.compare(0, 3, "\xEF\xBB\xBF") == 0) {
         text.erase(0, 3);
+        bomBytes = 3;
+    }
     if (text.find_first_not_of(" \t\r\n") == std::string::npos)
         return fileError(path, "empty text file (nothing to evaluate)");
     if (const std::size_t bad = findInvalidUtf8(text); bad != std::string_view::npos) {
         const auto line = 1 + std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(bad), '\n');
-        return fileError(path, "not UTF-8 text: invalid byte at offset " + std::to_string(bad) + " (line " + std::to_string(line) + ")");
+        return fileError(path, "not UTF-8 text: invalid byte at offset " + std::to_string(bad + bomBytes) + " (line " + std::to_string(line) + ")");
     }
     return text;
 }

@@ -1,0 +1,468 @@
+// The pocketllm-cli binary end to end, run as a separate process: exit codes, JSON output, error
+// messages, and conversions checked by evaluating what they wrote.
+#include "pocket/version.h"
+#include "test_support.h"
+
+#include <QProcess>
+#include <QRegularExpression>
+
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <map>
+
+using nlohmann::json;
+
+namespace {
+
+struct Run {
+    int code = -1;
+    QByteArray out;
+    QByteArray err;
+    bool crashed = false;
+    QString describe() const
+    {
+        return QString("exit %1%2\nstdout: %3\nstderr: %4").arg(code).arg(crashed ? " (crashed)" : "").arg(QString::fromUtf8(out.left(2000)), QString::fromUtf8(err.left(2000)));
+    }
+};
+
+// Stories260K: dim 64, hidden 172, 5 layers, 8 heads, 4 kv heads (head_dim 8), vocab 512, tied
+// embeddings. Per layer: q 64*64 + k,v 2*64*32 + o 64*64 + MLP 3*64*172 + 2 norms 2*64 = 45440.
+constexpr qint64 kDemoParameters = 5 * 45440 + 512 * 64 + 64; // 260032
+
+// Parameters of a Llama-shaped model from its config (independent of the code under test).
+qint64 llamaParameters(const json& c)
+{
+    const qint64 d = c.at("hidden_size"), f = c.at("intermediate_size"), L = c.at("num_hidden_layers");
+    const qint64 h = c.at("num_attention_heads"), kv = c.at("num_key_value_heads"), hd = c.at("head_dim"), v = c.at("vocab_size");
+    const qint64 perLayer = d * h * hd + 2 * d * kv * hd + h * hd * d + 3 * d * f + 2 * d + (c.at("attention_bias").get<bool>() ? h * hd + 2 * kv * hd : 0);
+    return L * perLayer + v * d * (c.at("tie_word_embeddings").get<bool>() ? 1 : 2) + d;
+}
+
+const char* kOwnStory =
+    "Once upon a time, there was a little girl named Lily. She loved to play outside in the sun. "
+    "One day, she saw a big tree in the park. She wanted to climb it, but it was too high. "
+    "Lily's mom said, \"Be careful, Lily!\" Lily smiled and said, \"I will, Mom.\" She found a small "
+    "ladder and climbed up. At the top, she saw a bird's nest with three little eggs. She was very happy.\n\n"
+    "Tom had a red ball. He liked to throw it to his dog, Max. Max would run and bring the ball back. "
+    "One day, the ball went into the pond. Max jumped into the water and got the ball. Tom laughed and "
+    "gave Max a big hug. They were best friends.\n\n"
+    "There was a small cat who liked to sleep in the sun. Every day, the cat would find a warm spot and "
+    "take a nap. One day, it was cloudy and the cat could not find the sun. The cat was sad. Then the sun "
+    "came out again, and the cat was happy. It found a warm spot and went to sleep.\n";
+
+} // namespace
+
+class TestCli : public QObject {
+    Q_OBJECT
+private:
+    QTemporaryDir m_tmp;
+    QString m_dataDir;
+    QString m_text;       // a few thousand characters of TinyStories-style text
+    QString m_convertedF32;
+    double m_demoPerplexity = 0;
+
+    QString path(const QString& name) const { return m_tmp.filePath(name); }
+    static QString demo() { return QString::fromStdString(testsupport::demoModel()); }
+    static QString demoTokenizer() { return QString::fromStdString(testsupport::demoTokenizer()); }
+
+    Run run(const QStringList& args, int timeoutMs = 240000)
+    {
+        QProcess p;
+        QProcessEnvironment env = QProcessEnvironment::systemEnvironment();
+        env.insert("POCKETLLM_DATA_DIR", m_dataDir);
+        p.setProcessEnvironment(env);
+        p.setWorkingDirectory(m_tmp.path());
+        p.start(QStringLiteral(POCKET_CLI_PATH), args);
+        Run r;
+        if (!p.waitForStarted(30000)) {
+            r.err = "could not start " POCKET_CLI_PATH;
+            return r;
+        }
+        p.closeWriteChannel();
+        if (!p.waitForFinished(timeoutMs)) {
+            p.kill();
+            p.waitForFinished();
+            r.crashed = true;
+        }
+        r.crashed = r.crashed || p.exitStatus() != QProcess::NormalExit;
+        r.code = p.exitCode();
+        r.out = p.readAllStandardOutput();
+        r.err = p.readAllStandardError();
+        return r;
+    }
+
+    // Runs with --json and parses stdout as one JSON object; `ok` says whether it parsed.
+    json runJson(const QStringList& args, Run* runOut = nullptr)
+    {
+        const Run r = run(QStringList{"--json"} + args);
+        if (runOut) *runOut = r;
+        return json::parse(r.out.constData(), nullptr, false);
+    }
+
+    // Perplexity of `model` on the test text at ctx 64 (NaN and a test failure when it fails).
+    double evalPerplexity(const QString& model, const QString& tokenizer = QString())
+    {
+        QStringList args{"eval", model, "--text", m_text, "--ctx", "64"};
+        if (!tokenizer.isEmpty()) args << "--tokenizer" << tokenizer;
+        Run r;
+        const json j = runJson(args, &r);
+        if (r.code != 0 || !j.is_object() || !j.contains("perplexity")) {
+            qWarning("%s", qPrintable(r.describe()));
+            return std::nan("");
+        }
+        return j["perplexity"].get<double>();
+    }
+
+    static bool relClose(double a, double b, double rel) { return std::fabs(a - b) <= rel * std::max(std::fabs(a), std::fabs(b)); }
+
+private Q_SLOTS:
+    void initTestCase()
+    {
+        QVERIFY(m_tmp.isValid());
+        QVERIFY2(QFileInfo::exists(QStringLiteral(POCKET_CLI_PATH)), POCKET_CLI_PATH);
+        QVERIFY(QFileInfo::exists(demo()));
+        m_dataDir = path("data");
+
+        // The first ~3000 characters of TinyStories validation, cut at a character boundary; our own
+        // story in the same style when the shared assets are not here.
+        QByteArray text;
+        const std::string asset = testsupport::sharedAsset("eval/tinystories/tinystories_valid_part_a.txt");
+        if (!asset.empty()) {
+            QFile f(QString::fromStdString(asset));
+            QVERIFY(f.open(QIODevice::ReadOnly));
+            text = QString::fromUtf8(f.read(12000)).left(3000).toUtf8();
+        } else {
+            text = kOwnStory;
+        }
+        QVERIFY(text.size() > 500);
+        m_text = path("story.txt");
+        testsupport::writeBytes(m_text.toStdString(), text.constData(), static_cast<std::size_t>(text.size()));
+    }
+
+    void version()
+    {
+        const Run r = run({"--version"});
+        QVERIFY2(r.code == 0 && !r.crashed, qPrintable(r.describe()));
+        const QString out = QString::fromUtf8(r.out + r.err);
+        QVERIFY2(out.contains(QString("pocketllm-cli ") + POCKET_VERSION), qPrintable(out));
+        QVERIFY(QRegularExpression("\\d+\\.\\d+\\.\\d+").match(out).hasMatch());
+    }
+
+    void usageErrors_data()
+    {
+        QTest::addColumn<QStringList>("args");
+        QTest::newRow("no subcommand") << QStringList{};
+        QTest::newRow("unknown subcommand") << QStringList{"frobnicate"};
+        QTest::newRow("unknown option") << QStringList{"info", demo(), "--bogus"};
+        QTest::newRow("unknown global option") << QStringList{"--bogus", "info", demo()};
+        QTest::newRow("info without model") << QStringList{"info"};
+        QTest::newRow("eval without --text") << QStringList{"eval", demo()};
+        QTest::newRow("eval --ctx 1") << QStringList{"eval", demo(), "--text", "x.txt", "--ctx", "1"};
+        QTest::newRow("eval --ctx not a number") << QStringList{"eval", demo(), "--text", "x.txt", "--ctx", "many"};
+        QTest::newRow("convert without --out") << QStringList{"convert", demo()};
+        QTest::newRow("convert --dtype f8") << QStringList{"convert", demo(), "--out", "f8-out", "--dtype", "f8"};
+        QTest::newRow("make-random --dtype f8") << QStringList{"make-random", "--out", "f8-random", "--dtype", "f8"};
+        QTest::newRow("make-random --preset huge") << QStringList{"make-random", "--out", "huge", "--preset", "huge"};
+        QTest::newRow("make-random heads not dividing") << QStringList{"make-random", "--out", "bad-heads", "--heads", "8", "--kv-heads", "3"};
+        QTest::newRow("--log-level loud") << QStringList{"--log-level", "loud", "info", demo()};
+    }
+    void usageErrors()
+    {
+        QFETCH(QStringList, args);
+        const Run r = run(args);
+        QVERIFY2(r.code == 2 && !r.crashed, qPrintable(r.describe()));
+        QVERIFY2(!r.err.trimmed().isEmpty(), "no message on stderr");
+        // Nothing was written by a refused command.
+        for (const char* dir : {"f8-out", "f8-random", "huge", "bad-heads"}) QVERIFY2(!QFileInfo::exists(path(dir)), dir);
+    }
+
+    void usageErrorAsJson()
+    {
+        Run r;
+        const json j = runJson({"convert", demo(), "--out", "f8-json", "--dtype", "f8"}, &r);
+        QCOMPARE(r.code, 2);
+        QVERIFY2(j.is_object() && j.contains("error"), qPrintable(r.describe()));
+        QVERIFY(QString::fromStdString(j["error"].get<std::string>()).contains("f8"));
+    }
+
+    void infoDemo()
+    {
+        Run r;
+        const json j = runJson({"info", demo(), "--tensors"}, &r);
+        QVERIFY2(r.code == 0, qPrintable(r.describe()));
+        QVERIFY2(j.is_object(), qPrintable(r.describe()));
+        const json& c = j.at("config");
+        QCOMPARE(c.at("vocab_size").get<qint64>(), 512);
+        QCOMPARE(c.at("hidden_size").get<qint64>(), 64);
+        QCOMPARE(c.at("intermediate_size").get<qint64>(), 172);
+        QCOMPARE(c.at("num_hidden_layers").get<qint64>(), 5);
+        QCOMPARE(c.at("num_attention_heads").get<qint64>(), 8);
+        QCOMPARE(c.at("num_key_value_heads").get<qint64>(), 4);
+        QCOMPARE(c.at("tie_word_embeddings").get<bool>(), true);
+        QCOMPARE(j.at("parameters").get<qint64>(), kDemoParameters);
+        QCOMPARE(llamaParameters(c), kDemoParameters);
+        QCOMPARE(j.at("format").get<std::string>(), std::string("llama2.c"));
+        QCOMPARE(j.at("bytes").get<qint64>(), 4 * kDemoParameters); // fp32
+        QCOMPARE(j.at("dtypes").at("F32").get<qint64>(), kDemoParameters);
+        QVERIFY(QString::fromStdString(j.at("tokenizer").get<std::string>()).endsWith("tok512.bin"));
+        // The tensor list adds up to the parameter count.
+        qint64 sum = 0;
+        for (const auto& t : j.at("tensors")) {
+            qint64 n = 1;
+            for (const auto& d : t.at("shape")) n *= d.get<qint64>();
+            sum += n;
+        }
+        QCOMPARE(sum, kDemoParameters);
+        QCOMPARE(static_cast<int>(j.at("tensors").size()), 2 + 5 * 9); // embed + final norm, 9 per block, head tied
+    }
+
+    void infoTextMode()
+    {
+        const Run r = run({"info", demo()});
+        QVERIFY2(r.code == 0, qPrintable(r.describe()));
+        QVERIFY2(r.out.contains("260032"), r.out.constData());
+        QVERIFY(json::parse(r.out.constData(), nullptr, false).is_discarded()); // text, not JSON
+    }
+
+    void evalMissingModel()
+    {
+        const QString missing = path("no-such-model.bin");
+        const Run r = run({"eval", missing, "--text", m_text});
+        QVERIFY2(r.code == 1 && !r.crashed, qPrintable(r.describe()));
+        QVERIFY2(QString::fromUtf8(r.err).contains(missing), qPrintable(r.describe()));
+
+        Run rj;
+        const json j = runJson({"eval", missing, "--text", m_text}, &rj);
+        QCOMPARE(rj.code, 1);
+        QVERIFY2(j.is_object() && QString::fromStdString(j.value("error", std::string())).contains(missing), qPrintable(rj.describe()));
+    }
+
+    void evalBadText_data()
+    {
+        QTest::addColumn<QByteArray>("bytes");
+        QTest::addColumn<QString>("mustContain");
+        QTest::newRow("empty") << QByteArray() << "empty";
+        QTest::newRow("whitespace") << QByteArray("\n \n\t\n") << "empty";
+        QTest::newRow("latin-1") << QByteArray("Once upon a time\nthere was a caf\xE9.\n") << "not UTF-8";
+    }
+    void evalBadText()
+    {
+        QFETCH(QByteArray, bytes);
+        QFETCH(QString, mustContain);
+        const QString file = path(QString("bad-%1.txt").arg(QTest::currentDataTag()).replace(' ', '_'));
+        testsupport::writeBytes(file.toStdString(), bytes.constData(), static_cast<std::size_t>(bytes.size()));
+        const Run r = run({"eval", demo(), "--text", file});
+        QVERIFY2(r.code == 1 && !r.crashed, qPrintable(r.describe()));
+        const QString err = QString::fromUtf8(r.err);
+        QVERIFY2(err.contains(file), qPrintable(r.describe()));
+        QVERIFY2(err.contains(mustContain), qPrintable(r.describe()));
+        if (mustContain == "not UTF-8")
+            QVERIFY2(err.contains("line 2"), qPrintable(r.describe()));
+    }
+
+    void evalDemo()
+    {
+        Run r;
+        const json j = runJson({"eval", demo(), "--text", m_text, "--ctx", "64"}, &r);
+        QVERIFY2(r.code == 0 && j.is_object(), qPrintable(r.describe()));
+        const double ppl = j.at("perplexity").get<double>();
+        const double nll = j.at("nll").get<double>();
+        const qint64 tokens = j.at("tokens").get<qint64>();
+        const qint64 windows = j.at("windows").get<qint64>();
+        QVERIFY(std::isfinite(ppl));
+        QVERIFY2(ppl > 1.0, qPrintable(QString::number(ppl)));
+        // A trained TinyStories model is far better than chance (a uniform guess gives 512).
+        QVERIFY2(ppl < 50.0, qPrintable(QString::number(ppl)));
+        QVERIFY2(relClose(std::exp(nll), ppl, 1e-9), qPrintable(QString("exp(%1) vs %2").arg(nll, 0, 'g', 17).arg(ppl, 0, 'g', 17)));
+        QVERIFY(tokens > 100);
+        QCOMPARE(j.at("ctx").get<int>(), 64);
+        QCOMPARE(j.at("stride").get<int>(), 63);
+        // Non-overlapping windows of BOS + up to 63 text tokens, each text token scored once.
+        QCOMPARE(windows, (tokens + 62) / 63);
+        QCOMPARE(j.at("tokens_processed").get<qint64>(), tokens + windows);
+        m_demoPerplexity = ppl;
+    }
+
+    void convertMatchesOriginal()
+    {
+        QVERIFY2(m_demoPerplexity > 0, "evalDemo must run first");
+        m_convertedF32 = path("converted-f32");
+        Run r;
+        const json j = runJson({"convert", demo(), "--out", m_convertedF32}, &r);
+        QVERIFY2(r.code == 0 && j.is_object(), qPrintable(r.describe()));
+        QCOMPARE(j.at("parameters").get<qint64>(), kDemoParameters);
+        QVERIFY(QFileInfo::exists(m_convertedF32 + "/config.json"));
+        QVERIFY(QFileInfo::exists(m_convertedF32 + "/model.safetensors"));
+        // No temporary folders left beside the output.
+        const QStringList leftovers = QDir(m_tmp.path()).entryList(QStringList{"converted-f32?*"}, QDir::AllEntries | QDir::NoDotAndDotDot | QDir::Hidden);
+        QVERIFY2(leftovers.isEmpty(), qPrintable(leftovers.join(", ")));
+
+        Run ri;
+        const json info = runJson({"info", m_convertedF32}, &ri);
+        QVERIFY2(ri.code == 0 && info.is_object(), qPrintable(ri.describe()));
+        QCOMPARE(info.at("format").get<std::string>(), std::string("hf-safetensors"));
+        QCOMPARE(info.at("parameters").get<qint64>(), kDemoParameters);
+        QCOMPARE(info.at("dtypes").at("F32").get<qint64>(), kDemoParameters);
+        // The tokenizer was copied into the folder, byte for byte.
+        const QString tokenizer = QString::fromStdString(info.at("tokenizer").get<std::string>());
+        QVERIFY2(!tokenizer.isEmpty() && QFileInfo(tokenizer).absolutePath() == QFileInfo(m_convertedF32).absoluteFilePath(), qPrintable(ri.describe()));
+        QVERIFY(testsupport::readBytes(tokenizer.toStdString()) == testsupport::readBytes(testsupport::demoTokenizer()));
+
+        // The same weights in a different layout (Q/K rows permuted for HF RoPE): the same perplexity.
+        const double ppl = evalPerplexity(m_convertedF32, demoTokenizer());
+        QVERIFY2(relClose(ppl, m_demoPerplexity, 1e-5), qPrintable(QString("%1 vs %2").arg(ppl, 0, 'g', 17).arg(m_demoPerplexity, 0, 'g', 17)));
+    }
+
+    void convertedFolderFindsItsTokenizer()
+    {
+        // convert copies the tokenizer into the folder; opening the folder must find it again so that
+        // `eval DIR` works without --tokenizer.
+        QVERIFY(!m_convertedF32.isEmpty());
+        Run ri;
+        const json info = runJson({"info", m_convertedF32}, &ri);
+        QVERIFY2(ri.code == 0 && info.is_object(), qPrintable(ri.describe()));
+        QVERIFY2(!info.at("tokenizer").get<std::string>().empty(), qPrintable(ri.describe()));
+        const double ppl = evalPerplexity(m_convertedF32);
+        QVERIFY2(relClose(ppl, m_demoPerplexity, 1e-5), qPrintable(QString::number(ppl)));
+    }
+
+    void convertRefusesToOverwrite()
+    {
+        QVERIFY(!m_convertedF32.isEmpty());
+        const auto before = testsupport::readBytes((m_convertedF32 + "/model.safetensors").toStdString());
+        Run r = run({"convert", demo(), "--out", m_convertedF32, "--dtype", "f16"});
+        QVERIFY2(r.code == 1 && !r.crashed, qPrintable(r.describe()));
+        QVERIFY2(QString::fromUtf8(r.err).contains(m_convertedF32), qPrintable(r.describe()));
+        QVERIFY(testsupport::readBytes((m_convertedF32 + "/model.safetensors").toStdString()) == before); // untouched
+
+        r = run({"convert", demo(), "--out", m_convertedF32, "--force"});
+        QVERIFY2(r.code == 0, qPrintable(r.describe()));
+        QVERIFY(testsupport::readBytes((m_convertedF32 + "/model.safetensors").toStdString()) == before); // deterministic
+        const double ppl = evalPerplexity(m_convertedF32, demoTokenizer());
+        QVERIFY(relClose(ppl, m_demoPerplexity, 1e-5));
+    }
+
+    void convertHalfPrecision_data()
+    {
+        QTest::addColumn<QString>("dtype");
+        QTest::addColumn<QString>("stored");
+        QTest::addColumn<double>("tolerance");
+        QTest::newRow("f16") << "f16" << "F16" << 0.01;
+        QTest::newRow("bf16") << "bf16" << "BF16" << 0.03;
+    }
+    void convertHalfPrecision()
+    {
+        QFETCH(QString, dtype);
+        QFETCH(QString, stored);
+        QFETCH(double, tolerance);
+        QVERIFY(m_demoPerplexity > 0);
+        const QString out = path("converted-" + dtype);
+        const Run r = run({"convert", demo(), "--out", out, "--dtype", dtype});
+        QVERIFY2(r.code == 0, qPrintable(r.describe()));
+        Run ri;
+        const json info = runJson({"info", out}, &ri);
+        QVERIFY2(ri.code == 0 && info.is_object(), qPrintable(ri.describe()));
+        QCOMPARE(info.at("dtypes").at(stored.toStdString()).get<qint64>(), kDemoParameters);
+        QCOMPARE(info.at("bytes").get<qint64>(), 2 * kDemoParameters);
+        const double ppl = evalPerplexity(out, demoTokenizer());
+        QVERIFY2(relClose(ppl, m_demoPerplexity, tolerance), qPrintable(QString("%1 vs f32 %2").arg(ppl).arg(m_demoPerplexity)));
+    }
+
+    void makeRandomIsReproducible()
+    {
+        const QString a = path("random-a"), b = path("random-b"), c = path("random-c");
+        for (const auto& [dir, seed] : {std::pair{a, "3"}, std::pair{b, "3"}, std::pair{c, "4"}}) {
+            const Run r = run({"make-random", "--out", dir, "--preset", "tiny", "--seed", seed});
+            QVERIFY2(r.code == 0, qPrintable(r.describe()));
+        }
+        Run ri;
+        const json info = runJson({"info", a}, &ri);
+        QVERIFY2(ri.code == 0 && info.is_object(), qPrintable(ri.describe()));
+        QCOMPARE(info.at("format").get<std::string>(), std::string("hf-safetensors"));
+        QCOMPARE(info.at("parameters").get<qint64>(), llamaParameters(info.at("config")));
+        QCOMPARE(info.at("bytes").get<qint64>(), 4 * info.at("parameters").get<qint64>());
+
+        const auto bytesA = testsupport::readBytes((a + "/model.safetensors").toStdString());
+        QVERIFY(bytesA.size() > 100000);
+        QVERIFY2(bytesA == testsupport::readBytes((b + "/model.safetensors").toStdString()), "same seed, different bytes");
+        QVERIFY2(bytesA != testsupport::readBytes((c + "/model.safetensors").toStdString()), "different seeds, same bytes");
+        QCOMPARE(testsupport::readText((a + "/config.json").toStdString()), testsupport::readText((b + "/config.json").toStdString()));
+    }
+
+    void makeRandomSharded()
+    {
+        const QString single = path("random-single"), sharded = path("random-sharded");
+        Run r = run({"make-random", "--out", single, "--preset", "tiny", "--seed", "5"});
+        QVERIFY2(r.code == 0, qPrintable(r.describe()));
+        r = run({"make-random", "--out", sharded, "--preset", "tiny", "--seed", "5", "--shard-size", "0.1"});
+        QVERIFY2(r.code == 0, qPrintable(r.describe()));
+        QVERIFY(QFileInfo::exists(sharded + "/model.safetensors.index.json"));
+        QVERIFY(!QFileInfo::exists(sharded + "/model.safetensors"));
+        const QStringList shards = QDir(sharded).entryList(QStringList{"model-*-of-*.safetensors"}, QDir::Files);
+        QVERIFY2(shards.size() >= 2, qPrintable(shards.join(", ")));
+
+        // The index maps every tensor to one of the shards.
+        const json index = json::parse(testsupport::readText((sharded + "/model.safetensors.index.json").toStdString()), nullptr, false);
+        QVERIFY(index.is_object() && index.contains("weight_map"));
+        for (const auto& [name, file] : index["weight_map"].items())
+            QVERIFY2(shards.contains(QString::fromStdString(file.get<std::string>())), name.c_str());
+
+        Run ri1, ri2;
+        const json info1 = runJson({"info", single}, &ri1);
+        const json info2 = runJson({"info", sharded}, &ri2);
+        QVERIFY2(ri2.code == 0 && info2.is_object(), qPrintable(ri2.describe()));
+        QCOMPARE(info2.at("parameters").get<qint64>(), info1.at("parameters").get<qint64>());
+        QCOMPARE(static_cast<int>(index["weight_map"].size()), 3 + 9 * info2.at("config").at("num_hidden_layers").get<int>()); // untied: + lm_head
+
+        // Each shard holds at most 0.1 MiB of tensor data, unless it holds a single bigger tensor.
+        Run rt;
+        const json tensors = runJson({"info", sharded, "--tensors"}, &rt);
+        QVERIFY2(rt.code == 0 && tensors.is_object(), qPrintable(rt.describe()));
+        std::map<std::string, std::pair<int, qint64>> perShard; // file -> (tensors, bytes)
+        for (const auto& t : tensors.at("tensors")) {
+            auto& slot = perShard[index["weight_map"].at(t.at("name").get<std::string>()).get<std::string>()];
+            slot.first += 1;
+            slot.second += t.at("bytes").get<qint64>();
+        }
+        QCOMPARE(static_cast<int>(perShard.size()), static_cast<int>(shards.size()));
+        for (const auto& [file, use] : perShard)
+            QVERIFY2(use.first == 1 || use.second <= qint64(0.1 * 1024 * 1024), qPrintable(QString("%1: %2 tensors, %3 bytes").arg(QString::fromStdString(file)).arg(use.first).arg(use.second)));
+
+        // Same seed, same weights, whatever the layout: the same perplexity. Random weights with
+        // std 0.02 give near-uniform predictions: perplexity close to the vocabulary size (512).
+        const double p1 = evalPerplexity(single, demoTokenizer());
+        const double p2 = evalPerplexity(sharded, demoTokenizer());
+        QVERIFY2(p1 == p2, qPrintable(QString("%1 vs %2").arg(p1, 0, 'g', 17).arg(p2, 0, 'g', 17)));
+        QVERIFY2(p1 > 450 && p1 < 600, qPrintable(QString::number(p1)));
+    }
+
+    void hfFolderWithBrokenConfig()
+    {
+        const QString good = path("random-for-broken");
+        Run r = run({"make-random", "--out", good, "--preset", "tiny", "--seed", "1"});
+        QVERIFY2(r.code == 0, qPrintable(r.describe()));
+        const QString broken = path("broken-config");
+        QVERIFY(QDir().mkpath(broken));
+        QVERIFY(QFile::copy(good + "/model.safetensors", broken + "/model.safetensors"));
+        json config = json::parse(testsupport::readText((good + "/config.json").toStdString()));
+        QVERIFY(config.erase("hidden_size") == 1);
+        testsupport::writeText((broken + "/config.json").toStdString(), config.dump(2));
+
+        for (const QStringList& args : {QStringList{"info", broken}, QStringList{"eval", broken, "--text", m_text, "--tokenizer", demoTokenizer()}}) {
+            r = run(args);
+            QVERIFY2(r.code == 1 && !r.crashed, qPrintable(r.describe()));
+            const QString err = QString::fromUtf8(r.err);
+            QVERIFY2(err.contains("config.json") && err.contains("hidden_size"), qPrintable(r.describe()));
+        }
+    }
+
+    void logsGoToTheDataDir()
+    {
+        // Every run above logged into $POCKETLLM_DATA_DIR, not the user's home.
+        QVERIFY2(QFileInfo::exists(m_dataDir + "/logs/pocketllm.log"), qPrintable(m_dataDir));
+    }
+};
+
+QTEST_GUILESS_MAIN(TestCli)
+#include "test_cli.moc"
