@@ -1,0 +1,38 @@
+// Which linear matrices of a model a compression run touches: by block ranges, matrix types and
+// name patterns, plus presets. Pure value type; any thread.
+#pragma once
+
+#include "pocket/checkpoint.h"
+#include "pocket/model_config.h"
+#include "pocket/result.h"
+
+#include <string>
+#include <vector>
+
+namespace pocket {
+
+struct LayerSelection {
+    // Inclusive block ranges; empty means every block. An end of -1 means "to the last block".
+    std::vector<std::pair<int, int>> blocks;
+    // Matrix types; empty means all seven.
+    std::vector<MatrixType> types;
+    // ECMAScript patterns searched in the full tensor name; empty means no filter.
+    std::string include;
+    std::string exclude;
+    // Blocks left out at either end (the reference code's preset skips 3 and 2).
+    int skipFirst = 0;
+    int skipLast = 0;
+
+    // Parses "0-2,5,10-" (ranges, single blocks, open ends). Errors name the option and the bad part.
+    static Result<std::vector<std::pair<int, int>>> parseBlocks(const std::string& spec);
+    // Parses "q,k,v", "attn", "mlp", "all", HF names (q_proj, ...) or llama2.c names (wq, w1, ...).
+    static Result<std::vector<MatrixType>> parseTypes(const std::string& spec);
+    // "all" or "reference" (skip the first 3 and last 2 blocks, as PocketLLM's reference code does).
+    static Result<LayerSelection> preset(const std::string& name);
+
+    // The selected matrices' tensor names in canonical order (block by block, q k v o gate up down).
+    // Errors: a block past the model's last one, an invalid pattern.
+    Result<std::vector<std::string>> select(const ModelConfig& config) const;
+};
+
+} // namespace pocket
