@@ -6,6 +6,7 @@
 #include "test_support.h"
 
 #include <cstring>
+#include <sys/stat.h>
 #include <filesystem>
 
 using namespace pocket;
@@ -125,6 +126,7 @@ private Q_SLOTS:
         for (const auto& entry : fs::directory_iterator(dir.path().toStdString()))
             QVERIFY2(entry.path().filename() == "hf", entry.path().c_str()); // no temporary folders left
 
+
         for (const std::string& name : {out, out + "/model.safetensors", out + "/config.json"}) { // all three spellings open it
             auto hf = openCheckpoint(name);
             QVERIFY2(hf.ok(), hf.ok() ? "" : hf.message().c_str());
@@ -140,6 +142,11 @@ private Q_SLOTS:
             QCOMPARE(b->info.shape, a->info.shape);
             QVERIFY2(a->toFloat() == b->toFloat(), info.name.c_str());
         }
+        // A trailing slash names the same folder.
+        const std::string slashed = dir.filePath("hf2").toStdString() + "/";
+        QVERIFY(convertToHf(**source, slashed, {}).ok());
+        QVERIFY(openCheckpoint(slashed).ok());
+
         // Converting again into the same folder needs overwrite; the original stays intact.
         QVERIFY(!convertToHf(**source, out, {}).ok());
         HfWriteOptions overwrite;
@@ -248,6 +255,22 @@ private Q_SLOTS:
             QVERIFY(writer.write(out + "/model.safetensors").ok());
             expectError(openCheckpoint(out), "model.safetensors", "has dtype I32");
         }
+
+        // A config.json that is a symlink loop, and a named pipe: errors, never an exception or a hang.
+        fs::remove(config);
+        fs::create_symlink("config.json", config);
+        expectError(openCheckpoint(out), config, "no such file");
+        fs::remove(config);
+        const std::string fifo = dir.filePath("pipe.bin").toStdString();
+        QCOMPARE(::mkfifo(fifo.c_str(), 0600), 0);
+        expectError(openCheckpoint(fifo), fifo, "not a regular file");
+
+        // A config.json with absurd sizes is refused before anything is enumerated.
+        std::string huge = original;
+        huge.replace(huge.find("\"num_hidden_layers\": 2"), 22, "\"num_hidden_layers\": 200000000");
+        testsupport::writeText(config, huge);
+        expectError(openCheckpoint(out), config, "num_hidden_layers must be at most");
+        testsupport::writeText(config, original);
 
         fs::remove(out + "/model.safetensors");
         expectError(openCheckpoint(out), out, "no model.safetensors");

@@ -221,6 +221,8 @@ private Q_SLOTS:
 
         const ModelConfig biasFalse = parseOk(withChange(kQwen2_05b, [](json& j) { j["attention_bias"] = false; }));
         QCOMPARE(biasFalse.attentionBias, true);
+        // torch_dtype is informational: null or absent is fine.
+        QVERIFY(parseHfConfig(withChange(kQwen2_05b, [](json& j) { j["torch_dtype"] = nullptr; }), kSource).ok());
         // use_sliding_window = true is refused (see badConfigs), never silently ignored.
         QVERIFY(!parseHfConfig(withChange(kQwen2_05b, [](json& j) { j["use_sliding_window"] = true; }), kSource).ok());
     }
@@ -344,6 +346,10 @@ private Q_SLOTS:
             j["use_sliding_window"] = true;
             j["sliding_window"] = 4096;
         })) << QStringList{"use_sliding_window"};
+        QTest::newRow("model_type a number") << change([](json& j) { j.erase("architectures"); j["model_type"] = 5; }) << QStringList{"model_type"};
+        QTest::newRow("rope_type a number") << change([](json& j) { j["rope_scaling"] = {{"rope_type", 3}}; }) << QStringList{"rope_scaling"};
+        QTest::newRow("absurd layer count") << change([](json& j) { j["num_hidden_layers"] = 200000000; }) << QStringList{"num_hidden_layers"};
+        QTest::newRow("absurd vocabulary") << change([](json& j) { j["vocab_size"] = 1000000000; }) << QStringList{"vocab_size"};
         QTest::newRow("invalid JSON") << QString("{\"hidden_size\": 4096,") << QStringList{"JSON"};
         QTest::newRow("empty text") << QString("") << QStringList{};
         QTest::newRow("array, not object") << QString("[1, 2, 3]") << QStringList{};

@@ -171,6 +171,12 @@ private Q_SLOTS:
         row("shapeMismatch", makeFile({{"t", {{"dtype", "F32"}, {"shape", {3}}, {"data_offsets", {0, 16}}}}}, data16), "needs 12 bytes");
         row("missingField", makeFile({{"t", {{"dtype", "F32"}, {"data_offsets", {0, 16}}}}}, data16), "needs dtype, shape and data_offsets");
         row("negativeShape", makeFile({{"t", {{"dtype", "F32"}, {"shape", {-4}}, {"data_offsets", {0, 16}}}}}, data16), "non-negative");
+        row("metadataNotString", makeFile({{"__metadata__", {{"a", {{1, 2}}}}}, {"t", {{"dtype", "F32"}, {"shape", {4}}, {"data_offsets", {0, 16}}}}}, data16),
+            "__metadata__ entry 'a' is not a string");
+        // A zero-sized tensor between two overlapping ones must not hide the overlap.
+        row("overlapBehindEmpty", makeFile({{"a", {{"dtype", "U8"}, {"shape", {12}}, {"data_offsets", {0, 12}}}},
+                                            {"z", {{"dtype", "U8"}, {"shape", {0}}, {"data_offsets", {4, 4}}}},
+                                            {"c", {{"dtype", "U8"}, {"shape", {4}}, {"data_offsets", {6, 10}}}}}, data16), "overlap");
         row("hugeShape", makeFile({{"t", {{"dtype", "F32"}, {"shape", {1ull << 62, 1ull << 62}}, {"data_offsets", {0, 16}}}}}, data16), "too large");
     }
     void badFiles()
@@ -184,6 +190,20 @@ private Q_SLOTS:
         QVERIFY(!file.ok());
         QVERIFY2(file.message().find(path) == 0, file.message().c_str());
         QVERIFY2(file.message().find(expected.toStdString()) != std::string::npos, file.message().c_str());
+    }
+
+    void unalignedDataSection()
+    {
+        // A header whose length is not a multiple of 8 leaves the data unaligned; values must still be right.
+        const std::uint16_t halves[3] = {0x3C00, 0xC000, 0x3800}; // 1, -2, 0.5
+        std::vector<std::uint8_t> data(reinterpret_cast<const std::uint8_t*>(halves), reinterpret_cast<const std::uint8_t*>(halves) + 6);
+        const auto bytes = makeFile({{"h", {{"dtype", "F16"}, {"shape", {3}}, {"data_offsets", {0, 6}}}}, {"__metadata__", {{"pad", "x"}}}}, data);
+        QTemporaryDir dir;
+        const std::string path = dir.filePath("u.safetensors").toStdString();
+        writeBytes(path, bytes);
+        auto file = SafetensorsFile::open(path);
+        QVERIFY2(file.ok(), file.ok() ? "" : file.message().c_str());
+        QCOMPARE((*file)->load("h")->toFloat(), (std::vector<float>{1.0f, -2.0f, 0.5f}));
     }
 
     void missingFile()

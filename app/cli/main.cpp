@@ -339,6 +339,8 @@ pocket::Result<pocket::HfWriteOptions> hfWriteOptions(const WriteOptions& o, Pro
     if (!dtype)
         return pocket::Error{"--dtype: '" + o.dtype + "' is not one of f32, f16, bf16"};
     w.dtype = *dtype;
+    if (o.shardMb > 1e9)
+        return pocket::Error{"--shard-size: at most 1e9 MiB"};
     w.maxShardBytes = static_cast<std::uint64_t>(o.shardMb * 1024 * 1024);
     w.tokenizerPath = o.tokenizer;
     w.overwrite = o.force;

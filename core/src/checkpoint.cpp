@@ -118,7 +118,8 @@ private:
 Result<std::unique_ptr<Checkpoint>> HfCheckpoint::open(const fs::path& dir)
 {
     const std::string configPath = (dir / "config.json").string();
-    if (!fs::exists(configPath))
+    std::error_code ec;
+    if (!fs::is_regular_file(configPath, ec))
         return fileError(configPath, "no such file (a Hugging Face model folder needs config.json)");
     auto config = loadHfConfig(configPath);
     if (!config)
@@ -132,7 +133,7 @@ Result<std::unique_ptr<Checkpoint>> HfCheckpoint::open(const fs::path& dir)
     const fs::path indexPath = dir / "model.safetensors.index.json";
     const fs::path singlePath = dir / "model.safetensors";
     std::map<std::string, std::shared_ptr<SafetensorsFile>> byFile;
-    if (fs::exists(indexPath)) {
+    if (fs::exists(indexPath, ec)) {
         std::ifstream in(indexPath);
         nlohmann::json index;
         try {
@@ -160,7 +161,7 @@ Result<std::unique_ptr<Checkpoint>> HfCheckpoint::open(const fs::path& dir)
                 return fileError(file->path(), "index says it holds tensor '" + it.key() + "' but it does not");
             ckpt->m_owner[it.key()] = file;
         }
-    } else if (fs::exists(singlePath)) {
+    } else if (fs::exists(singlePath, ec)) {
         auto opened = SafetensorsFile::open(singlePath.string());
         if (!opened)
             return opened.error();
@@ -338,7 +339,8 @@ Result<TensorData> Llama2cCheckpoint::load(const std::string& name) const
 
 } // namespace
 
-Result<std::unique_ptr<Checkpoint>> openCheckpoint(const std::string& pathText)
+namespace {
+Result<std::unique_ptr<Checkpoint>> openCheckpointUnguarded(const std::string& pathText)
 {
     if (pathText.empty())
         return Error{"no model path given"};
@@ -351,6 +353,18 @@ Result<std::unique_ptr<Checkpoint>> openCheckpoint(const std::string& pathText)
     if (path.extension() == ".safetensors" || path.filename() == "config.json" || path.filename() == "model.safetensors.index.json")
         return HfCheckpoint::open(path.parent_path().empty() ? fs::path(".") : path.parent_path());
     return Llama2cCheckpoint::open(path);
+}
+} // namespace
+
+Result<std::unique_ptr<Checkpoint>> openCheckpoint(const std::string& path)
+{
+    try {
+        return openCheckpointUnguarded(path);
+    } catch (const std::bad_alloc&) {
+        return fileError(path, "not enough memory to open this model");
+    } catch (const std::exception& e) {
+        return fileError(path, std::string("cannot open: ") + e.what());
+    }
 }
 
 } // namespace pocket

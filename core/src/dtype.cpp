@@ -131,19 +131,32 @@ void convertToFloat(DType type, const void* src, std::size_t count, float* dst)
     case DType::F32:
         std::memcpy(dst, src, count * 4);
         return;
+    // Element reads go through memcpy: a file's data section need not be aligned.
     case DType::F64: {
-        const auto* s = static_cast<const double*>(src);
-        for (std::size_t i = 0; i < count; ++i) dst[i] = static_cast<float>(s[i]);
+        const auto* s = static_cast<const std::uint8_t*>(src);
+        for (std::size_t i = 0; i < count; ++i) {
+            double d;
+            std::memcpy(&d, s + 8 * i, 8);
+            dst[i] = static_cast<float>(d);
+        }
         return;
     }
     case DType::F16: {
-        const auto* s = static_cast<const std::uint16_t*>(src);
-        for (std::size_t i = 0; i < count; ++i) dst[i] = halfToFloat(s[i]);
+        const auto* s = static_cast<const std::uint8_t*>(src);
+        for (std::size_t i = 0; i < count; ++i) {
+            std::uint16_t h;
+            std::memcpy(&h, s + 2 * i, 2);
+            dst[i] = halfToFloat(h);
+        }
         return;
     }
     case DType::BF16: {
-        const auto* s = static_cast<const std::uint16_t*>(src);
-        for (std::size_t i = 0; i < count; ++i) dst[i] = bf16ToFloat(s[i]);
+        const auto* s = static_cast<const std::uint8_t*>(src);
+        for (std::size_t i = 0; i < count; ++i) {
+            std::uint16_t b;
+            std::memcpy(&b, s + 2 * i, 2);
+            dst[i] = bf16ToFloat(b);
+        }
         return;
     }
     default:

@@ -14,15 +14,20 @@ namespace fs = std::filesystem;
 
 namespace pocket {
 
-Status writeHfFolder(const ModelConfig& config, const std::function<Status(const TensorInfo&, std::vector<float>&)>& valuesOf,
-                     const std::string& outDir, const HfWriteOptions& options)
+namespace {
+Status writeHfFolderUnguarded(const ModelConfig& config, const std::function<Status(const TensorInfo&, std::vector<float>&)>& valuesOf,
+                              const std::string& outDir, const HfWriteOptions& options)
 {
     if (!isFloatType(options.dtype) || options.dtype == DType::F64)
         return Error{std::string("cannot write weights as ") + dtypeName(options.dtype) + " (use f32, f16 or bf16)"};
     std::error_code ec;
-    if (fs::exists(outDir, ec) && !options.overwrite && !(fs::is_directory(outDir, ec) && fs::is_empty(outDir, ec)))
+    fs::path finalDir = fs::path(outDir).lexically_normal();
+    if (!finalDir.has_filename()) // "out/" names the folder "out"
+        finalDir = finalDir.parent_path();
+    if (finalDir.empty())
+        return Error{"no output folder given"};
+    if (fs::exists(finalDir, ec) && !options.overwrite && !(fs::is_directory(finalDir, ec) && fs::is_empty(finalDir, ec)))
         return fileError(outDir, "already exists (pass --force to replace it)");
-    const fs::path finalDir = fs::path(outDir);
     const fs::path tempDir = finalDir.string() + ".partial-" + std::to_string(::getpid());
     fs::remove_all(tempDir, ec);
     if (!fs::create_directories(tempDir, ec) && ec)
@@ -123,14 +128,29 @@ Status writeHfFolder(const ModelConfig& config, const std::function<Status(const
     }
     fs::rename(tempDir, finalDir, ec);
     if (ec) {
+        const std::string cause = ec.message();
         if (replacing)
             fs::rename(oldDir, finalDir, ec);
-        return fileError(outDir, "cannot move the new folder into place: " + ec.message());
+        return fileError(outDir, "cannot move the new folder into place: " + cause);
     }
     cleanup.keep = true;
     if (replacing)
         fs::remove_all(oldDir, ec);
     return {};
+}
+
+} // namespace
+
+Status writeHfFolder(const ModelConfig& config, const std::function<Status(const TensorInfo&, std::vector<float>&)>& valuesOf,
+                     const std::string& outDir, const HfWriteOptions& options)
+{
+    try {
+        return writeHfFolderUnguarded(config, valuesOf, outDir, options);
+    } catch (const std::bad_alloc&) {
+        return fileError(outDir, "not enough memory to write this model (one tensor at a time must fit)");
+    } catch (const std::exception& e) {
+        return fileError(outDir, std::string("cannot write: ") + e.what());
+    }
 }
 
 Status convertToHf(const Checkpoint& checkpoint, const std::string& outDir, const HfWriteOptions& options)

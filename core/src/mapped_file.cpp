@@ -11,7 +11,8 @@ namespace pocket {
 
 Result<std::shared_ptr<MappedFile>> MappedFile::open(const std::string& path)
 {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    // O_NONBLOCK: opening a named pipe must not wait for a writer; we refuse non-regular files below.
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         return fileError(path, errno == ENOENT ? "no such file" : std::string("cannot open: ") + std::strerror(errno));
     struct stat st {};

@@ -36,6 +36,16 @@ std::int64_t ModelConfig::parameterCount() const
 Status ModelConfig::validate(const std::string& source) const
 {
     auto bad = [&](const std::string& what) { return fileError(source, what); };
+    // Upper bounds well above any published model keep every size product inside int64 and stop a
+    // hostile config from making us enumerate billions of tensors.
+    constexpr std::int64_t kMaxDim = 1 << 20, kMaxLayers = 4096, kMaxHeads = 4096, kMaxVocab = 1 << 23, kMaxPositions = 1 << 24;
+    if (hiddenSize > kMaxDim || intermediateSize > kMaxDim || headDim > kMaxDim)
+        return bad("hidden_size, intermediate_size and head_dim must be at most " + std::to_string(kMaxDim));
+    if (numLayers > kMaxLayers) return bad("num_hidden_layers must be at most " + std::to_string(kMaxLayers));
+    if (numHeads > kMaxHeads || numKvHeads > kMaxHeads) return bad("attention head counts must be at most " + std::to_string(kMaxHeads));
+    if (vocabSize > kMaxVocab) return bad("vocab_size must be at most " + std::to_string(kMaxVocab));
+    if (maxPositions > kMaxPositions) return bad("max_position_embeddings must be at most " + std::to_string(kMaxPositions));
+    if (numHeads * headDim > kMaxDim) return bad("num_attention_heads x head_dim must be at most " + std::to_string(kMaxDim));
     if (hiddenSize <= 0) return bad("hidden_size must be positive");
     if (intermediateSize <= 0) return bad("intermediate_size must be positive");
     if (numLayers <= 0) return bad("num_hidden_layers must be positive");
@@ -65,6 +75,8 @@ Result<ModelConfig> parseHfConfig(const std::string& jsonText, const std::string
     std::string arch;
     if (j.contains("architectures") && j["architectures"].is_array() && !j["architectures"].empty() && j["architectures"][0].is_string())
         arch = j["architectures"][0].get<std::string>();
+    if (j.contains("model_type") && !j["model_type"].is_string())
+        return fileError(sourcePath, "key 'model_type' must be a string");
     const std::string modelType = j.value("model_type", std::string());
     const ArchRow* found = nullptr;
     for (const auto& row : kArchitectures)
@@ -148,7 +160,10 @@ Result<ModelConfig> parseHfConfig(const std::string& jsonText, const std::string
     }
     if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) {
         const auto& rs = j["rope_scaling"];
-        const std::string type = rs.is_object() ? rs.value("rope_type", rs.value("type", std::string("?"))) : "?";
+        std::string type = "?";
+        for (const char* key : {"type", "rope_type"})
+            if (rs.is_object() && rs.contains(key) && rs[key].is_string())
+                type = rs[key].get<std::string>();
         if (type != "default")
             return fileError(sourcePath, "rope_scaling of type '" + type + "' is not supported");
     }
@@ -163,7 +178,8 @@ Result<ModelConfig> parseHfConfig(const std::string& jsonText, const std::string
         else if (e.is_array() && !e.empty() && e[0].is_number_integer())
             c.eosTokenId = e[0].get<std::int32_t>();
     }
-    c.torchDtype = j.value("torch_dtype", std::string());
+    if (j.contains("torch_dtype") && j["torch_dtype"].is_string()) // informational only
+        c.torchDtype = j["torch_dtype"].get<std::string>();
     if (auto s = c.validate(sourcePath); !s)
         return s.error();
     return c;

@@ -72,8 +72,11 @@ Result<std::shared_ptr<SafetensorsFile>> SafetensorsFile::open(const std::string
         if (name == "__metadata__") {
             if (!v.is_object())
                 return fileError(path, "__metadata__ is not an object");
-            for (auto m = v.begin(); m != v.end(); ++m)
-                file->m_metadata[m.key()] = m.value().is_string() ? m.value().get<std::string>() : m.value().dump();
+            for (auto m = v.begin(); m != v.end(); ++m) {
+                if (!m.value().is_string()) // the format defines metadata as string -> string
+                    return fileError(path, "__metadata__ entry '" + m.key() + "' is not a string");
+                file->m_metadata[m.key()] = m.value().get<std::string>();
+            }
             continue;
         }
         const std::string where = "tensor '" + name + "'";
@@ -120,12 +123,16 @@ Result<std::shared_ptr<SafetensorsFile>> SafetensorsFile::open(const std::string
         raws.push_back(std::move(raw));
     }
     std::sort(raws.begin(), raws.end(), [](const Raw& a, const Raw& b) { return a.begin < b.begin || (a.begin == b.begin && a.end < b.end); });
-    for (std::size_t i = 1; i < raws.size(); ++i) {
-        const Raw& prev = raws[i - 1];
-        const Raw& cur = raws[i];
-        // Zero-sized tensors may sit anywhere; real byte ranges may not share a byte.
-        if (cur.begin < prev.end && cur.end > cur.begin && prev.end > prev.begin)
-            return fileError(path, "tensors '" + prev.info.name + "' and '" + cur.info.name + "' overlap in the data section");
+    // Zero-sized tensors may sit anywhere; non-empty byte ranges may not share a byte. Compare each
+    // range with the furthest-reaching non-empty range before it (sorted by start).
+    const Raw* furthest = nullptr;
+    for (const Raw& cur : raws) {
+        if (cur.end == cur.begin)
+            continue;
+        if (furthest && cur.begin < furthest->end)
+            return fileError(path, "tensors '" + furthest->info.name + "' and '" + cur.info.name + "' overlap in the data section");
+        if (!furthest || cur.end > furthest->end)
+            furthest = &cur;
     }
     for (auto& raw : raws) {
         file->m_index[raw.info.name] = file->m_tensors.size();
