@@ -161,18 +161,27 @@ int runInfo(const Globals& g, const InfoOptions& o)
             auto data = (*ckpt)->load(t.name);
             if (!data)
                 return fail(g, data.message());
-            const std::vector<float> v = data->toFloat();
+            // Convert in small chunks: no float copy of the whole tensor, so the walk holds only the
+            // mapped pages of one tensor at a time.
+            const auto count = static_cast<std::size_t>(pocket::elementCount(t.shape));
+            const std::size_t elementBytes = pocket::dtypeSize(t.dtype);
+            std::vector<float> chunk(std::size_t{1} << 16);
             double sum = 0, sumSq = 0;
             float lo = std::numeric_limits<float>::infinity(), hi = -lo;
             std::int64_t bad = 0;
-            for (const float x : v) {
-                if (!std::isfinite(x)) { ++bad; continue; }
-                sum += x;
-                sumSq += static_cast<double>(x) * x;
-                lo = std::min(lo, x);
-                hi = std::max(hi, x);
+            for (std::size_t first = 0; first < count; first += chunk.size()) {
+                const std::size_t n = std::min(chunk.size(), count - first);
+                pocket::convertToFloat(t.dtype, data->data + first * elementBytes, n, chunk.data());
+                for (std::size_t k = 0; k < n; ++k) {
+                    const float x = chunk[k];
+                    if (!std::isfinite(x)) { ++bad; continue; }
+                    sum += x;
+                    sumSq += static_cast<double>(x) * x;
+                    lo = std::min(lo, x);
+                    hi = std::max(hi, x);
+                }
             }
-            const double n = static_cast<double>(v.size());
+            const double n = static_cast<double>(count);
             row["min"] = lo;
             row["max"] = hi;
             row["mean"] = sum / n;

@@ -142,11 +142,17 @@ void convertToFloat(DType type, const void* src, std::size_t count, float* dst)
         return;
     }
     case DType::F16: {
+        // Every half value precomputed once (256 KiB): loading weights is bound by this loop.
+        static const std::vector<float> table = [] {
+            std::vector<float> t(65536);
+            for (std::uint32_t h = 0; h < 65536; ++h) t[h] = halfToFloat(static_cast<std::uint16_t>(h));
+            return t;
+        }();
         const auto* s = static_cast<const std::uint8_t*>(src);
         for (std::size_t i = 0; i < count; ++i) {
             std::uint16_t h;
             std::memcpy(&h, s + 2 * i, 2);
-            dst[i] = halfToFloat(h);
+            dst[i] = table[h];
         }
         return;
     }

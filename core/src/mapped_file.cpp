@@ -55,6 +55,15 @@ void MappedFile::release(std::uint64_t offset, std::uint64_t length) const
         ::madvise(const_cast<std::uint8_t*>(m_data) + begin, end - begin, MADV_DONTNEED);
 }
 
+void MappedFile::prefetch(std::uint64_t offset, std::uint64_t length) const
+{
+    if (!m_data || length == 0)
+        return;
+    static const std::uint64_t page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+    const std::uint64_t begin = offset / page * page;
+    ::madvise(const_cast<std::uint8_t*>(m_data) + begin, offset + length - begin, MADV_WILLNEED);
+}
+
 std::shared_ptr<const void> MappedFile::lease(std::uint64_t offset, std::uint64_t length) const
 {
     auto self = m_self.lock();

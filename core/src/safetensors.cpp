@@ -157,6 +157,7 @@ Result<TensorData> SafetensorsFile::load(const std::string& name) const
     out.info = m_tensors[it->second];
     const std::uint64_t offset = m_dataStart + m_offsets[it->second];
     out.data = m_file->data() + offset;
+    m_file->prefetch(offset, out.info.byteSize);
     out.owner = m_file->lease(offset, out.info.byteSize);
     return out;
 }
