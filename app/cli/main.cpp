@@ -488,7 +488,7 @@ int main(int argc, char** argv)
     evalCmd->add_option("--tokenizer", eval.tokenizer, "tokenizer.model or tokenizer.bin (default: found beside the model)");
     evalCmd->add_option("--ctx", eval.ctx, "Tokens per window, BOS included (default: min(2048, max_position_embeddings))")->check(CLI::Range(2, 1 << 20));
     evalCmd->add_option("--stride", eval.stride, "Text tokens between window starts (default: ctx-1, non-overlapping)")->check(CLI::Range(1, 1 << 20));
-    evalCmd->add_option("--max-tokens", eval.maxTokens, "Score at most this many tokens (default: all)")->check(CLI::NonNegativeNumber);
+    evalCmd->add_option("--max-tokens", eval.maxTokens, "Score at most this many tokens (default: all)")->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 40));
     evalCmd->add_option("--batch", eval.batch, "Windows per forward pass (default: automatic)")->check(CLI::Range(1, 4096));
     evalCmd->add_option("--threads", eval.threads, "Compute threads (default: one per core)")->check(CLI::Range(1, 1024));
 
@@ -500,7 +500,7 @@ int main(int argc, char** argv)
         cmd->add_option("--out", write.out, "Output folder")->required();
         cmd->add_option("--dtype", write.dtype, "Stored dtype: f32, f16 or bf16")->capture_default_str();
         cmd->add_option("--tokenizer", write.tokenizer, "Tokenizer file to copy into the folder");
-        cmd->add_option("--shard-size", write.shardMb, "Split into shards of at most this many MiB (default: one file)")->check(CLI::NonNegativeNumber);
+        cmd->add_option("--shard-size", write.shardMb, "Split into shards of at most this many MiB (default: one file)")->check(CLI::Range(0.0, 1e9));
         cmd->add_flag("--force", write.force, "Replace an existing output folder");
     };
     addWriteOptions(convertCmd);

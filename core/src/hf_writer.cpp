@@ -31,7 +31,7 @@ Status writeHfFolderUnguarded(const ModelConfig& config, const std::function<Sta
     const fs::path tempDir = finalDir.string() + ".partial-" + std::to_string(::getpid());
     fs::remove_all(tempDir, ec);
     if (!fs::create_directories(tempDir, ec) && ec)
-        return fileError(tempDir.string(), "cannot create folder: " + ec.message());
+        return fileError(outDir, "cannot create the output folder: " + ec.message());
     struct Cleanup {
         fs::path dir;
         bool keep = false;

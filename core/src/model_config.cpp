@@ -1,5 +1,7 @@
 #include "pocket/model_config.h"
 
+#include "pocket/checkpoint.h"
+
 #include <nlohmann/json.hpp>
 
 #include <fstream>
@@ -22,14 +24,9 @@ constexpr ArchRow kArchitectures[] = {
 
 std::int64_t ModelConfig::parameterCount() const
 {
-    const std::int64_t q = numHeads * headDim;
-    const std::int64_t kv = numKvHeads * headDim;
-    std::int64_t perLayer = hiddenSize * q + 2 * hiddenSize * kv + q * hiddenSize + 3 * hiddenSize * intermediateSize + 2 * hiddenSize;
-    if (attentionBias)
-        perLayer += q + 2 * kv;
-    std::int64_t total = numLayers * perLayer + vocabSize * hiddenSize + hiddenSize;
-    if (!tieWordEmbeddings)
-        total += vocabSize * hiddenSize;
+    // One source of truth for the architecture's tensors: expectedTensors() in checkpoint.cpp.
+    std::int64_t total = 0;
+    for (const auto& t : expectedTensors(*this)) total += elementCount(t.shape);
     return total;
 }
 
