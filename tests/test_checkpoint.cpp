@@ -220,28 +220,26 @@ private Q_SLOTS:
         const std::string config = out + "/config.json";
         const std::string original = testsupport::readText(config);
 
+        // Each edit of config.json replaces `from` with `to`, and the folder must then fail with `needle`.
+        auto expectConfigError = [&](const std::string& from, const std::string& to, const std::string& where, const std::string& needle) {
+            std::string edited = original;
+            const auto at = edited.find(from);
+            QVERIFY2(at != std::string::npos, from.c_str());
+            edited.replace(at, from.size(), to);
+            testsupport::writeText(config, edited);
+            expectError(openCheckpoint(out), where, needle);
+            testsupport::writeText(config, original);
+        };
         // config.json says more layers than the file holds: a tensor is missing.
-        std::string more = original;
-        more.replace(more.find("\"num_hidden_layers\": 2"), 22, "\"num_hidden_layers\": 3");
-        testsupport::writeText(config, more);
-        expectError(openCheckpoint(out), "model.safetensors", "missing tensor 'model.layers.2.input_layernorm.weight'");
-
+        expectConfigError("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 3", "model.safetensors",
+                          "missing tensor 'model.layers.2.input_layernorm.weight'");
         // A shape that does not match the config.
-        std::string wider = original;
-        wider.replace(wider.find("\"intermediate_size\": 24"), 23, "\"intermediate_size\": 32");
-        testsupport::writeText(config, wider);
-        expectError(openCheckpoint(out), "model.safetensors", "but config.json implies");
-
+        expectConfigError("\"intermediate_size\": 24", "\"intermediate_size\": 32", "model.safetensors", "but config.json implies");
         // Unsupported architecture and missing keys name config.json.
-        std::string gpt2 = original;
-        gpt2.replace(gpt2.find("LlamaForCausalLM"), 16, "GPT2LMHeadModel");
-        testsupport::writeText(config, gpt2);
-        expectError(openCheckpoint(out), config, "unsupported architecture 'GPT2LMHeadModel'");
-        std::string noVocab = original;
-        noVocab.replace(noVocab.find("\"vocab_size\""), 12, "\"vocab_sizeX\"");
-        testsupport::writeText(config, noVocab);
-        expectError(openCheckpoint(out), config, "missing key 'vocab_size'");
-        testsupport::writeText(config, original);
+        expectConfigError("LlamaForCausalLM", "GPT2LMHeadModel", config, "unsupported architecture 'GPT2LMHeadModel'");
+        expectConfigError("\"vocab_size\"", "\"vocab_sizeX\"", config, "missing key 'vocab_size'");
+        // A config.json with absurd sizes is refused before anything is enumerated.
+        expectConfigError("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 200000000", config, "num_hidden_layers must be at most");
 
         // An integer tensor where a weight should be.
         {
@@ -261,16 +259,10 @@ private Q_SLOTS:
         fs::create_symlink("config.json", config);
         expectError(openCheckpoint(out), config, "no such file");
         fs::remove(config);
+        testsupport::writeText(config, original);
         const std::string fifo = dir.filePath("pipe.bin").toStdString();
         QCOMPARE(::mkfifo(fifo.c_str(), 0600), 0);
         expectError(openCheckpoint(fifo), fifo, "not a regular file");
-
-        // A config.json with absurd sizes is refused before anything is enumerated.
-        std::string huge = original;
-        huge.replace(huge.find("\"num_hidden_layers\": 2"), 22, "\"num_hidden_layers\": 200000000");
-        testsupport::writeText(config, huge);
-        expectError(openCheckpoint(out), config, "num_hidden_layers must be at most");
-        testsupport::writeText(config, original);
 
         fs::remove(out + "/model.safetensors");
         expectError(openCheckpoint(out), out, "no model.safetensors");

@@ -17,8 +17,11 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <iomanip>
 #include <iostream>
 #include <limits>
+#include <map>
+#include <sstream>
 #include <sys/resource.h>
 #include <unistd.h>
 

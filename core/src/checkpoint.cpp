@@ -175,7 +175,7 @@ Result<std::unique_ptr<Checkpoint>> HfCheckpoint::open(const fs::path& dir)
     for (const auto& want : expectedTensors(ckpt->m_config)) {
         const auto it = ckpt->m_owner.find(want.name);
         if (it == ckpt->m_owner.end()) {
-            // Some exporters store a tied head anyway, or omit lm_head for tied models; both are handled.
+            // (A tied model needs no lm_head; one stored anyway is ignored like any extra tensor.)
             return fileError(ckpt->m_files.size() == 1 ? ckpt->m_files[0]->path() : indexPath.string(),
                              "missing tensor '" + want.name + "' required by config.json");
         }

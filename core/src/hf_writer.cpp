@@ -69,7 +69,6 @@ Status writeHfFolderUnguarded(const ModelConfig& config, const std::function<Sta
     };
 
     int done = 0;
-    bool cancelled = false;
     nlohmann::ordered_json weightMap = nlohmann::ordered_json::object();
     std::uint64_t totalBytes = 0;
     for (std::size_t s = 0; s < shards.size(); ++s) {
@@ -90,18 +89,14 @@ Status writeHfFolderUnguarded(const ModelConfig& config, const std::function<Sta
                 values = {};
                 if (auto st = sink(bytes.data(), bytes.size()); !st)
                     return st;
-                if (options.onTensor && !options.onTensor(++done, static_cast<int>(tensors.size()))) {
-                    cancelled = true;
-                    return Error{"cancelled"};
-                }
+                if (options.onTensor && !options.onTensor(++done, static_cast<int>(tensors.size())))
+                    return Error{"cancelled"}; // ends writer.write() below, which removes its temporary file
                 return {};
             });
         }
         if (auto st = writer.write((tempDir / shardName(s)).string()); !st)
             return st;
     }
-    if (cancelled)
-        return Error{"cancelled"};
     if (shards.size() > 1) {
         nlohmann::ordered_json index;
         index["metadata"] = {{"total_size", totalBytes}};

@@ -102,49 +102,30 @@ Result<ModelConfig> parseHfConfig(const std::string& jsonText, const std::string
         if (auto s = requireInt(key, *out); !s)
             return s.error();
     }
-    auto optionalInt = [&](const char* key, std::int64_t fallback) -> Result<std::int64_t> {
+    // Optional keys: absent or null keeps `out` at its default; a wrong type is an error.
+    auto optional = [&](const char* key, auto& out, bool (nlohmann::json::*isType)() const noexcept, const char* typeName) -> Status {
         if (!j.contains(key) || j[key].is_null())
-            return fallback;
-        if (!j[key].is_number_integer())
-            return fileError(sourcePath, std::string("key '") + key + "' must be an integer");
-        return j[key].get<std::int64_t>();
+            return {};
+        if (!(j[key].*isType)())
+            return fileError(sourcePath, std::string("key '") + key + "' must be " + typeName);
+        out = j[key].get<std::remove_reference_t<decltype(out)>>();
+        return {};
     };
-    auto optionalNumber = [&](const char* key, double fallback) -> Result<double> {
-        if (!j.contains(key) || j[key].is_null())
-            return fallback;
-        if (!j[key].is_number())
-            return fileError(sourcePath, std::string("key '") + key + "' must be a number");
-        return j[key].get<double>();
-    };
-    auto optionalBool = [&](const char* key, bool fallback) -> Result<bool> {
-        if (!j.contains(key) || j[key].is_null())
-            return fallback;
-        if (!j[key].is_boolean())
-            return fileError(sourcePath, std::string("key '") + key + "' must be true or false");
-        return j[key].get<bool>();
-    };
-    auto kv = optionalInt("num_key_value_heads", c.numHeads);
-    auto maxPos = optionalInt("max_position_embeddings", 2048);
-    auto headDim = optionalInt("head_dim", c.numHeads > 0 ? c.hiddenSize / c.numHeads : 0);
-    auto sliding = optionalInt("sliding_window", 0);
-    auto eps = optionalNumber("rms_norm_eps", 1e-6);
-    auto theta = optionalNumber("rope_theta", 10000.0);
-    auto tie = optionalBool("tie_word_embeddings", false);
-    auto bias = optionalBool("attention_bias", false);
-    for (const Status& s : {kv ? Status() : Status(kv.error()), maxPos ? Status() : Status(maxPos.error()),
-                            headDim ? Status() : Status(headDim.error()), sliding ? Status() : Status(sliding.error()),
-                            eps ? Status() : Status(eps.error()), theta ? Status() : Status(theta.error()),
-                            tie ? Status() : Status(tie.error()), bias ? Status() : Status(bias.error())})
+    using J = nlohmann::json;
+    c.numKvHeads = c.numHeads;
+    c.headDim = c.numHeads > 0 ? c.hiddenSize / c.numHeads : 0;
+    bool bias = false;
+    for (const Status& s : {optional("num_key_value_heads", c.numKvHeads, &J::is_number_integer, "an integer"),
+                            optional("max_position_embeddings", c.maxPositions, &J::is_number_integer, "an integer"),
+                            optional("head_dim", c.headDim, &J::is_number_integer, "an integer"),
+                            optional("sliding_window", c.slidingWindow, &J::is_number_integer, "an integer"),
+                            optional("rms_norm_eps", c.rmsNormEps, &J::is_number, "a number"),
+                            optional("rope_theta", c.ropeTheta, &J::is_number, "a number"),
+                            optional("tie_word_embeddings", c.tieWordEmbeddings, &J::is_boolean, "true or false"),
+                            optional("attention_bias", bias, &J::is_boolean, "true or false")})
         if (!s)
             return s.error();
-    c.numKvHeads = *kv;
-    c.maxPositions = *maxPos;
-    c.headDim = *headDim;
-    c.slidingWindow = *sliding;
-    c.rmsNormEps = *eps;
-    c.ropeTheta = *theta;
-    c.tieWordEmbeddings = *tie;
-    c.attentionBias = found->alwaysBias || *bias;
+    c.attentionBias = found->alwaysBias || bias;
     if (c.modelType == "qwen2") {
         // Qwen2 slides the window only in layers >= max_window_layers; the forward pass applies one
         // mask to all layers, so refuse rather than compute something else.
