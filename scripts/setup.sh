@@ -9,7 +9,7 @@ PACKAGES=(
   libqcustomplot-dev libqcustomplot2.1-qt6
   libtorch-dev libopenblas0-pthread
   libspdlog-dev libfmt-dev libsqlite3-dev libsentencepiece-dev nlohmann-json3-dev
-  libzstd-dev libcli11-dev
+  libzstd-dev libxxhash-dev libcli11-dev
   xvfb xauth
 )
 
