@@ -9,6 +9,13 @@
 
 namespace pocket {
 
+std::string executableDir()
+{
+    std::error_code ec;
+    const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+    return ec ? std::string() : exe.parent_path().string();
+}
+
 std::string userDataDir()
 {
     if (const char* dir = std::getenv("POCKETLLM_DATA_DIR"); dir && *dir)

@@ -1,1 +1,507 @@
-// placeholder
+#include "pocket/compress_job.h"
+
+#include "pocket/atomic_file.h"
+#include "pocket/model_config.h"
+#include "pocket/version.h"
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <mutex>
+#include <set>
+#include <sstream>
+
+namespace pocket {
+
+namespace fs = std::filesystem;
+using json = nlohmann::ordered_json;
+
+namespace {
+
+double secondsSince(std::chrono::steady_clock::time_point start)
+{
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// A readable, stable id for a group: the matrix name, "type:<name>", "model", or "group<i>".
+std::string groupId(const std::vector<MatrixRef>& group, std::size_t index, std::size_t selectedCount)
+{
+    if (group.size() == 1)
+        return group.front().name;
+    bool sameType = true;
+    for (const MatrixRef& m : group)
+        sameType = sameType && m.type == group.front().type;
+    if (sameType)
+        return std::string("type:") + matrixTypeName(group.front().type);
+    if (group.size() == selectedCount)
+        return "model";
+    return "group" + std::to_string(index);
+}
+
+json selectionJson(const LayerSelection& s)
+{
+    json blocks = json::array();
+    for (const auto& [first, last] : s.blocks)
+        blocks.push_back({first, last});
+    json types = json::array();
+    for (MatrixType t : s.types)
+        types.push_back(matrixTypeName(t));
+    return {{"blocks", blocks}, {"types", types},  {"include", s.include},
+            {"exclude", s.exclude}, {"skip_first", s.skipFirst}, {"skip_last", s.skipLast}};
+}
+
+std::string groupFileName(std::size_t index)
+{
+    char name[32];
+    std::snprintf(name, sizeof name, "group-%05zu.pllm", index);
+    return name;
+}
+
+Result<std::vector<std::uint8_t>> readWholeFile(const std::string& path)
+{
+    std::ifstream in(path, std::ios::binary);
+    if (!in)
+        return fileError(path, "cannot open");
+    std::vector<std::uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (in.bad())
+        return fileError(path, "read error");
+    return bytes;
+}
+
+// What identifies a job: a work folder may only be resumed by the same model, method, parameters
+// and selection. The model is identified by its config and its files' sizes and times.
+json jobIdentity(const CompressJobParams& params, const Checkpoint& checkpoint, const CompressionMethod& method,
+                 const ParamSet& resolved, const std::vector<std::string>& groupIds)
+{
+    json files = json::array();
+    std::error_code ec;
+    const fs::path root = checkpoint.path();
+    std::vector<fs::path> paths;
+    if (fs::is_directory(root, ec)) {
+        for (const auto& item : fs::directory_iterator(root, ec))
+            if (item.is_regular_file(ec))
+                paths.push_back(item.path());
+    } else {
+        paths.push_back(root);
+    }
+    std::sort(paths.begin(), paths.end());
+    for (const fs::path& p : paths) {
+        const auto size = fs::file_size(p, ec);
+        const auto time = fs::last_write_time(p, ec).time_since_epoch().count();
+        files.push_back({{"name", p.filename().string()}, {"size", ec ? 0 : size}, {"mtime", static_cast<std::int64_t>(time)}});
+    }
+    return {{"model", fs::absolute(root, ec).string()},
+            {"model_files", files},
+            {"config", json::parse(hfConfigJson(checkpoint.config()))},
+            {"method", method.info().id},
+            {"method_version", method.info().version},
+            {"params", json::parse(resolved.toJson(method.info().params))},
+            {"selection", selectionJson(params.selection)},
+            {"keep_dtype", dtypeName(params.keepDtype)},
+            {"groups", groupIds}};
+}
+
+// Names the first top-level key on which two identities differ.
+std::string firstDifference(const json& a, const json& b)
+{
+    for (auto it = a.begin(); it != a.end(); ++it)
+        if (!b.contains(it.key()) || b.at(it.key()) != it.value())
+            return it.key();
+    return "format";
+}
+
+} // namespace
+
+Result<std::vector<MatrixRef>> selectedMatrices(const Checkpoint& checkpoint, const LayerSelection& selection)
+{
+    auto names = selection.select(checkpoint.config());
+    if (!names)
+        return names.error();
+    const std::set<std::string> wanted(names->begin(), names->end());
+    std::vector<MatrixRef> refs;
+    for (int layer = 0; layer < checkpoint.config().numLayers; ++layer) {
+        for (MatrixType type : kMatrixTypes) {
+            const std::string name = matrixTensorName(layer, type);
+            if (!wanted.count(name))
+                continue;
+            const TensorInfo* info = checkpoint.find(name);
+            if (!info || info->shape.size() != 2)
+                return fileError(checkpoint.path(), "no 2-D tensor " + name);
+            refs.push_back({name, layer, type, info->shape[0], info->shape[1]});
+        }
+    }
+    return refs;
+}
+
+Result<JobPlan> planCompressJob(const CompressJobParams& params, const Checkpoint& checkpoint, const CompressionMethod& method)
+{
+    if (params.keepDtype != DType::F16 && params.keepDtype != DType::BF16 && params.keepDtype != DType::F32)
+        return Error{"--keep-dtype: uncompressed tensors can be kept as f16, bf16 or f32"};
+    auto resolved = ParamSet::resolve(method.info().params, params.settings);
+    if (!resolved)
+        return Error{method.info().id + ": " + resolved.message()};
+    auto refs = selectedMatrices(checkpoint, params.selection);
+    if (!refs)
+        return refs.error();
+    if (refs->empty())
+        return Error{"the layer selection matches no matrix of " + checkpoint.path()};
+    auto groups = method.planGroups(*refs, *resolved);
+    if (!groups)
+        return groups.error();
+
+    JobPlan plan;
+    plan.groups = std::move(*groups);
+    std::set<std::string> compressed;
+    for (std::size_t i = 0; i < plan.groups.size(); ++i) {
+        plan.groupIds.push_back(groupId(plan.groups[i], i, refs->size()));
+        std::vector<BitCounts> perMatrix;
+        auto shared = method.estimateBits(plan.groups[i], *resolved, perMatrix);
+        if (!shared)
+            return Error{method.info().id + ": " + shared.message()};
+        plan.estimatedBits.compressed += *shared;
+        for (std::size_t j = 0; j < plan.groups[i].size(); ++j) {
+            plan.estimatedBits.compressed += perMatrix[j];
+            plan.estimatedBits.compressedWeights += static_cast<std::uint64_t>(plan.groups[i][j].weights());
+            compressed.insert(plan.groups[i][j].name);
+        }
+    }
+    for (const TensorInfo& t : expectedTensors(checkpoint.config())) {
+        const auto n = static_cast<std::uint64_t>(elementCount(t.shape));
+        plan.estimatedBits.totalWeights += n;
+        if (!compressed.count(t.name))
+            plan.estimatedBits.uncompressedBits += n * 8 * dtypeSize(params.keepDtype);
+    }
+    return plan;
+}
+
+Result<CompressJobResult> runCompressJob(const CompressJobParams& params, MethodRegistry& registry,
+                                         const std::function<bool(const JobProgress&)>& onProgress)
+{
+    const auto start = std::chrono::steady_clock::now();
+    if (params.outPath.empty())
+        return Error{"no output archive given (-o OUT.pllm)"};
+    auto checkpoint = openCheckpoint(params.modelPath);
+    if (!checkpoint)
+        return checkpoint.error();
+    const Checkpoint& ckpt = **checkpoint;
+    auto methodResult = registry.find(params.methodId);
+    if (!methodResult)
+        return methodResult.error();
+    CompressionMethod& method = **methodResult;
+    auto plan = planCompressJob(params, ckpt, method);
+    if (!plan)
+        return plan.error();
+    const ParamSet resolved = *ParamSet::resolve(method.info().params, params.settings);
+
+    // Check the tokenizer and the output folder before hours of training.
+    const std::string tokenizerPath = params.tokenizerPath.empty() ? ckpt.tokenizerPath() : params.tokenizerPath;
+    std::vector<std::uint8_t> tokenizerBytes;
+    if (!tokenizerPath.empty()) {
+        auto bytes = readWholeFile(tokenizerPath);
+        if (!bytes)
+            return bytes.error();
+        tokenizerBytes = std::move(*bytes);
+    } else {
+        spdlog::warn("{}: no tokenizer found beside the model; the archive will not embed one", ckpt.path());
+    }
+    std::error_code ec;
+    const fs::path outPath = fs::absolute(params.outPath, ec);
+    if (!fs::is_directory(outPath.parent_path(), ec))
+        return fileError(params.outPath, "the folder " + outPath.parent_path().string() + " does not exist");
+
+    // The work folder.
+    const std::string workDir = params.workDir.empty() ? outPath.string() + ".work" : params.workDir;
+    const json identity = jobIdentity(params, ckpt, method, resolved, plan->groupIds);
+    const std::string jobFile = workDir + "/job.json";
+    if (fs::exists(workDir, ec)) {
+        if (!params.resume)
+            return fileError(workDir, "a work folder from an earlier run exists; pass --resume to continue it, or delete it");
+        auto text = readWholeFile(jobFile);
+        json previous = text ? json::parse(text->begin(), text->end(), nullptr, false) : json();
+        if (!text || previous.is_discarded())
+            return fileError(jobFile, "unreadable; delete the work folder " + workDir + " to start afresh");
+        if (previous != identity)
+            return fileError(workDir, "belongs to a different job (" + firstDifference(identity, previous) +
+                                          " differs); delete it or choose another output");
+    } else {
+        if (params.resume)
+            spdlog::info("{}: nothing to resume, starting afresh", workDir);
+        fs::create_directories(workDir, ec);
+        if (ec)
+            return fileError(workDir, "cannot create the work folder: " + ec.message());
+        auto written = writeFileAtomically(jobFile, identity.dump(2) + "\n");
+        if (!written)
+            return written.error();
+    }
+
+    // Train group by group; each finished group goes to disk at once.
+    CompressJobResult result;
+    std::vector<GroupPayload> payloads;
+    std::uint64_t totalWeights = 0, weightsDone = 0, weightsTrainedHere = 0;
+    for (const auto& group : plan->groups)
+        for (const MatrixRef& m : group)
+            totalWeights += static_cast<std::uint64_t>(m.weights());
+    const auto trainingStart = std::chrono::steady_clock::now();
+    JobProgress progress;
+    progress.groupCount = static_cast<int>(plan->groups.size());
+    for (std::size_t i = 0; i < plan->groups.size(); ++i) {
+        const std::string file = workDir + "/" + groupFileName(i);
+        std::uint64_t groupWeights = 0;
+        for (const MatrixRef& m : plan->groups[i])
+            groupWeights += static_cast<std::uint64_t>(m.weights());
+        if (fs::exists(file, ec)) {
+            auto saved = readGroupFile(file);
+            if (saved && saved->groupId == plan->groupIds[i]) {
+                payloads.push_back(std::move(*saved));
+                ++result.groupsResumed;
+                weightsDone += groupWeights;
+                continue;
+            }
+            spdlog::warn("{}: {}; compressing the group again", file, saved ? "holds another group" : saved.message());
+            fs::remove(file, ec);
+        }
+
+        MatrixGroup group;
+        group.id = plan->groupIds[i];
+        for (const MatrixRef& ref : plan->groups[i]) {
+            auto data = ckpt.load(ref.name);
+            if (!data)
+                return data.error();
+            group.matrices.push_back({ref, data->toFloat()});
+        }
+        progress.phase = JobProgress::Phase::Training;
+        progress.groupIndex = static_cast<int>(i);
+        progress.groupsResumed = result.groupsResumed;
+        CompressContext context;
+        context.onProgress = [&](const TrainProgress& train) {
+            progress.train = train;
+            progress.elapsedSeconds = secondsSince(start);
+            // Time per weight so far in this run (groups resumed cost nothing).
+            const double groupFraction = train.totalSteps > 0 ? static_cast<double>(train.step) / train.totalSteps : 0;
+            const double doneHere = static_cast<double>(weightsTrainedHere) + groupFraction * static_cast<double>(groupWeights);
+            const double remaining = static_cast<double>(totalWeights - weightsDone) - groupFraction * static_cast<double>(groupWeights);
+            progress.etaSeconds = doneHere > 0 ? secondsSince(trainingStart) / doneHere * remaining : 0;
+            return !onProgress || onProgress(progress);
+        };
+        auto payload = method.compress(group, resolved, context);
+        if (!payload)
+            return payload.error();
+        auto written = writeGroupFile(file, *payload);
+        if (!written)
+            return written.error();
+        payloads.push_back(std::move(*payload));
+        weightsDone += groupWeights;
+        weightsTrainedHere += groupWeights;
+    }
+
+    // Assemble the archive.
+    progress.phase = JobProgress::Phase::Writing;
+    progress.elapsedSeconds = secondsSince(start);
+    progress.etaSeconds = 0;
+    if (onProgress && !onProgress(progress))
+        return Error{"cancelled"};
+    ArchiveInput input;
+    ArchiveManifest& manifest = input.manifest;
+    manifest.config = ckpt.config();
+    manifest.sourceName = fs::path(ckpt.path()).filename().string();
+    manifest.creator = std::string("pocketllm-workbench ") + POCKET_VERSION;
+    if (!tokenizerBytes.empty()) {
+        const bool sentencePiece = fs::path(tokenizerPath).extension() == ".model";
+        manifest.tokenizerKind = sentencePiece ? "sentencepiece" : "llama2c";
+        manifest.tokenizerFileName = sentencePiece ? "tokenizer.model" : "tokenizer.bin";
+        input.tokenizerBytes = std::move(tokenizerBytes);
+    }
+    manifest.selectionJson = selectionJson(params.selection).dump();
+    std::set<std::string> compressed;
+    for (const auto& group : plan->groups)
+        for (const MatrixRef& m : group)
+            compressed.insert(m.name);
+    for (const TensorInfo& t : expectedTensors(ckpt.config()))
+        if (!compressed.count(t.name))
+            manifest.tensors.push_back({t.name, params.keepDtype, t.shape, "tensor/" + t.name});
+    for (GroupPayload& p : payloads) {
+        ArchiveGroup g;
+        g.payload = std::move(p);
+        manifest.groups.push_back(std::move(g));
+    }
+    const DType keep = params.keepDtype;
+    input.tensorBytes = [&](const ArchiveTensor& tensor, const ContainerWriter::Sink& sink) -> Status {
+        auto data = ckpt.load(tensor.name);
+        if (!data)
+            return data.error();
+        const std::vector<float> values = data->toFloat();
+        std::vector<std::uint8_t> bytes(values.size() * dtypeSize(keep));
+        convertFromFloat(values.data(), values.size(), keep, bytes.data());
+        return sink(bytes.data(), bytes.size());
+    };
+    for (const ArchiveGroup& g : manifest.groups) {
+        GroupPayload summary = g.payload;
+        summary.sections.clear();
+        result.groups.push_back(std::move(summary));
+    }
+    result.bits = accountBits(manifest);
+    auto written = writeArchive(outPath.string(), std::move(input));
+    if (!written)
+        return written.error();
+    result.archivePath = outPath.string();
+    result.archiveBytes = fs::file_size(outPath, ec);
+    if (!params.keepWorkDir)
+        fs::remove_all(workDir, ec);
+    result.seconds = secondsSince(start);
+    return result;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+namespace {
+
+class ArchiveCheckpoint final : public Checkpoint {
+public:
+    static Result<std::unique_ptr<Checkpoint>> open(const std::string& path, const MethodRegistry& registry)
+    {
+        auto archive = Archive::open(path);
+        if (!archive)
+            return archive.error();
+        std::unique_ptr<ArchiveCheckpoint> ckpt(new ArchiveCheckpoint);
+        ckpt->m_archive = *archive;
+        const ArchiveManifest& manifest = ckpt->m_archive->manifest();
+        ckpt->m_config = manifest.config;
+        ckpt->m_format = CheckpointFormat::HfSafetensors;
+        ckpt->m_path = path;
+
+        std::map<std::string, TensorInfo> stored;
+        for (const ArchiveTensor& t : manifest.tensors)
+            stored[t.name] = {t.name, t.dtype, t.shape, static_cast<std::uint64_t>(elementCount(t.shape)) * dtypeSize(t.dtype)};
+        for (std::size_t g = 0; g < manifest.groups.size(); ++g) {
+            const GroupPayload& payload = manifest.groups[g].payload;
+            auto method = registry.find(payload.methodId);
+            if (!method)
+                return fileError(path, "group " + payload.groupId + " needs method '" + payload.methodId + "': " + method.message());
+            if (payload.methodVersion > (*method)->info().version)
+                return fileError(path, "group " + payload.groupId + " was written by version " +
+                                           std::to_string(payload.methodVersion) + " of method '" + payload.methodId +
+                                           "'; this program has version " + std::to_string((*method)->info().version));
+            ckpt->m_methods.push_back(*method);
+            for (std::size_t m = 0; m < payload.matrices.size(); ++m) {
+                const MatrixRef& ref = payload.matrices[m].ref;
+                stored[ref.name] = {ref.name, DType::F32, {ref.rows, ref.cols},
+                                    static_cast<std::uint64_t>(ref.weights()) * 4};
+                ckpt->m_decoded[ref.name] = {g, m};
+            }
+        }
+        for (const TensorInfo& expected : expectedTensors(manifest.config)) {
+            const auto it = stored.find(expected.name);
+            if (it == stored.end())
+                return fileError(path, "the archive holds no tensor " + expected.name);
+            if (it->second.shape != expected.shape)
+                return fileError(path, expected.name + " has shape " + shapeString(it->second.shape) + ", the config needs " +
+                                           shapeString(expected.shape));
+            ckpt->m_tensors.push_back(it->second);
+        }
+        ckpt->buildIndex();
+        return std::unique_ptr<Checkpoint>(std::move(ckpt));
+    }
+
+    std::string fileOf(const std::string&) const override { return m_path; }
+
+    Result<TensorData> load(const std::string& name) const override
+    {
+        const TensorInfo* info = find(name);
+        if (!info)
+            return fileError(m_path, "no tensor " + name);
+        const auto decodedAt = m_decoded.find(name);
+        if (decodedAt == m_decoded.end()) {
+            auto data = m_archive->tensor(name);
+            if (!data)
+                return data.error();
+            return data;
+        }
+        const auto [groupIndex, matrixIndex] = decodedAt->second;
+        std::lock_guard<std::mutex> lock(m_mutex);
+        auto& cache = m_cache[groupIndex];
+        if (!cache.matrices) {
+            auto payload = m_archive->groupPayload(groupIndex);
+            if (!payload)
+                return payload.error();
+            auto decoded = m_methods[groupIndex]->decode(*payload);
+            if (!decoded)
+                return fileError(m_path, decoded.message());
+            cache.matrices = std::make_shared<std::vector<std::vector<float>>>(std::move(*decoded));
+            cache.served.assign(cache.matrices->size(), false);
+        }
+        auto matrices = cache.matrices;
+        const std::vector<float>& values = (*matrices)[matrixIndex];
+        TensorData data;
+        data.info = *info;
+        data.data = reinterpret_cast<const std::uint8_t*>(values.data());
+        data.owner = matrices;
+        // Drop the decoded group once each of its matrices was handed out (callers hold their copies).
+        cache.served[matrixIndex] = true;
+        if (std::all_of(cache.served.begin(), cache.served.end(), [](bool b) { return b; }))
+            m_cache.erase(groupIndex);
+        return data;
+    }
+
+private:
+    struct DecodedGroup {
+        std::shared_ptr<std::vector<std::vector<float>>> matrices;
+        std::vector<bool> served;
+    };
+    std::shared_ptr<Archive> m_archive;
+    std::vector<const CompressionMethod*> m_methods; // per group
+    std::map<std::string, std::pair<std::size_t, std::size_t>> m_decoded; // name -> (group, matrix)
+    mutable std::mutex m_mutex;
+    mutable std::map<std::size_t, DecodedGroup> m_cache;
+};
+
+} // namespace
+
+Result<std::unique_ptr<Checkpoint>> openArchiveCheckpoint(const std::string& path, const MethodRegistry& registry)
+{
+    return ArchiveCheckpoint::open(path, registry);
+}
+
+Status decompressArchive(const std::string& archivePath, const MethodRegistry& registry, const std::string& outDir,
+                         HfWriteOptions options)
+{
+    auto checkpoint = openArchiveCheckpoint(archivePath, registry);
+    if (!checkpoint)
+        return checkpoint.error();
+    auto archive = Archive::open(archivePath, ContainerReader::Verify::ManifestOnly);
+    if (!archive)
+        return archive.error();
+    // The embedded tokenizer goes through a temporary file into the folder.
+    std::string tempTokenizer;
+    const ArchiveManifest& manifest = (*archive)->manifest();
+    if (!manifest.tokenizerKind.empty()) {
+        auto bytes = (*archive)->tokenizerBytes();
+        if (!bytes)
+            return bytes.error();
+        std::error_code ec;
+        const fs::path dir = fs::temp_directory_path(ec) / ("pocketllm-tok-" + std::to_string(::getpid()));
+        fs::create_directories(dir, ec);
+        tempTokenizer = (dir / manifest.tokenizerFileName).string();
+        std::ofstream out(tempTokenizer, std::ios::binary);
+        out.write(reinterpret_cast<const char*>(bytes->data()), static_cast<std::streamsize>(bytes->size()));
+        if (!out)
+            return fileError(tempTokenizer, "cannot write the tokenizer");
+        options.tokenizerPath = tempTokenizer;
+    }
+    Status status = convertToHf(**checkpoint, outDir, options);
+    if (!tempTokenizer.empty()) {
+        std::error_code ec;
+        fs::remove_all(fs::path(tempTokenizer).parent_path(), ec);
+    }
+    return status;
+}
+
+} // namespace pocket

@@ -1,5 +1,7 @@
 #include "pocket/tokenizer.h"
 
+#include "pocket/app_paths.h"
+
 #include "pocket/mapped_file.h"
 
 #include <dlfcn.h>
@@ -26,13 +28,6 @@ struct SpmShim {
     int (*eosId)(void*) = nullptr;
     std::string error;
 };
-
-std::string executableDir()
-{
-    std::error_code ec;
-    const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
-    return ec ? std::string() : exe.parent_path().string();
-}
 
 const SpmShim& spmShim()
 {

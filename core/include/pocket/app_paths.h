@@ -9,6 +9,9 @@ namespace pocket {
 // else ~/.local/share/pocketllm-workbench. Not created by this call.
 std::string userDataDir();
 
+// The folder of the running executable ("" if unknown).
+std::string executableDir();
+
 enum class LogLevel { Debug, Info, Warn, Error, Off };
 
 // Sets up spdlog's default logger: the console (stderr) at `consoleLevel` and a rotating file

@@ -34,6 +34,25 @@ struct ParamSpec {
     double maxValue = 0;
     std::vector<std::string> choices; // Choice: allowed values
     bool logScale = false;            // GUI hint: a log-scale slider or spin box
+
+    static ParamSpec integer(std::string name, std::int64_t defaultValue, double minValue, double maxValue, std::string help,
+                             bool logScale = false)
+    {
+        return {std::move(name), ParamKind::Int, std::to_string(defaultValue), std::move(help), minValue, maxValue, {}, logScale};
+    }
+    static ParamSpec real(std::string name, std::string defaultValue, double minValue, double maxValue, std::string help,
+                          bool logScale = false)
+    {
+        return {std::move(name), ParamKind::Float, std::move(defaultValue), std::move(help), minValue, maxValue, {}, logScale};
+    }
+    static ParamSpec choice(std::string name, std::string defaultValue, std::vector<std::string> choices, std::string help)
+    {
+        return {std::move(name), ParamKind::Choice, std::move(defaultValue), std::move(help), 0, 0, std::move(choices), false};
+    }
+    static ParamSpec boolean(std::string name, bool defaultValue, std::string help)
+    {
+        return {std::move(name), ParamKind::Bool, defaultValue ? "true" : "false", std::move(help), 0, 0, {}, false};
+    }
 };
 
 // Validated parameter values of one method, in text form, every schema entry present.
