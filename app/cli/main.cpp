@@ -10,6 +10,9 @@
 #include "pocket/tokenizer.h"
 #include "pocket/version.h"
 
+#include "cli_common.h"
+#include "compress_commands.h"
+
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
@@ -29,82 +32,7 @@ using nlohmann::ordered_json;
 
 namespace {
 
-constexpr int kExitOk = 0;
-constexpr int kExitBadInput = 1;
-constexpr int kExitUsage = 2;
-
-struct Globals {
-    bool json = false;
-    bool quiet = false;
-    std::string logLevel = "info";
-};
-
-double peakRssMb()
-{
-    rusage usage{};
-    getrusage(RUSAGE_SELF, &usage);
-    return static_cast<double>(usage.ru_maxrss) / 1024.0; // ru_maxrss is in KiB on Linux
-}
-
-double secondsSince(std::chrono::steady_clock::time_point start)
-{
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
-std::string formatDuration(double seconds)
-{
-    if (!(seconds >= 0) || seconds > 1e7)
-        return "--:--";
-    const long s = std::lround(seconds);
-    char buf[32];
-    if (s >= 3600)
-        std::snprintf(buf, sizeof buf, "%ld:%02ld:%02ld", s / 3600, (s / 60) % 60, s % 60);
-    else
-        std::snprintf(buf, sizeof buf, "%ld:%02ld", s / 60, s % 60);
-    return buf;
-}
-
-// A one-line progress display on stderr, only when stderr is a terminal.
-class ProgressLine {
-public:
-    explicit ProgressLine(bool enabled) : m_enabled(enabled && ::isatty(STDERR_FILENO)) {}
-    ~ProgressLine() { finish(); }
-    void show(const std::string& text)
-    {
-        if (!m_enabled)
-            return;
-        std::fprintf(stderr, "\r%-78s", text.c_str());
-        std::fflush(stderr);
-        m_shown = true;
-    }
-    void finish()
-    {
-        if (m_shown)
-            std::fprintf(stderr, "\r%-78s\r", "");
-        m_shown = false;
-    }
-
-private:
-    bool m_enabled;
-    bool m_shown = false;
-};
-
-// Reports an error: one line on stderr, and {"error": ...} on stdout under --json.
-int fail(const Globals& g, const std::string& message, int code = kExitBadInput)
-{
-    spdlog::error("{}", message);
-    if (g.json)
-        std::cout << ordered_json{{"error", message}}.dump() << std::endl;
-    return code;
-}
-
-void emit(const Globals& g, const ordered_json& object, const std::string& text)
-{
-    if (g.json)
-        std::cout << object.dump(2) << std::endl;
-    else
-        std::cout << text;
-}
+using namespace cli;
 
 ordered_json configJson(const pocket::ModelConfig& c)
 {
@@ -137,7 +65,7 @@ struct InfoOptions {
 
 int runInfo(const Globals& g, const InfoOptions& o)
 {
-    auto ckpt = pocket::openCheckpoint(o.model);
+    auto ckpt = openModelOrArchive(o.model);
     if (!ckpt)
         return fail(g, ckpt.message());
     const auto& c = (*ckpt)->config();
@@ -247,7 +175,7 @@ struct EvalOptions {
 int runEval(const Globals& g, const EvalOptions& o)
 {
     const auto start = std::chrono::steady_clock::now();
-    auto ckpt = pocket::openCheckpoint(o.model);
+    auto ckpt = openModelOrArchive(o.model);
     if (!ckpt)
         return fail(g, ckpt.message());
     const auto& config = (*ckpt)->config();
@@ -469,7 +397,7 @@ int runDoctor(const Globals& g, int threads)
 int main(int argc, char** argv)
 {
     Globals g;
-    CLI::App app{"PocketLLM Workbench command-line tool: inspect, convert and evaluate Llama-family checkpoints."};
+    CLI::App app{"PocketLLM Workbench command-line tool: inspect, convert, evaluate and compress Llama-family checkpoints."};
     app.name("pocketllm-cli");
     app.set_version_flag("--version", std::string("pocketllm-cli ") + POCKET_VERSION + " (git " + POCKET_GIT_REVISION + ")");
     app.require_subcommand(1);
@@ -486,7 +414,7 @@ int main(int argc, char** argv)
 
     EvalOptions eval;
     auto* evalCmd = app.add_subcommand("eval", "Perplexity of a model on a text file");
-    evalCmd->add_option("MODEL", eval.model, "HF folder, .safetensors file in one, or llama2.c .bin")->required();
+    evalCmd->add_option("MODEL", eval.model, "HF folder, .safetensors file in one, llama2.c .bin, or .pllm archive")->required();
     evalCmd->add_option("--text", eval.text, "UTF-8 text file")->required();
     evalCmd->add_option("--tokenizer", eval.tokenizer, "tokenizer.model or tokenizer.bin (default: found beside the model)");
     evalCmd->add_option("--ctx", eval.ctx, "Tokens per window, BOS included (default: min(2048, max_position_embeddings))")->check(CLI::Range(2, 1 << 20));
@@ -524,6 +452,9 @@ int main(int argc, char** argv)
     randomCmd->add_flag("--bias", random.bias, "Biases on the q/k/v projections");
     randomCmd->add_option("--seed", random.seed, "Random seed")->capture_default_str();
 
+    CompressCommands compressCommands;
+    addCompressCommands(app, compressCommands);
+
     int doctorThreads = 0;
     auto* doctorCmd = app.add_subcommand("doctor", "Check the installation: threads and BLAS speed");
     doctorCmd->add_option("--threads", doctorThreads, "Compute threads (default: one per core)")->check(CLI::Range(1, 1024));
@@ -557,6 +488,7 @@ int main(int argc, char** argv)
         if (*convertCmd) return runConvert(g, convertModel, write);
         if (*randomCmd) return runMakeRandom(g, random, write);
         if (*doctorCmd) return runDoctor(g, doctorThreads);
+        if (const int code = runCompressCommands(g, compressCommands); code >= 0) return code;
     } catch (const std::exception& e) {
         return fail(g, std::string("internal error: ") + e.what());
     }

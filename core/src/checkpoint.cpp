@@ -21,6 +21,16 @@ const char* matrixTypeName(MatrixType type)
     return kNames[static_cast<int>(type)];
 }
 
+bool parseMatrixTypeName(const std::string& name, MatrixType& type)
+{
+    for (const MatrixType t : kMatrixTypes)
+        if (name == matrixTypeName(t)) {
+            type = t;
+            return true;
+        }
+    return false;
+}
+
 std::string matrixTensorName(int layer, MatrixType type)
 {
     const bool attention = type == MatrixType::Q || type == MatrixType::K || type == MatrixType::V || type == MatrixType::O;

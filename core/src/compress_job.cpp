@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -282,7 +283,15 @@ Result<CompressJobResult> runCompressJob(const CompressJobParams& params, Method
         progress.groupIndex = static_cast<int>(i);
         progress.groupsResumed = result.groupsResumed;
         CompressContext context;
+        int loggedEpoch = 0;
         context.onProgress = [&](const TrainProgress& train) {
+            if (train.epoch != loggedEpoch) {
+                loggedEpoch = train.epoch;
+                spdlog::debug("{} epoch {}/{}: loss {:.4g} (reconstruction {:.4g}, codebook {:.4g}, commitment {:.4g}), SNR {:.2f} dB, "
+                              "{} dead codewords, lr {:.3g}",
+                              train.groupId, train.epoch, train.epochs, train.loss, train.reconstruction, train.codebookTerm,
+                              train.commitmentTerm, train.snrDb, train.deadCodewords, train.lr);
+            }
             progress.train = train;
             progress.elapsedSeconds = secondsSince(start);
             // Time per weight so far in this run (groups resumed cost nothing).
@@ -408,7 +417,20 @@ public:
             ckpt->m_tensors.push_back(it->second);
         }
         ckpt->buildIndex();
+        if (!manifest.tokenizerKind.empty()) {
+            auto status = ckpt->extractTokenizer();
+            if (!status)
+                return status.error();
+        }
         return std::unique_ptr<Checkpoint>(std::move(ckpt));
+    }
+
+    ~ArchiveCheckpoint() override
+    {
+        if (!m_tokenizerDir.empty()) {
+            std::error_code ec;
+            fs::remove_all(m_tokenizerDir, ec);
+        }
     }
 
     std::string fileOf(const std::string&) const override { return m_path; }
@@ -452,6 +474,32 @@ public:
     }
 
 private:
+    // The embedded tokenizer goes to a private temporary file, so tokenizerPath() works as for
+    // any checkpoint; it is removed with the checkpoint.
+    Status extractTokenizer()
+    {
+        auto bytes = m_archive->tokenizerBytes();
+        if (!bytes)
+            return bytes.error();
+        static std::atomic<int> counter{0};
+        std::error_code ec;
+        const fs::path dir = fs::temp_directory_path(ec) /
+                             ("pocketllm-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
+        fs::create_directories(dir, ec);
+        const std::string file = (dir / m_archive->manifest().tokenizerFileName).string();
+        std::ofstream out(file, std::ios::binary);
+        out.write(reinterpret_cast<const char*>(bytes->data()), static_cast<std::streamsize>(bytes->size()));
+        out.close();
+        if (ec || !out) {
+            fs::remove_all(dir, ec);
+            return fileError(file, "cannot write the archive's tokenizer to a temporary file");
+        }
+        m_tokenizerDir = dir.string();
+        m_tokenizerPath = file;
+        return {};
+    }
+
+    std::string m_tokenizerDir;
     struct DecodedGroup {
         std::shared_ptr<std::vector<std::vector<float>>> matrices;
         std::vector<bool> served;
@@ -476,32 +524,7 @@ Status decompressArchive(const std::string& archivePath, const MethodRegistry& r
     auto checkpoint = openArchiveCheckpoint(archivePath, registry);
     if (!checkpoint)
         return checkpoint.error();
-    auto archive = Archive::open(archivePath, ContainerReader::Verify::ManifestOnly);
-    if (!archive)
-        return archive.error();
-    // The embedded tokenizer goes through a temporary file into the folder.
-    std::string tempTokenizer;
-    const ArchiveManifest& manifest = (*archive)->manifest();
-    if (!manifest.tokenizerKind.empty()) {
-        auto bytes = (*archive)->tokenizerBytes();
-        if (!bytes)
-            return bytes.error();
-        std::error_code ec;
-        const fs::path dir = fs::temp_directory_path(ec) / ("pocketllm-tok-" + std::to_string(::getpid()));
-        fs::create_directories(dir, ec);
-        tempTokenizer = (dir / manifest.tokenizerFileName).string();
-        std::ofstream out(tempTokenizer, std::ios::binary);
-        out.write(reinterpret_cast<const char*>(bytes->data()), static_cast<std::streamsize>(bytes->size()));
-        if (!out)
-            return fileError(tempTokenizer, "cannot write the tokenizer");
-        options.tokenizerPath = tempTokenizer;
-    }
-    Status status = convertToHf(**checkpoint, outDir, options);
-    if (!tempTokenizer.empty()) {
-        std::error_code ec;
-        fs::remove_all(fs::path(tempTokenizer).parent_path(), ec);
-    }
-    return status;
+    return convertToHf(**checkpoint, outDir, options);
 }
 
 } // namespace pocket

@@ -56,6 +56,9 @@ std::vector<ParamSpec> schema()
         P::boolean("shuffle", false, "shuffle whole RLN groups every epoch (the reference code does not shuffle)"),
         P::choice("sharing", "matrix", {"matrix", "type", "model"},
                   "one meta-network per matrix (paper), per matrix type across blocks, or one for the whole model"),
+        P::boolean("normalize", true,
+                   "train on weights divided by their RMS over the group (one fp32 scale stored), so the loss terms "
+                   "are balanced whatever the weights' magnitude"),
         P::integer("seed", 1, 0, 2147483647, "random seed (combined with the group id)"),
     };
 }
@@ -70,7 +73,7 @@ const MethodInfo& methodInfo()
         m.description = "Sub-vectors encoded by a small meta-network, vector-quantised in its latent space, decoded "
                         "by the stored decoder (Tian et al., AAAI 2026).";
         m.lossy = true;
-        m.bitsFormula = "(rows*cols/d)*ceil(log2 K) + 16*K*latent + 16*decoder_params, shared bits split over the group";
+        m.bitsFormula = "(rows*cols/d)*ceil(log2 K) + 16*K*latent + 16*decoder_params + 32 (scale), shared bits split over the group";
         m.params = schema();
         return m;
     }();
@@ -244,6 +247,7 @@ public:
         BitCounts shared;
         shared.codebookBits = 16ull * layout->codewords * layout->latent;
         shared.decoderBits = 16ull * decoderParameterCount(*layout);
+        shared.scaleBits = 32; // the group's fp32 scale
         return shared;
     }
 
@@ -318,8 +322,15 @@ Result<GroupPayload> PocketLlmMethod::compressImpl(const MatrixGroup& group, con
         parts.push_back(subvectors(m, l.d));
         counts.push_back(parts.back().size(0));
     }
-    const at::Tensor data = at::cat(parts, 0); // [N, d]
+    at::Tensor data = at::cat(parts, 0); // [N, d]
     parts.clear();
+    // One scale for the group; the training sees unit-RMS weights (decoding multiplies back).
+    float scale = 1.0f;
+    if (params.getBool("normalize")) {
+        const double rms = data.pow(2).mean().sqrt().item<double>();
+        scale = rms > 0 ? static_cast<float>(rms) : 1.0f;
+        data = data / scale;
+    }
     const std::int64_t n = data.size(0);
 
     Network net = Network::create(l.d, l.latent, l.hidden, l.group, l.codewords, gen);
@@ -488,6 +499,10 @@ Result<GroupPayload> PocketLlmMethod::compressImpl(const MatrixGroup& group, con
     payload.metaJson = meta.dump();
     payload.sections.push_back({"decoder", std::move(decoderBytes)});
     payload.sections.push_back({"codebook", fp16Bytes(codebook16)});
+    std::vector<std::uint8_t> scaleBytes(sizeof scale);
+    std::memcpy(scaleBytes.data(), &scale, sizeof scale);
+    payload.sections.push_back({"scale", std::move(scaleBytes)});
+    payload.sharedBits.scaleBits = 8 * sizeof scale;
     payload.sharedBits.codebookBits = 16ull * l.codewords * l.latent;
     payload.sharedBits.decoderBits = 16ull * decoderParameterCount(l);
 
@@ -560,6 +575,13 @@ Result<std::vector<std::vector<float>>> PocketLlmMethod::decodeImpl(const GroupP
     }
     const Decoder decoder = Decoder::fromTensors(decoderTensors, l.group);
     const at::Tensor codebook = fromFp16Bytes(codebookSection->bytes, 0, {l.codewords, l.latent});
+    const PayloadSection* scaleSection = payload.section("scale");
+    float scale = 0;
+    if (!scaleSection || scaleSection->bytes.size() != sizeof scale)
+        return Error{"pocketllm: group " + payload.groupId + ": scale section missing or of the wrong size"};
+    std::memcpy(&scale, scaleSection->bytes.data(), sizeof scale);
+    if (!std::isfinite(scale) || scale <= 0)
+        return Error{"pocketllm: group " + payload.groupId + ": scale is not a positive number"};
 
     std::vector<std::vector<float>> out;
     for (const MatrixResult& m : payload.matrices) {
@@ -579,7 +601,7 @@ Result<std::vector<std::vector<float>>> PocketLlmMethod::decodeImpl(const GroupP
             const std::int64_t size = std::min(chunk, count - b);
             pieces.push_back(decoder.decode(codebook.index_select(0, idx.narrow(0, b, size).to(at::kLong))));
         }
-        const at::Tensor s = at::cat(pieces, 0);
+        const at::Tensor s = at::cat(pieces, 0) * scale;
         const at::Tensor w = roundFp16(weightsFromSubvectors(s, m.ref.rows, m.ref.cols, l.d)).contiguous();
         out.emplace_back(w.data_ptr<float>(), w.data_ptr<float>() + w.numel());
     }

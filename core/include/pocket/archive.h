@@ -72,7 +72,8 @@ public:
     std::uint64_t manifestBytes() const;
     const std::vector<ContainerSection>& sections() const;
     const ContainerSection* find(const std::string& name) const;
-    // A view of a section's bytes (kept alive by the returned owner).
+    // A view of a section's bytes (kept alive by the returned owner). Opened with
+    // Verify::ManifestOnly, the section's checksum is checked on its first access.
     Result<TensorData> section(const std::string& name) const;
     // Re-checks one section's checksum.
     Status verify(const std::string& name) const;
@@ -130,7 +131,9 @@ ArchiveBits accountBits(const ArchiveManifest& manifest);
 
 // Writes a model archive: the uncompressed tensors come from `tensorBytes(name, sink)` (streamed,
 // each exactly its dtype size), the groups from their payloads (taken with their bytes), the
-// tokenizer from `tokenizerBytes`. Written to a temporary name and renamed into place.
+// tokenizer from `tokenizerBytes`. Written to a temporary name and renamed into place. The
+// section names (ArchiveTensor::section, ArchiveGroup::sectionNames) are assigned here; the
+// manifest must cover every tensor of the config exactly once (docs/archive-format.md 8.3).
 struct ArchiveInput {
     ArchiveManifest manifest;                    // groups[].payload.sections hold the bytes
     std::vector<std::uint8_t> tokenizerBytes;
@@ -160,7 +163,8 @@ private:
 Status writeGroupFile(const std::string& path, const GroupPayload& payload);
 Result<GroupPayload> readGroupFile(const std::string& path);
 
-// JSON of a GroupPayload without bytes (used in manifests and group files), and back.
+// JSON of a GroupPayload without bytes (used in manifests and group files), and back. The JSON is
+// "" when paramsJson or metaJson is not a JSON object ("" counts as {}) or section names repeat.
 std::string groupPayloadToJson(const GroupPayload& payload);
 Result<GroupPayload> groupPayloadFromJson(const std::string& json, const std::string& fileForErrors);
 

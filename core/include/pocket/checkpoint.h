@@ -24,6 +24,8 @@ constexpr MatrixType kMatrixTypes[] = {MatrixType::Q, MatrixType::K, MatrixType:
                                        MatrixType::Gate, MatrixType::Up, MatrixType::Down};
 // "q_proj", ..., "down_proj".
 const char* matrixTypeName(MatrixType type);
+// The inverse of matrixTypeName (exact spelling only); false for anything else.
+bool parseMatrixTypeName(const std::string& name, MatrixType& type);
 // "model.layers.3.self_attn.q_proj.weight"
 std::string matrixTensorName(int layer, MatrixType type);
 

@@ -10,9 +10,17 @@ namespace pocket {
 
 // For each of the `count` vectors of `dim` floats in `vectors` (row-major), the index of the
 // nearest of the `codewords` rows (K x dim, row-major) in squared Euclidean distance; ties go to
-// the lowest index. Memory beyond the output is O(threads * tile), never count x K.
-// `distances`, when not null, receives the squared distance to the chosen codeword.
-// threads <= 0 means one per core. Deterministic whatever the thread count.
+// the lowest index. Memory beyond the output is O(K * dim + threads * tile), never count x K.
+// `distances`, when not null, receives the squared distance to the chosen codeword, summed in
+// double and rounded to float.
+// Guarantee: the search ranks by |c-m|^2 - 2 (z-m).(c-m) in float (m: the mean codeword), so for
+// finite inputs without overflow the chosen codeword c satisfies
+//   |z-c|^2 <= |z-c*|^2 + (dim + 8) * 2^-22 * (|z-m|^2 + |c-m|^2 + |c*-m|^2)
+// where c* is a true nearest codeword. Identical codewords always resolve to the lowest index;
+// distinct codewords at (nearly) equal distance may resolve either way within that bound.
+// threads <= 0 means one per core. Deterministic whatever the thread count (the result may differ
+// between instruction sets; POCKET_VQ_ISA=generic|avx2 caps the one used, for tests).
+// Throws std::invalid_argument on a broken precondition (dim < 1, K outside 1..2^31-1, ...).
 void nearestCodewords(const float* vectors, std::int64_t count, const float* codewords, std::int64_t codewordCount, int dim,
                       std::int32_t* indices, float* distances = nullptr, int threads = 0);
 
@@ -21,9 +29,10 @@ int indexBits(std::int64_t codewordCount);
 
 // Packs `count` values of `bits` bits each (1..32), LSB first into little-endian bytes:
 // value i occupies bits [i*bits, (i+1)*bits) of the stream. Size: ceil(count*bits/8) bytes.
-// Values must be < 2^bits.
+// Values must be < 2^bits (as unsigned: at 32 bits any int32 pattern); throws
+// std::invalid_argument otherwise or for bits outside 1..32.
 std::vector<std::uint8_t> packBits(const std::int32_t* values, std::int64_t count, int bits);
-// The inverse. Returns false if `bytes` is shorter than ceil(count*bits/8).
+// The inverse. Returns false if `bytes` is shorter than ceil(count*bits/8) or bits is outside 1..32.
 bool unpackBits(const std::uint8_t* bytes, std::uint64_t byteCount, std::int64_t count, int bits, std::int32_t* values);
 
 } // namespace pocket

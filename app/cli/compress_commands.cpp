@@ -1,0 +1,394 @@
+#include "compress_commands.h"
+
+#include "pocket/archive.h"
+#include "pocket/compress_job.h"
+#include "pocket/hf_writer.h"
+#include "pocket/llama_model.h"
+#include "pocket/method_registry.h"
+#include "pocket/model_config.h"
+
+#include <filesystem>
+#include <iomanip>
+#include <sstream>
+
+namespace cli {
+
+namespace {
+
+pocket::MethodRegistry& registry()
+{
+    static pocket::MethodRegistry instance;
+    static const bool loaded = [] {
+        instance.loadDefaultFolders();
+        return true;
+    }();
+    (void)loaded;
+    return instance;
+}
+
+ordered_json bitsJson(const pocket::BitCounts& b)
+{
+    return {{"index", b.indexBits}, {"codebook", b.codebookBits}, {"decoder", b.decoderBits}, {"scale", b.scaleBits}};
+}
+
+ordered_json archiveBitsJson(const pocket::ArchiveBits& bits)
+{
+    return {{"bpw_all_in", bits.bpwAllIn()},
+            {"bpw_compressed", bits.bpwCompressed()},
+            {"ratio_fp16", bits.ratioFp16()},
+            {"ratio_fp32", bits.ratioFp32()},
+            {"weights_total", bits.totalWeights},
+            {"weights_compressed", bits.compressedWeights},
+            {"bits", {{"index", bits.compressed.indexBits},
+                      {"codebook", bits.compressed.codebookBits},
+                      {"decoder", bits.compressed.decoderBits},
+                      {"scale", bits.compressed.scaleBits},
+                      {"uncompressed", bits.uncompressedBits},
+                      {"total", bits.totalBits()}}}};
+}
+
+// Per-matrix results, each with its bits per weight (own bits plus its share of the group's).
+ordered_json matricesJson(const std::vector<pocket::GroupPayload>& groups)
+{
+    ordered_json out = ordered_json::array();
+    for (const pocket::GroupPayload& g : groups) {
+        std::int64_t groupWeights = 0;
+        for (const auto& m : g.matrices)
+            groupWeights += m.ref.weights();
+        for (const auto& m : g.matrices)
+            out.push_back({{"name", m.ref.name},
+                           {"group", g.groupId},
+                           {"rows", m.ref.rows},
+                           {"cols", m.ref.cols},
+                           {"mse", m.mse},
+                           {"snr_db", m.snrDb},
+                           {"bpw", pocket::matrixBitsPerWeight(m.ref, m.bits, g.sharedBits, groupWeights)},
+                           {"bits", bitsJson(m.bits)}});
+    }
+    return out;
+}
+
+std::string bitsSummaryText(const pocket::ArchiveBits& bits)
+{
+    std::ostringstream t;
+    t << std::fixed << std::setprecision(3) << "bits/weight  " << bits.bpwCompressed() << " over compressed matrices (bpw_c), "
+      << bits.bpwAllIn() << " all-in\n"
+      << std::setprecision(2) << "ratio        " << bits.ratioFp16() << "x vs FP16 (" << bits.ratioFp32() << "x vs FP32, the paper's convention)\n"
+      << "bits         index " << bits.compressed.indexBits << ", codebook " << bits.compressed.codebookBits << ", decoder "
+      << bits.compressed.decoderBits << ", scale " << bits.compressed.scaleBits << ", uncompressed " << bits.uncompressedBits << "\n"
+      << "weights      " << bits.compressedWeights << " compressed of " << bits.totalWeights << "\n";
+    return t.str();
+}
+
+pocket::Result<pocket::LayerSelection> selectionFrom(const CompressOptions& o)
+{
+    auto selection = pocket::LayerSelection::preset(o.preset);
+    if (!selection)
+        return selection.error();
+    if (!o.blocks.empty()) {
+        auto blocks = pocket::LayerSelection::parseBlocks(o.blocks);
+        if (!blocks)
+            return blocks.error();
+        selection->blocks = *blocks;
+    }
+    if (!o.types.empty()) {
+        auto types = pocket::LayerSelection::parseTypes(o.types);
+        if (!types)
+            return types.error();
+        selection->types = *types;
+    }
+    selection->include = o.include;
+    selection->exclude = o.exclude;
+    if (o.skipFirst >= 0)
+        selection->skipFirst = o.skipFirst;
+    if (o.skipLast >= 0)
+        selection->skipLast = o.skipLast;
+    return selection;
+}
+
+int runCompress(const Globals& g, const CompressOptions& o)
+{
+    auto selection = selectionFrom(o);
+    if (!selection)
+        return fail(g, selection.message(), kExitUsage);
+    const auto keep = pocket::parseFloatDTypeOption(o.keepDtype);
+    if (!keep)
+        return fail(g, "--keep-dtype: '" + o.keepDtype + "' is not f16, bf16 or f32", kExitUsage);
+    pocket::CompressJobParams params;
+    params.modelPath = o.model;
+    params.methodId = o.method;
+    params.settings = o.settings;
+    params.selection = *selection;
+    params.keepDtype = *keep;
+    params.tokenizerPath = o.tokenizer;
+    params.outPath = o.out;
+    params.workDir = o.workDir;
+    params.resume = o.resume;
+    params.keepWorkDir = o.keepWork;
+    pocket::setComputeThreads(o.threads);
+
+    if (o.dryRun) {
+        auto ckpt = pocket::openCheckpoint(o.model);
+        if (!ckpt)
+            return fail(g, ckpt.message());
+        auto method = registry().find(o.method);
+        if (!method)
+            return fail(g, method.message(), kExitUsage);
+        auto plan = pocket::planCompressJob(params, **ckpt, **method);
+        if (!plan)
+            return fail(g, plan.message(), kExitUsage);
+        ordered_json out = archiveBitsJson(plan->estimatedBits);
+        out["groups"] = plan->groupIds;
+        emit(g, out, "plan: " + std::to_string(plan->groups.size()) + " group(s)\n" + bitsSummaryText(plan->estimatedBits));
+        return kExitOk;
+    }
+
+    ProgressLine progress(!g.quiet);
+    auto result = pocket::runCompressJob(params, registry(), [&](const pocket::JobProgress& p) {
+        char line[200];
+        if (p.phase == pocket::JobProgress::Phase::Writing) {
+            progress.show("writing the archive");
+            return true;
+        }
+        const auto& t = p.train;
+        std::snprintf(line, sizeof line, "group %d/%d  epoch %d/%d  loss %.3g  SNR %.1f dB  used %.0f%%  ETA %s", p.groupIndex + 1,
+                      p.groupCount, t.epoch, t.epochs, t.loss, t.snrDb, 100 * t.codebookUsage, formatDuration(p.etaSeconds).c_str());
+        progress.show(line);
+        return true;
+    });
+    progress.finish();
+    if (!result) {
+        const std::string& m = result.message();
+        const bool usage = m.rfind("--", 0) == 0 || m.rfind("parameter", 0) == 0 || m.find(": parameter '") != std::string::npos ||
+                           m.rfind("unknown method", 0) == 0 || m.find("unknown parameter") != std::string::npos;
+        return fail(g, m, usage ? kExitUsage : kExitBadInput);
+    }
+    const auto& r = *result;
+    ordered_json out{{"archive", r.archivePath}, {"model", o.model}, {"method", o.method}};
+    if (!r.groups.empty())
+        out["params"] = ordered_json::parse(r.groups.front().paramsJson);
+    const ordered_json bitsObject = archiveBitsJson(r.bits);
+    for (const auto& [key, value] : bitsObject.items())
+        out[key] = value;
+    out["archive_bytes"] = r.archiveBytes;
+    out["groups"] = r.groups.size();
+    out["groups_resumed"] = r.groupsResumed;
+    out["matrices"] = matricesJson(r.groups);
+    out["seconds"] = r.seconds;
+    out["threads"] = pocket::computeThreads();
+    out["peak_rss_mb"] = peakRssMb();
+
+    double worstSnr = 1e9, meanSnr = 0;
+    std::size_t count = 0;
+    for (const auto& gp : r.groups)
+        for (const auto& m : gp.matrices) {
+            worstSnr = std::min(worstSnr, m.snrDb);
+            meanSnr += m.snrDb;
+            ++count;
+        }
+    std::ostringstream t;
+    t << "archive      " << r.archivePath << " (" << r.archiveBytes << " bytes)\n"
+      << "matrices     " << count << " in " << r.groups.size() << " group(s)";
+    if (r.groupsResumed > 0)
+        t << ", " << r.groupsResumed << " group(s) resumed from the work folder";
+    t << "\n" << std::fixed << std::setprecision(2) << "SNR          mean " << (count ? meanSnr / count : 0) << " dB, worst " << worstSnr << " dB\n"
+      << bitsSummaryText(r.bits) << std::setprecision(1) << "time         " << r.seconds << " s (" << pocket::computeThreads()
+      << " threads), peak RSS " << peakRssMb() << " MiB\n";
+    emit(g, out, t.str());
+    return kExitOk;
+}
+
+int runInspect(const Globals& g, const ArchiveOptions& o)
+{
+    auto archive = pocket::Archive::open(o.archive);
+    if (!archive)
+        return fail(g, archive.message());
+    const pocket::ArchiveManifest& m = (*archive)->manifest();
+    const pocket::ContainerReader& c = (*archive)->container();
+    const pocket::ArchiveBits bits = pocket::accountBits(m);
+    std::vector<pocket::GroupPayload> groups;
+    for (const auto& group : m.groups)
+        groups.push_back(group.payload);
+
+    ordered_json sections = ordered_json::array();
+    for (const auto& s : c.sections())
+        sections.push_back({{"name", s.name}, {"offset", s.offset}, {"size", s.size}});
+    ordered_json groupsJson = ordered_json::array();
+    for (const auto& gp : groups)
+        groupsJson.push_back({{"id", gp.groupId},
+                              {"method", gp.methodId},
+                              {"method_version", gp.methodVersion},
+                              {"matrices", gp.matrices.size()},
+                              {"params", ordered_json::parse(gp.paramsJson, nullptr, false)},
+                              {"shared_bits", bitsJson(gp.sharedBits)}});
+    ordered_json out{{"archive", o.archive},
+                     {"format_version", c.formatVersion()},
+                     {"file_bytes", c.fileSize()},
+                     {"manifest_bytes", c.manifestBytes()},
+                     {"checksums", "ok"},
+                     {"source", m.sourceName},
+                     {"creator", m.creator},
+                     {"model", ordered_json::parse(pocket::hfConfigJson(m.config))},
+                     {"tokenizer", m.tokenizerKind.empty() ? ordered_json() : ordered_json(m.tokenizerKind)},
+                     {"uncompressed_tensors", m.tensors.size()}};
+    const ordered_json bitsObject = archiveBitsJson(bits);
+    for (const auto& [key, value] : bitsObject.items())
+        out[key] = value;
+    out["groups"] = groupsJson;
+    out["matrices"] = matricesJson(groups);
+    out["sections"] = sections;
+
+    std::ostringstream t;
+    t << "archive      " << o.archive << " (format " << c.formatVersion() << ", " << c.fileSize() << " bytes, checksums ok)\n"
+      << "model        " << m.config.architecture << ", " << m.config.numLayers << " blocks, hidden " << m.config.hiddenSize << ", from "
+      << m.sourceName << "\n"
+      << "tokenizer    " << (m.tokenizerKind.empty() ? "none embedded" : m.tokenizerKind) << "\n"
+      << "groups       " << groups.size();
+    if (!groups.empty())
+        t << " (" << groups.front().methodId << " " << groups.front().paramsJson << ")";
+    t << "\nuncompressed " << m.tensors.size() << " tensor(s)\n" << bitsSummaryText(bits);
+    if (o.matrices) {
+        t << std::fixed;
+        for (const auto& row : out["matrices"])
+            t << "  " << std::left << std::setw(48) << row["name"].get<std::string>() << std::right << std::setprecision(3) << std::setw(8)
+              << row["bpw"].get<double>() << " bpw  " << std::setprecision(2) << std::setw(7) << row["snr_db"].get<double>() << " dB\n";
+    }
+    emit(g, out, t.str());
+    return kExitOk;
+}
+
+int runDecompress(const Globals& g, const ArchiveOptions& o)
+{
+    const auto start = std::chrono::steady_clock::now();
+    const auto dtype = pocket::parseFloatDTypeOption(o.dtype);
+    if (!dtype)
+        return fail(g, "--dtype: '" + o.dtype + "' is not f32, f16 or bf16", kExitUsage);
+    pocket::HfWriteOptions options;
+    options.dtype = *dtype;
+    options.overwrite = o.force;
+    options.maxShardBytes = static_cast<std::uint64_t>(o.shardMb * 1024 * 1024);
+    ProgressLine progress(!g.quiet);
+    options.onTensor = [&](int done, int total) {
+        progress.show("decompressing " + std::to_string(done) + "/" + std::to_string(total));
+        return true;
+    };
+    auto status = pocket::decompressArchive(o.archive, registry(), o.out, options);
+    progress.finish();
+    if (!status)
+        return fail(g, status.message());
+    ordered_json out{{"archive", o.archive}, {"out", o.out}, {"dtype", o.dtype}, {"seconds", secondsSince(start)}, {"peak_rss_mb", peakRssMb()}};
+    emit(g, out, "wrote " + o.out + "\n");
+    return kExitOk;
+}
+
+const char* kindName(pocket::ParamKind kind)
+{
+    switch (kind) {
+    case pocket::ParamKind::Int: return "int";
+    case pocket::ParamKind::Float: return "float";
+    case pocket::ParamKind::Choice: return "choice";
+    case pocket::ParamKind::Bool: return "bool";
+    }
+    return "?";
+}
+
+int runMethods(const Globals& g)
+{
+    ordered_json list = ordered_json::array();
+    std::ostringstream t;
+    for (const pocket::PluginRecord& record : registry().records()) {
+        ordered_json entry{{"id", record.id}, {"name", record.displayName}, {"version", record.version}, {"path", record.path},
+                           {"loaded", record.loaded}, {"enabled", record.enabled}};
+        if (!record.loaded) {
+            entry["problem"] = record.problem;
+            t << "refused  " << record.path << ": " << record.problem << "\n";
+            list.push_back(entry);
+            continue;
+        }
+        auto method = registry().find(record.id);
+        ordered_json params = ordered_json::array();
+        t << record.id << "  " << record.displayName << " (v" << record.version << ", " << record.path << ")\n";
+        if (method) {
+            t << "  " << (*method)->info().description << "\n  bits: " << (*method)->info().bitsFormula << "\n";
+            for (const pocket::ParamSpec& p : (*method)->info().params) {
+                ordered_json pj{{"name", p.name}, {"type", kindName(p.kind)}, {"default", p.defaultValue}, {"help", p.help}};
+                if (p.kind == pocket::ParamKind::Int || p.kind == pocket::ParamKind::Float) {
+                    pj["min"] = p.minValue;
+                    pj["max"] = p.maxValue;
+                }
+                if (p.kind == pocket::ParamKind::Choice)
+                    pj["choices"] = p.choices;
+                params.push_back(pj);
+                t << "    " << std::left << std::setw(14) << p.name << std::setw(10) << p.defaultValue << p.help << "\n";
+            }
+            entry["params"] = params;
+        }
+        list.push_back(entry);
+    }
+    if (list.empty())
+        t << "no method plugins found (searched: POCKETLLM_PLUGIN_PATH and the folders beside the program)\n";
+    emit(g, ordered_json{{"methods", list}}, t.str());
+    return kExitOk;
+}
+
+} // namespace
+
+pocket::Result<std::unique_ptr<pocket::Checkpoint>> openModelOrArchive(const std::string& path)
+{
+    if (pocket::isPllmFile(path))
+        return pocket::openArchiveCheckpoint(path, registry());
+    return pocket::openCheckpoint(path);
+}
+
+void addCompressCommands(CLI::App& app, CompressCommands& c)
+{
+    CompressOptions& o = c.compressOptions;
+    c.compress = app.add_subcommand("compress", "Compress a model's linear layers into a .pllm archive");
+    c.compress->add_option("MODEL", o.model, "HF folder, .safetensors file in one, or llama2.c .bin")->required();
+    c.compress->add_option("-o,--out", o.out, "Output archive (.pllm)")->required();
+    c.compress->add_option("--method", o.method, "Compression method id (see `methods`)")->capture_default_str();
+    c.compress->add_option("--set", o.settings, "Method parameter name=value (repeatable; see `methods`)");
+    c.compress->add_option("--preset", o.preset, "Layer preset: all, or reference (skip the first 3 and last 2 blocks)")->capture_default_str();
+    c.compress->add_option("--blocks,--layers", o.blocks, "Blocks to compress, e.g. 0-2,5,10- (default: all)");
+    c.compress->add_option("--types", o.types, "Matrix types: q,k,v,o,gate,up,down, attn, mlp, or llama2.c names wq..w3");
+    c.compress->add_option("--include", o.include, "Only tensors whose name matches this regex");
+    c.compress->add_option("--exclude", o.exclude, "Leave out tensors whose name matches this regex");
+    c.compress->add_option("--skip-first", o.skipFirst, "Leave this many first blocks uncompressed")->check(CLI::Range(0, 100000));
+    c.compress->add_option("--skip-last", o.skipLast, "Leave this many last blocks uncompressed")->check(CLI::Range(0, 100000));
+    c.compress->add_option("--keep-dtype", o.keepDtype, "Dtype of uncompressed tensors: f16, bf16 or f32")->capture_default_str();
+    c.compress->add_option("--tokenizer", o.tokenizer, "Tokenizer to embed (default: the one beside the model)");
+    c.compress->add_option("--work-dir", o.workDir, "Work folder for finished groups (default: OUT.work)");
+    c.compress->add_flag("--resume", o.resume, "Continue an interrupted run from its work folder");
+    c.compress->add_flag("--keep-work", o.keepWork, "Keep the work folder after success");
+    c.compress->add_flag("--dry-run", o.dryRun, "Only plan: check the options and print the estimated bits");
+    c.compress->add_option("--threads", o.threads, "Compute threads (default: one per core)")->check(CLI::Range(1, 1024));
+
+    ArchiveOptions& a = c.archiveOptions;
+    c.inspect = app.add_subcommand("inspect", "Show an archive's model, method, bit accounting and sections (verifies checksums)");
+    c.inspect->add_option("ARCHIVE", a.archive, ".pllm archive")->required();
+    c.inspect->add_flag("--matrices", a.matrices, "List every compressed matrix");
+
+    c.decompress = app.add_subcommand("decompress", "Decode an archive into a Hugging Face folder");
+    c.decompress->add_option("ARCHIVE", a.archive, ".pllm archive")->required();
+    c.decompress->add_option("-o,--out", a.out, "Output folder")->required();
+    c.decompress->add_option("--dtype", a.dtype, "Stored dtype: f16 (exact), bf16 or f32")->capture_default_str();
+    c.decompress->add_option("--shard-size", a.shardMb, "Split into shards of at most this many MiB")->check(CLI::Range(0.0, 1e9));
+    c.decompress->add_flag("--force", a.force, "Replace an existing output folder");
+
+    c.methods = app.add_subcommand("methods", "List the compression methods found and their parameters");
+}
+
+int runCompressCommands(const Globals& g, const CompressCommands& c)
+{
+    if (*c.compress)
+        return runCompress(g, c.compressOptions);
+    if (*c.inspect)
+        return runInspect(g, c.archiveOptions);
+    if (*c.decompress)
+        return runDecompress(g, c.archiveOptions);
+    if (*c.methods)
+        return runMethods(g);
+    return -1;
+}
+
+} // namespace cli

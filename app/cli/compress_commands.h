@@ -1,0 +1,65 @@
+// pocketllm-cli's compression commands: compress, inspect, decompress, methods.
+#pragma once
+
+#include "cli_common.h"
+
+#include "pocket/checkpoint.h"
+#include "pocket/result.h"
+
+#include <CLI/CLI.hpp>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace cli {
+
+struct CompressOptions {
+    std::string model;
+    std::string method = "pocketllm";
+    std::vector<std::string> settings;
+    std::string out;
+    std::string preset = "all";
+    std::string blocks;
+    std::string types;
+    std::string include;
+    std::string exclude;
+    int skipFirst = -1;
+    int skipLast = -1;
+    std::string keepDtype = "f16";
+    std::string tokenizer;
+    std::string workDir;
+    bool resume = false;
+    bool keepWork = false;
+    bool dryRun = false;
+    int threads = 0;
+};
+
+struct ArchiveOptions {
+    std::string archive;
+    std::string out;
+    std::string dtype = "f16";
+    double shardMb = 0;
+    bool force = false;
+    bool matrices = false;
+};
+
+struct CompressCommands {
+    CLI::App* compress = nullptr;
+    CLI::App* inspect = nullptr;
+    CLI::App* decompress = nullptr;
+    CLI::App* methods = nullptr;
+    CompressOptions compressOptions;
+    ArchiveOptions archiveOptions;
+};
+
+// Registers the subcommands on `app`; `commands` must outlive the parse.
+void addCompressCommands(CLI::App& app, CompressCommands& commands);
+// Runs whichever of these subcommands was given; returns -1 if none was.
+int runCompressCommands(const Globals& g, const CompressCommands& commands);
+
+// Opens a checkpoint, or a .pllm archive through the method plugins (which stay loaded for the
+// life of the process).
+pocket::Result<std::unique_ptr<pocket::Checkpoint>> openModelOrArchive(const std::string& path);
+
+} // namespace cli
