@@ -36,21 +36,24 @@ AlignedFloats allocFloats(std::size_t count)
     return AlignedFloats(static_cast<float*>(p));
 }
 
+constexpr std::int64_t kPad = 16; // multiple of every Vec::W
+
 // The codebook as the kernels read it: centred on its mean (so the expanded form |c|^2 - 2 z.c
-// loses less to cancellation when the data sits away from the origin), transposed to dim x stride
-// with -2 folded in (exact), and padded to a multiple of 16 codewords whose norm is +inf so that
-// every codeword goes through the same SIMD lanes (identical codewords get identical scores).
+// loses less to cancellation when the data sits away from the origin), with -2 folded into the
+// coordinates (exact), in panels of kPad codewords: kPad norms, then kPad first coordinates, and
+// so on. Within a panel the SIMD loads are structure-of-arrays; panels follow each other, so the
+// search reads one sequential stream (one row per coordinate would put every row in the same L1
+// set). The count is padded to a whole panel with codewords of norm +inf, so every codeword goes
+// through the same SIMD lanes (identical codewords get identical scores).
 struct Codebook {
     int dim = 0;
     std::int64_t stride = 0;     // padded codeword count
     std::int64_t block = 0;      // codewords between checks of the running minimum
     std::int64_t superBlock = 0; // codewords kept in L1 while a range of vectors walks them
     const float* mean = nullptr;
-    const float* norms = nullptr;
-    const float* ct = nullptr;
+    const float* panels = nullptr;
 };
 
-constexpr std::int64_t kPad = 16;    // multiple of every Vec::W
 constexpr int kMaxTile = 16;         // >= every Vec::T
 constexpr int kMaxLanes = 16;        // >= every Vec::W
 constexpr std::int64_t kChunk = 256; // vectors whose running best is kept in scratch at a time
@@ -188,8 +191,8 @@ void nearestCodewords(const float* vectors, std::int64_t count, const float* cod
     const std::size_t dims = static_cast<std::size_t>(dim);
     AlignedFloats storage = allocFloats((dims + 15) / 16 * 16 + static_cast<std::size_t>(cb.stride) * (dims + 1));
     float* mean = storage.get();
-    float* norms = mean + (dims + 15) / 16 * 16;
-    float* ct = norms + cb.stride;
+    float* panels = mean + (dims + 15) / 16 * 16;
+    const auto at = [&](std::int64_t j) { return panels + (j / kPad) * (dim + 1) * kPad + j % kPad; };
     for (int i = 0; i < dim; ++i) {
         double sum = 0;
         for (std::int64_t j = 0; j < k; ++j)
@@ -201,18 +204,17 @@ void nearestCodewords(const float* vectors, std::int64_t count, const float* cod
         for (int i = 0; i < dim; ++i) {
             const float c = static_cast<float>(static_cast<double>(codewords[j * dim + i]) - static_cast<double>(mean[i]));
             norm += static_cast<double>(c) * c;
-            ct[i * cb.stride + j] = -2.0f * c;
+            at(j)[(i + 1) * kPad] = -2.0f * c;
         }
-        norms[j] = static_cast<float>(norm);
+        at(j)[0] = static_cast<float>(norm);
     }
     for (std::int64_t j = k; j < cb.stride; ++j) {
-        norms[j] = std::numeric_limits<float>::infinity();
+        at(j)[0] = std::numeric_limits<float>::infinity();
         for (int i = 0; i < dim; ++i)
-            ct[i * cb.stride + j] = 0.0f;
+            at(j)[(i + 1) * kPad] = 0.0f;
     }
     cb.mean = mean;
-    cb.norms = norms;
-    cb.ct = ct;
+    cb.panels = panels;
     // A block long enough to amortise the per-block check, a superblock that fits in L1 with room
     // for the broadcast coordinates.
     const std::int64_t bytesPerCodeword = 4 * (static_cast<std::int64_t>(dim) + 1);

@@ -1,0 +1,356 @@
+// Compression jobs end to end: planning, the work folder and resume (including a process killed
+// with SIGKILL mid-run), cancel, the archive's bit accounting against its real section sizes,
+// reading an archive as a checkpoint, and decompression to a Hugging Face folder.
+#include "pocket/archive.h"
+#include "pocket/compress_job.h"
+#include "pocket/hf_writer.h"
+#include "pocket/method_registry.h"
+#include "fake_method.h"
+#include "test_support.h"
+
+#include <QElapsedTimer>
+#include <QProcess>
+#include <QThread>
+#include <QTemporaryDir>
+
+#include <nlohmann/json.hpp>
+
+#include <csignal>
+#include <filesystem>
+#include <set>
+
+using namespace pocket;
+namespace fs = std::filesystem;
+
+namespace {
+
+ModelConfig smallConfig()
+{
+    ModelConfig c;
+    c.hiddenSize = 32;
+    c.intermediateSize = 48;
+    c.numLayers = 3;
+    c.numHeads = 4;
+    c.numKvHeads = 2;
+    c.headDim = 8;
+    c.vocabSize = 512; // the demo tokenizer's vocabulary
+    c.maxPositions = 64;
+    c.attentionBias = true;
+    return c;
+}
+
+std::string writeSmallModel(const QTemporaryDir& dir)
+{
+    const std::string path = dir.filePath("model").toStdString();
+    HfWriteOptions options;
+    options.dtype = DType::BF16;
+    options.tokenizerPath = testsupport::demoTokenizer();
+    const Status status = writeRandomCheckpoint(smallConfig(), 5, path, options);
+    if (!status)
+        qFatal("%s", status.message().c_str());
+    return path;
+}
+
+struct Fixture {
+    MethodRegistry registry;
+    testsupport::FakeQuantMethod* fake = nullptr;
+    Fixture()
+    {
+        auto method = std::make_unique<testsupport::FakeQuantMethod>();
+        fake = method.get();
+        (void)registry.addBuiltin(std::move(method));
+    }
+};
+
+CompressJobParams params(const std::string& model, const std::string& out, std::vector<std::string> settings = {})
+{
+    CompressJobParams p;
+    p.modelPath = model;
+    p.methodId = "fakequant";
+    p.settings = std::move(settings);
+    p.outPath = out;
+    return p;
+}
+
+std::vector<float> valuesOf(const Checkpoint& ckpt, const std::string& name)
+{
+    auto data = ckpt.load(name);
+    if (!data)
+        qFatal("%s", data.message().c_str());
+    return data->toFloat();
+}
+
+int countGroupFiles(const std::string& workDir)
+{
+    int n = 0;
+    std::error_code ec;
+    for (const auto& item : fs::directory_iterator(workDir, ec))
+        n += item.path().filename().string().rfind("group-", 0) == 0 ? 1 : 0;
+    return n;
+}
+
+} // namespace
+
+class TestCompressJob : public QObject {
+    Q_OBJECT
+private Q_SLOTS:
+    void planCountsBitsBeforeAnyWork()
+    {
+        QTemporaryDir dir;
+        const std::string model = writeSmallModel(dir);
+        Fixture f;
+        auto ckpt = openCheckpoint(model);
+        QVERIFY(ckpt.ok());
+        auto p = params(model, dir.filePath("a.pllm").toStdString(), {"bits=3"});
+        p.selection.types = {MatrixType::Q, MatrixType::Down};
+        auto plan = planCompressJob(p, **ckpt, *f.fake);
+        QVERIFY2(plan.ok(), plan.ok() ? "" : plan.message().c_str());
+        QCOMPARE(plan->groups.size(), std::size_t{6});
+        QCOMPARE(plan->groupIds[0], std::string("model.layers.0.self_attn.q_proj.weight"));
+        const std::uint64_t weights = 3 * (32 * 32 + 32 * 48);
+        QCOMPARE(plan->estimatedBits.compressedWeights, weights);
+        QCOMPARE(plan->estimatedBits.compressed.indexBits, 3 * weights);
+        QCOMPARE(plan->estimatedBits.compressed.scaleBits, std::uint64_t{6 * 16});
+        QCOMPARE(plan->estimatedBits.totalWeights, static_cast<std::uint64_t>(smallConfig().parameterCount()));
+        QCOMPARE(plan->estimatedBits.uncompressedBits, 16 * (plan->estimatedBits.totalWeights - weights));
+        QCOMPARE(f.fake->compressCalls, 0);
+    }
+
+    void badJobsAreRefusedUpFront_data()
+    {
+        QTest::addColumn<QString>("setting");
+        QTest::addColumn<QString>("expected");
+        QTest::newRow("unknown method") << "method=gptqq" << "unknown method 'gptqq'";
+        QTest::newRow("bad parameter") << "bits=12" << "fakequant: parameter 'bits': 12 is out of range";
+        QTest::newRow("unknown parameter") << "K=12" << "unknown parameter 'K'";
+        QTest::newRow("selection empty") << "include=nothing-matches" << "the layer selection matches no matrix";
+        QTest::newRow("block past end") << "blocks=7" << "block 7 is past the model's last block 2";
+        QTest::newRow("no output folder") << "out=/nonexistent/dir/a.pllm" << "/nonexistent/dir/a.pllm: the folder /nonexistent/dir does not exist";
+        QTest::newRow("missing model") << "model=/nonexistent/model" << "/nonexistent/model";
+        QTest::newRow("keep dtype") << "keep=i8" << "--keep-dtype";
+    }
+    void badJobsAreRefusedUpFront()
+    {
+        QFETCH(QString, setting);
+        QFETCH(QString, expected);
+        QTemporaryDir dir;
+        const std::string model = writeSmallModel(dir);
+        Fixture f;
+        auto p = params(model, dir.filePath("a.pllm").toStdString());
+        const std::string key = setting.section('=', 0, 0).toStdString(), value = setting.section('=', 1).toStdString();
+        if (key == "method") p.methodId = value;
+        else if (key == "include") p.selection.include = value;
+        else if (key == "blocks") p.selection.blocks = {{std::stoi(value), std::stoi(value)}};
+        else if (key == "out") p.outPath = value;
+        else if (key == "model") p.modelPath = value;
+        else if (key == "keep") p.keepDtype = DType::I8;
+        else p.settings = {setting.toStdString()};
+        auto result = runCompressJob(p, f.registry);
+        QVERIFY(!result.ok());
+        QVERIFY2(result.message().find(expected.toStdString()) != std::string::npos, result.message().c_str());
+        QCOMPARE(f.fake->compressCalls, 0);
+        QVERIFY(!fs::exists(p.outPath));
+    }
+
+    void archiveHoldsWhatTheMethodProducedAndAccountsEveryBit()
+    {
+        QTemporaryDir dir;
+        const std::string model = writeSmallModel(dir);
+        Fixture f;
+        const std::string out = dir.filePath("a.pllm").toStdString();
+        auto p = params(model, out, {"bits=5"});
+        p.selection.skipFirst = 1; // block 0 stays uncompressed
+        auto result = runCompressJob(p, f.registry);
+        QVERIFY2(result.ok(), result.ok() ? "" : result.message().c_str());
+        QCOMPARE(result->groups.size(), std::size_t{14});
+        QVERIFY(!fs::exists(out + ".work")); // removed after success
+
+        auto archive = Archive::open(out);
+        QVERIFY2(archive.ok(), archive.ok() ? "" : archive.message().c_str());
+        const ArchiveManifest& m = (*archive)->manifest();
+        QCOMPARE(m.tokenizerKind, std::string("llama2c"));
+        QCOMPARE(*(*archive)->tokenizerBytes(), testsupport::readBytes(testsupport::demoTokenizer()));
+
+        // The accounting against the sections really in the file.
+        const ArchiveBits bits = accountBits(m);
+        std::uint64_t sectionBits = 0;
+        for (const ArchiveGroup& g : m.groups) {
+            std::uint64_t groupBytes = 0;
+            for (const std::string& name : g.sectionNames)
+                groupBytes += (*archive)->container().find(name)->size;
+            // Each packed section rounds up to whole bytes: fewer than 8 bits per section.
+            const std::uint64_t accounted = g.payload.totalBits().total();
+            QVERIFY(groupBytes * 8 >= accounted);
+            QVERIFY(groupBytes * 8 - accounted < 8 * g.sectionNames.size());
+            sectionBits += accounted;
+        }
+        QCOMPARE(bits.compressed.total(), sectionBits);
+        std::uint64_t storedBytes = 0;
+        for (const ArchiveTensor& t : m.tensors)
+            storedBytes += (*archive)->container().find(t.section)->size;
+        QCOMPARE(bits.uncompressedBits, storedBytes * 8);
+        QCOMPARE(bits.totalWeights, static_cast<std::uint64_t>(smallConfig().parameterCount()));
+        QCOMPARE(bits.bpwCompressed(), static_cast<double>(bits.compressed.total()) / bits.compressedWeights);
+        QCOMPARE(bits.ratioFp16(), 16.0 * bits.totalWeights / bits.totalBits());
+        QCOMPARE(result->bits.totalBits(), bits.totalBits());
+
+        // Read back as a checkpoint: compressed matrices decode to the fake's quantisation of the
+        // original, the rest are the originals rounded to fp16.
+        auto original = openCheckpoint(model);
+        auto decoded = openArchiveCheckpoint(out, f.registry);
+        QVERIFY2(decoded.ok(), decoded.ok() ? "" : decoded.message().c_str());
+        QVERIFY(!(*decoded)->tokenizerPath().empty());
+        QCOMPARE(testsupport::readBytes((*decoded)->tokenizerPath()), testsupport::readBytes(testsupport::demoTokenizer()));
+        std::set<std::string> compressed;
+        for (const auto& g : result->groups)
+            for (const auto& r : g.matrices)
+                compressed.insert(r.ref.name);
+        QVERIFY(!compressed.count(matrixTensorName(0, MatrixType::Q)));
+        QVERIFY(compressed.count(matrixTensorName(1, MatrixType::Q)));
+        for (const TensorInfo& t : (*original)->tensors()) {
+            const std::vector<float> w = valuesOf(**original, t.name);
+            const std::vector<float> got = valuesOf(**decoded, t.name);
+            QCOMPARE(got.size(), w.size());
+            if (!compressed.count(t.name)) {
+                for (std::size_t i = 0; i < w.size(); ++i)
+                    QCOMPARE(got[i], halfToFloat(floatToHalf(w[i])));
+                continue;
+            }
+            // Error of 5-bit symmetric quantisation: at most half a step (plus fp16 rounding).
+            float maxAbs = 0;
+            for (float v : w)
+                maxAbs = std::max(maxAbs, std::fabs(v));
+            const float step = maxAbs / 15;
+            for (std::size_t i = 0; i < w.size(); ++i)
+                QVERIFY2(std::fabs(got[i] - w[i]) <= 0.51f * step + 1e-3f * std::fabs(w[i]), t.name.c_str());
+        }
+    }
+
+    void decompressWritesExactlyTheDecodedWeights()
+    {
+        QTemporaryDir dir;
+        const std::string model = writeSmallModel(dir);
+        Fixture f;
+        const std::string out = dir.filePath("a.pllm").toStdString();
+        QVERIFY(runCompressJob(params(model, out, {"sharing=model"}), f.registry).ok());
+        auto decoded = openArchiveCheckpoint(out, f.registry);
+        QVERIFY(decoded.ok());
+        for (DType dtype : {DType::F16, DType::F32}) {
+            const std::string folder = dir.filePath(dtype == DType::F16 ? "hf16" : "hf32").toStdString();
+            HfWriteOptions options;
+            options.dtype = dtype;
+            const Status status = decompressArchive(out, f.registry, folder, options);
+            QVERIFY2(status.ok(), status.ok() ? "" : status.message().c_str());
+            QVERIFY(fs::exists(folder + "/config.json"));
+            QVERIFY(fs::exists(folder + "/tokenizer.bin"));
+            auto written = openCheckpoint(folder);
+            QVERIFY2(written.ok(), written.ok() ? "" : written.message().c_str());
+            QCOMPARE((*written)->tensors().size(), (*decoded)->tensors().size());
+            for (const TensorInfo& t : (*written)->tensors())
+                QVERIFY2(valuesOf(**written, t.name) == valuesOf(**decoded, t.name), t.name.c_str());
+        }
+    }
+
+    void cancelledRunResumesToTheSameArchive()
+    {
+        QTemporaryDir dir;
+        const std::string model = writeSmallModel(dir);
+        const std::string reference = dir.filePath("ref.pllm").toStdString();
+        {
+            Fixture f;
+            QVERIFY(runCompressJob(params(model, reference), f.registry).ok());
+        }
+        const std::string out = dir.filePath("a.pllm").toStdString();
+        Fixture f;
+        int calls = 0;
+        auto cancelled = runCompressJob(params(model, out), f.registry, [&](const JobProgress& p) {
+            return p.groupIndex < 5 || ++calls < 1; // stop during the sixth group
+        });
+        QVERIFY(!cancelled.ok());
+        QCOMPARE(cancelled.message(), std::string("cancelled"));
+        QVERIFY(!fs::exists(out));
+        QCOMPARE(countGroupFiles(out + ".work"), 5);
+
+        // Without --resume the leftover work folder is not silently reused or overwritten.
+        auto refused = runCompressJob(params(model, out), f.registry);
+        QVERIFY(!refused.ok());
+        QVERIFY2(refused.message().find("--resume") != std::string::npos, refused.message().c_str());
+
+        // A different job may not take over the work folder.
+        auto other = params(model, out, {"bits=3"});
+        other.resume = true;
+        auto mismatch = runCompressJob(other, f.registry);
+        QVERIFY(!mismatch.ok());
+        QVERIFY2(mismatch.message().find("belongs to a different job (params differs)") != std::string::npos, mismatch.message().c_str());
+
+        // A damaged group file is compressed again.
+        const std::string damaged = out + ".work/group-00002.pllm";
+        auto bytes = testsupport::readBytes(damaged);
+        bytes[bytes.size() / 2] ^= 0x40;
+        testsupport::writeBytes(damaged, bytes);
+
+        auto p = params(model, out);
+        p.resume = true;
+        const int before = f.fake->compressCalls;
+        auto resumed = runCompressJob(p, f.registry);
+        QVERIFY2(resumed.ok(), resumed.ok() ? "" : resumed.message().c_str());
+        QCOMPARE(resumed->groupsResumed, 4);
+        QCOMPARE(f.fake->compressCalls - before, 21 - 4);
+        QCOMPARE(testsupport::readBytes(out), testsupport::readBytes(reference));
+    }
+
+    // The real thing: the CLI with the PocketLLM plugin, killed with SIGKILL once some groups are
+    // on disk, then resumed; the archive must equal an uninterrupted run's byte for byte.
+    void killedCliRunResumesToTheSameArchive()
+    {
+        QTemporaryDir dir;
+        const QStringList common{"--json", "-q", "compress", QString::fromStdString(testsupport::demoModel()),
+                                 "--set", "K=64", "--set", "epochs=4", "--set", "batch=512", "--threads", "1"};
+        const QString reference = dir.filePath("ref.pllm");
+        QProcess full;
+        full.start(POCKET_CLI_PATH, QStringList(common) << "-o" << reference);
+        QVERIFY(full.waitForFinished(300000));
+        QCOMPARE(full.exitCode(), 0);
+        const auto json = nlohmann::json::parse(full.readAllStandardOutput().toStdString());
+        QCOMPARE(json["groups"].get<int>(), 35);
+        QVERIFY(json["bpw_compressed"].get<double>() > 0);
+        QCOMPARE(json["matrices"].size(), std::size_t{35});
+
+        const QString out = dir.filePath("a.pllm");
+        const std::string work = out.toStdString() + ".work";
+        QProcess victim;
+        victim.start(POCKET_CLI_PATH, QStringList(common) << "-o" << out);
+        QVERIFY(victim.waitForStarted());
+        QElapsedTimer timer;
+        timer.start();
+        while (countGroupFiles(work) < 3 && timer.elapsed() < 120000 && victim.state() == QProcess::Running)
+            QThread::msleep(20);
+        QCOMPARE(victim.state(), QProcess::Running);
+        ::kill(static_cast<pid_t>(victim.processId()), SIGKILL);
+        QVERIFY(victim.waitForFinished(10000));
+        QVERIFY(!fs::exists(out.toStdString()));
+        const int done = countGroupFiles(work);
+        QVERIFY(done >= 3 && done < 35);
+
+        QProcess resume;
+        resume.start(POCKET_CLI_PATH, QStringList(common) << "-o" << out << "--resume");
+        QVERIFY(resume.waitForFinished(300000));
+        QVERIFY2(resume.exitCode() == 0, resume.readAllStandardError().constData());
+        const auto resumed = nlohmann::json::parse(resume.readAllStandardOutput().toStdString());
+        QVERIFY(resumed["groups_resumed"].get<int>() >= done - 1); // the last file may have been mid-rename
+        QVERIFY(testsupport::readBytes(out.toStdString()) == testsupport::readBytes(reference.toStdString()));
+
+        // The archive evaluates directly, and inspect agrees with compress on the accounting.
+        QProcess inspect;
+        inspect.start(POCKET_CLI_PATH, {"--json", "inspect", out});
+        QVERIFY(inspect.waitForFinished(60000));
+        QCOMPARE(inspect.exitCode(), 0);
+        const auto info = nlohmann::json::parse(inspect.readAllStandardOutput().toStdString());
+        QCOMPARE(info["bpw_all_in"].get<double>(), resumed["bpw_all_in"].get<double>());
+        QCOMPARE(info["bits"]["total"].get<std::uint64_t>(), resumed["bits"]["total"].get<std::uint64_t>());
+        QCOMPARE(info["tokenizer"].get<std::string>(), std::string("llama2c"));
+    }
+};
+
+QTEST_APPLESS_MAIN(TestCompressJob)
+#include "test_compress_job.moc"
