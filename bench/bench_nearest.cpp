@@ -73,40 +73,66 @@ double exactDistance(const float* z, const float* c, int dim)
     return sum;
 }
 
-void benchDim(int dim, int threads)
-{
-    std::printf("\n== dim %d, K %lld, batch %lld, %d threads ==\n", dim, static_cast<long long>(kCodewords),
-                static_cast<long long>(kBatch), threads);
-    torch::manual_seed(dim);
-    const at::Tensor codebook = torch::randn({kCodewords, dim});
-    const at::Tensor z = torch::randn({kBatch, dim});
-    const float* zp = z.data_ptr<float>();
-    const float* cp = codebook.data_ptr<float>();
+struct Case {
+    int dim = 0;
+    at::Tensor codebook; // [K, dim]
+    at::Tensor z;        // [batch, dim]
+    std::vector<std::int32_t> ours;
+};
 
-    // (a) ours, per instruction set.
-    std::vector<std::int32_t> ours(kBatch);
+Case makeCase(int dim)
+{
+    Case c;
+    c.dim = dim;
+    torch::manual_seed(dim);
+    c.codebook = torch::randn({kCodewords, dim});
+    c.z = torch::randn({kBatch, dim});
+    c.ours.resize(kBatch);
+    return c;
+}
+
+// (a) ours, under each instruction-set cap; runs before any LibTorch search so that the peak RSS
+// it reports is not the naive search's.
+void benchOurs(Case& c, int threads)
+{
+    std::printf("\n== dim %d, K %lld, batch %lld, %d threads ==\n", c.dim, static_cast<long long>(kCodewords),
+                static_cast<long long>(kBatch), threads);
     const char* cap = std::getenv("POCKET_VQ_ISA");
+    const std::string saved = cap ? cap : "";
     std::vector<std::string> isas;
     if (cap)
         isas.push_back(cap);
     else
-        isas = {"avx2", "default"};
+        isas = {"avx2", "widest"};
     for (const std::string& isa : isas) {
-        if (isa == "default")
+        if (isa == "widest")
             unsetenv("POCKET_VQ_ISA");
         else
             setenv("POCKET_VQ_ISA", isa.c_str(), 1);
         const double rssBefore = peakRssMiB();
-        const double t = bestOf(5, [&] { pocket::nearestCodewords(zp, kBatch, cp, kCodewords, dim, ours.data(), nullptr, threads); });
-        std::printf("(a) ours [%s]: %.3f s, %.2f M vectors/s; allocates %.2f MiB; peak RSS %.1f -> %.1f MiB\n", isa.c_str(), t,
-                    kBatch / t / 1e6, mib(ourExtraBytes(dim, threads)), rssBefore, peakRssMiB());
+        const double t = bestOf(5, [&] {
+            pocket::nearestCodewords(c.z.data_ptr<float>(), kBatch, c.codebook.data_ptr<float>(), kCodewords, c.dim, c.ours.data(), nullptr,
+                                     threads);
+        });
+        std::printf("(a) ours [%s]: %.4f s, %.0f vectors/s; allocates %.2f MiB; peak RSS %.1f -> %.1f MiB\n", isa.c_str(), t,
+                    kBatch / t, mib(ourExtraBytes(c.dim, threads)), rssBefore, peakRssMiB());
     }
     if (cap)
-        setenv("POCKET_VQ_ISA", cap, 1);
+        setenv("POCKET_VQ_ISA", saved.c_str(), 1);
     else
         unsetenv("POCKET_VQ_ISA");
+}
 
+void benchTorch(const Case& c)
+{
+    std::printf("\n== dim %d, LibTorch ==\n", c.dim);
+    const int dim = c.dim;
+    const at::Tensor& codebook = c.codebook;
+    const at::Tensor& z = c.z;
+    const float* zp = z.data_ptr<float>();
+    const float* cp = codebook.data_ptr<float>();
     torch::NoGradGuard noGrad;
+
     // (b) the naive broadcast [batch, d, K], on a batch that fits.
     {
         const at::Tensor zs = z.slice(0, 0, kNaiveBatch);
@@ -114,19 +140,19 @@ void benchDim(int dim, int threads)
         at::Tensor idx;
         const double t = bestOf(2, [&] { idx = ((zs.unsqueeze(2) - codebook.t().unsqueeze(0)).pow(2)).sum(1).argmin(1); });
         const double tensorBytes = static_cast<double>(kNaiveBatch) * dim * kCodewords * 4;
-        std::printf("(b) naive torch, batch %lld: %.3f s, %.3f M vectors/s; [batch,d,K] tensor %.0f MiB "
+        std::printf("(b) naive torch, batch %lld: %.3f s, %.0f vectors/s; [batch,d,K] tensor %.0f MiB "
                     "(%.1f GiB at batch %lld); peak RSS %.1f -> %.1f MiB\n",
-                    static_cast<long long>(kNaiveBatch), t, kNaiveBatch / t / 1e6, mib(tensorBytes),
+                    static_cast<long long>(kNaiveBatch), t, kNaiveBatch / t, mib(tensorBytes),
                     tensorBytes * (kBatch / kNaiveBatch) / (1024.0 * 1024.0 * 1024.0), static_cast<long long>(kBatch), rssBefore,
                     peakRssMiB());
         std::int64_t differ = 0;
         const auto* ip = idx.data_ptr<std::int64_t>();
         for (std::int64_t v = 0; v < kNaiveBatch; ++v)
-            differ += ip[v] != ours[v];
+            differ += ip[v] != c.ours[v];
         std::printf("    indices differing from (a): %lld of %lld\n", static_cast<long long>(differ), static_cast<long long>(kNaiveBatch));
     }
 
-    // (c) |c|^2 - 2 z.c by torch::mm, argmin, chunked over vectors.
+    // (c) |c|^2 - 2 z.c by torch::addmm, argmin, chunked over vectors.
     {
         at::Tensor idx = at::empty({kBatch}, at::kLong);
         // One score buffer reused by every chunk: a fresh 128 MiB tensor per chunk would be mmap'ed
@@ -144,20 +170,20 @@ void benchDim(int dim, int threads)
                 at::argmin_out(idxOut, out, 1);
             }
         });
-        std::printf("(c) torch mm chunked by %lld: %.3f s, %.2f M vectors/s; score chunk %.0f MiB; peak RSS %.1f -> %.1f MiB\n",
-                    static_cast<long long>(kTorchChunk), t, kBatch / t / 1e6,
-                    mib(static_cast<double>(kTorchChunk) * kCodewords * 4), rssBefore, peakRssMiB());
+        std::printf("(c) torch addmm+argmin chunked by %lld: %.3f s, %.0f vectors/s; score chunk %.0f MiB; peak RSS %.1f -> %.1f MiB\n",
+                    static_cast<long long>(kTorchChunk), t, kBatch / t, mib(static_cast<double>(kTorchChunk) * kCodewords * 4),
+                    rssBefore, peakRssMiB());
         // Where (a) and (c) disagree, which pick is truly nearer (double precision)?
         std::int64_t differ = 0, oursNearer = 0, torchNearer = 0;
         const auto* ip = idx.data_ptr<std::int64_t>();
         for (std::int64_t v = 0; v < kBatch; ++v) {
-            if (ip[v] == ours[v])
+            if (ip[v] == c.ours[v])
                 continue;
             ++differ;
-            const double a = exactDistance(zp + v * dim, cp + ours[v] * dim, dim);
-            const double c = exactDistance(zp + v * dim, cp + ip[v] * dim, dim);
-            oursNearer += a < c;
-            torchNearer += c < a;
+            const double a = exactDistance(zp + v * dim, cp + c.ours[v] * dim, dim);
+            const double b = exactDistance(zp + v * dim, cp + ip[v] * dim, dim);
+            oursNearer += a < b;
+            torchNearer += b < a;
         }
         std::printf("    indices differing (a) vs (c): %lld of %lld (truly nearer: ours %lld, torch %lld, equal %lld)\n",
                     static_cast<long long>(differ), static_cast<long long>(kBatch), static_cast<long long>(oursNearer),
@@ -179,7 +205,12 @@ int main(int argc, char** argv)
         }
     }
     at::set_num_threads(threads);
-    for (int dim : {4, 8})
-        benchDim(dim, threads);
+    std::vector<Case> cases;
+    for (int dim : {4, 8}) {
+        cases.push_back(makeCase(dim));
+        benchOurs(cases.back(), threads);
+    }
+    for (const Case& c : cases)
+        benchTorch(c);
     return 0;
 }
