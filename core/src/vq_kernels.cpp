@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <cstring>
 #include <limits>
 #include <memory>
 #include <new>
@@ -223,7 +222,7 @@ void nearestCodewords(const float* vectors, std::int64_t count, const float* cod
 
     const RangeFn search = chooseKernel(dim);
 
-    // Below ~1 ms of work per thread, starting threads costs more than it saves.
+    // Under ~4M multiply-adds a thread (well under a millisecond) a thread costs about what it saves.
     int parts = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     const double work = static_cast<double>(count) * static_cast<double>(cb.stride) * (dim + 1);
     parts = static_cast<int>(std::min<double>({static_cast<double>(parts), std::max(1.0, work / 4e6), static_cast<double>(count)}));
@@ -233,8 +232,8 @@ void nearestCodewords(const float* vectors, std::int64_t count, const float* cod
     AlignedFloats scratch = allocFloats(scratchFloats * static_cast<std::size_t>(parts));
 
     auto run = [&](int part) {
-        const std::int64_t begin = count * part / parts;
-        const std::int64_t end = count * (part + 1) / parts;
+        const std::int64_t begin = part * (count / parts) + std::min<std::int64_t>(part, count % parts);
+        const std::int64_t end = begin + count / parts + (part < count % parts ? 1 : 0);
         float* zb = scratch.get() + scratchFloats * static_cast<std::size_t>(part);
         for (std::int64_t c0 = begin; c0 < end; c0 += kChunk)
             search(cb, vectors, c0, std::min(end, c0 + kChunk), indices, zb + zbFloats, zb);

@@ -285,6 +285,19 @@ at::Tensor nearest(const at::Tensor& z, const at::Tensor& codebook)
     return idx.to(at::kLong);
 }
 
+// The encoder over many sub-vectors in fixed chunks of whole RLN groups: bounded memory, and the
+// same chunks on every run, so results stay reproducible.
+at::Tensor encodeChunked(const Network& net, const at::Tensor& data, std::int64_t group)
+{
+    const std::int64_t chunk = std::max<std::int64_t>(1, 65536 / group) * group;
+    if (data.size(0) <= chunk)
+        return net.encode(data);
+    std::vector<at::Tensor> parts;
+    for (std::int64_t b = 0; b < data.size(0); b += chunk)
+        parts.push_back(net.encode(data.narrow(0, b, std::min(chunk, data.size(0) - b))));
+    return at::cat(parts, 0);
+}
+
 // Lloyd's k-means on `points` starting from `codebook` (updated in place); empty clusters keep
 // their codeword.
 void kmeans(const at::Tensor& points, at::Tensor& codebook, int iterations)
@@ -335,7 +348,7 @@ Result<GroupPayload> PocketLlmMethod::compressImpl(const MatrixGroup& group, con
 
     Network net = Network::create(l.d, l.latent, l.hidden, l.group, l.codewords, gen);
     if (params.getText("init") == "kmeans") {
-        at::Tensor z = net.encode(data);
+        at::Tensor z = encodeChunked(net, data, l.group);
         // Starting points: K distinct latents chosen by the seeded generator (normal init keeps any excess).
         const std::int64_t take = std::min<std::int64_t>(l.codewords, n);
         const at::Tensor pick = at::randperm(n, gen, at::kLong).narrow(0, 0, take);
@@ -508,7 +521,7 @@ Result<GroupPayload> PocketLlmMethod::compressImpl(const MatrixGroup& group, con
 
     std::int64_t offset = 0;
     for (std::size_t i = 0; i < group.matrices.size(); ++i) {
-        const at::Tensor z = net.encode(data.narrow(0, offset, counts[i]));
+        const at::Tensor z = encodeChunked(net, data.narrow(0, offset, counts[i]), l.group);
         const at::Tensor idx = nearest(z, codebook16).to(at::kInt).contiguous();
         offset += counts[i];
         MatrixResult result;
