@@ -1,10 +1,21 @@
 #!/usr/bin/env bash
-# README command 1: set up, build, and run the main job on the bundled demo model: the perplexity
-# of stories260K on a TinyStories slice.
+# README command 1: set up, build, and run the main job on the bundled demo model: compress
+# stories260K's linear layers with PocketLLM (one meta-network shared by the whole model), inspect
+# the archive, and compare its perplexity on a TinyStories slice with the original's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build.sh
 BUILD_DIR=${POCKET_BUILD_DIR:-build}
-"$BUILD_DIR/bin/pocketllm-cli" info resources/models/stories260K/stories260K.bin
-"$BUILD_DIR/bin/pocketllm-cli" eval resources/models/stories260K/stories260K.bin \
-  --text resources/text/tinystories_valid_30k.txt --ctx 256 "$@"
+CLI="$BUILD_DIR/bin/pocketllm-cli"
+MODEL=resources/models/stories260K/stories260K.bin
+TEXT=resources/text/tinystories_valid_30k.txt
+OUT=${POCKET_DEMO_OUT:-$BUILD_DIR/demo}
+mkdir -p "$OUT"
+"$CLI" info "$MODEL"
+echo "== original"
+"$CLI" eval "$MODEL" --text "$TEXT" --ctx 256
+echo "== compressing (PocketLLM, shared network, d 2, K 256)"
+"$CLI" compress "$MODEL" -o "$OUT/stories260K.pllm" --set sharing=model --set d=2 --set K=256 --set batch=1024 "$@"
+"$CLI" inspect "$OUT/stories260K.pllm"
+echo "== compressed"
+"$CLI" eval "$OUT/stories260K.pllm" --text "$TEXT" --ctx 256

@@ -350,6 +350,41 @@ private Q_SLOTS:
         QCOMPARE(info["bits"]["total"].get<std::uint64_t>(), resumed["bits"]["total"].get<std::uint64_t>());
         QCOMPARE(info["tokenizer"].get<std::string>(), std::string("llama2c"));
     }
+
+    void cliRefusesBadInputWithExitCodes_data()
+    {
+        QTest::addColumn<QStringList>("args");
+        QTest::addColumn<int>("exitCode");
+        QTest::addColumn<QString>("expected");
+        const QString model = QString::fromStdString(testsupport::demoModel());
+        QTest::newRow("parameter out of range") << QStringList{"compress", model, "-o", "x.pllm", "--set", "K=1"} << 2
+                                                << "parameter 'K': 1 is out of range";
+        QTest::newRow("unknown parameter") << QStringList{"compress", model, "-o", "x.pllm", "--set", "k=4"} << 2 << "unknown parameter 'k'";
+        QTest::newRow("unknown method") << QStringList{"compress", model, "-o", "x.pllm", "--method", "awq"} << 2 << "unknown method 'awq'";
+        QTest::newRow("bad blocks") << QStringList{"compress", model, "-o", "x.pllm", "--blocks", "3-1"} << 2 << "--blocks";
+        QTest::newRow("bad keep dtype") << QStringList{"compress", model, "-o", "x.pllm", "--keep-dtype", "q4"} << 2 << "--keep-dtype";
+        QTest::newRow("missing model") << QStringList{"compress", "/nonexistent.bin", "-o", "x.pllm"} << 1 << "/nonexistent.bin";
+        QTest::newRow("inspect a model") << QStringList{"inspect", model} << 1 << model + ": not a .pllm archive";
+        QTest::newRow("decompress a model") << QStringList{"decompress", model, "-o", "out"} << 1 << model + ": not a .pllm archive";
+        QTest::newRow("eval a text file") << QStringList{"eval", POCKET_RESOURCES_DIR "/README.md", "--text", POCKET_RESOURCES_DIR "/README.md"}
+                                          << 1 << "README.md";
+    }
+    void cliRefusesBadInputWithExitCodes()
+    {
+        QFETCH(QStringList, args);
+        QFETCH(int, exitCode);
+        QFETCH(QString, expected);
+        QTemporaryDir dir;
+        QProcess cli;
+        cli.setWorkingDirectory(dir.path());
+        cli.start(POCKET_CLI_PATH, QStringList{"--json", "-q"} << args);
+        QVERIFY(cli.waitForFinished(60000));
+        QCOMPARE(cli.exitCode(), exitCode);
+        const auto json = nlohmann::json::parse(cli.readAllStandardOutput().toStdString());
+        const std::string error = json["error"];
+        QVERIFY2(error.find(expected.toStdString()) != std::string::npos, error.c_str());
+        QVERIFY(!QFileInfo::exists(dir.filePath("x.pllm")));
+    }
 };
 
 QTEST_APPLESS_MAIN(TestCompressJob)
