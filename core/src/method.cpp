@@ -259,4 +259,51 @@ double matrixBitsPerWeight(const MatrixRef& ref, const BitCounts& own, const Bit
     return (static_cast<double>(own.total()) + share) / static_cast<double>(ref.weights());
 }
 
+std::vector<std::vector<MatrixRef>> groupsBySharing(const std::vector<MatrixRef>& matrices, const std::string& scope)
+{
+    std::vector<std::vector<MatrixRef>> groups;
+    if (scope == "model") {
+        if (!matrices.empty())
+            groups.push_back(matrices);
+    } else if (scope == "type") {
+        for (MatrixType type : kMatrixTypes) {
+            std::vector<MatrixRef> group;
+            for (const MatrixRef& m : matrices)
+                if (m.type == type)
+                    group.push_back(m);
+            if (!group.empty())
+                groups.push_back(group);
+        }
+    } else {
+        for (const MatrixRef& m : matrices)
+            groups.push_back({m});
+    }
+    return groups;
+}
+
+std::uint64_t groupSeed(std::int64_t seed, const std::string& groupId)
+{
+    std::uint64_t h = 1469598103934665603ull; // FNV-1a
+    for (unsigned char c : groupId) {
+        h ^= c;
+        h *= 1099511628211ull;
+    }
+    return static_cast<std::uint64_t>(seed) ^ h;
+}
+
+void measureReconstruction(const MatrixGroup& group, const std::vector<std::vector<float>>& decoded, GroupPayload& payload)
+{
+    for (std::size_t i = 0; i < group.matrices.size() && i < decoded.size() && i < payload.matrices.size(); ++i) {
+        const std::vector<float>& w = group.matrices[i].values;
+        double err = 0, sig = 0;
+        for (std::size_t j = 0; j < w.size() && j < decoded[i].size(); ++j) {
+            const double e = static_cast<double>(w[j]) - decoded[i][j];
+            err += e * e;
+            sig += static_cast<double>(w[j]) * w[j];
+        }
+        payload.matrices[i].mse = w.empty() ? 0 : err / static_cast<double>(w.size());
+        payload.matrices[i].snrDb = err > 0 ? 10 * std::log10(sig / err) : 99;
+    }
+}
+
 } // namespace pocket

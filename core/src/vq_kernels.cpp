@@ -338,4 +338,31 @@ bool unpackBits(const std::uint8_t* bytes, std::uint64_t byteCount, std::int64_t
     return true;
 }
 
+void toSubvectors(const float* matrix, std::int64_t rows, std::int64_t cols, int d, float* out)
+{
+    const std::int64_t blocks = (cols + d - 1) / d;
+    for (std::int64_t b = 0; b < blocks; ++b)
+        for (std::int64_t r = 0; r < rows; ++r) {
+            float* dst = out + (b * rows + r) * d;
+            for (int j = 0; j < d; ++j) {
+                const std::int64_t c = b * d + j;
+                dst[j] = c < cols ? matrix[r * cols + c] : 0.0f;
+            }
+        }
+}
+
+void fromSubvectors(const float* subvectors, std::int64_t rows, std::int64_t cols, int d, float* matrix)
+{
+    const std::int64_t blocks = (cols + d - 1) / d;
+    for (std::int64_t b = 0; b < blocks; ++b)
+        for (std::int64_t r = 0; r < rows; ++r) {
+            const float* src = subvectors + (b * rows + r) * d;
+            for (int j = 0; j < d; ++j) {
+                const std::int64_t c = b * d + j;
+                if (c < cols)
+                    matrix[r * cols + c] = src[j];
+            }
+        }
+}
+
 } // namespace pocket

@@ -80,16 +80,6 @@ const MethodInfo& methodInfo()
     return info;
 }
 
-std::uint64_t fnv1a(const std::string& text)
-{
-    std::uint64_t h = 1469598103934665603ull;
-    for (unsigned char c : text) {
-        h ^= c;
-        h *= 1099511628211ull;
-    }
-    return h;
-}
-
 double secondsSince(std::chrono::steady_clock::time_point start)
 {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -215,21 +205,7 @@ public:
 
     Result<std::vector<std::vector<MatrixRef>>> planGroups(const std::vector<MatrixRef>& matrices, const ParamSet& params) const override
     {
-        const std::string& sharing = params.getText("sharing");
-        if (sharing == "matrix")
-            return CompressionMethod::planGroups(matrices, params);
-        if (sharing == "model")
-            return std::vector<std::vector<MatrixRef>>{matrices};
-        std::vector<std::vector<MatrixRef>> groups;
-        for (MatrixType type : kMatrixTypes) {
-            std::vector<MatrixRef> group;
-            for (const MatrixRef& m : matrices)
-                if (m.type == type)
-                    group.push_back(m);
-            if (!group.empty())
-                groups.push_back(group);
-        }
-        return groups;
+        return groupsBySharing(matrices, params.getText("sharing"));
     }
 
     Result<BitCounts> estimateBits(const std::vector<MatrixRef>& group, const ParamSet& params,
@@ -326,7 +302,7 @@ Result<GroupPayload> PocketLlmMethod::compressImpl(const MatrixGroup& group, con
     const Layout l = *layoutResult;
 
     // Seeded from the group id so a group's result does not depend on which other groups run.
-    at::Generator gen = at::detail::createCPUGenerator(static_cast<std::uint64_t>(params.getInt("seed")) ^ fnv1a(group.id));
+    at::Generator gen = at::detail::createCPUGenerator(groupSeed(params.getInt("seed"), group.id));
     at::NoGradGuard outerNoGrad; // gradients only where enabled below
 
     std::vector<at::Tensor> parts;
@@ -535,18 +511,7 @@ Result<GroupPayload> PocketLlmMethod::compressImpl(const MatrixGroup& group, con
     auto decoded = decodeImpl(payload);
     if (!decoded)
         return decoded.error();
-    for (std::size_t i = 0; i < group.matrices.size(); ++i) {
-        const std::vector<float>& w = group.matrices[i].values;
-        const std::vector<float>& wHat = (*decoded)[i];
-        double err = 0, sig = 0;
-        for (std::size_t j = 0; j < w.size(); ++j) {
-            const double e = static_cast<double>(w[j]) - wHat[j];
-            err += e * e;
-            sig += static_cast<double>(w[j]) * w[j];
-        }
-        payload.matrices[i].mse = err / static_cast<double>(w.size());
-        payload.matrices[i].snrDb = err > 0 ? 10 * std::log10(sig / err) : 99;
-    }
+    measureReconstruction(group, *decoded, payload);
     return payload;
 }
 

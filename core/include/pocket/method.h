@@ -205,6 +205,17 @@ public:
     virtual Result<std::vector<std::vector<float>>> decode(const GroupPayload& payload) const = 0;
 };
 
+// Helpers shared by methods ---------------------------------------------------------------------
+
+// Groups by a sharing scope: "matrix" (one group each), "type" (one per matrix type, block order
+// kept) or "model" (all in one).
+std::vector<std::vector<MatrixRef>> groupsBySharing(const std::vector<MatrixRef>& matrices, const std::string& scope);
+// A seed for one group from the user's seed and the group id, so a group's result does not depend
+// on which other groups run.
+std::uint64_t groupSeed(std::int64_t seed, const std::string& groupId);
+// Fills payload.matrices[i].mse and .snrDb from the original and the decoded weights.
+void measureReconstruction(const MatrixGroup& group, const std::vector<std::vector<float>>& decoded, GroupPayload& payload);
+
 // Bits per weight of one matrix given its own bits and its share of the group's shared bits
 // (shared bits are split in proportion to the matrices' weight counts).
 double matrixBitsPerWeight(const MatrixRef& ref, const BitCounts& own, const BitCounts& shared, std::int64_t groupWeights);

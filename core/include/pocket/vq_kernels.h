@@ -35,4 +35,12 @@ std::vector<std::uint8_t> packBits(const std::int32_t* values, std::int64_t coun
 // The inverse. Returns false if `bytes` is shorter than ceil(count*bits/8) or bits is outside 1..32.
 bool unpackBits(const std::uint8_t* bytes, std::uint64_t byteCount, std::int64_t count, int bits, std::int32_t* values);
 
+// The sub-vector layout of the method doc (section 2): a [rows, cols] matrix is cut along cols into
+// blocks of width d (the last padded with zeros when d does not divide cols), and the blocks are
+// stacked, giving ceil(cols/d)*rows sub-vectors of d floats: sub-vector (b*rows + r) holds row r,
+// columns [b*d, b*d + d). `out` receives ceil(cols/d)*rows*d floats.
+void toSubvectors(const float* matrix, std::int64_t rows, std::int64_t cols, int d, float* out);
+// The inverse: writes rows*cols floats (padding dropped).
+void fromSubvectors(const float* subvectors, std::int64_t rows, std::int64_t cols, int d, float* matrix);
+
 } // namespace pocket
