@@ -18,7 +18,7 @@ namespace pocket {
 
 // Bumped whenever anything in this header changes shape; plugins built against another version
 // are refused with a message naming the plugin file.
-constexpr int kMethodApiVersion = 1;
+constexpr int kMethodApiVersion = 2;
 
 // ---------------------------------------------------------------------------------------------
 // Parameters
@@ -93,6 +93,9 @@ struct MatrixRef {
 struct WeightMatrix {
     MatrixRef ref;
     std::vector<float> values; // rows * cols
+    // For methods with MethodInfo::needsCalibration: the layer's input Hessian H = 2/n * X^T X over
+    // n calibration tokens, [cols, cols] row-major (symmetric); empty when not calibrated.
+    std::vector<float> hessian;
 };
 
 // Matrices compressed together (sharing whatever the method shares between them).
@@ -177,6 +180,7 @@ struct MethodInfo {
     int version = 1;          // payload version written into archives
     std::string description;  // a sentence or two
     bool lossy = true;
+    bool needsCalibration = false; // compress() wants WeightMatrix::hessian filled (GPTQ, GPTVQ)
     std::string bitsFormula;  // how bits per weight are computed, human-readable
     std::vector<ParamSpec> params;
 };
