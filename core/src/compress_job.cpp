@@ -277,7 +277,7 @@ Result<CompressJobResult> runCompressJob(const CompressJobParams& params, Method
             auto data = ckpt.load(ref.name);
             if (!data)
                 return data.error();
-            group.matrices.push_back({ref, data->toFloat()});
+            group.matrices.push_back({ref, data->toFloat(), {}});
         }
         progress.phase = JobProgress::Phase::Training;
         progress.groupIndex = static_cast<int>(i);

@@ -1,0 +1,302 @@
+// The RTN and k-means VQ baseline plugins, loaded from the plugin folder: RTN against a slow
+// reference quantiser, VQ's k-means against its defining properties (every code is the nearest
+// codeword, every used codeword is the mean of its members, Lloyd never gets worse), bits against
+// section sizes, reproducibility, and damaged payloads.
+#include "pocket/checkpoint.h"
+#include "pocket/dtype.h"
+#include "pocket/method_registry.h"
+#include "pocket/vq_kernels.h"
+#include "test_support.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <map>
+#include <random>
+
+using namespace pocket;
+
+namespace {
+
+CompressionMethod& method(const std::string& id)
+{
+    static MethodRegistry registry;
+    static bool loaded = false;
+    if (!loaded) {
+        registry.loadFolder(POCKET_PLUGIN_DIR);
+        loaded = true;
+    }
+    auto m = registry.find(id);
+    if (!m)
+        qFatal("%s", m.message().c_str());
+    return **m;
+}
+
+ParamSet paramsOf(const std::string& id, std::vector<std::string> settings)
+{
+    auto p = ParamSet::resolve(method(id).info().params, settings);
+    if (!p)
+        qFatal("%s", p.message().c_str());
+    return *p;
+}
+
+WeightMatrix randomMatrix(const std::string& name, std::int64_t rows, std::int64_t cols, unsigned seed)
+{
+    std::mt19937 gen(seed);
+    std::normal_distribution<float> dist(0, 0.05f);
+    WeightMatrix m;
+    m.ref = {name, 0, MatrixType::Q, rows, cols};
+    m.values.resize(static_cast<std::size_t>(rows * cols));
+    for (float& v : m.values)
+        v = dist(gen);
+    return m;
+}
+
+GroupPayload compressOrDie(const std::string& id, const MatrixGroup& group, const ParamSet& params, const CompressContext& context = {})
+{
+    auto p = method(id).compress(group, params, context);
+    if (!p)
+        qFatal("%s", p.message().c_str());
+    return std::move(*p);
+}
+
+std::vector<float> decodeOne(const std::string& id, const GroupPayload& p, std::size_t index = 0)
+{
+    auto d = method(id).decode(p);
+    if (!d)
+        qFatal("%s", d.message().c_str());
+    return (*d)[index];
+}
+
+// Slow reference RTN: asymmetric min/max per group of `group` columns, fp16 scale and minimum.
+std::vector<float> referenceRtn(const WeightMatrix& m, int bits, std::int64_t group, std::vector<float>* steps = nullptr)
+{
+    const std::int64_t g = group <= 0 ? m.ref.cols : std::min(group, m.ref.cols);
+    const int top = (1 << bits) - 1;
+    std::vector<float> out(m.values.size());
+    if (steps)
+        steps->assign(m.values.size(), 0);
+    for (std::int64_t r = 0; r < m.ref.rows; ++r)
+        for (std::int64_t c0 = 0; c0 < m.ref.cols; c0 += g) {
+            const std::int64_t c1 = std::min(m.ref.cols, c0 + g);
+            float lo = m.values[r * m.ref.cols + c0], hi = lo;
+            for (std::int64_t c = c0; c < c1; ++c) {
+                lo = std::min(lo, m.values[r * m.ref.cols + c]);
+                hi = std::max(hi, m.values[r * m.ref.cols + c]);
+            }
+            const float mn = halfToFloat(floatToHalf(lo));
+            const float scale = halfToFloat(floatToHalf((hi - mn) / top));
+            for (std::int64_t c = c0; c < c1; ++c) {
+                const double q = std::clamp(std::round((m.values[r * m.ref.cols + c] - mn) / static_cast<double>(scale)), 0.0,
+                                            static_cast<double>(top));
+                out[r * m.ref.cols + c] = halfToFloat(floatToHalf(static_cast<float>(q) * scale + mn));
+                if (steps)
+                    (*steps)[r * m.ref.cols + c] = scale;
+            }
+        }
+    return out;
+}
+
+MatrixGroup groupOf(std::vector<WeightMatrix> matrices)
+{
+    MatrixGroup g;
+    g.id = "g";
+    g.matrices = std::move(matrices);
+    return g;
+}
+
+std::size_t sectionBytes(const GroupPayload& p)
+{
+    std::size_t n = 0;
+    for (const auto& s : p.sections)
+        n += s.bytes.size();
+    return n;
+}
+
+} // namespace
+
+class TestBaselines : public QObject {
+    Q_OBJECT
+private Q_SLOTS:
+    void rtnMatchesTheSlowReference_data()
+    {
+        QTest::addColumn<int>("bits");
+        QTest::addColumn<int>("group");
+        QTest::addColumn<int>("cols");
+        for (int bits : {2, 3, 4, 8})
+            for (int group : {0, 32, 64})
+                QTest::newRow(qPrintable(QString("%1 bits g%2").arg(bits).arg(group))) << bits << group << 172;
+        QTest::newRow("group wider than the row") << 4 << 256 << 100;
+    }
+    void rtnMatchesTheSlowReference()
+    {
+        QFETCH(int, bits);
+        QFETCH(int, group);
+        QFETCH(int, cols);
+        const WeightMatrix m = randomMatrix("w", 16, cols, static_cast<unsigned>(bits * 100 + group));
+        const GroupPayload p = compressOrDie("rtn", groupOf({m}), paramsOf("rtn", {"bits=" + std::to_string(bits), "group=" + std::to_string(group)}));
+        const std::vector<float> got = decodeOne("rtn", p);
+        std::vector<float> steps;
+        const std::vector<float> want = referenceRtn(m, bits, group, &steps);
+        std::size_t same = 0;
+        for (std::size_t i = 0; i < got.size(); ++i) {
+            same += got[i] == want[i] ? 1 : 0;
+            // Round to nearest: within half a step (plus fp16 rounding of the result).
+            QVERIFY(std::fabs(got[i] - m.values[i]) <= 0.5f * steps[i] + 2e-3f * std::fabs(m.values[i]) + 1e-7f);
+        }
+        QVERIFY2(same >= got.size() * 999 / 1000, qPrintable(QString("%1 of %2 identical").arg(same).arg(got.size())));
+        // Bits: codes plus 32 per group, and the sections hold exactly that (codes rounded up to bytes).
+        const std::int64_t g = group <= 0 || group > cols ? cols : group;
+        const std::uint64_t groups = 16 * static_cast<std::uint64_t>((cols + g - 1) / g);
+        QCOMPARE(p.matrices[0].bits.indexBits, static_cast<std::uint64_t>(16 * cols * bits));
+        QCOMPARE(p.matrices[0].bits.scaleBits, 32 * groups);
+        QCOMPARE(sectionBytes(p), (p.matrices[0].bits.indexBits + 7) / 8 + 4 * groups);
+    }
+
+    void rtnErrorShrinksWithBits()
+    {
+        const WeightMatrix m = randomMatrix("w", 32, 64, 1);
+        double previous = 1e9;
+        for (int bits = 2; bits <= 8; ++bits) {
+            const GroupPayload p = compressOrDie("rtn", groupOf({m}), paramsOf("rtn", {"bits=" + std::to_string(bits), "group=32"}));
+            QVERIFY2(p.matrices[0].mse < previous / 2.5, qPrintable(QString("%1 bits: %2").arg(bits).arg(p.matrices[0].mse)));
+            previous = p.matrices[0].mse;
+        }
+    }
+
+    void vqCodesAreNearestAndCodewordsAreMeans()
+    {
+        const WeightMatrix a = randomMatrix("a", 24, 32, 2), b = randomMatrix("b", 16, 30, 3); // 30: padded block
+        const GroupPayload p = compressOrDie("vq", groupOf({a, b}), paramsOf("vq", {"K=32", "d=4", "iters=200"}));
+        const auto meta = nlohmann::json::parse(p.metaJson);
+        QCOMPARE(meta["K"].get<int>(), 32);
+        std::vector<float> codebook(32 * 4);
+        convertToFloat(DType::F16, p.section("codebook")->bytes.data(), codebook.size(), codebook.data());
+        std::map<int, std::vector<double>> sums;
+        std::map<int, int> members;
+        for (const WeightMatrix* m : {&a, &b}) {
+            const std::int64_t count = (m->ref.cols + 3) / 4 * m->ref.rows;
+            std::vector<float> sub(static_cast<std::size_t>(count * 4));
+            toSubvectors(m->values.data(), m->ref.rows, m->ref.cols, 4, sub.data());
+            std::vector<std::int32_t> idx(static_cast<std::size_t>(count));
+            const auto& packed = p.section("indices/" + m->ref.name)->bytes;
+            QVERIFY(unpackBits(packed.data(), packed.size(), count, 5, idx.data()));
+            for (std::int64_t i = 0; i < count; ++i) {
+                // The stored code is a nearest fp16 codeword (brute force).
+                double best = 1e30, chosen = 0;
+                for (int c = 0; c < 32; ++c) {
+                    double dist = 0;
+                    for (int j = 0; j < 4; ++j)
+                        dist += std::pow(sub[i * 4 + j] - codebook[c * 4 + j], 2);
+                    best = std::min(best, dist);
+                    if (c == idx[i])
+                        chosen = dist;
+                }
+                QVERIFY(chosen <= best * (1 + 1e-5) + 1e-12);
+                auto& s = sums[idx[i]];
+                s.resize(4, 0.0);
+                for (int j = 0; j < 4; ++j)
+                    s[j] += sub[i * 4 + j];
+                ++members[idx[i]];
+            }
+        }
+        // Converged Lloyd: each used codeword is its members' mean (up to fp16 rounding).
+        for (const auto& [c, s] : sums)
+            for (int j = 0; j < 4; ++j) {
+                const double mean = s[j] / members[c];
+                QVERIFY2(std::fabs(mean - codebook[c * 4 + j]) <= 1e-3 * std::fabs(mean) + 1e-5,
+                         qPrintable(QString("codeword %1: %2 vs %3").arg(c).arg(mean).arg(codebook[c * 4 + j])));
+            }
+        QVERIFY(members.size() > 24); // k-means++ and empty-cluster refills keep codewords in use
+    }
+
+    void vqLloydNeverGetsWorseAndReproduces()
+    {
+        const WeightMatrix m = randomMatrix("a", 64, 64, 4);
+        std::vector<double> losses;
+        CompressContext context;
+        context.onProgress = [&](const TrainProgress& t) {
+            losses.push_back(t.loss);
+            return true;
+        };
+        const GroupPayload p = compressOrDie("vq", groupOf({m}), paramsOf("vq", {"K=64", "iters=30"}), context);
+        QVERIFY(losses.size() >= 2);
+        for (std::size_t i = 1; i < losses.size(); ++i)
+            QVERIFY2(losses[i] <= losses[i - 1] * (1 + 1e-6), qPrintable(QString("iteration %1").arg(i)));
+        const GroupPayload again = compressOrDie("vq", groupOf({m}), paramsOf("vq", {"K=64", "iters=30"}));
+        for (std::size_t i = 0; i < p.sections.size(); ++i)
+            QVERIFY(p.sections[i].bytes == again.sections[i].bytes);
+        // Bits: indices at ceil(log2 K) per sub-vector, 16*K*d codebook, matching the sections.
+        QCOMPARE(p.matrices[0].bits.indexBits, std::uint64_t{16 * 64 * 6});
+        QCOMPARE(p.sharedBits.codebookBits, std::uint64_t{16 * 64 * 4});
+        QCOMPARE(sectionBytes(p) * 8, p.matrices[0].bits.indexBits + p.sharedBits.codebookBits);
+    }
+
+    void vqIsExactWhenCodewordsSuffice()
+    {
+        // Only 5 distinct fp16-exact sub-vectors: K = 8 reproduces the matrix exactly.
+        WeightMatrix m;
+        m.ref = {"w", 0, MatrixType::Up, 20, 8};
+        for (int i = 0; i < 20 * 8; ++i)
+            m.values.push_back(static_cast<float>(((i / 4 + i / 8) % 5) - 2) * 0.125f);
+        const GroupPayload p = compressOrDie("vq", groupOf({m}), paramsOf("vq", {"K=8", "d=4"}));
+        QCOMPARE(decodeOne("vq", p), m.values);
+        QCOMPARE(p.matrices[0].mse, 0.0);
+    }
+
+    void sharingScopesGroupLikePocketLlm()
+    {
+        std::vector<MatrixRef> refs;
+        for (int layer = 0; layer < 2; ++layer)
+            for (MatrixType t : kMatrixTypes)
+                refs.push_back({matrixTensorName(layer, t), layer, t, 8, 8});
+        QCOMPARE(method("vq").planGroups(refs, paramsOf("vq", {"sharing=matrix"}))->size(), std::size_t{14});
+        QCOMPARE(method("vq").planGroups(refs, paramsOf("vq", {"sharing=type"}))->size(), std::size_t{7});
+        QCOMPARE(method("vq").planGroups(refs, paramsOf("vq", {"sharing=model"}))->size(), std::size_t{1});
+        QCOMPARE(method("rtn").planGroups(refs, paramsOf("rtn", {}))->size(), std::size_t{14});
+    }
+
+    void damagedPayloadsAreRefused_data()
+    {
+        QTest::addColumn<QString>("methodId");
+        QTest::addColumn<QString>("damage");
+        QTest::addColumn<QString>("expected");
+        QTest::newRow("rtn short codes") << "rtn" << "truncate codes/w" << "codes section too short";
+        QTest::newRow("rtn missing scales") << "rtn" << "drop scales/w" << "sections missing or of the wrong size";
+        QTest::newRow("rtn bad meta") << "rtn" << "meta" << "bad metadata";
+        QTest::newRow("vq short indices") << "vq" << "truncate indices/w" << "index section missing or too short";
+        QTest::newRow("vq bad codebook") << "vq" << "truncate codebook" << "codebook section missing or of the wrong size";
+        QTest::newRow("vq index out of range") << "vq" << "fill indices/w" << "index out of the codebook's range";
+        QTest::newRow("vq bad meta") << "vq" << "meta" << "bad metadata";
+    }
+    void damagedPayloadsAreRefused()
+    {
+        QFETCH(QString, methodId);
+        QFETCH(QString, damage);
+        QFETCH(QString, expected);
+        const std::string id = methodId.toStdString();
+        const std::vector<std::string> settings = id == "vq" ? std::vector<std::string>{"K=40"} : std::vector<std::string>{};
+        GroupPayload p = compressOrDie(id, groupOf({randomMatrix("w", 8, 16, 5)}), paramsOf(id, settings));
+        const std::string what = damage.section(' ', 0, 0).toStdString(), name = damage.section(' ', 1).toStdString();
+        if (what == "meta")
+            p.metaJson = "[1,2]";
+        for (auto it = p.sections.begin(); it != p.sections.end(); ++it) {
+            if (it->name != name)
+                continue;
+            if (what == "truncate")
+                it->bytes.resize(it->bytes.size() / 2);
+            else if (what == "fill")
+                std::fill(it->bytes.begin(), it->bytes.end(), 0xff); // 63 >= K = 40
+            else if (what == "drop") {
+                p.sections.erase(it);
+                break;
+            }
+        }
+        auto r = method(id).decode(p);
+        QVERIFY(!r.ok());
+        QVERIFY2(r.message().find(expected.toStdString()) != std::string::npos, r.message().c_str());
+    }
+};
+
+QTEST_APPLESS_MAIN(TestBaselines)
+#include "test_baselines.moc"
