@@ -6,6 +6,8 @@
 #include <c10/core/InferenceMode.h>
 
 #include <chrono>
+#include <cstring>
+#include <map>
 #include <malloc.h>
 #include <cmath>
 #include <thread>
@@ -32,6 +34,25 @@ std::string describe(const c10::Error& e)
 {
     return e.what_without_backtrace();
 }
+
+// Running sums of X^T X for the four distinct inputs of a block's linear layers.
+struct InputStats {
+    at::Tensor attnIn, attnOut, mlpIn, mlpAct; // [in, in] float
+    std::int64_t rows = 0;                      // tokens seen
+    static void add(at::Tensor& sum, const at::Tensor& x)
+    {
+        const at::Tensor flat = x.reshape({-1, x.size(-1)});
+        const at::Tensor xtx = at::matmul(flat.t(), flat);
+        sum = sum.defined() ? sum.add_(xtx) : xtx;
+    }
+};
+
+Status checkTokens(const std::vector<std::int32_t>& tokens, std::int64_t vocab);
+
+// RoPE tables and causal mask for sequences of `len` tokens.
+struct Positional {
+    at::Tensor cos, sin, mask;
+};
 } // namespace
 
 struct LlamaModel::Impl {
@@ -41,6 +62,9 @@ struct LlamaModel::Impl {
     std::uint64_t bytes = 0;
 
     at::Tensor forward(const at::Tensor& tokens) const; // [B, T] int64 -> logits [B, T, V]
+    Positional positional(std::int64_t len) const;
+    // One decoder block on hidden states [B, T, D]; `stats` (optional) accumulates its linear inputs.
+    at::Tensor block(const Layer& layer, const at::Tensor& x, const Positional& pos, InputStats* stats) const;
 };
 
 LlamaModel::LlamaModel() : m_impl(std::make_unique<Impl>()) {}
@@ -113,41 +137,165 @@ Result<std::unique_ptr<LlamaModel>> LlamaModel::load(const Checkpoint& checkpoin
     }
 }
 
-at::Tensor LlamaModel::Impl::forward(const at::Tensor& tokens) const
+Positional LlamaModel::Impl::positional(std::int64_t len) const
+{
+    const at::Tensor positions = at::arange(len, at::kFloat);
+    const at::Tensor freqs = at::outer(positions, invFreq); // [T, hd/2]
+    const at::Tensor angles = at::cat({freqs, freqs}, -1);  // [T, hd]
+    at::Tensor mask = at::ones({len, len}, at::kBool).triu(1); // true = masked
+    if (config.slidingWindow > 0 && len > config.slidingWindow)
+        mask = mask.logical_or(at::ones({len, len}, at::kBool).tril(-config.slidingWindow));
+    return {angles.cos(), angles.sin(), mask};
+}
+
+at::Tensor LlamaModel::Impl::block(const Layer& layer, const at::Tensor& input, const Positional& pos, InputStats* stats) const
 {
     const ModelConfig& c = config;
-    const std::int64_t batch = tokens.size(0), len = tokens.size(1);
+    const std::int64_t batch = input.size(0), len = input.size(1);
     const std::int64_t heads = c.numHeads, kvHeads = c.numKvHeads, hd = c.headDim;
-
-    at::Tensor x = at::embedding(embed, tokens); // [B, T, D]
-    const at::Tensor positions = at::arange(len, at::kFloat);
-    const at::Tensor freqs = at::outer(positions, invFreq);             // [T, hd/2]
-    const at::Tensor angles = at::cat({freqs, freqs}, -1);              // [T, hd]
-    const at::Tensor cos = angles.cos(), sin = angles.sin();
-    at::Tensor mask = at::ones({len, len}, at::kBool).triu(1);          // true = masked
-    if (c.slidingWindow > 0 && len > c.slidingWindow)
-        mask = mask.logical_or(at::ones({len, len}, at::kBool).tril(-c.slidingWindow));
     const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
-
-    for (const Layer& layer : layers) {
-        const at::Tensor h = rmsNorm(x, layer.inputNorm, c.rmsNormEps);
-        at::Tensor q = at::linear(h, layer.wq, layer.bq).view({batch, len, heads, hd}).transpose(1, 2);
-        at::Tensor k = at::linear(h, layer.wk, layer.bk).view({batch, len, kvHeads, hd}).transpose(1, 2);
-        at::Tensor v = at::linear(h, layer.wv, layer.bv).view({batch, len, kvHeads, hd}).transpose(1, 2);
-        q = q * cos + rotateHalf(q) * sin;
-        k = k * cos + rotateHalf(k) * sin;
-        if (kvHeads != heads) { // each key/value head serves heads/kvHeads consecutive query heads
-            k = k.repeat_interleave(heads / kvHeads, 1);
-            v = v.repeat_interleave(heads / kvHeads, 1);
-        }
-        at::Tensor scores = at::matmul(q, k.transpose(-2, -1)).mul_(scale);
-        scores.masked_fill_(mask, -std::numeric_limits<float>::infinity());
-        const at::Tensor attn = at::matmul(at::softmax(scores, -1), v).transpose(1, 2).reshape({batch, len, heads * hd});
-        x = x + at::linear(attn, layer.wo);
-        const at::Tensor h2 = rmsNorm(x, layer.postNorm, c.rmsNormEps);
-        x = x + at::linear(at::silu(at::linear(h2, layer.wGate)) * at::linear(h2, layer.wUp), layer.wDown);
+    at::Tensor x = input;
+    const at::Tensor h = rmsNorm(x, layer.inputNorm, c.rmsNormEps);
+    at::Tensor q = at::linear(h, layer.wq, layer.bq).view({batch, len, heads, hd}).transpose(1, 2);
+    at::Tensor k = at::linear(h, layer.wk, layer.bk).view({batch, len, kvHeads, hd}).transpose(1, 2);
+    at::Tensor v = at::linear(h, layer.wv, layer.bv).view({batch, len, kvHeads, hd}).transpose(1, 2);
+    q = q * pos.cos + rotateHalf(q) * pos.sin;
+    k = k * pos.cos + rotateHalf(k) * pos.sin;
+    if (kvHeads != heads) { // each key/value head serves heads/kvHeads consecutive query heads
+        k = k.repeat_interleave(heads / kvHeads, 1);
+        v = v.repeat_interleave(heads / kvHeads, 1);
     }
-    return at::linear(rmsNorm(x, finalNorm, c.rmsNormEps), head);
+    at::Tensor scores = at::matmul(q, k.transpose(-2, -1)).mul_(scale);
+    scores.masked_fill_(pos.mask, -std::numeric_limits<float>::infinity());
+    const at::Tensor attn = at::matmul(at::softmax(scores, -1), v).transpose(1, 2).reshape({batch, len, heads * hd});
+    x = x + at::linear(attn, layer.wo);
+    const at::Tensor h2 = rmsNorm(x, layer.postNorm, c.rmsNormEps);
+    const at::Tensor act = at::silu(at::linear(h2, layer.wGate)) * at::linear(h2, layer.wUp);
+    if (stats) {
+        InputStats::add(stats->attnIn, h);
+        InputStats::add(stats->attnOut, attn);
+        InputStats::add(stats->mlpIn, h2);
+        InputStats::add(stats->mlpAct, act);
+        stats->rows += batch * len;
+    }
+    return x + at::linear(act, layer.wDown);
+}
+
+at::Tensor LlamaModel::Impl::forward(const at::Tensor& tokens) const
+{
+    const Positional pos = positional(tokens.size(1));
+    at::Tensor x = at::embedding(embed, tokens); // [B, T, D]
+    for (const Layer& layer : layers)
+        x = block(layer, x, pos, nullptr);
+    return at::linear(rmsNorm(x, finalNorm, config.rmsNormEps), head);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+struct CalibrationRun::State {
+    LlamaModel::Impl* model = nullptr;
+    std::vector<at::Tensor> hidden; // per chunk of sequences, [B, T, D]
+    Positional pos;
+    int nextBlock = 0;
+};
+
+CalibrationRun::CalibrationRun() : m_state(std::make_unique<State>()) {}
+CalibrationRun::~CalibrationRun() = default;
+
+int CalibrationRun::nextBlock() const { return m_state->nextBlock; }
+
+Result<std::map<MatrixType, std::vector<float>>> CalibrationRun::hessians() const
+{
+    State& s = *m_state;
+    if (s.nextBlock >= static_cast<int>(s.model->layers.size()))
+        return Error{"calibration: no block left"};
+    try {
+        c10::InferenceMode guard;
+        InputStats stats;
+        for (const at::Tensor& x : s.hidden)
+            (void)s.model->block(s.model->layers[static_cast<std::size_t>(s.nextBlock)], x, s.pos, &stats);
+        const double factor = 2.0 / static_cast<double>(stats.rows);
+        const auto flat = [&](const at::Tensor& sum) {
+            const at::Tensor h = (sum * factor).contiguous();
+            return std::vector<float>(h.data_ptr<float>(), h.data_ptr<float>() + h.numel());
+        };
+        std::map<MatrixType, std::vector<float>> out;
+        out[MatrixType::Q] = out[MatrixType::K] = out[MatrixType::V] = flat(stats.attnIn);
+        out[MatrixType::O] = flat(stats.attnOut);
+        out[MatrixType::Gate] = out[MatrixType::Up] = flat(stats.mlpIn);
+        out[MatrixType::Down] = flat(stats.mlpAct);
+        return out;
+    } catch (const c10::Error& e) {
+        return Error{"calibration failed: " + describe(e)};
+    } catch (const std::exception& e) {
+        return Error{std::string("calibration failed: ") + e.what()};
+    }
+}
+
+Status CalibrationRun::advance()
+{
+    State& s = *m_state;
+    if (s.nextBlock >= static_cast<int>(s.model->layers.size()))
+        return Error{"calibration: no block left"};
+    try {
+        c10::InferenceMode guard;
+        for (at::Tensor& x : s.hidden)
+            x = s.model->block(s.model->layers[static_cast<std::size_t>(s.nextBlock)], x, s.pos, nullptr);
+        ++s.nextBlock;
+        return {};
+    } catch (const std::exception& e) {
+        return Error{std::string("calibration failed: ") + e.what()};
+    }
+}
+
+Result<std::unique_ptr<CalibrationRun>> LlamaModel::startCalibration(const std::vector<std::vector<std::int32_t>>& sequences)
+{
+    if (sequences.empty() || sequences[0].size() < 2)
+        return Error{"calibration needs at least one sequence of two or more tokens"};
+    const std::size_t len = sequences[0].size();
+    for (const auto& seq : sequences) {
+        if (seq.size() != len)
+            return Error{"calibration sequences must have the same length"};
+        if (auto st = checkTokens(seq, m_impl->config.vocabSize); !st)
+            return st.error();
+    }
+    try {
+        c10::InferenceMode guard;
+        std::unique_ptr<CalibrationRun> run(new CalibrationRun());
+        run->m_state->model = m_impl.get();
+        run->m_state->pos = m_impl->positional(static_cast<std::int64_t>(len));
+        const std::size_t chunk = 8; // sequences per forward, bounding activation memory
+        for (std::size_t b = 0; b < sequences.size(); b += chunk) {
+            std::vector<std::int64_t> flat;
+            const std::size_t end = std::min(sequences.size(), b + chunk);
+            for (std::size_t i = b; i < end; ++i)
+                flat.insert(flat.end(), sequences[i].begin(), sequences[i].end());
+            const at::Tensor tokens = at::tensor(flat, at::kLong).view({static_cast<std::int64_t>(end - b), static_cast<std::int64_t>(len)});
+            run->m_state->hidden.push_back(at::embedding(m_impl->embed, tokens));
+        }
+        return run;
+    } catch (const std::exception& e) {
+        return Error{std::string("calibration failed: ") + e.what()};
+    }
+}
+
+Status LlamaModel::setWeight(const std::string& name, const std::vector<float>& values)
+{
+    for (std::size_t l = 0; l < m_impl->layers.size(); ++l) {
+        Layer& layer = m_impl->layers[l];
+        at::Tensor* slots[] = {&layer.wq, &layer.wk, &layer.wv, &layer.wo, &layer.wGate, &layer.wUp, &layer.wDown};
+        for (std::size_t t = 0; t < 7; ++t) {
+            if (matrixTensorName(static_cast<int>(l), kMatrixTypes[t]) != name)
+                continue;
+            at::Tensor& w = *slots[t];
+            if (static_cast<std::int64_t>(values.size()) != w.numel())
+                return Error{name + ": expected " + std::to_string(w.numel()) + " values, got " + std::to_string(values.size())};
+            c10::InferenceMode guard;
+            std::memcpy(w.data_ptr<float>(), values.data(), values.size() * sizeof(float));
+            return {};
+        }
+    }
+    return Error{"no linear weight " + name + " in the model"};
 }
 
 namespace {

@@ -9,10 +9,14 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
+#include <string>
 #include <memory>
 #include <vector>
 
 namespace pocket {
+
+class CalibrationRun;
 
 class LlamaModel {
 public:
@@ -33,10 +37,39 @@ public:
     // (natural log) of token t+1 given tokens 0..t, for t = 0 .. length-2.
     Result<std::vector<std::vector<double>>> nextTokenNll(const std::vector<std::vector<std::int32_t>>& batch) const;
 
+    // Replaces a linear weight ("model.layers.3.mlp.up_proj.weight") with `values` (rows*cols
+    // floats), e.g. its quantised version, so that later calibration sees it. Not thread-safe.
+    Status setWeight(const std::string& name, const std::vector<float>& values);
+
+    // Starts carrying calibration sequences (equal lengths, BOS included) through the model block
+    // by block. The run uses this model's current weights at each step and must not outlive it.
+    Result<std::unique_ptr<CalibrationRun>> startCalibration(const std::vector<std::vector<std::int32_t>>& sequences);
+
+    struct Impl;
+
 private:
     LlamaModel();
-    struct Impl;
     std::unique_ptr<Impl> m_impl;
+};
+
+// Calibration statistics for methods like GPTQ: the hidden states of calibration sequences,
+// moved through the model one block at a time. Use from one thread.
+class CalibrationRun {
+public:
+    ~CalibrationRun();
+    // The block whose inputs hessians() measures and advance() runs next (0-based).
+    int nextBlock() const;
+    // Input Hessians H = 2/n X^T X (n calibration tokens) of the next block's seven matrices,
+    // [in, in] row-major, under the model's current weights (q/k/v share one, gate/up another).
+    Result<std::map<MatrixType, std::vector<float>>> hessians() const;
+    // Runs the hidden states through the next block with the model's current weights.
+    Status advance();
+
+private:
+    friend class LlamaModel;
+    CalibrationRun();
+    struct State;
+    std::unique_ptr<State> m_state;
 };
 
 // Threads LibTorch uses for intra-op work (0: one per core). Call from the main thread before work.
