@@ -1,6 +1,9 @@
 #include "pocket/compress_job.h"
 
 #include "pocket/atomic_file.h"
+#include "pocket/llama_model.h"
+#include "pocket/text.h"
+#include "pocket/tokenizer.h"
 #include "pocket/model_config.h"
 #include "pocket/version.h"
 
@@ -18,6 +21,7 @@
 #include <iterator>
 #include <map>
 #include <mutex>
+#include <random>
 #include <set>
 #include <sstream>
 
@@ -108,6 +112,10 @@ json jobIdentity(const CompressJobParams& params, const Checkpoint& checkpoint, 
             {"params", json::parse(resolved.toJson(method.info().params))},
             {"selection", selectionJson(params.selection)},
             {"keep_dtype", dtypeName(params.keepDtype)},
+            {"calibration", method.info().needsCalibration
+                                ? json{{"text", params.calibration.textPath}, {"samples", params.calibration.samples},
+                                       {"length", params.calibration.length}, {"seed", params.calibration.seed}}
+                                : json()},
             {"groups", groupIds}};
 }
 
@@ -121,6 +129,27 @@ std::string firstDifference(const json& a, const json& b)
 }
 
 } // namespace
+
+Result<std::vector<std::vector<std::int32_t>>> calibrationWindows(const std::vector<std::int32_t>& tokens, std::int32_t bosId,
+                                                                  const CalibrationParams& params)
+{
+    if (params.samples < 1 || params.length < 2)
+        return Error{"--calib-samples must be at least 1 and --calib-len at least 2"};
+    const std::size_t text = static_cast<std::size_t>(params.length - 1);
+    if (tokens.size() < text)
+        return fileError(params.textPath, "too short for calibration: " + std::to_string(tokens.size()) + " tokens, windows need " +
+                                              std::to_string(text));
+    std::mt19937_64 gen(params.seed);
+    std::uniform_int_distribution<std::size_t> start(0, tokens.size() - text);
+    std::vector<std::vector<std::int32_t>> windows;
+    for (int i = 0; i < params.samples; ++i) {
+        const std::size_t s = start(gen);
+        std::vector<std::int32_t> w{bosId};
+        w.insert(w.end(), tokens.begin() + static_cast<std::ptrdiff_t>(s), tokens.begin() + static_cast<std::ptrdiff_t>(s + text));
+        windows.push_back(std::move(w));
+    }
+    return windows;
+}
 
 Result<std::vector<MatrixRef>> selectedMatrices(const Checkpoint& checkpoint, const LayerSelection& selection)
 {
@@ -244,6 +273,43 @@ Result<CompressJobResult> runCompressJob(const CompressJobParams& params, Method
             return written.error();
     }
 
+    // Calibration (GPTQ-like methods): the model runs on calibration windows block by block, with
+    // the already-compressed blocks feeding the later ones.
+    std::unique_ptr<LlamaModel> model;
+    std::unique_ptr<CalibrationRun> calibration;
+    std::map<MatrixType, std::vector<float>> blockHessians;
+    int hessianBlock = -1;
+    if (method.info().needsCalibration) {
+        const CalibrationParams& cp = params.calibration;
+        if (cp.textPath.empty())
+            return Error{"method '" + method.info().id + "' needs calibration text: pass --calib-text FILE"};
+        for (const auto& group : plan->groups)
+            for (const MatrixRef& m : group)
+                if (m.layer != group.front().layer)
+                    return Error{"method '" + method.info().id + "' calibrates block by block; its groups cannot span blocks"};
+        if (tokenizerPath.empty())
+            return fileError(ckpt.path(), "calibration needs a tokenizer; pass --tokenizer");
+        auto tokenizer = loadTokenizer(tokenizerPath);
+        if (!tokenizer)
+            return tokenizer.error();
+        auto text = readTextFile(cp.textPath);
+        if (!text)
+            return text.error();
+        CalibrationParams capped = cp;
+        capped.length = static_cast<int>(std::min<std::int64_t>(cp.length, ckpt.config().maxPositions));
+        auto windows = calibrationWindows((*tokenizer)->encode(*text), (*tokenizer)->bosId(), capped);
+        if (!windows)
+            return windows.error();
+        auto loaded = LlamaModel::load(ckpt);
+        if (!loaded)
+            return loaded.error();
+        model = std::move(*loaded);
+        auto run = model->startCalibration(*windows);
+        if (!run)
+            return run.error();
+        calibration = std::move(*run);
+    }
+
     // Train group by group; each finished group goes to disk at once.
     CompressJobResult result;
     std::vector<GroupPayload> payloads;
@@ -254,14 +320,46 @@ Result<CompressJobResult> runCompressJob(const CompressJobParams& params, Method
     const auto trainingStart = std::chrono::steady_clock::now();
     JobProgress progress;
     progress.groupCount = static_cast<int>(plan->groups.size());
+    // Replaces a compressed group's weights in the calibration model by their decoded values.
+    const auto feedForward = [&](const GroupPayload& payload) -> Status {
+        auto decoded = method.decode(payload);
+        if (!decoded)
+            return decoded.error();
+        for (std::size_t m = 0; m < payload.matrices.size(); ++m) {
+            auto set = model->setWeight(payload.matrices[m].ref.name, (*decoded)[m]);
+            if (!set)
+                return set.error();
+        }
+        return {};
+    };
     for (std::size_t i = 0; i < plan->groups.size(); ++i) {
         const std::string file = workDir + "/" + groupFileName(i);
+        if (calibration) {
+            const int block = plan->groups[i].front().layer;
+            while (calibration->nextBlock() < block) {
+                auto advanced = calibration->advance();
+                if (!advanced)
+                    return advanced.error();
+            }
+            if (hessianBlock != block) {
+                auto h = calibration->hessians();
+                if (!h)
+                    return h.error();
+                blockHessians = std::move(*h);
+                hessianBlock = block;
+            }
+        }
         std::uint64_t groupWeights = 0;
         for (const MatrixRef& m : plan->groups[i])
             groupWeights += static_cast<std::uint64_t>(m.weights());
         if (fs::exists(file, ec)) {
             auto saved = readGroupFile(file);
             if (saved && saved->groupId == plan->groupIds[i]) {
+                if (calibration) { // later blocks must see exactly what an uninterrupted run saw
+                    auto fed = feedForward(*saved);
+                    if (!fed)
+                        return fed.error();
+                }
                 payloads.push_back(std::move(*saved));
                 ++result.groupsResumed;
                 weightsDone += groupWeights;
@@ -277,7 +375,7 @@ Result<CompressJobResult> runCompressJob(const CompressJobParams& params, Method
             auto data = ckpt.load(ref.name);
             if (!data)
                 return data.error();
-            group.matrices.push_back({ref, data->toFloat(), {}});
+            group.matrices.push_back({ref, data->toFloat(), calibration ? blockHessians[ref.type] : std::vector<float>()});
         }
         progress.phase = JobProgress::Phase::Training;
         progress.groupIndex = static_cast<int>(i);
@@ -307,6 +405,11 @@ Result<CompressJobResult> runCompressJob(const CompressJobParams& params, Method
         auto written = writeGroupFile(file, *payload);
         if (!written)
             return written.error();
+        if (calibration) {
+            auto fed = feedForward(*payload);
+            if (!fed)
+                return fed.error();
+        }
         payloads.push_back(std::move(*payload));
         weightsDone += groupWeights;
         weightsTrainedHere += groupWeights;

@@ -21,6 +21,19 @@
 
 namespace pocket {
 
+// Calibration data for methods that need layer-input statistics (GPTQ): `samples` windows of
+// `length` tokens (BOS + length-1 text tokens) at seeded random places of a text file.
+struct CalibrationParams {
+    std::string textPath;
+    int samples = 128;
+    int length = 256;
+    std::uint64_t seed = 0;
+};
+
+// The calibration windows for `params` from `tokens` (the encoded text). Errors name the file.
+Result<std::vector<std::vector<std::int32_t>>> calibrationWindows(const std::vector<std::int32_t>& tokens, std::int32_t bosId,
+                                                                  const CalibrationParams& params);
+
 struct CompressJobParams {
     std::string modelPath;
     std::string methodId = "pocketllm";
@@ -32,6 +45,7 @@ struct CompressJobParams {
     std::string workDir;               // "" = <outPath>.work
     bool resume = false;               // continue the work folder of an interrupted run
     bool keepWorkDir = false;          // keep the work folder after success
+    CalibrationParams calibration;     // used when the method needs calibration
 };
 
 struct JobProgress {
