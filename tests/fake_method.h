@@ -14,7 +14,13 @@ namespace testsupport {
 
 class FakeQuantMethod final : public pocket::CompressionMethod {
 public:
-    explicit FakeQuantMethod(std::string id = "fakequant") { m_info.id = std::move(id); }
+    // `calibrated`: declares needsCalibration, requires every matrix's Hessian, and records its trace
+    // in the payload (so anything that changes the Hessians changes the archive).
+    explicit FakeQuantMethod(std::string id = "fakequant", bool calibrated = false)
+    {
+        m_info.id = std::move(id);
+        m_info.needsCalibration = calibrated;
+    }
 
     const pocket::MethodInfo& info() const override { return m_info; }
 
@@ -50,6 +56,19 @@ public:
         p.methodVersion = m_info.version;
         p.paramsJson = params.toJson(m_info.params);
         p.metaJson = "{\"bits\":" + std::to_string(bits) + "}";
+        if (m_info.needsCalibration) {
+            std::string traces;
+            for (const auto& m : group.matrices) {
+                if (m.hessian.size() != static_cast<std::size_t>(m.ref.cols * m.ref.cols))
+                    return pocket::Error{"fakequant: no Hessian for " + m.ref.name};
+                double trace = 0;
+                for (std::int64_t i = 0; i < m.ref.cols; ++i)
+                    trace += m.hessian[static_cast<std::size_t>(i * m.ref.cols + i)];
+                traces += (traces.empty() ? "" : ",") + std::to_string(trace);
+                hessianTraces.push_back(trace);
+            }
+            p.metaJson = "{\"bits\":" + std::to_string(bits) + ",\"traces\":[" + traces + "]}";
+        }
         int step = 0;
         for (const auto& m : group.matrices) {
             float maxAbs = 0;
@@ -121,6 +140,7 @@ public:
     }
 
     int compressCalls = 0;
+    std::vector<double> hessianTraces;
 
 private:
     pocket::MethodInfo m_info = [] {

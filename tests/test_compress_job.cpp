@@ -4,6 +4,8 @@
 #include "pocket/archive.h"
 #include "pocket/compress_job.h"
 #include "pocket/hf_writer.h"
+#include "pocket/llama_model.h"
+#include "pocket/text.h"
 #include "pocket/method_registry.h"
 #include "fake_method.h"
 #include "test_support.h"
@@ -93,7 +95,18 @@ int countGroupFiles(const std::string& workDir)
 
 class TestCompressJob : public QObject {
     Q_OBJECT
+    QTemporaryDir m_dataDir;
+
 private Q_SLOTS:
+    // The CLI runs below record into the experiment store: outside CTest (which sets
+    // POCKETLLM_DATA_DIR per test) they must not reach the user's own store.
+    void initTestCase()
+    {
+        if (qEnvironmentVariableIsEmpty("POCKETLLM_DATA_DIR"))
+            qputenv("POCKETLLM_DATA_DIR", m_dataDir.path().toUtf8());
+        qunsetenv("POCKETLLM_STORE");
+    }
+
     void planCountsBitsBeforeAnyWork()
     {
         QTemporaryDir dir;
@@ -349,6 +362,121 @@ private Q_SLOTS:
         QCOMPARE(info["bpw_all_in"].get<double>(), resumed["bpw_all_in"].get<double>());
         QCOMPARE(info["bits"]["total"].get<std::uint64_t>(), resumed["bits"]["total"].get<std::uint64_t>());
         QCOMPARE(info["tokenizer"].get<std::string>(), std::string("llama2c"));
+    }
+
+    void calibrationWindowsAreSeededAndChecked()
+    {
+        std::vector<std::int32_t> tokens(1000);
+        for (std::size_t i = 0; i < tokens.size(); ++i)
+            tokens[i] = static_cast<std::int32_t>(i);
+        CalibrationParams p{"text.txt", 16, 64, 3};
+        auto a = calibrationWindows(tokens, 1, p);
+        auto b = calibrationWindows(tokens, 1, p);
+        QVERIFY(a.ok() && b.ok());
+        QCOMPARE(*a, *b);
+        QCOMPARE(a->size(), std::size_t{16});
+        for (const auto& w : *a) {
+            QCOMPARE(w.size(), std::size_t{64});
+            QCOMPARE(w[0], 1);
+            for (std::size_t i = 2; i < w.size(); ++i)
+                QCOMPARE(w[i], w[i - 1] + 1); // consecutive text
+        }
+        p.seed = 4;
+        QVERIFY(*calibrationWindows(tokens, 1, p) != *a);
+        p.length = 2000;
+        auto tooShort = calibrationWindows(tokens, 1, p);
+        QVERIFY(!tooShort.ok());
+        QVERIFY2(tooShort.message().find("text.txt: too short for calibration") == 0, tooShort.message().c_str());
+    }
+
+    // Block 0's q/k/v Hessian is 2/n * sum h h^T over calibration tokens, where h is the
+    // RMS-normalised embedding: checked against plain loops.
+    void calibrationHessianMatchesAPlainComputation()
+    {
+        QTemporaryDir dir;
+        const std::string modelPath = writeSmallModel(dir);
+        auto ckpt = openCheckpoint(modelPath);
+        auto model = LlamaModel::load(**ckpt);
+        QVERIFY(model.ok());
+        const std::vector<std::vector<std::int32_t>> windows{{1, 5, 9, 200, 7}, {1, 300, 2, 2, 511}};
+        auto run = (*model)->startCalibration(windows);
+        QVERIFY(run.ok());
+        auto h = (*run)->hessians();
+        QVERIFY(h.ok());
+        const auto embed = valuesOf(**ckpt, "model.embed_tokens.weight");
+        const auto norm = valuesOf(**ckpt, "model.layers.0.input_layernorm.weight");
+        const std::size_t dim = 32;
+        std::vector<double> ref(dim * dim, 0.0);
+        for (const auto& w : windows)
+            for (std::int32_t t : w) {
+                double ms = 0;
+                for (std::size_t j = 0; j < dim; ++j)
+                    ms += std::pow(embed[t * dim + j], 2);
+                const double inv = 1 / std::sqrt(ms / dim + smallConfig().rmsNormEps);
+                std::vector<double> x(dim);
+                for (std::size_t j = 0; j < dim; ++j)
+                    x[j] = embed[t * dim + j] * inv * norm[j];
+                for (std::size_t a = 0; a < dim; ++a)
+                    for (std::size_t b = 0; b < dim; ++b)
+                        ref[a * dim + b] += x[a] * x[b] * 2.0 / 10.0;
+            }
+        const auto& got = h->at(MatrixType::Q);
+        QCOMPARE(got.size(), dim * dim);
+        QCOMPARE(h->at(MatrixType::K), got);
+        QCOMPARE(h->at(MatrixType::Down).size(), std::size_t{48 * 48});
+        for (std::size_t i = 0; i < got.size(); ++i)
+            QVERIFY2(std::fabs(got[i] - ref[i]) <= 1e-4 * std::fabs(ref[i]) + 1e-6, qPrintable(QString::number(i)));
+        QCOMPARE((*run)->nextBlock(), 0);
+        QVERIFY((*run)->advance().ok());
+        QCOMPARE((*run)->nextBlock(), 1);
+        // A changed weight in block 1 changes nothing before it, but block 1's outputs feed block 2.
+        auto h1 = (*run)->hessians();
+        QVERIFY((*model)->setWeight(matrixTensorName(1, MatrixType::Down), std::vector<float>(32 * 48, 0.0f)).ok());
+        QVERIFY(!(*model)->setWeight(matrixTensorName(1, MatrixType::Down), std::vector<float>(3)).ok());
+        QVERIFY(!(*model)->setWeight("model.embed_tokens.weight", std::vector<float>(3)).ok());
+        QCOMPARE((*run)->hessians()->at(MatrixType::Q), h1->at(MatrixType::Q));
+    }
+
+    void calibratedJobsResumeToTheSameArchive()
+    {
+        QTemporaryDir dir;
+        const std::string model = writeSmallModel(dir);
+        const std::string text = POCKET_RESOURCES_DIR "/text/tinystories_valid_30k.txt";
+        const auto job = [&](const std::string& out, MethodRegistry& registry, const std::function<bool(const JobProgress&)>& onProgress) {
+            CompressJobParams p = params(model, out, {"bits=3"});
+            p.methodId = "fakecal";
+            p.calibration = {text, 8, 32, 5};
+            p.resume = true;
+            return runCompressJob(p, registry, onProgress);
+        };
+        MethodRegistry full;
+        auto fake = std::make_unique<testsupport::FakeQuantMethod>("fakecal", true);
+        auto* fullMethod = fake.get();
+        QVERIFY(full.addBuiltin(std::move(fake)).ok());
+        const std::string reference = dir.filePath("ref.pllm").toStdString();
+        auto r = job(reference, full, {});
+        QVERIFY2(r.ok(), r.ok() ? "" : r.message().c_str());
+        QCOMPARE(fullMethod->hessianTraces.size(), std::size_t{21});
+        // Every matrix got its block's Hessian, positive definite enough to have a positive trace.
+        for (double t : fullMethod->hessianTraces)
+            QVERIFY(t > 0);
+
+        MethodRegistry partial;
+        QVERIFY(partial.addBuiltin(std::make_unique<testsupport::FakeQuantMethod>("fakecal", true)).ok());
+        const std::string out = dir.filePath("a.pllm").toStdString();
+        auto cancelled = job(out, partial, [](const JobProgress& p) { return p.groupIndex < 10; });
+        QVERIFY(!cancelled.ok());
+        auto resumed = job(out, partial, {});
+        QVERIFY2(resumed.ok(), resumed.ok() ? "" : resumed.message().c_str());
+        QCOMPARE(resumed->groupsResumed, 10);
+        QCOMPARE(testsupport::readBytes(out), testsupport::readBytes(reference));
+
+        // Without calibration text the job is refused before any work.
+        CompressJobParams missing = params(model, dir.filePath("b.pllm").toStdString());
+        missing.methodId = "fakecal";
+        auto refused = runCompressJob(missing, partial);
+        QVERIFY(!refused.ok());
+        QVERIFY2(refused.message().find("needs calibration text: pass --calib-text") != std::string::npos, refused.message().c_str());
     }
 
     void cliRefusesBadInputWithExitCodes_data()
