@@ -71,6 +71,7 @@ private:
         QProcess p;
         QProcessEnvironment env = QProcessEnvironment::systemEnvironment();
         env.insert("POCKETLLM_DATA_DIR", m_dataDir);
+        env.remove("POCKETLLM_STORE"); // recorded runs land in <data dir>/experiments.sqlite
         p.setProcessEnvironment(env);
         p.setWorkingDirectory(m_tmp.path());
         p.start(QStringLiteral(POCKET_CLI_PATH), args);
@@ -461,6 +462,8 @@ private Q_SLOTS:
     {
         // Every run above logged into $POCKETLLM_DATA_DIR, not the user's home.
         QVERIFY2(QFileInfo::exists(m_dataDir + "/logs/pocketllm.log"), qPrintable(m_dataDir));
+        // ... and recorded its evaluations in the store there, not in the user's own.
+        QVERIFY2(QFileInfo::exists(m_dataDir + "/experiments.sqlite"), qPrintable(m_dataDir));
     }
 };
 

@@ -144,7 +144,15 @@ private Q_SLOTS:
             QVERIFY2(present, name);
         }
         QVERIFY(ParamSet::resolve(info.params, std::vector<std::string>{}).ok());
-        QVERIFY(registry.records().front().path.find("libpocket_method_pocketllm.so") != std::string::npos);
+        const auto record = std::find_if(registry.records().begin(), registry.records().end(),
+                                         [](const PluginRecord& r) { return r.id == "pocketllm"; });
+        QVERIFY(record != registry.records().end());
+        QVERIFY(record->path.find("libpocket_method_pocketllm.so") != std::string::npos);
+        // Every plugin the build makes loads, in file-name order.
+        std::vector<std::string> ids;
+        for (const PluginRecord& r : registry.records())
+            ids.push_back(r.id);
+        QCOMPARE(ids, (std::vector<std::string>{"gptq", "pocketllm", "rtn", "vq"}));
     }
 
     void environmentVariableAddsFolders()

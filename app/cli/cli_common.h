@@ -24,6 +24,9 @@ struct Globals {
     bool json = false;
     bool quiet = false;
     std::string logLevel = "info";
+    std::string store;       // --store: the experiment store file ("" = $POCKETLLM_STORE or the default)
+    bool noStore = false;    // --no-store: do not record this run
+    std::string commandLine; // the program's arguments, recorded with each run
 };
 
 inline double peakRssMb()

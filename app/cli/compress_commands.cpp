@@ -1,4 +1,5 @@
 #include "compress_commands.h"
+#include "store_commands.h"
 
 #include "pocket/archive.h"
 #include "pocket/compress_job.h"
@@ -125,6 +126,7 @@ int runCompress(const Globals& g, const CompressOptions& o)
     params.workDir = o.workDir;
     params.resume = o.resume;
     params.keepWorkDir = o.keepWork;
+    params.calibration = {o.calibText, o.calibSamples, o.calibLength, o.calibSeed};
     pocket::setComputeThreads(o.threads);
 
     if (o.dryRun) {
@@ -144,7 +146,9 @@ int runCompress(const Globals& g, const CompressOptions& o)
     }
 
     ProgressLine progress(!g.quiet);
+    CompressRecorder recorder(g, o);
     auto result = pocket::runCompressJob(params, registry(), [&](const pocket::JobProgress& p) {
+        recorder.begin();
         char line[200];
         if (p.phase == pocket::JobProgress::Phase::Writing) {
             progress.show("writing the archive");
@@ -161,6 +165,7 @@ int runCompress(const Globals& g, const CompressOptions& o)
         const std::string& m = result.message();
         const bool usage = m.rfind("--", 0) == 0 || m.rfind("parameter", 0) == 0 || m.find(": parameter '") != std::string::npos ||
                            m.rfind("unknown method", 0) == 0 || m.find("unknown parameter") != std::string::npos;
+        recorder.failed(m);
         return fail(g, m, usage ? kExitUsage : kExitBadInput);
     }
     const auto& r = *result;
@@ -177,6 +182,8 @@ int runCompress(const Globals& g, const CompressOptions& o)
     out["seconds"] = r.seconds;
     out["threads"] = pocket::computeThreads();
     out["peak_rss_mb"] = peakRssMb();
+    if (const std::int64_t runId = recorder.done(r))
+        out["run_id"] = runId;
 
     double worstSnr = 1e9, meanSnr = 0;
     std::size_t count = 0;
@@ -362,6 +369,12 @@ void addCompressCommands(CLI::App& app, CompressCommands& c)
     c.compress->add_flag("--keep-work", o.keepWork, "Keep the work folder after success");
     c.compress->add_flag("--dry-run", o.dryRun, "Only plan: check the options and print the estimated bits");
     c.compress->add_option("--threads", o.threads, "Compute threads (default: one per core)")->check(CLI::Range(1, 1024));
+    c.compress->add_option("--calib-text", o.calibText, "Calibration text (methods that need it, e.g. gptq)");
+    c.compress->add_option("--calib-samples", o.calibSamples, "Calibration windows")->capture_default_str()->check(CLI::Range(1, 1 << 20));
+    c.compress->add_option("--calib-len", o.calibLength, "Tokens per calibration window, BOS included (capped at the model's context)")
+        ->capture_default_str()
+        ->check(CLI::Range(2, 1 << 20));
+    c.compress->add_option("--calib-seed", o.calibSeed, "Seed for the calibration windows' places")->capture_default_str();
 
     ArchiveOptions& a = c.archiveOptions;
     c.inspect = app.add_subcommand("inspect", "Show an archive's model, method, bit accounting and sections (verifies checksums)");

@@ -33,6 +33,10 @@ struct CompressOptions {
     bool keepWork = false;
     bool dryRun = false;
     int threads = 0;
+    std::string calibText;
+    int calibSamples = 128;
+    int calibLength = 256;
+    std::uint64_t calibSeed = 0;
 };
 
 struct ArchiveOptions {

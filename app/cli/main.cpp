@@ -12,6 +12,7 @@
 
 #include "cli_common.h"
 #include "compress_commands.h"
+#include "store_commands.h"
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
@@ -217,7 +218,9 @@ int runEval(const Globals& g, const EvalOptions& o)
     params.stride = o.stride;
     params.maxTokens = o.maxTokens;
     params.batch = o.batch;
+    EvalRecorder recorder(g, **ckpt, o.text, tokenizerPath, params);
     auto result = pocket::evaluatePerplexity(**model, tokens, (*tokenizer)->bosId(), params, [&](const pocket::EvalProgress& p) {
+        recorder.begin();
         const double rate = p.elapsedSeconds > 0 ? p.windowsDone / p.elapsedSeconds : 0;
         const double eta = rate > 0 ? (p.windowsTotal - p.windowsDone) / rate : -1;
         char line[160];
@@ -229,6 +232,7 @@ int runEval(const Globals& g, const EvalOptions& o)
     progress.finish();
     if (!result) { // option errors ("--ctx ...") are usage errors; the rest concern this model and text
         const bool usage = result.message().rfind("--", 0) == 0;
+        recorder.failed(result.message());
         return fail(g, usage ? result.message() : (*ckpt)->path() + " on " + o.text + ": " + result.message(), usage ? kExitUsage : kExitBadInput);
     }
 
@@ -251,6 +255,8 @@ int runEval(const Globals& g, const EvalOptions& o)
                      {"tokenize_s", tokenizeSeconds},
                      {"total_s", secondsSince(start)},
                      {"peak_rss_mb", peakRssMb()}};
+    if (const std::int64_t runId = recorder.done(r))
+        out["run_id"] = runId;
     std::ostringstream t;
     t << std::fixed << std::setprecision(4) << "perplexity   " << r.perplexity << "\n"
       << "mean NLL     " << r.meanNll << " nats/token\n"
@@ -405,6 +411,10 @@ int main(int argc, char** argv)
     app.add_flag("--json", g.json, "Print one JSON object on stdout");
     app.add_flag("-q,--quiet", g.quiet, "No progress line; only warnings and errors on stderr");
     app.add_option("--log-level", g.logLevel, "Console log level")->check(CLI::IsMember({"debug", "info", "warn", "error", "off"}));
+    app.add_option("--store", g.store, "Experiment store file (default: $POCKETLLM_STORE, else <data dir>/experiments.sqlite)");
+    app.add_flag("--no-store", g.noStore, "Do not record this compress / eval run in the experiment store");
+    for (int i = 0; i < argc; ++i)
+        g.commandLine += (i ? " " : "") + std::string(i ? argv[i] : "pocketllm-cli");
 
     InfoOptions info;
     auto* infoCmd = app.add_subcommand("info", "Show a model's architecture, size and tensors");
@@ -454,6 +464,8 @@ int main(int argc, char** argv)
 
     CompressCommands compressCommands;
     addCompressCommands(app, compressCommands);
+    StoreCommands storeCommands;
+    addStoreCommands(app, storeCommands);
 
     int doctorThreads = 0;
     auto* doctorCmd = app.add_subcommand("doctor", "Check the installation: threads and BLAS speed");
@@ -489,6 +501,7 @@ int main(int argc, char** argv)
         if (*randomCmd) return runMakeRandom(g, random, write);
         if (*doctorCmd) return runDoctor(g, doctorThreads);
         if (const int code = runCompressCommands(g, compressCommands); code >= 0) return code;
+        if (const int code = runStoreCommands(g, storeCommands); code >= 0) return code;
     } catch (const std::exception& e) {
         return fail(g, std::string("internal error: ") + e.what());
     }
