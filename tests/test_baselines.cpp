@@ -6,6 +6,7 @@
 #include "pocket/dtype.h"
 #include "pocket/method_registry.h"
 #include "pocket/vq_kernels.h"
+#include "plugin_test_support.h"
 #include "test_support.h"
 
 #include <nlohmann/json.hpp>
@@ -18,39 +19,17 @@ using namespace pocket;
 
 namespace {
 
-CompressionMethod& method(const std::string& id)
-{
-    static MethodRegistry registry;
-    static bool loaded = false;
-    if (!loaded) {
-        registry.loadFolder(POCKET_PLUGIN_DIR);
-        loaded = true;
-    }
-    auto m = registry.find(id);
-    if (!m)
-        qFatal("%s", m.message().c_str());
-    return **m;
-}
+using testsupport::pluginMethod;
 
-ParamSet paramsOf(const std::string& id, std::vector<std::string> settings)
-{
-    auto p = ParamSet::resolve(method(id).info().params, settings);
-    if (!p)
-        qFatal("%s", p.message().c_str());
-    return *p;
-}
+pocket::CompressionMethod& method(const std::string& id) { return pluginMethod(id); }
+
+ParamSet paramsOf(const std::string& id, const std::vector<std::string>& settings) { return testsupport::pluginParams(id, settings); }
 
 WeightMatrix randomMatrix(const std::string& name, std::int64_t rows, std::int64_t cols, unsigned seed)
 {
-    std::mt19937 gen(seed);
-    std::normal_distribution<float> dist(0, 0.05f);
-    WeightMatrix m;
-    m.ref = {name, 0, MatrixType::Q, rows, cols};
-    m.values.resize(static_cast<std::size_t>(rows * cols));
-    for (float& v : m.values)
-        v = dist(gen);
-    return m;
+    return testsupport::randomWeights(name, MatrixType::Q, 0, rows, cols, seed);
 }
+
 
 GroupPayload compressOrDie(const std::string& id, const MatrixGroup& group, const ParamSet& params, const CompressContext& context = {})
 {

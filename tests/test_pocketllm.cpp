@@ -6,6 +6,7 @@
 #include "pocket/dtype.h"
 #include "pocket/method_registry.h"
 #include "pocket/vq_kernels.h"
+#include "plugin_test_support.h"
 #include "test_support.h"
 
 #include <nlohmann/json.hpp>
@@ -18,45 +19,12 @@ using namespace pocket;
 
 namespace {
 
-MethodRegistry& registry()
-{
-    static MethodRegistry r;
-    static bool loaded = false;
-    if (!loaded) {
-        r.loadFolder(POCKET_PLUGIN_DIR);
-        loaded = true;
-    }
-    return r;
-}
+CompressionMethod& method() { return testsupport::pluginMethod("pocketllm"); }
 
-CompressionMethod& method()
-{
-    auto m = registry().find("pocketllm");
-    if (!m)
-        qFatal("%s", m.message().c_str());
-    return **m;
-}
+ParamSet paramsOf(const std::vector<std::string>& settings) { return testsupport::pluginParams("pocketllm", settings); }
 
-ParamSet paramsOf(std::vector<std::string> settings)
-{
-    auto p = ParamSet::resolve(method().info().params, settings);
-    if (!p)
-        qFatal("%s", p.message().c_str());
-    return *p;
-}
+using testsupport::randomWeights;
 
-WeightMatrix randomMatrix(const std::string& name, MatrixType type, int layer, std::int64_t rows, std::int64_t cols, unsigned seed,
-                          float stddev = 0.05f)
-{
-    std::mt19937 gen(seed);
-    std::normal_distribution<float> dist(0, stddev);
-    WeightMatrix m;
-    m.ref = {name, layer, type, rows, cols};
-    m.values.resize(static_cast<std::size_t>(rows * cols));
-    for (float& v : m.values)
-        v = dist(gen);
-    return m;
-}
 
 MatrixGroup groupOf(std::vector<WeightMatrix> matrices, const std::string& id = "g")
 {
@@ -239,7 +207,7 @@ private Q_SLOTS:
     void bitsMatchTheStoredSections()
     {
         // Two matrices sharing one network; 30 columns is not a multiple of d = 4 (padded).
-        const auto group = groupOf({randomMatrix("a", MatrixType::Q, 0, 16, 32, 1), randomMatrix("b", MatrixType::Q, 1, 24, 30, 2)});
+        const auto group = groupOf({randomWeights("a", MatrixType::Q, 0, 16, 32, 1), randomWeights("b", MatrixType::Q, 1, 24, 30, 2)});
         const ParamSet params = paramsOf({"K=40", "epochs=2", "batch=64", "rln_group=8"});
         const GroupPayload p = compressOrDie(group, params);
         const int bits = indexBits(40);
@@ -267,7 +235,7 @@ private Q_SLOTS:
 
     void decodeMatchesTheSlowReference()
     {
-        const auto group = groupOf({randomMatrix("a", MatrixType::Up, 0, 24, 32, 3), randomMatrix("b", MatrixType::Up, 1, 24, 32, 4)});
+        const auto group = groupOf({randomWeights("a", MatrixType::Up, 0, 24, 32, 3), randomWeights("b", MatrixType::Up, 1, 24, 32, 4)});
         const GroupPayload p = compressOrDie(group, paramsOf({"K=64", "epochs=3", "batch=96", "hidden=8", "latent=6"}));
         auto decoded = method().decode(p);
         QVERIFY(decoded.ok());
@@ -293,7 +261,7 @@ private Q_SLOTS:
 
     void sameSeedSameBytesOtherSeedOtherBytes()
     {
-        const auto group = groupOf({randomMatrix("a", MatrixType::K, 0, 16, 32, 5)});
+        const auto group = groupOf({randomWeights("a", MatrixType::K, 0, 16, 32, 5)});
         const GroupPayload a = compressOrDie(group, paramsOf({"K=32", "epochs=2", "batch=64"}));
         const GroupPayload b = compressOrDie(group, paramsOf({"K=32", "epochs=2", "batch=64"}));
         const GroupPayload c = compressOrDie(group, paramsOf({"K=32", "epochs=2", "batch=64", "seed=2"}));
@@ -339,7 +307,7 @@ private Q_SLOTS:
         std::vector<std::string> s{"K=64", "epochs=4", "batch=64"};
         for (const QString& x : settings)
             s.push_back(x.toStdString());
-        const auto group = groupOf({randomMatrix("a", MatrixType::V, 0, 32, 32, 6), randomMatrix("b", MatrixType::V, 1, 32, 32, 7)});
+        const auto group = groupOf({randomWeights("a", MatrixType::V, 0, 32, 32, 6), randomWeights("b", MatrixType::V, 1, 32, 32, 7)});
         const GroupPayload p = compressOrDie(group, paramsOf(s));
         auto decoded = method().decode(p);
         QVERIFY2(decoded.ok(), decoded.ok() ? "" : decoded.message().c_str());
@@ -352,7 +320,7 @@ private Q_SLOTS:
 
     void progressIsReportedAndCanCancel()
     {
-        const auto group = groupOf({randomMatrix("a", MatrixType::Q, 0, 32, 32, 8)});
+        const auto group = groupOf({randomWeights("a", MatrixType::Q, 0, 32, 32, 8)});
         std::vector<TrainProgress> seen;
         CompressContext context;
         context.onProgress = [&](const TrainProgress& p) {
@@ -413,7 +381,7 @@ private Q_SLOTS:
 
     void damagedPayloadsAreRefused()
     {
-        const auto group = groupOf({randomMatrix("a", MatrixType::Q, 0, 16, 16, 9)});
+        const auto group = groupOf({randomWeights("a", MatrixType::Q, 0, 16, 16, 9)});
         const GroupPayload good = compressOrDie(group, paramsOf({"K=40", "epochs=1", "batch=64"}));
         QVERIFY(method().decode(good).ok());
         const auto expectError = [](const GroupPayload& p, const std::string& what) {
