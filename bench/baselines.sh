@@ -57,6 +57,11 @@ fi
 for scope in model type; do for dk in "4 256" "4 1024" "4 4096" "8 4096" "2 256"; do
   set -- $dk; run vq "$scope-d$1-K$2" --set sharing=$scope --set d=$1 --set K=$2
 done; done
+for dk in "4 16" "4 64" "4 256" "2 16"; do
+  set -- $dk
+  run vq "matrix-d$1-K$2" --set sharing=matrix --set d=$1 --set K=$2
+  run vq "matrix-d$1-K$2-feedback" --set sharing=matrix --set d=$1 --set K=$2 --set feedback=true --calib-text "$CALIB"
+done
 for dk in "4 1024" "2 256" "4 4096" "2 1024"; do
   set -- $dk; run pocketllm "model-d$1-K$2" --set sharing=model --set d=$1 --set K=$2 --set batch=1024
 done

@@ -112,7 +112,7 @@ json jobIdentity(const CompressJobParams& params, const Checkpoint& checkpoint, 
             {"params", json::parse(resolved.toJson(method.info().params))},
             {"selection", selectionJson(params.selection)},
             {"keep_dtype", dtypeName(params.keepDtype)},
-            {"calibration", method.info().needsCalibration
+            {"calibration", method.needsCalibration(resolved)
                                 ? json{{"text", params.calibration.textPath}, {"samples", params.calibration.samples},
                                        {"length", params.calibration.length}, {"seed", params.calibration.seed}}
                                 : json()},
@@ -279,7 +279,7 @@ Result<CompressJobResult> runCompressJob(const CompressJobParams& params, Method
     std::unique_ptr<CalibrationRun> calibration;
     std::map<MatrixType, std::vector<float>> blockHessians;
     int hessianBlock = -1;
-    if (method.info().needsCalibration) {
+    if (method.needsCalibration(resolved)) {
         const CalibrationParams& cp = params.calibration;
         if (cp.textPath.empty())
             return Error{"method '" + method.info().id + "' needs calibration text: pass --calib-text FILE"};

@@ -38,10 +38,70 @@ const MethodInfo& methodInfo()
                                        "sub-vectors sampled for k-means++ seeding (its cost is sample x K)", true),
                     ParamSpec::choice("sharing", "matrix", {"matrix", "type", "model"},
                                       "one codebook per matrix, per matrix type across blocks, or for the whole model"),
-                    ParamSpec::integer("seed", 1, 0, 2147483647, "random seed (combined with the group id)")};
+                    ParamSpec::integer("seed", 1, 0, 2147483647, "random seed (combined with the group id)"),
+                    ParamSpec::boolean("feedback", false,
+                                       "GPTVQ-style error feedback: codes chosen column block by column block with the "
+                                       "Hessian-weighted distance, each block's error pushed onto the columns not yet "
+                                       "quantised (needs --calib-text; one matrix per group)"),
+                    ParamSpec::real("damp", "0.01", 0, 1, "feedback: dampening, as a fraction of the mean Hessian diagonal")};
         return m;
     }();
     return info;
+}
+
+// Lower Cholesky factor of a symmetric positive-definite n x n matrix, in place; false if not PD.
+bool choleskyLower(std::vector<double>& a, std::int64_t n)
+{
+    for (std::int64_t j = 0; j < n; ++j) {
+        double diag = a[j * n + j];
+        for (std::int64_t k = 0; k < j; ++k)
+            diag -= a[j * n + k] * a[j * n + k];
+        if (!(diag > 0))
+            return false;
+        const double l = std::sqrt(diag);
+        a[j * n + j] = l;
+        for (std::int64_t i = j + 1; i < n; ++i) {
+            double v = a[i * n + j];
+            for (std::int64_t k = 0; k < j; ++k)
+                v -= a[i * n + k] * a[j * n + k];
+            a[i * n + j] = v / l;
+        }
+        for (std::int64_t k = j + 1; k < n; ++k)
+            a[j * n + k] = 0;
+    }
+    return true;
+}
+
+// U with U^T U = H^-1 (upper), as GPTQ uses it: from H's Cholesky factor, H^-1 = L^-T L^-1.
+bool inverseCholeskyUpper(std::vector<double> h, std::int64_t n, std::vector<double>& u)
+{
+    if (!choleskyLower(h, n))
+        return false;
+    std::vector<double> linv(static_cast<std::size_t>(n * n), 0.0); // L^-1, lower
+    for (std::int64_t i = 0; i < n; ++i) {
+        linv[i * n + i] = 1 / h[i * n + i];
+        for (std::int64_t j = 0; j < i; ++j) {
+            double v = 0;
+            for (std::int64_t k = j; k < i; ++k)
+                v -= h[i * n + k] * linv[k * n + j];
+            linv[i * n + j] = v / h[i * n + i];
+        }
+    }
+    std::vector<double> hinv(static_cast<std::size_t>(n * n), 0.0);
+    for (std::int64_t i = 0; i < n; ++i)
+        for (std::int64_t j = 0; j <= i; ++j) {
+            double v = 0;
+            for (std::int64_t k = i; k < n; ++k)
+                v += linv[k * n + i] * linv[k * n + j];
+            hinv[i * n + j] = hinv[j * n + i] = v;
+        }
+    if (!choleskyLower(hinv, n))
+        return false;
+    u.assign(static_cast<std::size_t>(n * n), 0.0);
+    for (std::int64_t i = 0; i < n; ++i)
+        for (std::int64_t j = i; j < n; ++j)
+            u[i * n + j] = hinv[j * n + i];
+    return true;
 }
 
 std::int64_t subvectorCount(const MatrixRef& ref, int d)
@@ -110,6 +170,8 @@ public:
         return groupsBySharing(matrices, params.getText("sharing"));
     }
 
+    bool needsCalibration(const ParamSet& params) const override { return params.getBool("feedback"); }
+
     Result<BitCounts> estimateBits(const std::vector<MatrixRef>& group, const ParamSet& params, std::vector<BitCounts>& perMatrix) const override
     {
         const int d = static_cast<int>(params.getInt("d"));
@@ -173,6 +235,60 @@ public:
     }
 
 private:
+    // GPTVQ-style assignment (van Baalen et al. 2024) with a fixed codebook: column block by column
+    // block, codes minimise the distance weighted by the inverse Hessian's Cholesky diagonal, and the
+    // block's error is pushed onto the later columns exactly as GPTQ does column by column.
+    static Status assignWithFeedback(const WeightMatrix& m, const std::vector<float>& codebook, std::int64_t k, int d, double damp,
+                                     std::int32_t* idx, int threads)
+    {
+        const std::int64_t rows = m.ref.rows, cols = m.ref.cols;
+        if (cols % d != 0)
+            return Error{"vq: " + m.ref.name + ": error feedback needs d to divide the " + std::to_string(cols) + " columns"};
+        if (m.hessian.size() != static_cast<std::size_t>(cols * cols))
+            return Error{"vq: " + m.ref.name + ": error feedback needs calibration (pass --calib-text)"};
+        std::vector<double> w(m.values.begin(), m.values.end());
+        std::vector<double> h(m.hessian.begin(), m.hessian.end());
+        double meanDiag = 0;
+        for (std::int64_t i = 0; i < cols; ++i) {
+            if (h[i * cols + i] == 0) { // a dead input: its weights never matter
+                h[i * cols + i] = 1;
+                for (std::int64_t r = 0; r < rows; ++r)
+                    w[r * cols + i] = 0;
+            }
+            meanDiag += h[i * cols + i] / static_cast<double>(cols);
+        }
+        for (std::int64_t i = 0; i < cols; ++i)
+            h[i * cols + i] += damp * meanDiag;
+        std::vector<double> u;
+        if (!inverseCholeskyUpper(std::move(h), cols, u))
+            return Error{"vq: " + m.ref.name + ": the Hessian is not positive definite; try a larger damp"};
+        std::vector<float> scaledBook(static_cast<std::size_t>(k * d)), scaled(static_cast<std::size_t>(rows * d));
+        std::vector<std::int32_t> codes(static_cast<std::size_t>(rows));
+        for (std::int64_t c0 = 0; c0 < cols; c0 += d) {
+            for (std::int64_t c = 0; c < k; ++c)
+                for (int j = 0; j < d; ++j)
+                    scaledBook[c * d + j] = static_cast<float>(codebook[c * d + j] / u[(c0 + j) * cols + c0 + j]);
+            for (std::int64_t r = 0; r < rows; ++r)
+                for (int j = 0; j < d; ++j)
+                    scaled[r * d + j] = static_cast<float>(w[r * cols + c0 + j] / u[(c0 + j) * cols + c0 + j]);
+            nearestCodewords(scaled.data(), rows, scaledBook.data(), k, d, codes.data(), nullptr, threads);
+            for (std::int64_t r = 0; r < rows; ++r)
+                idx[(c0 / d) * rows + r] = codes[r];
+            for (int j = 0; j < d; ++j) {
+                const std::int64_t col = c0 + j;
+                const double diag = u[col * cols + col];
+                for (std::int64_t r = 0; r < rows; ++r) {
+                    const double err = (w[r * cols + col] - codebook[codes[r] * d + j]) / diag;
+                    double* row = &w[r * cols];
+                    const double* ucol = &u[col * cols];
+                    for (std::int64_t c = col + 1; c < cols; ++c)
+                        row[c] -= err * ucol[c];
+                }
+            }
+        }
+        return {};
+    }
+
     Result<GroupPayload> compressImpl(const MatrixGroup& group, const ParamSet& params, const CompressContext& context)
     {
         const auto start = std::chrono::steady_clock::now();
@@ -263,6 +379,15 @@ private:
         convertFromFloat(codebook.data(), codebook.size(), DType::F16, codebookBytes.data());
         convertToFloat(DType::F16, codebookBytes.data(), codebook.size(), codebook.data());
         nearestCodewords(points.data(), n, codebook.data(), k, d, idx.data(), nullptr, context.threads);
+        if (params.getBool("feedback")) {
+            offset = 0;
+            for (std::size_t i = 0; i < group.matrices.size(); ++i) {
+                auto fed = assignWithFeedback(group.matrices[i], codebook, k, d, params.getFloat("damp"), &idx[offset], context.threads);
+                if (!fed)
+                    return fed.error();
+                offset += counts[i];
+            }
+        }
 
         GroupPayload p;
         p.groupId = group.id;

@@ -18,7 +18,7 @@ namespace pocket {
 
 // Bumped whenever anything in this header changes shape; plugins built against another version
 // are refused with a message naming the plugin file.
-constexpr int kMethodApiVersion = 2;
+constexpr int kMethodApiVersion = 3;
 
 // ---------------------------------------------------------------------------------------------
 // Parameters
@@ -180,7 +180,8 @@ struct MethodInfo {
     int version = 1;          // payload version written into archives
     std::string description;  // a sentence or two
     bool lossy = true;
-    bool needsCalibration = false; // compress() wants WeightMatrix::hessian filled (GPTQ, GPTVQ)
+    bool needsCalibration = false; // compress() wants WeightMatrix::hessian filled (GPTQ); see also
+                                   // CompressionMethod::needsCalibration(params)
     std::string bitsFormula;  // how bits per weight are computed, human-readable
     std::vector<ParamSpec> params;
 };
@@ -195,6 +196,10 @@ public:
     // Splits the selected matrices into groups compressed together (one per matrix by default;
     // PocketLLM's `sharing` parameter groups by type or the whole model).
     virtual Result<std::vector<std::vector<MatrixRef>>> planGroups(const std::vector<MatrixRef>& matrices, const ParamSet& params) const;
+
+    // Whether compress() needs calibration Hessians under these parameters (default: the
+    // MethodInfo flag; VQ needs them only with error feedback).
+    virtual bool needsCalibration(const ParamSet&) const { return info().needsCalibration; }
 
     // Bits a group of these shapes will cost under `params`, without compressing anything:
     // per-matrix bits in `perMatrix` (same order) and the shared bits in the return value.
