@@ -3,7 +3,8 @@
 # perplexity at ctx 256 against bits per weight, as a table, a CSV and a PNG of each method's Pareto front.
 # TinyStories part A is split at a story boundary: the first 3/4 is the evaluation text for every
 # method, the last 1/4 the calibration text for GPTQ (disjoint, so calibration never sees test text).
-# Usage: bench/baselines.sh [build dir]   (outputs in $BENCH_DIR, default <build>/bench/baselines)
+# Usage: [METHODS="rtn gptq vq pocketllm"] bench/baselines.sh [build dir]
+#        (outputs in $BENCH_DIR, default <build>/bench/baselines)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${1:-build}
@@ -48,21 +49,22 @@ PY
   rm -f "$archive"
 }
 
-for g in 32 64; do for b in 2 3 4 5 6; do run rtn "${b}b-g$g" --set bits=$b --set group=$g; done; done
-if "$CLI" methods | grep -q "^gptq"; then
+want rtn && for g in 32 64; do for b in 2 3 4 5 6; do run rtn "${b}b-g$g" --set bits=$b --set group=$g; done; done
+want() { [[ " ${METHODS:-rtn gptq vq pocketllm} " == *" $1 "* ]]; }
+if want gptq && "$CLI" methods | grep "^gptq" >/dev/null; then
   for g in 32 64; do for b in 2 3 4 5 6; do
     run gptq "${b}b-g$g" --set bits=$b --set group=$g --calib-text "$CALIB" --calib-samples 128 --calib-len 256
   done; done
 fi
-for scope in model type; do for dk in "4 256" "4 1024" "4 4096" "8 4096" "2 256"; do
+want vq && for scope in model type; do for dk in "4 256" "4 1024" "4 4096" "8 4096" "2 256"; do
   set -- $dk; run vq "$scope-d$1-K$2" --set sharing=$scope --set d=$1 --set K=$2
 done; done
-for dk in "4 16" "4 64" "4 256" "2 16"; do
+want vq && for dk in "4 16" "4 64" "4 256" "2 16"; do
   set -- $dk
   run vq "matrix-d$1-K$2" --set sharing=matrix --set d=$1 --set K=$2
   run vq "matrix-d$1-K$2-feedback" --set sharing=matrix --set d=$1 --set K=$2 --set feedback=true --calib-text "$CALIB"
 done
-for dk in "4 1024" "2 256" "4 4096" "2 1024"; do
+want pocketllm && for dk in "4 1024" "2 256" "4 4096" "2 1024"; do
   set -- $dk; run pocketllm "model-d$1-K$2" --set sharing=model --set d=$1 --set K=$2 --set batch=1024
 done
 "$BUILD_DIR/bin/pareto_chart" "$CSV" "$OUT/pareto.png" --reference "$fp" \
