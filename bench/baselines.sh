@@ -13,6 +13,7 @@ OUT=${BENCH_DIR:-$BUILD_DIR/bench/baselines}
 MODEL=resources/models/stories260K/stories260K.bin
 PART_A=../shared/assets/eval/tinystories/tinystories_valid_part_a.txt
 mkdir -p "$OUT"
+want() { [[ " ${METHODS:-rtn gptq vq pocketllm} " == *" $1 "* ]]; }
 if [ ! -f "$PART_A" ]; then echo "needs $PART_A (../shared beside the checkout)"; exit 1; fi
 python3 - "$PART_A" "$OUT" <<'PY'
 import sys
@@ -50,7 +51,6 @@ PY
 }
 
 want rtn && for g in 32 64; do for b in 2 3 4 5 6; do run rtn "${b}b-g$g" --set bits=$b --set group=$g; done; done
-want() { [[ " ${METHODS:-rtn gptq vq pocketllm} " == *" $1 "* ]]; }
 if want gptq && "$CLI" methods | grep "^gptq" >/dev/null; then
   for g in 32 64; do for b in 2 3 4 5 6; do
     run gptq "${b}b-g$g" --set bits=$b --set group=$g --calib-text "$CALIB" --calib-samples 128 --calib-len 256
