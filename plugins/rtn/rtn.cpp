@@ -36,10 +36,7 @@ public:
 
     Result<BitCounts> estimateBits(const std::vector<MatrixRef>& group, const ParamSet& params, std::vector<BitCounts>& perMatrix) const override
     {
-        perMatrix.clear();
-        for (const MatrixRef& m : group)
-            perMatrix.push_back(uniform::matrixBits(m, static_cast<int>(params.getInt("bits")), uniform::groupColumns(m.cols, params.getInt("group"))));
-        return BitCounts{};
+        return uniform::estimateBits(group, params, perMatrix);
     }
 
     Result<GroupPayload> compress(const MatrixGroup& group, const ParamSet& params, const CompressContext& context) override

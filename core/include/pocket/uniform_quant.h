@@ -44,6 +44,16 @@ inline BitCounts matrixBits(const MatrixRef& ref, int bits, std::int64_t groupCo
     return b;
 }
 
+// CompressionMethod::estimateBits for methods whose parameters include `bits` and `group`: every
+// matrix quantised on its own, nothing shared.
+inline BitCounts estimateBits(const std::vector<MatrixRef>& group, const ParamSet& params, std::vector<BitCounts>& perMatrix)
+{
+    perMatrix.clear();
+    for (const MatrixRef& m : group)
+        perMatrix.push_back(matrixBits(m, static_cast<int>(params.getInt("bits")), groupColumns(m.cols, params.getInt("group"))));
+    return BitCounts{};
+}
+
 // The stored parameters of one group and the quantiser they define.
 struct GroupQuant {
     std::uint16_t scaleHalf = 0;
