@@ -477,6 +477,25 @@ private Q_SLOTS:
         auto refused = runCompressJob(missing, partial);
         QVERIFY(!refused.ok());
         QVERIFY2(refused.message().find("needs calibration text: pass --calib-text") != std::string::npos, refused.message().c_str());
+        QVERIFY(!fs::exists(missing.outPath + ".work"));
+
+        // A run that fails before finishing any group leaves no work folder behind (no --resume owed).
+        CompressJobParams badText = params(model, dir.filePath("c.pllm").toStdString());
+        badText.methodId = "fakecal";
+        const std::string shortText = dir.filePath("short.txt").toStdString();
+        testsupport::writeText(shortText, "Once upon a time.");
+        badText.calibration = {shortText, 8, 64, 5};
+        auto tooShort = runCompressJob(badText, partial);
+        QVERIFY(!tooShort.ok());
+        QVERIFY2(tooShort.message().find("too short for calibration") != std::string::npos, tooShort.message().c_str());
+        QVERIFY(!fs::exists(badText.outPath + ".work"));
+        Fixture plain;
+        int calls = 0;
+        auto cancelledEarly = runCompressJob(params(model, dir.filePath("d.pllm").toStdString()), plain.registry, [&](const JobProgress&) {
+            return ++calls < 1;
+        });
+        QVERIFY(!cancelledEarly.ok());
+        QVERIFY(!fs::exists(dir.filePath("d.pllm.work").toStdString()));
     }
 
     void cliRefusesBadInputWithExitCodes_data()

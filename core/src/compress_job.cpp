@@ -248,31 +248,6 @@ Result<CompressJobResult> runCompressJob(const CompressJobParams& params, Method
     if (!fs::is_directory(outPath.parent_path(), ec))
         return fileError(params.outPath, "the folder " + outPath.parent_path().string() + " does not exist");
 
-    // The work folder.
-    const std::string workDir = params.workDir.empty() ? outPath.string() + ".work" : params.workDir;
-    const json identity = jobIdentity(params, ckpt, method, resolved, plan->groupIds);
-    const std::string jobFile = workDir + "/job.json";
-    if (fs::exists(workDir, ec)) {
-        if (!params.resume)
-            return fileError(workDir, "a work folder from an earlier run exists; pass --resume to continue it, or delete it");
-        auto text = readWholeFile(jobFile);
-        json previous = text ? json::parse(text->begin(), text->end(), nullptr, false) : json();
-        if (!text || previous.is_discarded())
-            return fileError(jobFile, "unreadable; delete the work folder " + workDir + " to start afresh");
-        if (previous != identity)
-            return fileError(workDir, "belongs to a different job (" + firstDifference(identity, previous) +
-                                          " differs); delete it or choose another output");
-    } else {
-        if (params.resume)
-            spdlog::info("{}: nothing to resume, starting afresh", workDir);
-        fs::create_directories(workDir, ec);
-        if (ec)
-            return fileError(workDir, "cannot create the work folder: " + ec.message());
-        auto written = writeFileAtomically(jobFile, identity.dump(2) + "\n");
-        if (!written)
-            return written.error();
-    }
-
     // Calibration (GPTQ-like methods): the model runs on calibration windows block by block, with
     // the already-compressed blocks feeding the later ones.
     std::unique_ptr<LlamaModel> model;
@@ -308,6 +283,47 @@ Result<CompressJobResult> runCompressJob(const CompressJobParams& params, Method
         if (!run)
             return run.error();
         calibration = std::move(*run);
+    }
+
+    // The work folder.
+    const std::string workDir = params.workDir.empty() ? outPath.string() + ".work" : params.workDir;
+    const json identity = jobIdentity(params, ckpt, method, resolved, plan->groupIds);
+    const std::string jobFile = workDir + "/job.json";
+    // A work folder this run created is removed again if the run ends before finishing any group,
+    // so a failed start never demands --resume.
+    struct EmptyWorkDirCleanup {
+        std::string dir;
+        ~EmptyWorkDirCleanup()
+        {
+            std::error_code ec;
+            if (dir.empty() || !fs::is_directory(dir, ec))
+                return;
+            for (const auto& item : fs::directory_iterator(dir, ec))
+                if (item.path().filename().string().rfind("group-", 0) == 0)
+                    return;
+            fs::remove_all(dir, ec);
+        }
+    } cleanup;
+    if (fs::exists(workDir, ec)) {
+        if (!params.resume)
+            return fileError(workDir, "a work folder from an earlier run exists; pass --resume to continue it, or delete it");
+        auto text = readWholeFile(jobFile);
+        json previous = text ? json::parse(text->begin(), text->end(), nullptr, false) : json();
+        if (!text || previous.is_discarded())
+            return fileError(jobFile, "unreadable; delete the work folder " + workDir + " to start afresh");
+        if (previous != identity)
+            return fileError(workDir, "belongs to a different job (" + firstDifference(identity, previous) +
+                                          " differs); delete it or choose another output");
+    } else {
+        if (params.resume)
+            spdlog::info("{}: nothing to resume, starting afresh", workDir);
+        cleanup.dir = workDir;
+        fs::create_directories(workDir, ec);
+        if (ec)
+            return fileError(workDir, "cannot create the work folder: " + ec.message());
+        auto written = writeFileAtomically(jobFile, identity.dump(2) + "\n");
+        if (!written)
+            return written.error();
     }
 
     // Train group by group; each finished group goes to disk at once.
