@@ -98,19 +98,8 @@ public:
             if (context.onProgress && !context.onProgress(progress))
                 return pocket::Error{"cancelled"};
         }
-        auto decoded = decode(p);
-        if (!decoded)
-            return decoded.error();
-        for (std::size_t i = 0; i < group.matrices.size(); ++i) {
-            double err = 0, sig = 0;
-            for (std::size_t j = 0; j < group.matrices[i].values.size(); ++j) {
-                const double w = group.matrices[i].values[j], e = w - (*decoded)[i][j];
-                err += e * e;
-                sig += w * w;
-            }
-            p.matrices[i].mse = err / static_cast<double>(group.matrices[i].values.size());
-            p.matrices[i].snrDb = err > 0 ? 10 * std::log10(sig / err) : 99;
-        }
+        if (auto measured = pocket::measureByDecoding(*this, group, p); !measured)
+            return measured.error();
         ++compressCalls;
         return p;
     }

@@ -306,4 +306,13 @@ void measureReconstruction(const MatrixGroup& group, const std::vector<std::vect
     }
 }
 
+Status measureByDecoding(const CompressionMethod& method, const MatrixGroup& group, GroupPayload& payload)
+{
+    auto decoded = method.decode(payload);
+    if (!decoded)
+        return decoded.error();
+    measureReconstruction(group, *decoded, payload);
+    return {};
+}
+
 } // namespace pocket

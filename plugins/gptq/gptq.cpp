@@ -245,10 +245,8 @@ private:
                 return q.error();
             uniform::appendMatrix(p, m.ref, *q, o.bits);
         }
-        auto decoded = decode(p);
-        if (!decoded)
-            return decoded.error();
-        measureReconstruction(group, *decoded, p);
+        if (auto measured = measureByDecoding(*this, group, p); !measured)
+            return measured.error();
         return p;
     }
 };

@@ -508,10 +508,8 @@ Result<GroupPayload> PocketLlmMethod::compressImpl(const MatrixGroup& group, con
     }
 
     // Errors measured on what decompression will produce, through the same decoder code.
-    auto decoded = decodeImpl(payload);
-    if (!decoded)
-        return decoded.error();
-    measureReconstruction(group, *decoded, payload);
+    if (auto measured = measureByDecoding(*this, group, payload); !measured)
+        return measured.error();
     return payload;
 }
 

@@ -79,10 +79,8 @@ public:
             if (context.onProgress && !context.onProgress(progress))
                 return Error{"cancelled"};
         }
-        auto decoded = decode(p);
-        if (!decoded)
-            return decoded.error();
-        measureReconstruction(group, *decoded, p);
+        if (auto measured = measureByDecoding(*this, group, p); !measured)
+            return measured.error();
         return p;
     }
 

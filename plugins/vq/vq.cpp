@@ -406,10 +406,8 @@ private:
             p.sections.push_back({"indices/" + r.ref.name, packBits(&idx[offset], counts[i], indexBits(k))});
             offset += counts[i];
         }
-        auto decoded = decode(p);
-        if (!decoded)
-            return decoded.error();
-        measureReconstruction(group, *decoded, p);
+        if (auto measured = measureByDecoding(*this, group, p); !measured)
+            return measured.error();
         return p;
     }
 };

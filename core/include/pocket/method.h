@@ -224,6 +224,8 @@ std::vector<std::vector<MatrixRef>> groupsBySharing(const std::vector<MatrixRef>
 std::uint64_t groupSeed(std::int64_t seed, const std::string& groupId);
 // Fills payload.matrices[i].mse and .snrDb from the original and the decoded weights.
 void measureReconstruction(const MatrixGroup& group, const std::vector<std::vector<float>>& decoded, GroupPayload& payload);
+// Decodes `payload` with `method` and fills its errors from what decompression will produce.
+Status measureByDecoding(const CompressionMethod& method, const MatrixGroup& group, GroupPayload& payload);
 
 // Bits per weight of one matrix given its own bits and its share of the group's shared bits
 // (shared bits are split in proportion to the matrices' weight counts).
