@@ -1,6 +1,8 @@
 // Shared pieces of pocketllm-cli's commands: exit codes, global flags, progress line, output.
 #pragma once
 
+#include "pocket/app_paths.h"
+
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
@@ -29,12 +31,7 @@ struct Globals {
     std::string commandLine; // the program's arguments, recorded with each run
 };
 
-inline double peakRssMb()
-{
-    rusage usage{};
-    getrusage(RUSAGE_SELF, &usage);
-    return static_cast<double>(usage.ru_maxrss) / 1024.0; // ru_maxrss is in KiB on Linux
-}
+using pocket::peakRssMb;
 
 inline double secondsSince(std::chrono::steady_clock::time_point start)
 {

@@ -1,6 +1,8 @@
 #include "compress_commands.h"
 #include "store_commands.h"
 
+#include "pocket/eval_job.h"
+
 #include "pocket/archive.h"
 #include "pocket/compress_job.h"
 #include "pocket/hf_writer.h"
@@ -14,8 +16,6 @@
 
 namespace cli {
 
-namespace {
-
 pocket::MethodRegistry& registry()
 {
     static pocket::MethodRegistry instance;
@@ -26,6 +26,8 @@ pocket::MethodRegistry& registry()
     (void)loaded;
     return instance;
 }
+
+namespace {
 
 ordered_json bitsJson(const pocket::BitCounts& b)
 {
@@ -146,7 +148,12 @@ int runCompress(const Globals& g, const CompressOptions& o)
     }
 
     ProgressLine progress(!g.quiet);
-    CompressRecorder recorder(g, o);
+    // The selection as given; the store replaces it with the archive's resolved one on success.
+    const std::string requestedSelection = ordered_json{{"preset", o.preset}, {"blocks", o.blocks}, {"types", o.types}, {"include", o.include},
+                                                        {"exclude", o.exclude}, {"skip_first", o.skipFirst}, {"skip_last", o.skipLast},
+                                                        {"keep_dtype", o.keepDtype}}
+                                               .dump();
+    pocket::CompressRecorder recorder(recorderOptions(g), params, requestedSelection);
     auto result = pocket::runCompressJob(params, registry(), [&](const pocket::JobProgress& p) {
         recorder.begin();
         char line[200];
@@ -342,9 +349,7 @@ int runMethods(const Globals& g)
 
 pocket::Result<std::unique_ptr<pocket::Checkpoint>> openModelOrArchive(const std::string& path)
 {
-    if (pocket::isPllmFile(path))
-        return pocket::openArchiveCheckpoint(path, registry());
-    return pocket::openCheckpoint(path);
+    return pocket::openModelOrArchive(path, registry());
 }
 
 void addCompressCommands(CLI::App& app, CompressCommands& c)

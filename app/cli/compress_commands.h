@@ -4,6 +4,7 @@
 #include "cli_common.h"
 
 #include "pocket/checkpoint.h"
+#include "pocket/method_registry.h"
 #include "pocket/result.h"
 
 #include <CLI/CLI.hpp>
@@ -61,6 +62,9 @@ struct CompressCommands {
 void addCompressCommands(CLI::App& app, CompressCommands& commands);
 // Runs whichever of these subcommands was given; returns -1 if none was.
 int runCompressCommands(const Globals& g, const CompressCommands& commands);
+
+// The method plugins, loaded from the default folders on first use; lives as long as the process.
+pocket::MethodRegistry& registry();
 
 // Opens a checkpoint, or a .pllm archive through the method plugins (which stay loaded for the
 // life of the process).

@@ -3,6 +3,7 @@
 // input (file, model, data), 2 bad usage (options).
 #include "pocket/app_paths.h"
 #include "pocket/checkpoint.h"
+#include "pocket/eval_job.h"
 #include "pocket/hf_writer.h"
 #include "pocket/llama_model.h"
 #include "pocket/perplexity.h"
@@ -175,52 +176,24 @@ struct EvalOptions {
 
 int runEval(const Globals& g, const EvalOptions& o)
 {
-    const auto start = std::chrono::steady_clock::now();
-    auto ckpt = openModelOrArchive(o.model);
-    if (!ckpt)
-        return fail(g, ckpt.message());
-    const auto& config = (*ckpt)->config();
-    const std::string tokenizerPath = o.tokenizer.empty() ? (*ckpt)->tokenizerPath() : o.tokenizer;
-    if (tokenizerPath.empty())
-        return fail(g, (*ckpt)->path() + ": no tokenizer found beside the model (tokenizer.model or tokenizer.bin); pass --tokenizer");
-    auto tokenizer = pocket::loadTokenizer(tokenizerPath);
-    if (!tokenizer)
-        return fail(g, tokenizer.message());
-    if ((*tokenizer)->vocabSize() > config.vocabSize)
-        return fail(g, tokenizerPath + ": the tokenizer has " + std::to_string((*tokenizer)->vocabSize()) + " tokens but the model's vocabulary has only " +
-                           std::to_string(config.vocabSize) + " (wrong tokenizer for this model?)");
-    auto text = pocket::readTextFile(o.text);
-    if (!text)
-        return fail(g, text.message());
-
-    const int ctx = o.ctx > 0 ? o.ctx : static_cast<int>(std::min<std::int64_t>(2048, config.maxPositions));
-    if (ctx > config.maxPositions)
-        spdlog::warn("--ctx {} is longer than the model's max_position_embeddings {}: positions past it were never trained", ctx, config.maxPositions);
+    pocket::EvalJobParams params;
+    params.modelPath = o.model;
+    params.textPath = o.text;
+    params.tokenizerPath = o.tokenizer;
+    params.eval.ctx = o.ctx;
+    params.eval.stride = o.stride;
+    params.eval.maxTokens = o.maxTokens;
+    params.eval.batch = o.batch;
     pocket::setComputeThreads(o.threads);
 
     ProgressLine progress(!g.quiet);
-    const auto tokenizeStart = std::chrono::steady_clock::now();
-    const std::vector<std::int32_t> tokens = (*tokenizer)->encode(*text);
-    const double tokenizeSeconds = secondsSince(tokenizeStart);
-    spdlog::debug("tokenized {} bytes into {} tokens in {:.2f} s", text->size(), tokens.size(), tokenizeSeconds);
-
-    const auto loadStart = std::chrono::steady_clock::now();
-    auto model = pocket::LlamaModel::load(**ckpt, [&](int done, int total) {
-        progress.show("loading weights " + std::to_string(done) + "/" + std::to_string(total));
-        return true;
-    });
-    if (!model)
-        return fail(g, model.message());
-    const double loadSeconds = secondsSince(loadStart);
-
-    pocket::EvalParams params;
-    params.ctx = ctx;
-    params.stride = o.stride;
-    params.maxTokens = o.maxTokens;
-    params.batch = o.batch;
-    EvalRecorder recorder(g, **ckpt, o.text, tokenizerPath, params);
-    auto result = pocket::evaluatePerplexity(**model, tokens, (*tokenizer)->bosId(), params, [&](const pocket::EvalProgress& p) {
-        recorder.begin();
+    const pocket::RecorderOptions recording = recorderOptions(g);
+    auto job = pocket::runEvalJob(params, registry(), &recording, [&](const pocket::EvalJobProgress& jp) {
+        if (jp.phase == pocket::EvalJobProgress::Phase::Loading) {
+            progress.show("loading weights " + std::to_string(jp.tensorsLoaded) + "/" + std::to_string(jp.tensorsTotal));
+            return true;
+        }
+        const pocket::EvalProgress& p = jp.eval;
         const double rate = p.elapsedSeconds > 0 ? p.windowsDone / p.elapsedSeconds : 0;
         const double eta = rate > 0 ? (p.windowsTotal - p.windowsDone) / rate : -1;
         char line[160];
@@ -230,14 +203,14 @@ int runEval(const Globals& g, const EvalOptions& o)
         return true;
     });
     progress.finish();
-    if (!result) { // option errors ("--ctx ...") are usage errors; the rest concern this model and text
-        const bool usage = result.message().rfind("--", 0) == 0;
-        recorder.failed(result.message());
-        return fail(g, usage ? result.message() : (*ckpt)->path() + " on " + o.text + ": " + result.message(), usage ? kExitUsage : kExitBadInput);
-    }
+    if (!job) // option errors ("--ctx ...") are usage errors; the rest concern this model and text
+        return fail(g, job.message(), job.message().rfind("--", 0) == 0 ? kExitUsage : kExitBadInput);
+    const double loadSeconds = job->loadSeconds;
+    const double tokenizeSeconds = job->tokenizeSeconds;
+    const std::string& tokenizerPath = job->tokenizerPath;
 
-    const auto& r = *result;
-    ordered_json out{{"model", (*ckpt)->path()},
+    const auto& r = job->result;
+    ordered_json out{{"model", job->modelPath},
                      {"text", o.text},
                      {"tokenizer", tokenizerPath},
                      {"perplexity", r.perplexity},
@@ -253,10 +226,10 @@ int runEval(const Globals& g, const EvalOptions& o)
                      {"eval_s", r.elapsedSeconds},
                      {"load_s", loadSeconds},
                      {"tokenize_s", tokenizeSeconds},
-                     {"total_s", secondsSince(start)},
+                     {"total_s", job->totalSeconds},
                      {"peak_rss_mb", peakRssMb()}};
-    if (const std::int64_t runId = recorder.done(r))
-        out["run_id"] = runId;
+    if (job->runId > 0)
+        out["run_id"] = job->runId;
     std::ostringstream t;
     t << std::fixed << std::setprecision(4) << "perplexity   " << r.perplexity << "\n"
       << "mean NLL     " << r.meanNll << " nats/token\n"

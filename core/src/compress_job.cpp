@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -52,7 +53,7 @@ std::string groupId(const std::vector<MatrixRef>& group, std::size_t index, std:
     return "group" + std::to_string(index);
 }
 
-json selectionJson(const LayerSelection& s)
+json selectionJsonObject(const LayerSelection& s)
 {
     json blocks = json::array();
     for (const auto& [first, last] : s.blocks)
@@ -60,8 +61,11 @@ json selectionJson(const LayerSelection& s)
     json types = json::array();
     for (MatrixType t : s.types)
         types.push_back(matrixTypeName(t));
-    return {{"blocks", blocks}, {"types", types},  {"include", s.include},
-            {"exclude", s.exclude}, {"skip_first", s.skipFirst}, {"skip_last", s.skipLast}};
+    json j{{"blocks", blocks}, {"types", types},  {"include", s.include},
+           {"exclude", s.exclude}, {"skip_first", s.skipFirst}, {"skip_last", s.skipLast}};
+    if (!s.names.empty()) // only when used, so the identity of older work folders is unchanged
+        j["names"] = s.names;
+    return j;
 }
 
 std::string groupFileName(std::size_t index)
@@ -110,7 +114,7 @@ json jobIdentity(const CompressJobParams& params, const Checkpoint& checkpoint, 
             {"method", method.info().id},
             {"method_version", method.info().version},
             {"params", json::parse(resolved.toJson(method.info().params))},
-            {"selection", selectionJson(params.selection)},
+            {"selection", selectionJsonObject(params.selection)},
             {"keep_dtype", dtypeName(params.keepDtype)},
             {"calibration", method.needsCalibration(resolved)
                                 ? json{{"text", params.calibration.textPath}, {"samples", params.calibration.samples},
@@ -150,6 +154,8 @@ Result<std::vector<std::vector<std::int32_t>>> calibrationWindows(const std::vec
     }
     return windows;
 }
+
+std::string layerSelectionJson(const LayerSelection& selection) { return selectionJsonObject(selection).dump(); }
 
 Result<std::vector<MatrixRef>> selectedMatrices(const Checkpoint& checkpoint, const LayerSelection& selection)
 {
@@ -254,6 +260,10 @@ Result<CompressJobResult> runCompressJob(const CompressJobParams& params, Method
     std::unique_ptr<CalibrationRun> calibration;
     std::map<MatrixType, std::vector<float>> blockHessians;
     int hessianBlock = -1;
+    // Groups spanning blocks (sharing by type or model) cannot follow the block-by-block
+    // calibration: every block's Hessians are then measured up front on the uncompressed model and
+    // kept on disk in the work folder, so memory holds only the Hessians of the group in progress.
+    bool groupsSpanBlocks = false;
     if (method.needsCalibration(resolved)) {
         const CalibrationParams& cp = params.calibration;
         if (cp.textPath.empty())
@@ -261,7 +271,7 @@ Result<CompressJobResult> runCompressJob(const CompressJobParams& params, Method
         for (const auto& group : plan->groups)
             for (const MatrixRef& m : group)
                 if (m.layer != group.front().layer)
-                    return Error{"method '" + method.info().id + "' calibrates block by block; its groups cannot span blocks"};
+                    groupsSpanBlocks = true;
         if (tokenizerPath.empty())
             return fileError(ckpt.path(), "calibration needs a tokenizer; pass --tokenizer");
         auto tokenizer = loadTokenizer(tokenizerPath);
@@ -326,6 +336,51 @@ Result<CompressJobResult> runCompressJob(const CompressJobParams& params, Method
             return written.error();
     }
 
+    const std::string hessianDir = workDir + "/hessians";
+    const auto hessianFile = [&](int layer, MatrixType type) {
+        return hessianDir + "/layer" + std::to_string(layer) + "-" + matrixTypeName(type) + ".f32";
+    };
+    if (calibration && groupsSpanBlocks) {
+        fs::create_directories(hessianDir, ec);
+        std::set<std::pair<int, MatrixType>> needed;
+        for (const auto& group : plan->groups)
+            for (const MatrixRef& m : group)
+                needed.insert({m.layer, m.type});
+        for (int block = 0; block < ckpt.config().numLayers; ++block) {
+            bool wanted = false;
+            for (MatrixType t : kMatrixTypes)
+                wanted = wanted || needed.count({block, t}) > 0;
+            if (wanted) {
+                auto h = calibration->hessians();
+                if (!h)
+                    return h.error();
+                for (auto& [type, values] : *h) {
+                    if (!needed.count({block, type}))
+                        continue;
+                    const std::string bytes(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(float));
+                    auto written = writeFileAtomically(hessianFile(block, type), bytes);
+                    if (!written)
+                        return written.error();
+                }
+            }
+            if (block + 1 < ckpt.config().numLayers) {
+                auto advanced = calibration->advance();
+                if (!advanced)
+                    return advanced.error();
+            }
+        }
+    }
+    const auto loadHessian = [&](const MatrixRef& ref) -> Result<std::vector<float>> {
+        auto bytes = readWholeFile(hessianFile(ref.layer, ref.type));
+        if (!bytes)
+            return bytes.error();
+        if (bytes->size() != static_cast<std::size_t>(ref.cols * ref.cols) * sizeof(float))
+            return fileError(hessianFile(ref.layer, ref.type), "wrong size for the Hessian of " + ref.name);
+        std::vector<float> h(static_cast<std::size_t>(ref.cols * ref.cols));
+        std::memcpy(h.data(), bytes->data(), bytes->size());
+        return h;
+    };
+
     // Train group by group; each finished group goes to disk at once.
     CompressJobResult result;
     std::vector<GroupPayload> payloads;
@@ -350,7 +405,7 @@ Result<CompressJobResult> runCompressJob(const CompressJobParams& params, Method
     };
     for (std::size_t i = 0; i < plan->groups.size(); ++i) {
         const std::string file = workDir + "/" + groupFileName(i);
-        if (calibration) {
+        if (calibration && !groupsSpanBlocks) {
             const int block = plan->groups[i].front().layer;
             while (calibration->nextBlock() < block) {
                 auto advanced = calibration->advance();
@@ -371,7 +426,7 @@ Result<CompressJobResult> runCompressJob(const CompressJobParams& params, Method
         if (fs::exists(file, ec)) {
             auto saved = readGroupFile(file);
             if (saved && saved->groupId == plan->groupIds[i]) {
-                if (calibration) { // later blocks must see exactly what an uninterrupted run saw
+                if (calibration && !groupsSpanBlocks) { // later blocks must see exactly what an uninterrupted run saw
                     auto fed = feedForward(*saved);
                     if (!fed)
                         return fed.error();
@@ -391,7 +446,16 @@ Result<CompressJobResult> runCompressJob(const CompressJobParams& params, Method
             auto data = ckpt.load(ref.name);
             if (!data)
                 return data.error();
-            group.matrices.push_back({ref, data->toFloat(), calibration ? blockHessians[ref.type] : std::vector<float>()});
+            std::vector<float> hessian;
+            if (calibration && groupsSpanBlocks) {
+                auto h = loadHessian(ref);
+                if (!h)
+                    return h.error();
+                hessian = std::move(*h);
+            } else if (calibration) {
+                hessian = blockHessians[ref.type];
+            }
+            group.matrices.push_back({ref, data->toFloat(), std::move(hessian)});
         }
         progress.phase = JobProgress::Phase::Training;
         progress.groupIndex = static_cast<int>(i);
@@ -421,7 +485,7 @@ Result<CompressJobResult> runCompressJob(const CompressJobParams& params, Method
         auto written = writeGroupFile(file, *payload);
         if (!written)
             return written.error();
-        if (calibration) {
+        if (calibration && !groupsSpanBlocks) {
             auto fed = feedForward(*payload);
             if (!fed)
                 return fed.error();
@@ -448,7 +512,7 @@ Result<CompressJobResult> runCompressJob(const CompressJobParams& params, Method
         manifest.tokenizerFileName = sentencePiece ? "tokenizer.model" : "tokenizer.bin";
         input.tokenizerBytes = std::move(tokenizerBytes);
     }
-    manifest.selectionJson = selectionJson(params.selection).dump();
+    manifest.selectionJson = selectionJsonObject(params.selection).dump();
     std::set<std::string> compressed;
     for (const auto& group : plan->groups)
         for (const MatrixRef& m : group)

@@ -117,6 +117,14 @@ Result<std::vector<std::string>> LayerSelection::select(const ModelConfig& confi
     } catch (const std::regex_error& e) {
         return Error{std::string("invalid name pattern: ") + e.what()};
     }
+    for (const std::string& wanted : this->names) {
+        bool known = false;
+        for (int layer = 0; layer < layers && !known; ++layer)
+            for (const MatrixType t : kMatrixTypes)
+                known = known || matrixTensorName(layer, t) == wanted;
+        if (!known)
+            return Error{"layer selection: '" + wanted + "' is not a linear matrix of this model"};
+    }
     std::vector<std::string> names;
     for (int l = skipFirst; l < layers - skipLast; ++l) {
         if (!blocks.empty() && std::none_of(blocks.begin(), blocks.end(), [l](const auto& r) { return l >= r.first && (r.second == -1 || l <= r.second); }))
@@ -128,6 +136,8 @@ Result<std::vector<std::string>> LayerSelection::select(const ModelConfig& confi
             if (!include.empty() && !std::regex_search(name, includeRe))
                 continue;
             if (!exclude.empty() && std::regex_search(name, excludeRe))
+                continue;
+            if (!this->names.empty() && std::find(this->names.begin(), this->names.end(), name) == this->names.end())
                 continue;
             names.push_back(name);
         }

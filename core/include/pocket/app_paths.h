@@ -12,6 +12,16 @@ std::string userDataDir();
 // The folder of the running executable ("" if unknown).
 std::string executableDir();
 
+// Absolute, normalised, symlinks resolved where the path exists (the key that links an eval of an
+// archive to the compress run that wrote it). Returns `path` unchanged when it cannot be resolved.
+std::string absolutePath(const std::string& path);
+
+// "stories260K.bin" for a file, "Llama-2-7b-hf" for a folder (trailing slash or not).
+std::string displayName(const std::string& path);
+
+// The process's peak resident set size so far, in MiB.
+double peakRssMb();
+
 enum class LogLevel { Debug, Info, Warn, Error, Off };
 
 // Sets up spdlog's default logger: the console (stderr) at `consoleLevel` and a rotating file

@@ -75,6 +75,9 @@ struct JobPlan {
     ArchiveBits estimatedBits;
 };
 
+// `selection` as the JSON object stored in archives, job identities and the experiment store.
+std::string layerSelectionJson(const LayerSelection& selection);
+
 // The matrices `selection` picks in `checkpoint`, as MatrixRefs.
 Result<std::vector<MatrixRef>> selectedMatrices(const Checkpoint& checkpoint, const LayerSelection& selection);
 

@@ -19,6 +19,8 @@ struct LayerSelection {
     // ECMAScript patterns searched in the full tensor name; empty means no filter.
     std::string include;
     std::string exclude;
+    // Exact tensor names (e.g. picked one by one in the workbench); empty means no such filter.
+    std::vector<std::string> names;
     // Blocks left out at either end (the reference code's preset skips 3 and 2).
     int skipFirst = 0;
     int skipLast = 0;
