@@ -17,6 +17,39 @@ std::string executableDir()
     return ec ? std::string() : exe.parent_path().string();
 }
 
+std::string resourcesDir()
+{
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    if (const char* env = std::getenv("POCKETLLM_RESOURCES"); env && *env)
+        return env;
+    if (const std::string exe = executableDir(); !exe.empty()) {
+        const fs::path installed = fs::path(exe) / ".." / "share" / "pocketllm-workbench" / "resources";
+        if (fs::is_directory(installed, ec))
+            return fs::weakly_canonical(installed, ec).string();
+    }
+#ifdef POCKET_SOURCE_RESOURCES_DIR
+    if (fs::is_directory(POCKET_SOURCE_RESOURCES_DIR, ec))
+        return POCKET_SOURCE_RESOURCES_DIR;
+#endif
+    return {};
+}
+
+namespace {
+std::string resourceFile(const char* relative)
+{
+    const std::string dir = resourcesDir();
+    if (dir.empty())
+        return {};
+    std::error_code ec;
+    const std::filesystem::path p = std::filesystem::path(dir) / relative;
+    return std::filesystem::is_regular_file(p, ec) ? p.string() : std::string();
+}
+} // namespace
+
+std::string demoModelPath() { return resourceFile("models/stories260K/stories260K.bin"); }
+std::string demoTextPath() { return resourceFile("text/tinystories_valid_30k.txt"); }
+
 std::string absolutePath(const std::string& path)
 {
     std::error_code ec;

@@ -12,6 +12,14 @@ std::string userDataDir();
 // The folder of the running executable ("" if unknown).
 std::string executableDir();
 
+// The folder with the bundled resources (demo model, texts, baselines seed): $POCKETLLM_RESOURCES
+// if set, else <exe>/../share/pocketllm-workbench/resources (the installed layout) when it exists,
+// else the source tree's resources/ (a build-tree run). "" when none exists.
+std::string resourcesDir();
+// The bundled demo model (stories260K, llama2.c format) and demo text; "" when not found.
+std::string demoModelPath();
+std::string demoTextPath();
+
 // Absolute, normalised, symlinks resolved where the path exists (the key that links an eval of an
 // archive to the compress run that wrote it). Returns `path` unchanged when it cannot be resolved.
 std::string absolutePath(const std::string& path);

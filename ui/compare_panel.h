@@ -1,0 +1,63 @@
+// Runs next to published numbers: a table of the experiment store's comparison rows (published
+// figures with their citation, results of finished local runs) and a Pareto chart of the metric
+// against bits per weight, one colour per method, published points hollow diamonds, local runs
+// filled discs. Filters: model, dataset, context length, metric. Clicking a point selects its
+// row. Reads the store on the GUI thread (one short query per refresh). GUI thread only.
+#pragma once
+
+#include <QString>
+#include <QVector>
+#include <QWidget>
+
+class QCheckBox;
+class QComboBox;
+class QCustomPlot;
+class QCPAbstractPlottable;
+class QLabel;
+class QLineEdit;
+class QSpinBox;
+class QTableWidget;
+
+namespace pocket::ui {
+
+class ComparePanel : public QWidget {
+    Q_OBJECT
+public:
+    explicit ComparePanel(QWidget* parent = nullptr);
+
+    void setStorePath(const QString& path);
+    // Sets the model filter (case-insensitive substring of the model name) without refreshing.
+    void setModelFilter(const QString& model);
+    void setDatasetFilter(const QString& dataset);
+    void setCtxFilter(int ctx);
+    // Re-reads the store. Returns false (and shows the reason) when it cannot be read.
+    bool refresh();
+
+    int rowCount() const;
+    // Points on the chart (all series).
+    int pointCount() const;
+    QCustomPlot* chart() const { return m_chart; }
+    QTableWidget* table() const { return m_table; }
+    // Selects the table row behind a point of the chart (what a click does).
+    void selectPoint(QCPAbstractPlottable* plottable, int dataIndex);
+
+Q_SIGNALS:
+    // A row or point of a local run was selected.
+    void runSelected(qint64 runId);
+
+private:
+    QString m_storePath;
+    QLineEdit* m_model;
+    QLineEdit* m_dataset;
+    QSpinBox* m_ctx;
+    QComboBox* m_metric;
+    QCheckBox* m_published;
+    QLabel* m_status;
+    QTableWidget* m_table;
+    QCustomPlot* m_chart;
+    // For every plottable: the table row of each of its points.
+    QVector<QPair<QCPAbstractPlottable*, QVector<int>>> m_pointRows;
+    QVector<qint64> m_rowRunIds;
+};
+
+} // namespace pocket::ui

@@ -1,0 +1,130 @@
+// The workbench's main window: the model and layer picker (left), tabs for compressing (method
+// form, run controls, live curves), results (perplexity before/after, per-matrix errors) and
+// comparison (runs beside published numbers), and the log (bottom). It builds requests from the
+// widgets and hands them to Workbench; it holds no compression logic. GUI thread only.
+#pragma once
+
+#include "workbench.h"
+
+#include <QMainWindow>
+#include <QStringList>
+#include <QTimer>
+
+class QAction;
+class QLabel;
+class QLineEdit;
+class QMenu;
+class QPlainTextEdit;
+class QProgressBar;
+class QPushButton;
+class QSpinBox;
+class QTabWidget;
+class QTableWidget;
+
+namespace pocket::ui {
+
+class ComparePanel;
+class LayerPicker;
+class MethodForm;
+class TrainingChart;
+
+class MainWindow : public QMainWindow {
+    Q_OBJECT
+public:
+    // `workbench` must outlive the window. Restores the layout and settings from QSettings.
+    explicit MainWindow(Workbench* workbench, QWidget* parent = nullptr);
+    ~MainWindow() override;
+
+    // Opens a model or archive; on failure shows a message box (unless `quiet`) and returns false.
+    bool openPath(const QString& path, bool quiet = false);
+    // Opens the most recent file, else the bundled demo model.
+    void openInitialModel();
+
+    // Starts a compression with the current settings (resume: continue the interrupted run of
+    // the output path). Returns false and says why in the status bar when it cannot start.
+    bool startCompress(bool resume);
+    // Evaluates the open model (compressed = false) or the last archive (true).
+    bool startEval(bool compressed);
+    bool exportArchiveTo(const QString& destination);
+    bool exportHfTo(const QString& folder);
+    QString lastArchive() const { return m_lastArchive; }
+
+    // Widgets, for tests and the screenshot script.
+    LayerPicker* layerPicker() const { return m_picker; }
+    MethodForm* methodForm() const { return m_form; }
+    TrainingChart* trainingChart() const { return m_chart; }
+    ComparePanel* comparePanel() const { return m_compare; }
+    QTabWidget* tabs() const { return m_tabs; }
+    QLineEdit* outputPathEdit() const { return m_outPath; }
+    QLineEdit* textPathEdit() const { return m_textPath; }
+    QSpinBox* ctxSpin() const { return m_ctx; }
+    QLabel* estimateLabel() const { return m_estimate; }
+    QTableWidget* resultsTable() const { return m_results; }
+    QTableWidget* matricesTable() const { return m_matrices; }
+    QString lastError() const { return m_lastError; }
+
+protected:
+    void closeEvent(QCloseEvent* event) override;
+    void dragEnterEvent(QDragEnterEvent* event) override;
+    void dropEvent(QDropEvent* event) override;
+
+private:
+    void buildActions();
+    void buildLayout();
+    void restoreSettings();
+    void saveSettings();
+    void updateSummary();
+    void updateEstimate();
+    void updateActions();
+    void addRecent(const QString& path);
+    void rebuildRecentMenu();
+    void showError(const QString& title, const QString& text);
+    void onCompressFinished(const CompressOutcome& outcome);
+    void onEvalFinished(const EvalOutcome& outcome);
+    void onExportFinished(const ExportOutcome& outcome);
+    void onProgress(const JobStatus& status);
+    void appendLog(int level, const QString& text);
+    void showAbout();
+    pocket::CompressJobParams jobParams(bool resume) const;
+
+    Workbench* m_workbench;
+    LayerPicker* m_picker = nullptr;
+    MethodForm* m_form = nullptr;
+    TrainingChart* m_chart = nullptr;
+    ComparePanel* m_compare = nullptr;
+    QTabWidget* m_tabs = nullptr;
+    QLabel* m_summary = nullptr;
+    QLabel* m_estimate = nullptr;
+    QLineEdit* m_outPath = nullptr;
+    QLineEdit* m_calibText = nullptr;
+    QLineEdit* m_textPath = nullptr;
+    QSpinBox* m_ctx = nullptr;
+    QPushButton* m_start = nullptr;
+    QPushButton* m_resume = nullptr;
+    QPushButton* m_cancel = nullptr;
+    QPushButton* m_discard = nullptr;
+    QPushButton* m_evalOriginal = nullptr;
+    QPushButton* m_evalCompressed = nullptr;
+    QProgressBar* m_overall = nullptr;
+    QProgressBar* m_group = nullptr;
+    QLabel* m_progressText = nullptr;
+    QLabel* m_jobLabel = nullptr;
+    QTableWidget* m_results = nullptr;
+    QTableWidget* m_matrices = nullptr;
+    QPlainTextEdit* m_log = nullptr;
+    QMenu* m_recentMenu = nullptr;
+    QAction* m_startAction = nullptr;
+    QAction* m_resumeAction = nullptr;
+    QAction* m_cancelAction = nullptr;
+    QAction* m_exportArchiveAction = nullptr;
+    QAction* m_exportHfAction = nullptr;
+    QTimer m_estimateTimer;
+    QStringList m_recent;
+    QString m_lastArchive;
+    QString m_lastError;
+    QString m_lastDir;
+    QString m_lastExportDir;
+    bool m_outPathEdited = false;
+};
+
+} // namespace pocket::ui

@@ -1,0 +1,544 @@
+#include "workbench.h"
+
+#include "pocket/app_paths.h"
+#include "pocket/archive.h"
+#include "pocket/experiment_store.h"
+#include "pocket/run_recorder.h"
+
+#include <QCoreApplication>
+#include <QDateTime>
+#include <QDir>
+#include <QEventLoop>
+#include <QElapsedTimer>
+#include <QFile>
+#include <QFileInfo>
+#include <QThread>
+
+#include <spdlog/spdlog.h>
+
+#include <filesystem>
+#include <map>
+
+namespace pocket::ui {
+
+namespace {
+
+const char* formatName(CheckpointFormat f)
+{
+    return f == CheckpointFormat::Llama2c ? "llama2.c" : "Hugging Face safetensors";
+}
+
+QString workFolderOf(const QString& archivePath) { return archivePath + ".work"; }
+
+double fractionFromEta(double elapsed, double eta, double fallback)
+{
+    if (eta >= 0 && elapsed > 0 && elapsed + eta > 0)
+        return elapsed / (elapsed + eta);
+    return fallback;
+}
+
+} // namespace
+
+QString formatBytes(quint64 bytes)
+{
+    const char* units[] = {"bytes", "KiB", "MiB", "GiB", "TiB"};
+    double v = static_cast<double>(bytes);
+    int u = 0;
+    while (v >= 1024 && u < 4) {
+        v /= 1024;
+        ++u;
+    }
+    return u == 0 ? QStringLiteral("%1 bytes").arg(bytes) : QStringLiteral("%1 %2").arg(v, 0, 'f', v < 10 ? 2 : 1).arg(units[u]);
+}
+
+QString formatSeconds(double seconds)
+{
+    if (!(seconds >= 0) || seconds > 1e7)
+        return QStringLiteral("--:--");
+    const qint64 s = static_cast<qint64>(seconds + 0.5);
+    if (s >= 3600)
+        return QStringLiteral("%1:%2:%3").arg(s / 3600).arg((s / 60) % 60, 2, 10, QChar('0')).arg(s % 60, 2, 10, QChar('0'));
+    return QStringLiteral("%1:%2").arg(s / 60).arg(s % 60, 2, 10, QChar('0'));
+}
+
+Workbench::Workbench(QObject* parent, const QString& extraPluginFolder) : QObject(parent), m_registry(std::make_unique<MethodRegistry>())
+{
+    qRegisterMetaType<JobStatus>();
+    qRegisterMetaType<CompressOutcome>();
+    qRegisterMetaType<EvalOutcome>();
+    qRegisterMetaType<ExportOutcome>();
+    qRegisterMetaType<TrainPoint>();
+    qRegisterMetaType<QVector<TrainPoint>>();
+    if (!extraPluginFolder.isEmpty())
+        m_registry->loadFolder(extraPluginFolder.toStdString());
+    m_registry->loadDefaultFolders();
+    for (const PluginRecord& r : m_registry->records())
+        if (!r.loaded)
+            spdlog::warn("method plugin {} refused: {}", r.path, r.problem);
+    const QByteArray env = qgetenv("POCKETLLM_STORE");
+    m_storePath = env.isEmpty() ? QString::fromStdString(ExperimentStore::defaultPath()) : QString::fromLocal8Bit(env);
+    m_drainTimer.setInterval(33); // about 30 Hz
+    connect(&m_drainTimer, &QTimer::timeout, this, &Workbench::drainMetrics);
+}
+
+Workbench::~Workbench()
+{
+    if (m_thread) {
+        cancel();
+        m_thread->wait();
+        delete m_thread;
+        m_thread = nullptr;
+    }
+}
+
+bool Workbench::openModel(const QString& path, QString* error)
+{
+    if (busy()) {
+        *error = tr("A job is running; cancel it or wait before opening another model.");
+        return false;
+    }
+    auto opened = openModelOrArchive(path.toStdString(), *m_registry);
+    if (!opened) {
+        *error = QString::fromStdString(opened.message());
+        return false;
+    }
+    m_checkpoint = std::move(*opened);
+    const Checkpoint& c = *m_checkpoint;
+    ModelSummary s;
+    s.path = QFileInfo(path).absoluteFilePath();
+    s.name = QString::fromStdString(displayName(path.toStdString()));
+    s.isArchive = isPllmFile(path.toStdString());
+    s.format = s.isArchive ? tr(".pllm archive") : QString::fromLatin1(formatName(c.format()));
+    s.architecture = QString::fromStdString(c.config().architecture);
+    s.layers = static_cast<int>(c.config().numLayers);
+    s.hidden = c.config().hiddenSize;
+    s.vocab = c.config().vocabSize;
+    s.tokenizerPath = QString::fromStdString(c.tokenizerPath());
+    std::map<std::string, int> dtypes;
+    for (const TensorInfo& t : c.tensors()) {
+        s.parameters += elementCount(t.shape);
+        if (t.shape.size() == 2)
+            ++dtypes[dtypeName(t.dtype)];
+    }
+    s.dtype = dtypes.size() == 1 ? QString::fromLatin1(dtypes.begin()->first.c_str()) : tr("mixed");
+    s.bytes = c.totalBytes();
+    if (s.isArchive) {
+        s.bytes = static_cast<quint64>(QFileInfo(path).size());
+        if (auto archive = Archive::open(path.toStdString(), ContainerReader::Verify::ManifestOnly)) {
+            const ArchiveManifest& m = (*archive)->manifest();
+            if (!m.groups.empty())
+                s.archiveMethod = QString::fromStdString(m.groups.front().payload.methodId);
+            const ArchiveBits bits = accountBits(m);
+            s.archiveBpw = bits.compressedWeights > 0 ? bits.bpwCompressed() : 0;
+            s.dtype = s.archiveMethod.isEmpty() ? s.dtype : tr("compressed (%1)").arg(s.archiveMethod);
+        }
+    }
+    m_summary = s;
+    spdlog::info("opened {} ({}, {} parameters)", path.toStdString(), s.architecture.toStdString(), s.parameters);
+    Q_EMIT modelChanged();
+    return true;
+}
+
+Result<JobPlan> Workbench::plan(const CompressJobParams& params) const
+{
+    if (!m_checkpoint)
+        return Error{"no model is open"};
+    auto method = m_registry->find(params.methodId);
+    if (!method)
+        return method.error();
+    return planCompressJob(params, *m_checkpoint, **method);
+}
+
+QString Workbench::defaultArchivePath(const QString& methodId) const
+{
+    const QString dir = QString::fromStdString(userDataDir()) + QStringLiteral("/archives");
+    QString base = m_summary.name;
+    if (base.endsWith(QStringLiteral(".bin")) || base.endsWith(QStringLiteral(".pllm")))
+        base = QFileInfo(base).completeBaseName();
+    return QStringLiteral("%1/%2-%3-%4.pllm").arg(dir, base.isEmpty() ? QStringLiteral("model") : base, methodId,
+                                                 QDateTime::currentDateTime().toString(QStringLiteral("yyyyMMdd-HHmmss")));
+}
+
+bool Workbench::hasWorkFolder(const QString& archivePath)
+{
+    return !archivePath.isEmpty() && QFileInfo(workFolderOf(archivePath)).isDir();
+}
+
+bool Workbench::discardWorkFolder(const QString& archivePath, QString* error)
+{
+    QDir dir(workFolderOf(archivePath));
+    if (!dir.exists())
+        return true;
+    if (!dir.removeRecursively()) {
+        *error = tr("Could not delete %1.").arg(dir.path());
+        return false;
+    }
+    return true;
+}
+
+void Workbench::launch(JobStatus::Kind kind, std::function<void()> work)
+{
+    m_stop = std::make_shared<std::atomic<bool>>(false);
+    m_runningKind = kind;
+    {
+        std::lock_guard<std::mutex> lock(m_bufferMutex);
+        m_pending.clear();
+        m_pendingStatus.reset();
+    }
+    m_thread = QThread::create(std::move(work));
+    connect(m_thread, &QThread::finished, this, &Workbench::finishJob, Qt::QueuedConnection);
+    m_drainTimer.start();
+    m_thread->start();
+    Q_EMIT jobStarted(kind);
+}
+
+void Workbench::finishJob()
+{
+    if (!m_thread)
+        return;
+    m_thread->wait();
+    delete m_thread;
+    m_thread = nullptr;
+    m_drainTimer.stop();
+    drainMetrics();
+    m_runningKind = JobStatus::Kind::None;
+    std::function<void()> deliver;
+    {
+        std::lock_guard<std::mutex> lock(m_bufferMutex);
+        deliver.swap(m_delivery);
+    }
+    if (deliver)
+        deliver();
+}
+
+void Workbench::setDelivery(std::function<void()> deliver)
+{
+    std::lock_guard<std::mutex> lock(m_bufferMutex);
+    m_delivery = std::move(deliver);
+}
+
+void Workbench::postStatus(const JobStatus& status)
+{
+    std::lock_guard<std::mutex> lock(m_bufferMutex);
+    m_pendingStatus = status;
+}
+
+void Workbench::drainMetrics()
+{
+    std::vector<TrainPoint> points;
+    std::optional<JobStatus> status;
+    {
+        std::lock_guard<std::mutex> lock(m_bufferMutex);
+        points.swap(m_pending);
+        status.swap(m_pendingStatus);
+    }
+    if (!points.empty())
+        Q_EMIT trainMetrics(QVector<TrainPoint>(points.begin(), points.end()));
+    if (status)
+        Q_EMIT jobProgress(*status);
+}
+
+void Workbench::cancel()
+{
+    if (m_stop)
+        m_stop->store(true);
+}
+
+bool Workbench::waitForIdle(int timeoutMs)
+{
+    QElapsedTimer timer;
+    timer.start();
+    while (busy() && timer.elapsed() < timeoutMs)
+        QCoreApplication::processEvents(QEventLoop::AllEvents, 20);
+    return !busy();
+}
+
+bool Workbench::startCompress(const CompressJobParams& params, QString* error)
+{
+    if (busy()) {
+        *error = tr("A job is already running.");
+        return false;
+    }
+    if (!m_checkpoint || m_summary.isArchive) {
+        *error = tr("Open a model (not an archive) to compress.");
+        return false;
+    }
+    auto planned = plan(params);
+    if (!planned) {
+        *error = QString::fromStdString(planned.message());
+        return false;
+    }
+    if (!params.resume && hasWorkFolder(QString::fromStdString(params.outPath))) {
+        *error = tr("%1 holds an interrupted run. Resume it, or discard it first.").arg(workFolderOf(QString::fromStdString(params.outPath)));
+        return false;
+    }
+    if (const auto dir = std::filesystem::path(params.outPath).parent_path(); !dir.empty()) {
+        std::error_code ec;
+        std::filesystem::create_directories(dir, ec);
+        if (ec) {
+            *error = tr("Cannot create the folder %1: %2").arg(QString::fromStdString(dir.string()), QString::fromStdString(ec.message()));
+            return false;
+        }
+    }
+    QStringList ids;
+    for (const std::string& id : planned->groupIds)
+        ids << QString::fromStdString(id);
+    Q_EMIT compressPlanned(ids);
+
+    const RecorderOptions recording{m_storePath.toStdString(), true, "pocketllm workbench"};
+    launch(JobStatus::Kind::Compress, [this, params, recording, ids] {
+        const std::shared_ptr<std::atomic<bool>> stopFlag = m_stop;
+        CompressRecorder recorder(recording, params, "");
+        auto result = runCompressJob(params, *m_registry, [&](const JobProgress& p) {
+            recorder.begin();
+            JobStatus st;
+            st.kind = JobStatus::Kind::Compress;
+            st.etaSeconds = p.etaSeconds;
+            st.fraction = fractionFromEta(p.elapsedSeconds, p.etaSeconds, p.groupCount ? double(p.groupIndex) / p.groupCount : 0);
+            if (p.phase == JobProgress::Phase::Writing) {
+                st.text = tr("writing the archive");
+                st.fraction = 1;
+                st.groupFraction = 1;
+            } else {
+                const TrainProgress& t = p.train;
+                st.groupFraction = t.totalSteps > 0 ? double(t.step) / t.totalSteps : 0;
+                st.groupEtaSeconds = t.etaSeconds;
+                st.text = tr("group %1/%2: %3   epoch %4/%5   loss %6   SNR %7 dB")
+                              .arg(p.groupIndex + 1)
+                              .arg(p.groupCount)
+                              .arg(QString::fromStdString(t.groupId))
+                              .arg(t.epoch)
+                              .arg(t.epochs)
+                              .arg(t.loss, 0, 'g', 4)
+                              .arg(t.snrDb, 0, 'f', 1);
+                if (t.step > 0) {
+                    TrainPoint pt{p.groupIndex,         QString::fromStdString(t.groupId), t.step,       t.totalSteps,
+                                  t.loss,               t.reconstruction,                  t.codebookTerm, t.commitmentTerm,
+                                  t.snrDb,              t.codebookUsage,                   t.indexPerplexity, t.deadCodewords,
+                                  t.lr};
+                    std::lock_guard<std::mutex> lock(m_bufferMutex);
+                    m_pending.push_back(pt);
+                }
+            }
+            postStatus(st);
+            return !stopFlag->load();
+        });
+        CompressOutcome o;
+        if (result) {
+            o.ok = true;
+            o.archivePath = QString::fromStdString(result->archivePath);
+            o.archiveBytes = result->archiveBytes;
+            o.bpwCompressed = result->bits.bpwCompressed();
+            o.bpwAllIn = result->bits.bpwAllIn();
+            o.seconds = result->seconds;
+            o.groupsResumed = result->groupsResumed;
+            o.groups = result->groups;
+            o.runId = recorder.done(*result);
+            o.message = tr("Wrote %1 (%2): %3 bits per compressed weight, %4 all-in, in %5.")
+                            .arg(o.archivePath, formatBytes(o.archiveBytes))
+                            .arg(o.bpwCompressed, 0, 'f', 3)
+                            .arg(o.bpwAllIn, 0, 'f', 3)
+                            .arg(formatSeconds(o.seconds));
+        } else {
+            o.cancelled = result.message() == "cancelled";
+            o.message = o.cancelled ? tr("Cancelled. Finished groups are kept; Resume continues from them.")
+                                    : QString::fromStdString(result.message());
+            o.archivePath = QString::fromStdString(params.outPath);
+            recorder.failed(result.message());
+        }
+        setDelivery([this, o] {
+            if (o.ok)
+                spdlog::info("{}", o.message.toStdString());
+            else
+                spdlog::log(o.cancelled ? spdlog::level::info : spdlog::level::err, "compress: {}", o.message.toStdString());
+            Q_EMIT compressFinished(o);
+            Q_EMIT storeChanged();
+        });
+    });
+    return true;
+}
+
+bool Workbench::startEval(const EvalJobParams& params, QString* error)
+{
+    if (busy()) {
+        *error = tr("A job is already running.");
+        return false;
+    }
+    if (params.textPath.empty() || !QFileInfo(QString::fromStdString(params.textPath)).isFile()) {
+        *error = tr("Choose a text file to evaluate on (%1 is not a file).").arg(QString::fromStdString(params.textPath));
+        return false;
+    }
+    const RecorderOptions recording{m_storePath.toStdString(), true, "pocketllm workbench"};
+    launch(JobStatus::Kind::Eval, [this, params, recording] {
+        const std::shared_ptr<std::atomic<bool>> stopFlag = m_stop;
+        auto result = runEvalJob(params, *m_registry, &recording, [&](const EvalJobProgress& p) {
+            JobStatus st;
+            st.kind = JobStatus::Kind::Eval;
+            if (p.phase == EvalJobProgress::Phase::Loading) {
+                st.text = tr("loading weights %1/%2").arg(p.tensorsLoaded).arg(p.tensorsTotal);
+                st.fraction = p.tensorsTotal ? 0.1 * p.tensorsLoaded / p.tensorsTotal : 0;
+            } else {
+                const EvalProgress& e = p.eval;
+                const double rate = e.elapsedSeconds > 0 ? e.windowsDone / e.elapsedSeconds : 0;
+                st.etaSeconds = rate > 0 ? (e.windowsTotal - e.windowsDone) / rate : -1;
+                st.fraction = e.windowsTotal ? 0.1 + 0.9 * e.windowsDone / e.windowsTotal : 0.1;
+                st.text = tr("evaluating: window %1/%2, perplexity so far %3").arg(e.windowsDone).arg(e.windowsTotal).arg(e.perplexitySoFar, 0, 'f', 4);
+            }
+            postStatus(st);
+            return !stopFlag->load();
+        });
+        EvalOutcome o;
+        o.modelPath = QString::fromStdString(params.modelPath);
+        o.textPath = QString::fromStdString(params.textPath);
+        if (result) {
+            o.ok = true;
+            o.perplexity = result->result.perplexity;
+            o.tokens = result->result.tokensScored;
+            o.ctx = result->result.ctx;
+            o.seconds = result->totalSeconds;
+            o.runId = result->runId;
+            o.message = tr("Perplexity %1 over %2 tokens (ctx %3) in %4.")
+                            .arg(o.perplexity, 0, 'f', 4)
+                            .arg(o.tokens)
+                            .arg(o.ctx)
+                            .arg(formatSeconds(o.seconds));
+        } else {
+            o.cancelled = result.message() == "cancelled";
+            o.message = o.cancelled ? tr("Evaluation cancelled.") : QString::fromStdString(result.message());
+        }
+        setDelivery([this, o] {
+            spdlog::log(o.ok || o.cancelled ? spdlog::level::info : spdlog::level::err, "eval {}: {}", o.modelPath.toStdString(),
+                        o.message.toStdString());
+            Q_EMIT evalFinished(o);
+            if (o.runId > 0)
+                Q_EMIT storeChanged();
+        });
+    });
+    return true;
+}
+
+bool Workbench::startExportHf(const QString& archivePath, const QString& outDir, DType dtype, QString* error)
+{
+    if (busy()) {
+        *error = tr("A job is already running.");
+        return false;
+    }
+    if (!QFileInfo(archivePath).isFile()) {
+        *error = tr("There is no archive at %1 to export.").arg(archivePath);
+        return false;
+    }
+    launch(JobStatus::Kind::Export, [this, archivePath, outDir, dtype] {
+        const std::shared_ptr<std::atomic<bool>> stopFlag = m_stop;
+        HfWriteOptions options;
+        options.dtype = dtype;
+        options.overwrite = true; // the user confirmed replacing an existing folder
+        options.onTensor = [&](int done, int total) {
+            JobStatus st;
+            st.kind = JobStatus::Kind::Export;
+            st.fraction = total ? double(done) / total : 0;
+            st.text = tr("decoding and writing tensor %1/%2").arg(done).arg(total);
+            postStatus(st);
+            return !stopFlag->load();
+        };
+        const Status status = decompressArchive(archivePath.toStdString(), *m_registry, outDir.toStdString(), options);
+        ExportOutcome o;
+        o.path = outDir;
+        if (status) {
+            o.ok = true;
+            const QFileInfoList files = QDir(outDir).entryInfoList(QDir::Files, QDir::Name);
+            for (const QFileInfo& f : files) {
+                o.bytes += static_cast<quint64>(f.size());
+                o.files << QStringLiteral("%1 (%2)").arg(f.fileName(), formatBytes(static_cast<quint64>(f.size())));
+            }
+            o.message = tr("Wrote the Hugging Face folder %1: %2 files, %3.").arg(outDir).arg(files.size()).arg(formatBytes(o.bytes));
+        } else {
+            o.cancelled = status.message() == "cancelled";
+            o.message = o.cancelled ? tr("Export cancelled; nothing was left behind.") : QString::fromStdString(status.message());
+        }
+        setDelivery([this, o] {
+            spdlog::log(o.ok || o.cancelled ? spdlog::level::info : spdlog::level::err, "export: {}", o.message.toStdString());
+            Q_EMIT exportFinished(o);
+        });
+    });
+    return true;
+}
+
+bool Workbench::startExportArchive(const QString& archivePath, const QString& destination, QString* error)
+{
+    if (busy()) {
+        *error = tr("A job is already running.");
+        return false;
+    }
+    if (QFileInfo(archivePath).absoluteFilePath() == QFileInfo(destination).absoluteFilePath()) {
+        *error = tr("The archive is already at %1.").arg(destination);
+        return false;
+    }
+    launch(JobStatus::Kind::Export, [this, archivePath, destination] {
+        const std::shared_ptr<std::atomic<bool>> stopFlag = m_stop;
+        ExportOutcome o;
+        o.path = destination;
+        const auto fail = [&](const QString& message) {
+            o.message = message;
+            QFile::remove(destination + QStringLiteral(".part"));
+        };
+        JobStatus st;
+        st.kind = JobStatus::Kind::Export;
+        st.text = tr("verifying %1").arg(archivePath);
+        postStatus(st);
+        if (auto verified = Archive::open(archivePath.toStdString(), ContainerReader::Verify::All); !verified) {
+            fail(QString::fromStdString(verified.message()));
+        } else {
+            QFile in(archivePath);
+            QFile out(destination + QStringLiteral(".part"));
+            if (!in.open(QIODevice::ReadOnly)) {
+                fail(tr("Cannot read %1: %2").arg(archivePath, in.errorString()));
+            } else if (!out.open(QIODevice::WriteOnly | QIODevice::Truncate)) {
+                fail(tr("Cannot write %1: %2").arg(out.fileName(), out.errorString()));
+            } else {
+                const qint64 total = in.size();
+                qint64 done = 0;
+                bool ok = true;
+                while (ok && done < total) {
+                    const QByteArray chunk = in.read(4 << 20);
+                    if (chunk.isEmpty() || out.write(chunk) != chunk.size()) {
+                        fail(tr("Cannot write %1: %2 (disk full?)").arg(out.fileName(), out.errorString()));
+                        ok = false;
+                        break;
+                    }
+                    done += chunk.size();
+                    st.fraction = total ? double(done) / total : 1;
+                    st.text = tr("copying %1 of %2").arg(formatBytes(static_cast<quint64>(done)), formatBytes(static_cast<quint64>(total)));
+                    postStatus(st);
+                    if (stopFlag->load()) {
+                        o.cancelled = true;
+                        fail(tr("Export cancelled; nothing was left behind."));
+                        ok = false;
+                    }
+                }
+                if (ok && !out.flush()) {
+                    fail(tr("Cannot write %1: %2 (disk full?)").arg(out.fileName(), out.errorString()));
+                    ok = false;
+                }
+                out.close();
+                if (ok) {
+                    QFile::remove(destination);
+                    if (!QFile::rename(out.fileName(), destination)) {
+                        fail(tr("Cannot rename %1 to %2").arg(out.fileName(), destination));
+                    } else {
+                        o.ok = true;
+                        o.bytes = static_cast<quint64>(total);
+                        o.files << QStringLiteral("%1 (%2)").arg(QFileInfo(destination).fileName(), formatBytes(o.bytes));
+                        o.message = tr("Wrote the archive %1 (%2), checksums verified.").arg(destination, formatBytes(o.bytes));
+                    }
+                }
+            }
+        }
+        setDelivery([this, o] {
+            spdlog::log(o.ok || o.cancelled ? spdlog::level::info : spdlog::level::err, "export: {}", o.message.toStdString());
+            Q_EMIT exportFinished(o);
+        });
+    });
+    return true;
+}
+
+} // namespace pocket::ui
