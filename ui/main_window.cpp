@@ -62,6 +62,12 @@ QTableWidgetItem* numberCell(double value, int digits)
     return item;
 }
 
+// Tests and the screenshot script run without anyone to close a modal dialog.
+bool dialogsAllowed()
+{
+    return QApplication::platformName() != QLatin1String("offscreen") && !qEnvironmentVariableIsSet("POCKETLLM_NO_DIALOGS");
+}
+
 QWidget* browseRow(QLineEdit* edit, QPushButton* button)
 {
     auto* w = new QWidget;
@@ -649,7 +655,7 @@ void MainWindow::onExportFinished(const ExportOutcome& o)
 {
     m_lastError = o.ok ? QString() : o.message;
     statusBar()->showMessage(o.message, 15000);
-    if (o.ok)
+    if (o.ok && dialogsAllowed())
         QMessageBox::information(this, tr("Export finished"), o.message + QStringLiteral("\n\n") + o.files.join(QLatin1Char('\n')));
     else if (!o.cancelled)
         showError(tr("Export failed"), o.message);
@@ -665,9 +671,8 @@ void MainWindow::appendLog(int level, const QString& text)
 void MainWindow::showError(const QString& title, const QString& text)
 {
     spdlog::error("{}: {}", title.toStdString(), text.toStdString());
-    if (QApplication::platformName() == QLatin1String("offscreen") || qEnvironmentVariableIsSet("POCKETLLM_NO_DIALOGS"))
-        return; // tests and the screenshot script: no modal dialog nobody can close
-    QMessageBox::warning(this, title, text);
+    if (dialogsAllowed())
+        QMessageBox::warning(this, title, text);
 }
 
 void MainWindow::dragEnterEvent(QDragEnterEvent* event)
@@ -734,7 +739,7 @@ void MainWindow::saveSettings()
 void MainWindow::closeEvent(QCloseEvent* event)
 {
     if (m_workbench->busy()) {
-        if (QApplication::platformName() != QLatin1String("offscreen") &&
+        if (dialogsAllowed() &&
             QMessageBox::question(this, tr("Quit"), tr("A job is running. Cancel it and quit? Finished groups are kept for a resume.")) !=
                 QMessageBox::Yes) {
             event->ignore();

@@ -69,8 +69,14 @@ Workbench::Workbench(QObject* parent, const QString& extraPluginFolder) : QObjec
     qRegisterMetaType<ExportOutcome>();
     qRegisterMetaType<TrainPoint>();
     qRegisterMetaType<QVector<TrainPoint>>();
-    if (!extraPluginFolder.isEmpty())
-        m_registry->loadFolder(extraPluginFolder.toStdString());
+    if (!extraPluginFolder.isEmpty()) {
+        const QString wanted = QFileInfo(extraPluginFolder).canonicalFilePath();
+        bool isDefault = false;
+        for (const std::string& folder : defaultPluginFolders())
+            isDefault = isDefault || QFileInfo(QString::fromStdString(folder)).canonicalFilePath() == wanted;
+        if (!isDefault)
+            m_registry->loadFolder(extraPluginFolder.toStdString());
+    }
     m_registry->loadDefaultFolders();
     for (const PluginRecord& r : m_registry->records())
         if (!r.loaded)

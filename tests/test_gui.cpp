@@ -1,0 +1,295 @@
+// The workbench GUI under the offscreen platform: open the demo model, pick layers, generated
+// settings form, a short run with live metrics (buffered, not one signal per step), cancel,
+// resume, evaluation before/after, the comparison table and chart, export (archive and Hugging
+// Face folder), reopening the exports, and bad input that leaves the open model alone.
+#include "compare_panel.h"
+#include "layer_picker.h"
+#include "main_window.h"
+#include "method_form.h"
+#include "training_chart.h"
+#include "workbench.h"
+
+#include "pocket/archive.h"
+#include "pocket/compress_job.h"
+#include "pocket/experiment_store.h"
+#include "test_support.h"
+
+#include <qcustomplot.h>
+
+#include <QElapsedTimer>
+#include <QLabel>
+#include <QLineEdit>
+#include <QSignalSpy>
+#include <QSpinBox>
+#include <QStandardPaths>
+#include <QTableWidget>
+#include <QTemporaryDir>
+#include <QtTest>
+
+using namespace pocket;
+using namespace pocket::ui;
+
+namespace {
+
+void settle(int ms)
+{
+    QElapsedTimer t;
+    t.start();
+    while (t.elapsed() < ms)
+        QCoreApplication::processEvents(QEventLoop::AllEvents, 10);
+}
+
+// The matrix names a rule selects, straight from core (the picker must agree).
+QStringList coreSelect(const Checkpoint& c, const LayerSelection& rule)
+{
+    QStringList out;
+    const auto names = rule.select(c.config()); // kept: ranging over *temporary would dangle
+    if (!names)
+        qFatal("%s", names.message().c_str());
+    for (const std::string& n : *names)
+        out << QString::fromStdString(n);
+    return out;
+}
+
+} // namespace
+
+class TestGui : public QObject {
+    Q_OBJECT
+    QTemporaryDir m_tmp;
+    std::unique_ptr<Workbench> m_wb;
+    std::unique_ptr<MainWindow> m_window;
+    QString m_text;
+    QString m_archive;
+
+private Q_SLOTS:
+    void initTestCase()
+    {
+        QVERIFY(m_tmp.isValid());
+        QStandardPaths::setTestModeEnabled(true); // QSettings away from the user's
+        QSettings().clear();
+        qputenv("POCKETLLM_NO_DIALOGS", "1");
+        m_wb = std::make_unique<Workbench>(nullptr, QStringLiteral(POCKET_PLUGIN_DIR)); // also a default folder: loaded once
+        m_wb->setStorePath(m_tmp.filePath("store.sqlite"));
+        m_window = std::make_unique<MainWindow>(m_wb.get());
+        m_window->resize(1300, 850);
+        m_window->show();
+        // A short evaluation text (the first stories of the bundled slice).
+        const std::string text = testsupport::readText(POCKET_RESOURCES_DIR "/text/tinystories_valid_30k.txt");
+        m_text = m_tmp.filePath("short.txt");
+        testsupport::writeText(m_text.toStdString(), text.substr(0, 4000));
+    }
+
+    void opensTheDemoModel()
+    {
+        QVERIFY(m_window->openPath(QString::fromStdString(testsupport::demoModel()), true));
+        auto direct = openCheckpoint(testsupport::demoModel());
+        QVERIFY2(bool(direct), qPrintable(QString::fromStdString(direct ? std::string() : direct.message())));
+        qint64 params = 0;
+        for (const auto& t : (*direct)->tensors())
+            params += elementCount(t.shape);
+        QCOMPARE(m_wb->summary().parameters, params);
+        QCOMPARE(m_wb->summary().layers, int((*direct)->config().numLayers));
+        QCOMPARE(m_window->layerPicker()->matrixCount(), int(7 * (*direct)->config().numLayers));
+        QCOMPARE(m_window->layerPicker()->checkedNames().size(), m_window->layerPicker()->matrixCount());
+        QVERIFY(m_window->layerPicker()->selection().names.empty()); // all = no name filter
+    }
+
+    void pickerRulesMatchCore()
+    {
+        LayerPicker* picker = m_window->layerPicker();
+        LayerSelection rule;
+        rule.blocks = *LayerSelection::parseBlocks("1-2");
+        rule.types = *LayerSelection::parseTypes("attn");
+        QVERIFY(picker->applySelection(rule, nullptr));
+        const QStringList expected = coreSelect(*m_wb->checkpoint(), rule);
+        QCOMPARE(expected.size(), 8);
+        QCOMPARE(picker->checkedNames(), expected);
+        // The job's selection picks exactly these in core as well.
+        QCOMPARE(coreSelect(*m_wb->checkpoint(), picker->selection()), expected);
+        QString error;
+        LayerSelection bad;
+        bad.blocks = {{7, 9}};
+        QVERIFY(!picker->applySelection(bad, &error));
+        QVERIFY2(error.contains("block"), qPrintable(error));
+        QCOMPARE(picker->checkedNames(), expected); // a bad rule changes nothing
+    }
+
+    void settingsFormValidatesAndRemembers()
+    {
+        MethodForm* form = m_window->methodForm();
+        QVERIFY(form->setMethodId("pocketllm"));
+        QVERIFY(form->validationError().isEmpty());
+        QVERIFY(form->setValue("lr", "not-a-number"));
+        QVERIFY(!form->validationError().isEmpty());
+        QVERIFY(form->validationError().contains("lr"));
+        QVERIFY(!m_window->startCompress(false)); // refused before any work
+        QVERIFY(!m_wb->busy());
+        QVERIFY(form->setValue("lr", "0.01"));
+        QVERIFY(form->validationError().isEmpty());
+        QVERIFY(form->setValue("K", "64"));
+        QVERIFY(form->setMethodId("rtn"));
+        QVERIFY(form->setMethodId("pocketllm"));
+        const std::vector<std::string> settings = form->settings();
+        QCOMPARE(std::count(settings.begin(), settings.end(), std::string("K=64")), 1L);
+        // The estimate shown is core's plan for these settings.
+        settle(400);
+        CompressJobParams p;
+        p.modelPath = m_wb->summary().path.toStdString();
+        p.methodId = "pocketllm";
+        p.settings = form->settings();
+        p.selection = m_window->layerPicker()->selection();
+        auto plan = m_wb->plan(p);
+        QVERIFY2(bool(plan), qPrintable(QString::fromStdString(plan ? std::string() : plan.message())));
+        const QString bpw = QString::number(plan->estimatedBits.bpwCompressed(), 'f', 3);
+        QVERIFY2(m_window->estimateLabel()->text().contains(bpw), qPrintable(m_window->estimateLabel()->text() + " / " + bpw));
+    }
+
+    void runCancelResume()
+    {
+        MethodForm* form = m_window->methodForm();
+        form->applySettings({"sharing=matrix", "d=4", "K=16", "epochs=40", "batch=64", "hidden=8"});
+        m_archive = m_tmp.filePath("run.pllm");
+        m_window->outputPathEdit()->setText(m_archive);
+        QSignalSpy metrics(m_wb.get(), &Workbench::trainMetrics);
+        QSignalSpy finished(m_wb.get(), &Workbench::compressFinished);
+        QElapsedTimer clock;
+        clock.start();
+        QVERIFY(m_window->startCompress(false));
+        QVERIFY(m_wb->busy());
+        // Wait until the second group trains, then cancel.
+        int points = 0, maxGroup = 0;
+        QElapsedTimer t;
+        t.start();
+        while (maxGroup < 2 && t.elapsed() < 120000 && m_wb->busy()) {
+            QCoreApplication::processEvents(QEventLoop::AllEvents, 10);
+            for (; points < metrics.size(); ++points)
+                for (const TrainPoint& p : metrics.at(points).at(0).value<QVector<TrainPoint>>())
+                    maxGroup = std::max(maxGroup, p.groupIndex);
+        }
+        QVERIFY2(maxGroup >= 2, "the run never reached its third group");
+        m_wb->cancel();
+        QVERIFY(m_wb->waitForIdle(60000));
+        QCOMPARE(finished.size(), 1);
+        const auto cancelled = finished.at(0).at(0).value<CompressOutcome>();
+        QVERIFY(!cancelled.ok);
+        QVERIFY(cancelled.cancelled);
+        QVERIFY(Workbench::hasWorkFolder(m_archive));
+        QVERIFY(!QFileInfo::exists(m_archive));
+        // Metrics arrived in batches at about 30 Hz, never one signal per optimiser step.
+        int received = 0;
+        for (const auto& call : metrics)
+            received += call.at(0).value<QVector<TrainPoint>>().size();
+        QVERIFY(received > 0);
+        QVERIFY2(metrics.size() <= clock.elapsed() / 25 + 5,
+                 qPrintable(QString("%1 signals in %2 ms").arg(metrics.size()).arg(clock.elapsed())));
+        QVERIFY(m_window->trainingChart()->pointCount() >= received);
+        QVERIFY(m_window->trainingChart()->plottedPointCount() > 0);
+
+        // Resume: finished groups come from the work folder.
+        QVERIFY(m_window->startCompress(true));
+        QVERIFY(m_wb->waitForIdle(300000));
+        QCOMPARE(finished.size(), 2);
+        const auto done = finished.at(1).at(0).value<CompressOutcome>();
+        QVERIFY2(done.ok, qPrintable(done.message));
+        QVERIFY(done.groupsResumed >= 2);
+        QCOMPARE(int(done.groups.size()), 8);
+        QVERIFY(QFileInfo::exists(m_archive));
+        QVERIFY(!Workbench::hasWorkFolder(m_archive));
+        QCOMPARE(m_window->lastArchive(), m_archive);
+        QCOMPARE(m_window->matricesTable()->rowCount(), 8);
+        auto archive = Archive::open(m_archive.toStdString());
+        QVERIFY2(bool(archive), qPrintable(QString::fromStdString(archive ? std::string() : archive.message())));
+        QCOMPARE(accountBits((*archive)->manifest()).bpwCompressed(), done.bpwCompressed);
+        // The run is in the store with its matrices.
+        auto store = ExperimentStore::open(m_wb->storePath().toStdString());
+        QVERIFY2(bool(store), qPrintable(QString::fromStdString(store ? std::string() : store.message())));
+        auto run = (*store)->run(done.runId);
+        QVERIFY2(bool(run), qPrintable(QString::fromStdString(run ? std::string() : run.message())));
+        QCOMPARE(run->status, RunStatus::Done);
+        QCOMPARE(int(run->matrices.size()), 8);
+    }
+
+    void evaluateAndCompare()
+    {
+        m_window->textPathEdit()->setText(m_text);
+        m_window->ctxSpin()->setValue(64);
+        QSignalSpy evals(m_wb.get(), &Workbench::evalFinished);
+        QVERIFY(m_window->startEval(false));
+        QVERIFY(m_wb->waitForIdle(120000));
+        QVERIFY(m_window->startEval(true));
+        QVERIFY(m_wb->waitForIdle(120000));
+        QCOMPARE(evals.size(), 2);
+        const auto original = evals.at(0).at(0).value<EvalOutcome>();
+        const auto compressed = evals.at(1).at(0).value<EvalOutcome>();
+        QVERIFY2(original.ok && compressed.ok, qPrintable(original.message + " / " + compressed.message));
+        QVERIFY(compressed.perplexity > original.perplexity); // 2-bit-ish compression costs something
+        QCOMPARE(m_window->resultsTable()->rowCount(), 2);
+
+        ComparePanel* compare = m_window->comparePanel();
+        compare->setModelFilter(QString());
+        compare->setDatasetFilter("short.txt");
+        QVERIFY(compare->refresh());
+        QCOMPARE(compare->rowCount(), 2); // the original and the archive, on this text
+        QCOMPARE(compare->pointCount(), 1); // the uncompressed model is a reference line, not a point
+        QSignalSpy selected(compare, &ComparePanel::runSelected);
+        QCPAbstractPlottable* point = compare->chart()->plottable(0);
+        QVERIFY(point);
+        compare->selectPoint(point, 0);
+        QCOMPARE(selected.size(), 1);
+        QCOMPARE(selected.at(0).at(0).toLongLong(), compressed.runId);
+    }
+
+    void exportAndReopen()
+    {
+        QSignalSpy exports(m_wb.get(), &Workbench::exportFinished);
+        const QString copy = m_tmp.filePath("exported/copy.pllm");
+        QDir().mkpath(m_tmp.filePath("exported"));
+        QVERIFY(m_window->exportArchiveTo(copy));
+        QVERIFY(m_wb->waitForIdle(60000));
+        const QString hf = m_tmp.filePath("exported/hf");
+        QVERIFY(m_window->exportHfTo(hf));
+        QVERIFY(m_wb->waitForIdle(120000));
+        QCOMPARE(exports.size(), 2);
+        for (const auto& call : exports) {
+            const auto o = call.at(0).value<ExportOutcome>();
+            QVERIFY2(o.ok, qPrintable(o.message));
+            QVERIFY(!o.files.isEmpty());
+        }
+        QCOMPARE(testsupport::readBytes(copy.toStdString()), testsupport::readBytes(m_archive.toStdString()));
+        QVERIFY(QFileInfo::exists(hf + "/config.json"));
+        QVERIFY(QFileInfo::exists(hf + "/model.safetensors"));
+
+        QVERIFY(m_window->openPath(copy, true));
+        QVERIFY(m_wb->summary().isArchive);
+        QCOMPARE(m_wb->summary().archiveMethod, QString("pocketllm"));
+        const qint64 params = m_wb->summary().parameters;
+        QVERIFY(m_window->openPath(hf, true));
+        QVERIFY(!m_wb->summary().isArchive);
+        QCOMPARE(m_wb->summary().parameters, params);
+    }
+
+    void badInputKeepsTheOpenModel()
+    {
+        const QString before = m_wb->summary().path;
+        const std::vector<std::uint8_t> bytes = testsupport::readBytes(testsupport::demoModel());
+        const QString truncated = m_tmp.filePath("truncated.bin");
+        testsupport::writeBytes(truncated.toStdString(), bytes.data(), bytes.size() / 3);
+        QVERIFY(!m_window->openPath(truncated, true));
+        QVERIFY2(m_window->lastError().contains("truncated.bin"), qPrintable(m_window->lastError()));
+        QCOMPARE(m_wb->summary().path, before);
+        // An archive cannot be compressed again: refused with a message, nothing starts.
+        QVERIFY(m_window->openPath(m_archive, true));
+        QVERIFY(!m_window->startCompress(false));
+        QVERIFY(!m_wb->busy());
+    }
+
+    void cleanupTestCase()
+    {
+        m_window->close();
+        m_window.reset();
+        m_wb.reset();
+    }
+};
+
+QTEST_MAIN(TestGui)
+#include "test_gui.moc"
