@@ -116,7 +116,14 @@ ComparePanel::ComparePanel(QWidget* parent) : QWidget(parent)
     });
 }
 
-void ComparePanel::setStorePath(const QString& path) { m_storePath = path; }
+ComparePanel::~ComparePanel() = default;
+
+void ComparePanel::setStorePath(const QString& path)
+{
+    if (path != m_storePath)
+        m_store.reset();
+    m_storePath = path;
+}
 void ComparePanel::setModelFilter(const QString& model) { m_model->setText(model); }
 void ComparePanel::setDatasetFilter(const QString& dataset) { m_dataset->setText(dataset); }
 void ComparePanel::setCtxFilter(int ctx) { m_ctx->setValue(ctx); }
@@ -137,11 +144,14 @@ bool ComparePanel::refresh()
     m_pointRows.clear();
     m_table->setSortingEnabled(false);
     m_table->setRowCount(0);
-    auto store = ExperimentStore::open(m_storePath.toStdString());
-    if (!store) {
-        m_status->setText(tr("Cannot read the experiment store: %1").arg(QString::fromStdString(store.message())));
-        m_chart->replot();
-        return false;
+    if (!m_store) {
+        auto store = ExperimentStore::open(m_storePath.toStdString());
+        if (!store) {
+            m_status->setText(tr("Cannot read the experiment store: %1").arg(QString::fromStdString(store.message())));
+            m_chart->replot(QCustomPlot::rpQueuedReplot);
+            return false;
+        }
+        m_store = std::move(*store);
     }
     CompareFilter filter;
     filter.model = m_model->text().trimmed().toStdString();
@@ -150,10 +160,11 @@ bool ComparePanel::refresh()
         filter.ctx = m_ctx->value();
     filter.metric = m_metric->currentText().toStdString();
     filter.includePublished = m_published->isChecked();
-    auto rows = (*store)->compare(filter);
+    auto rows = m_store->compare(filter);
     if (!rows) {
         m_status->setText(QString::fromStdString(rows.message()));
-        m_chart->replot();
+        m_store.reset(); // reopen next time (the file may have been replaced)
+        m_chart->replot(QCustomPlot::rpQueuedReplot);
         return false;
     }
     m_table->setRowCount(static_cast<int>(rows->size()));
@@ -249,7 +260,7 @@ bool ComparePanel::refresh()
         else
             m_chart->yAxis->scaleRange(1.1, r.center());
     }
-    m_chart->replot();
+    m_chart->replot(QCustomPlot::rpQueuedReplot);
     m_table->setSortingEnabled(true);
     m_table->resizeColumnsToContents();
     m_status->setText(tr("%1 local results and %2 published figures (%3).").arg(local).arg(published).arg(m_storePath));

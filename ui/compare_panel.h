@@ -6,6 +6,12 @@
 #pragma once
 
 #include <QString>
+
+#include <memory>
+
+namespace pocket {
+class ExperimentStore;
+}
 #include <QVector>
 #include <QWidget>
 
@@ -24,6 +30,7 @@ class ComparePanel : public QWidget {
     Q_OBJECT
 public:
     explicit ComparePanel(QWidget* parent = nullptr);
+    ~ComparePanel() override;
 
     void setStorePath(const QString& path);
     // Sets the model filter (case-insensitive substring of the model name) without refreshing.
@@ -47,6 +54,8 @@ Q_SIGNALS:
 
 private:
     QString m_storePath;
+    // One connection, opened on first refresh and kept (opening checks the schema and the seed).
+    std::unique_ptr<pocket::ExperimentStore> m_store;
     QLineEdit* m_model;
     QLineEdit* m_dataset;
     QSpinBox* m_ctx;
