@@ -11,6 +11,7 @@
 #include "pocket/tokenizer.h"
 #include "pocket/version.h"
 
+#include "analysis_commands.h"
 #include "cli_common.h"
 #include "compress_commands.h"
 #include "store_commands.h"
@@ -385,7 +386,7 @@ int main(int argc, char** argv)
     app.add_flag("-q,--quiet", g.quiet, "No progress line; only warnings and errors on stderr");
     app.add_option("--log-level", g.logLevel, "Console log level")->check(CLI::IsMember({"debug", "info", "warn", "error", "off"}));
     app.add_option("--store", g.store, "Experiment store file (default: $POCKETLLM_STORE, else <data dir>/experiments.sqlite)");
-    app.add_flag("--no-store", g.noStore, "Do not record this compress / eval run in the experiment store");
+    app.add_flag("--no-store", g.noStore, "Do not record this compress / eval / sensitivity run in the experiment store");
     for (int i = 0; i < argc; ++i)
         g.commandLine += (i ? " " : "") + std::string(i ? argv[i] : "pocketllm-cli");
 
@@ -439,6 +440,8 @@ int main(int argc, char** argv)
     addCompressCommands(app, compressCommands);
     StoreCommands storeCommands;
     addStoreCommands(app, storeCommands);
+    AnalysisCommands analysisCommands;
+    addAnalysisCommands(app, analysisCommands);
 
     int doctorThreads = 0;
     auto* doctorCmd = app.add_subcommand("doctor", "Check the installation: threads and BLAS speed");
@@ -475,6 +478,7 @@ int main(int argc, char** argv)
         if (*doctorCmd) return runDoctor(g, doctorThreads);
         if (const int code = runCompressCommands(g, compressCommands); code >= 0) return code;
         if (const int code = runStoreCommands(g, storeCommands); code >= 0) return code;
+        if (const int code = runAnalysisCommands(g, analysisCommands); code >= 0) return code;
     } catch (const std::exception& e) {
         return fail(g, std::string("internal error: ") + e.what());
     }

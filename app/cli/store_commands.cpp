@@ -314,7 +314,7 @@ void addStoreCommands(CLI::App& app, StoreCommands& c)
     c.runs->require_subcommand(1);
     c.runsList = c.runs->add_subcommand("list", "The newest runs, one line each");
     c.runsList->add_option("--limit", o.limit, "At most this many runs (0 = all)")->capture_default_str()->check(CLI::Range(0, 1 << 30));
-    c.runsList->add_option("--kind", o.kind, "Only compress or eval runs")->check(CLI::IsMember({"compress", "eval"}));
+    c.runsList->add_option("--kind", o.kind, "Only compress, eval or sensitivity runs")->check(CLI::IsMember({"compress", "eval", "sensitivity"}));
     c.runsList->add_option("--model", o.model, "Only runs whose model name contains this (case-insensitive)");
     c.runsList->add_flag("--csv", o.csv, "Print CSV (one line per result) instead of a table");
     c.runsShow = c.runs->add_subcommand("show", "One run with its results and per-matrix metrics");

@@ -29,7 +29,7 @@ namespace {
 constexpr std::int32_t kApplicationId = 0x504C4C4D;
 constexpr int kBusyTimeoutMs = 10000;
 
-const char* const kKindNames[] = {"compress", "eval"};
+const char* const kKindNames[] = {"compress", "eval", "sensitivity"};
 const char* const kStatusNames[] = {"running", "done", "failed", "cancelled"};
 
 // A prepared statement; finalised on destruction.
@@ -184,12 +184,47 @@ CREATE TABLE published (
 CREATE INDEX published_by_metric ON published(metric);
 )sql";
 
+// Version 2: sensitivity runs (a third run kind) and their per-matrix measures. SQLite cannot
+// change a CHECK constraint in place, so runs is rebuilt (foreign keys are off during migrations,
+// so the rows that reference runs survive; the new table takes the old name and its references).
+const char* const kMigration2 = R"sql(
+CREATE TABLE runs_v2 (
+  id INTEGER PRIMARY KEY,
+  kind TEXT NOT NULL CHECK (kind IN ('compress', 'eval', 'sensitivity')),
+  method TEXT NOT NULL DEFAULT '',
+  params_json TEXT NOT NULL DEFAULT '{}',
+  model_id INTEGER REFERENCES models(id) ON DELETE SET NULL,
+  selection_json TEXT NOT NULL DEFAULT '',
+  started_at TEXT NOT NULL,
+  finished_at TEXT,
+  status TEXT NOT NULL CHECK (status IN ('running', 'done', 'failed', 'cancelled')),
+  wall_seconds REAL,
+  peak_rss_mb REAL,
+  program_version TEXT NOT NULL DEFAULT '',
+  archive_path TEXT NOT NULL DEFAULT '',
+  archive_bytes INTEGER,
+  bpw_compressed REAL,
+  bpw_all_in REAL,
+  parent_run_id INTEGER REFERENCES runs(id) ON DELETE SET NULL,
+  notes TEXT NOT NULL DEFAULT '',
+  error TEXT NOT NULL DEFAULT '');
+INSERT INTO runs_v2 SELECT * FROM runs;
+DROP TABLE runs;
+ALTER TABLE runs_v2 RENAME TO runs;
+CREATE INDEX runs_by_model ON runs(model_id);
+CREATE INDEX runs_by_archive ON runs(archive_path) WHERE archive_path <> '';
+CREATE INDEX runs_by_parent ON runs(parent_run_id) WHERE parent_run_id IS NOT NULL;
+ALTER TABLE matrix_metrics ADD COLUMN delta_perplexity REAL;
+ALTER TABLE matrix_metrics ADD COLUMN top1_agreement REAL;
+)sql";
+
 struct Migration {
     int version;
     const char* sql;
 };
 const Migration kMigrations[] = {
     {1, kMigration1},
+    {2, kMigration2},
 };
 static_assert(sizeof kMigrations / sizeof kMigrations[0] == ExperimentStore::kSchemaVersion,
               "one migration per schema version, in order");
@@ -243,7 +278,7 @@ const char* runStatusName(RunStatus status) { return kStatusNames[static_cast<in
 
 std::optional<RunKind> parseRunKind(const std::string& name)
 {
-    for (int i = 0; i < 2; ++i)
+    for (int i = 0; i < 3; ++i)
         if (name == kKindNames[i])
             return static_cast<RunKind>(i);
     return std::nullopt;
@@ -489,11 +524,15 @@ Result<std::unique_ptr<ExperimentStore>> ExperimentStore::open(const std::string
         if (!wal.prepared() || wal.step() != SQLITE_ROW)
             return impl->error("switching to WAL mode");
     }
-    if (auto s = impl->exec("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON", "configuring the connection"); !s)
+    // Migrations run with foreign keys off (a rebuilt table must not cascade deletes); the pragma
+    // is a no-op inside a transaction, so it is set around the migration's transaction.
+    if (auto s = impl->exec("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF", "configuring the connection"); !s)
         return s.error();
     if (needsMigration)
         if (auto s = impl->migrate(); !s)
             return s.error();
+    if (auto s = impl->exec("PRAGMA foreign_keys = ON", "configuring the connection"); !s)
+        return s.error();
     if (auto s = impl->seedPublished(); !s)
         return s.error();
     return std::unique_ptr<ExperimentStore>(new ExperimentStore(std::move(impl)));
@@ -629,8 +668,8 @@ Status ExperimentStore::addResult(std::int64_t runId, const RunResult& r)
 Status ExperimentStore::addMatrixMetrics(std::int64_t runId, const std::vector<MatrixMetric>& matrices)
 {
     return m_impl->write("saving the matrix metrics of run #" + std::to_string(runId), [&]() -> Status {
-        Stmt st(m_impl->db, "INSERT OR REPLACE INTO matrix_metrics (run_id, name, group_id, n_rows, n_cols, mse, snr_db, bpw, sensitivity)"
-                            " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)");
+        Stmt st(m_impl->db, "INSERT OR REPLACE INTO matrix_metrics (run_id, name, group_id, n_rows, n_cols, mse, snr_db, bpw, sensitivity,"
+                            " delta_perplexity, top1_agreement) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)");
         if (!st.prepared())
             return m_impl->error("saving matrix metrics");
         for (const MatrixMetric& m : matrices) {
@@ -644,6 +683,8 @@ Status ExperimentStore::addMatrixMetrics(std::int64_t runId, const std::vector<M
             st.bind(7, m.snrDb);
             st.bind(8, m.bpw);
             st.bind(9, m.sensitivity);
+            st.bind(10, m.deltaPerplexity);
+            st.bind(11, m.top1Agreement);
             if (st.step() != SQLITE_DONE)
                 return m_impl->error("saving the matrix metrics of run #" + std::to_string(runId));
         }
@@ -709,7 +750,8 @@ Result<RunRecord> ExperimentStore::run(std::int64_t runId)
     RunRecord r = readRun(s);
     if (auto st = m_impl->readResults(r); !st)
         return st.error();
-    Stmt m(m_impl->db, "SELECT name, group_id, n_rows, n_cols, mse, snr_db, bpw, sensitivity FROM matrix_metrics WHERE run_id = ? ORDER BY rowid");
+    Stmt m(m_impl->db, "SELECT name, group_id, n_rows, n_cols, mse, snr_db, bpw, sensitivity, delta_perplexity, top1_agreement"
+                       " FROM matrix_metrics WHERE run_id = ? ORDER BY rowid");
     if (!m.prepared())
         return m_impl->error("reading matrix metrics");
     m.bind(1, runId);
@@ -724,6 +766,8 @@ Result<RunRecord> ExperimentStore::run(std::int64_t runId)
         x.snrDb = m.real(5);
         x.bpw = m.real(6);
         x.sensitivity = m.optReal(7);
+        x.deltaPerplexity = m.optReal(8);
+        x.top1Agreement = m.optReal(9);
         r.matrices.push_back(std::move(x));
     }
     if (mrc != SQLITE_DONE)
@@ -809,7 +853,7 @@ Result<std::vector<CompareRow>> ExperimentStore::compare(const CompareFilter& fi
                " res.metric, res.value, r.wall_seconds, p.wall_seconds"
                " FROM results res JOIN runs r ON r.id = res.run_id LEFT JOIN models m ON m.id = r.model_id"
                " LEFT JOIN datasets d ON d.id = res.dataset_id LEFT JOIN runs p ON p.id = r.parent_run_id"
-               " WHERE r.status = 'done' AND (?1 = '' OR res.metric = ?1)"
+               " WHERE r.status = 'done' AND r.kind IN ('compress', 'eval') AND (?1 = '' OR res.metric = ?1)"
                " AND (?2 = '' OR instr(lower(COALESCE(m.name, '')), lower(?2)) > 0)"
                " AND (?3 = '' OR instr(lower(COALESCE(d.name, '')), lower(?3)) > 0) AND (?4 IS NULL OR res.ctx = ?4)");
         if (!s.prepared())

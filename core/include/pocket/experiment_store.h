@@ -18,12 +18,13 @@
 
 namespace pocket {
 
-// What a run did: compress a model into an archive, or evaluate a model or an archive.
-enum class RunKind { Compress, Eval };
+// What a run did: compress a model into an archive, evaluate a model or an archive, or measure
+// the sensitivity of a model's matrices (compressing one unit at a time).
+enum class RunKind { Compress, Eval, Sensitivity };
 // Where a run stands. A run whose process died stays Running.
 enum class RunStatus { Running, Done, Failed, Cancelled };
 
-// "compress" / "eval"; "running" / "done" / "failed" / "cancelled" (the strings stored in the file).
+// "compress" / "eval" / "sensitivity"; "running" / "done" / "failed" / "cancelled" (the strings stored in the file).
 const char* runKindName(RunKind kind);
 const char* runStatusName(RunStatus status);
 // The inverse of runKindName / runStatusName; nullopt for anything else.
@@ -95,7 +96,9 @@ struct MatrixMetric {
     double mse = 0;
     double snrDb = 0;
     double bpw = 0;                        // own bits plus its share of the group's (matrixBitsPerWeight)
-    std::optional<double> sensitivity;     // filled by a later analysis; unset = not measured
+    std::optional<double> sensitivity;     // sensitivity runs: mean KL(original || compressed) per token, nats
+    std::optional<double> deltaPerplexity; // sensitivity runs: perplexity change when only this unit is compressed
+    std::optional<double> top1Agreement;   // sensitivity runs: share of tokens whose top-1 prediction is unchanged
 };
 
 // A run as read back. Times are UTC, ISO 8601 ("2025-01-31T12:00:00Z").
@@ -182,7 +185,7 @@ struct CompareRow {
 class ExperimentStore {
 public:
     // The schema version this program writes (PRAGMA user_version). Older files are migrated on open.
-    static constexpr int kSchemaVersion = 1;
+    static constexpr int kSchemaVersion = 2;
 
     // <userDataDir()>/experiments.sqlite.
     static std::string defaultPath();

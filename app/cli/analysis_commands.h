@@ -1,0 +1,37 @@
+// pocketllm-cli's analysis commands: `sensitivity` (per-unit damage of compressing one unit).
+#pragma once
+
+#include "cli_common.h"
+
+#include <CLI/CLI.hpp>
+
+#include <string>
+#include <vector>
+
+namespace cli {
+
+struct SensitivityOptions {
+    std::string model;
+    std::string text;
+    std::string tokenizer;
+    std::string method = "rtn";
+    std::vector<std::string> settings;
+    std::string unit = "matrix";
+    std::string blocks;
+    std::string types;
+    int ctx = 256;
+    int windows = 16;
+    int threads = 0;
+};
+
+struct AnalysisCommands {
+    CLI::App* sensitivity = nullptr;
+    SensitivityOptions options;
+};
+
+// Registers the subcommands on `app`; `commands` must outlive the parse.
+void addAnalysisCommands(CLI::App& app, AnalysisCommands& commands);
+// Runs whichever of these subcommands was given; returns -1 if none was.
+int runAnalysisCommands(const Globals& g, const AnalysisCommands& commands);
+
+} // namespace cli
