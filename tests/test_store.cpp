@@ -62,6 +62,85 @@ int storeWriter(const std::string& path, int writer, int count)
 }
 
 // A raw SQLite connection for checking (and tampering with) files behind the store's back.
+// A store as schema version 1 wrote it (the first release's tables, verbatim), to test migrations.
+const char* const kSchemaV1 = R"sql(
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE models (
+  id INTEGER PRIMARY KEY,
+  name TEXT NOT NULL,
+  architecture TEXT NOT NULL DEFAULT '',
+  parameter_count INTEGER NOT NULL DEFAULT 0,
+  content_hash TEXT NOT NULL UNIQUE,
+  path TEXT NOT NULL DEFAULT '',
+  first_seen TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now')));
+CREATE TABLE datasets (
+  id INTEGER PRIMARY KEY,
+  name TEXT NOT NULL,
+  split TEXT NOT NULL DEFAULT '',
+  file_hash TEXT NOT NULL DEFAULT '',
+  path TEXT NOT NULL DEFAULT '',
+  UNIQUE (name, split, file_hash));
+CREATE TABLE runs (
+  id INTEGER PRIMARY KEY,
+  kind TEXT NOT NULL CHECK (kind IN ('compress', 'eval')),
+  method TEXT NOT NULL DEFAULT '',
+  params_json TEXT NOT NULL DEFAULT '{}',
+  model_id INTEGER REFERENCES models(id) ON DELETE SET NULL,
+  selection_json TEXT NOT NULL DEFAULT '',
+  started_at TEXT NOT NULL,
+  finished_at TEXT,
+  status TEXT NOT NULL CHECK (status IN ('running', 'done', 'failed', 'cancelled')),
+  wall_seconds REAL,
+  peak_rss_mb REAL,
+  program_version TEXT NOT NULL DEFAULT '',
+  archive_path TEXT NOT NULL DEFAULT '',
+  archive_bytes INTEGER,
+  bpw_compressed REAL,
+  bpw_all_in REAL,
+  parent_run_id INTEGER REFERENCES runs(id) ON DELETE SET NULL,
+  notes TEXT NOT NULL DEFAULT '',
+  error TEXT NOT NULL DEFAULT '');
+CREATE INDEX runs_by_model ON runs(model_id);
+CREATE INDEX runs_by_archive ON runs(archive_path) WHERE archive_path <> '';
+CREATE INDEX runs_by_parent ON runs(parent_run_id) WHERE parent_run_id IS NOT NULL;
+CREATE TABLE results (
+  id INTEGER PRIMARY KEY,
+  run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+  metric TEXT NOT NULL,
+  dataset_id INTEGER REFERENCES datasets(id),
+  ctx INTEGER,
+  stride INTEGER,
+  value REAL,
+  tokens INTEGER);
+CREATE INDEX results_by_run ON results(run_id);
+CREATE INDEX results_by_metric ON results(metric);
+CREATE TABLE matrix_metrics (
+  run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+  name TEXT NOT NULL,
+  group_id TEXT NOT NULL DEFAULT '',
+  n_rows INTEGER NOT NULL DEFAULT 0,
+  n_cols INTEGER NOT NULL DEFAULT 0,
+  mse REAL,
+  snr_db REAL,
+  bpw REAL,
+  sensitivity REAL,
+  PRIMARY KEY (run_id, name));
+CREATE TABLE published (
+  id INTEGER PRIMARY KEY,
+  method TEXT NOT NULL,
+  model TEXT NOT NULL,
+  bpw REAL,
+  dataset TEXT NOT NULL DEFAULT '',
+  split TEXT NOT NULL DEFAULT '',
+  ctx INTEGER,
+  metric TEXT NOT NULL,
+  value REAL NOT NULL,
+  source TEXT NOT NULL,
+  setting TEXT NOT NULL DEFAULT '',
+  note TEXT NOT NULL DEFAULT '');
+CREATE INDEX published_by_metric ON published(metric);
+)sql";
+
 class RawDb {
 public:
     explicit RawDb(const QString& path) { sqlite3_open(path.toUtf8().constData(), &m_db); }
@@ -196,6 +275,58 @@ private Q_SLOTS:
         const QString empty = path("empty.sqlite");
         testsupport::writeText(str(empty), "");
         QVERIFY(openStore(empty));
+    }
+
+    void migratesAVersion1Store()
+    {
+        const QString file = path("v1.sqlite");
+        {
+            RawDb raw(file);
+            QVERIFY(raw.exec(kSchemaV1));
+            QVERIFY(raw.exec("PRAGMA user_version = 1; PRAGMA application_id = 1347177549;"));
+            QVERIFY(raw.exec("INSERT INTO models (id, name, content_hash) VALUES (1, 'm.bin', 'xxh64:01');"
+                             "INSERT INTO runs (id, kind, method, model_id, started_at, status) VALUES (1, 'compress', 'rtn', 1, '2025-01-01T00:00:00Z', 'done');"
+                             "INSERT INTO runs (id, kind, method, model_id, started_at, status, parent_run_id) VALUES (2, 'eval', 'rtn', 1, '2025-01-01T00:00:00Z', 'done', 1);"
+                             "INSERT INTO results (run_id, metric, value) VALUES (2, 'perplexity', 5.5);"
+                             "INSERT INTO matrix_metrics (run_id, name, mse, snr_db, bpw) VALUES (1, 'w', 0.1, 20, 4);"));
+        }
+        auto store = openStore(file);
+        QVERIFY(store);
+        {
+            RawDb raw(file);
+            QCOMPARE(raw.scalar("PRAGMA user_version"), std::to_string(ExperimentStore::kSchemaVersion));
+            QCOMPARE(raw.scalar("PRAGMA integrity_check"), std::string("ok"));
+            QCOMPARE(raw.scalar("PRAGMA foreign_key_check"), std::string()); // no dangling reference
+        }
+        // Nothing lost: runs, their results (no cascade), metrics, the parent link.
+        auto eval = store->run(2);
+        QVERIFY(eval);
+        QCOMPARE(eval->results.size(), std::size_t(1));
+        QCOMPARE(eval->results[0].value, 5.5);
+        QCOMPARE(eval->parentRunId, std::int64_t(1));
+        auto compress = store->run(1);
+        QVERIFY(compress);
+        QCOMPARE(compress->matrices.size(), std::size_t(1));
+        QVERIFY(!compress->matrices[0].deltaPerplexity);
+        // The new kind and measures work on the migrated file.
+        RunStart start;
+        start.kind = RunKind::Sensitivity;
+        start.method = "rtn";
+        start.modelId = 1;
+        auto id = store->beginRun(start);
+        QVERIFY(id);
+        MatrixMetric m{"w", "w", 2, 2, 0.1, 20, 4, 0.01, 0.2, 0.97};
+        QVERIFY(store->addMatrixMetrics(*id, {m}));
+        auto back = store->run(*id);
+        QVERIFY(back);
+        QCOMPARE(back->kind, RunKind::Sensitivity);
+        QCOMPARE(*back->matrices[0].sensitivity, 0.01);
+        QCOMPARE(*back->matrices[0].deltaPerplexity, 0.2);
+        QCOMPARE(*back->matrices[0].top1Agreement, 0.97);
+        // Deleting a run still cascades once foreign keys are back on.
+        QVERIFY(store->deleteRun(2));
+        RawDb raw(file);
+        QCOMPARE(raw.scalar("SELECT count(*) FROM results WHERE run_id = 2"), std::string("0"));
     }
 
     void reopeningKeepsTheData()

@@ -1,0 +1,212 @@
+// Sensitivity analysis: a unit's perplexity equals a separate perplexity evaluation of the model
+// with only that unit replaced by its decoded compression; units group as asked; KL and top-1
+// agreement behave (near zero / one at 8 bits, worse at 2 bits); runs stream into the store
+// (and stay out of comparisons); cancel keeps finished units; bad input is refused by name.
+#include "pocket/archive.h"
+#include "pocket/experiment_store.h"
+#include "pocket/llama_model.h"
+#include "pocket/method_registry.h"
+#include "pocket/perplexity.h"
+#include "pocket/sensitivity.h"
+#include "pocket/text.h"
+#include "pocket/tokenizer.h"
+#include "test_support.h"
+
+#include <QTemporaryDir>
+#include <QtTest>
+
+#include <cmath>
+
+using namespace pocket;
+
+class TestSensitivity : public QObject {
+    Q_OBJECT
+    QTemporaryDir m_tmp;
+    MethodRegistry m_registry;
+
+    SensitivityParams params(const std::string& blocks, const std::string& types, SensitivityUnit unit = SensitivityUnit::Matrix)
+    {
+        SensitivityParams p;
+        p.modelPath = testsupport::demoModel();
+        p.textPath = POCKET_RESOURCES_DIR "/text/tinystories_valid_30k.txt";
+        p.unit = unit;
+        p.ctx = 64;
+        p.windows = 3;
+        if (!blocks.empty())
+            p.selection.blocks = *LayerSelection::parseBlocks(blocks);
+        if (!types.empty())
+            p.selection.types = *LayerSelection::parseTypes(types);
+        return p;
+    }
+
+private Q_SLOTS:
+    void initTestCase()
+    {
+        QVERIFY(m_tmp.isValid());
+        m_registry.loadFolder(POCKET_PLUGIN_DIR);
+        QVERIFY(m_registry.find("rtn"));
+        setComputeThreads(2);
+    }
+
+    void matchesASeparatePerplexityEvaluation()
+    {
+        SensitivityParams p = params("1", "up");
+        auto r = runSensitivity(p, m_registry);
+        QVERIFY2(r, r ? "" : r.message().c_str());
+        QCOMPARE(r->units.size(), std::size_t(1));
+        const UnitSensitivity& u = r->units[0];
+        QCOMPARE(u.unit, std::string("model.layers.1.mlp.up_proj.weight"));
+        QCOMPARE(r->tokensScored, std::int64_t(3 * 63));
+
+        // The reference: RTN on that one matrix, decoded, put into a freshly loaded model, and the
+        // ordinary perplexity evaluation over the same windows.
+        auto ckpt = openCheckpoint(p.modelPath);
+        QVERIFY(ckpt);
+        auto model = LlamaModel::load(**ckpt);
+        QVERIFY(model);
+        auto tokenizer = loadTokenizer((*ckpt)->tokenizerPath());
+        QVERIFY(tokenizer);
+        const auto tokens = (*tokenizer)->encode(*readTextFile(p.textPath));
+        EvalParams ep;
+        ep.ctx = 64;
+        ep.maxTokens = 3 * 63;
+        auto base = evaluatePerplexity(**model, tokens, (*tokenizer)->bosId(), ep);
+        QVERIFY(base);
+        QVERIFY(std::abs(base->perplexity - r->basePerplexity) < 1e-6 * base->perplexity);
+
+        CompressionMethod* rtn = *m_registry.find("rtn");
+        auto resolved = ParamSet::resolve(rtn->info().params, p.settings);
+        QVERIFY(resolved);
+        const std::string name = u.unit;
+        auto data = (*ckpt)->load(name);
+        QVERIFY(data);
+        const TensorInfo* info = (*ckpt)->find(name);
+        MatrixGroup group{name, {{{name, 1, MatrixType::Up, info->shape[0], info->shape[1]}, data->toFloat(), {}}}};
+        auto payload = rtn->compress(group, *resolved, {});
+        QVERIFY(payload);
+        auto decoded = rtn->decode(*payload);
+        QVERIFY(decoded);
+        QVERIFY((*model)->setWeight(name, (*decoded)[0]));
+        auto after = evaluatePerplexity(**model, tokens, (*tokenizer)->bosId(), ep);
+        QVERIFY(after);
+        QVERIFY2(std::abs(after->perplexity - u.perplexity) < 1e-5 * after->perplexity,
+                 qPrintable(QString("%1 vs %2").arg(after->perplexity, 0, 'g', 10).arg(u.perplexity, 0, 'g', 10)));
+        QVERIFY(std::abs(u.deltaPerplexity - (u.perplexity - r->basePerplexity)) < 1e-12);
+        QVERIFY(std::abs(u.mse - payload->matrices[0].mse) < 1e-12);
+        QVERIFY(u.klMean > 0);
+        QVERIFY(u.top1Agreement > 0.5 && u.top1Agreement <= 1);
+    }
+
+    void damageGrowsAsBitsShrink()
+    {
+        SensitivityParams p = params("2", "gate");
+        double previousKl = -1, previousTop1 = 2;
+        for (const char* bits : {"8", "4", "2"}) {
+            p.settings = {std::string("bits=") + bits, "group=32"};
+            auto r = runSensitivity(p, m_registry);
+            QVERIFY(r);
+            const UnitSensitivity& u = r->units[0];
+            if (std::string(bits) == "8") {
+                QVERIFY2(u.klMean < 1e-4, qPrintable(QString::number(u.klMean)));
+                QVERIFY(u.top1Agreement > 0.98);
+            }
+            QVERIFY2(u.klMean > previousKl, bits);
+            QVERIFY(u.top1Agreement <= previousTop1);
+            previousKl = u.klMean;
+            previousTop1 = u.top1Agreement;
+        }
+    }
+
+    void unitsGroupAsAsked()
+    {
+        auto blocks = runSensitivity(params("0-1", "", SensitivityUnit::Block), m_registry);
+        QVERIFY(blocks);
+        QCOMPARE(blocks->units.size(), std::size_t(2));
+        QCOMPARE(blocks->units[1].unit, std::string("block 1"));
+        QCOMPARE(blocks->units[1].matrices.size(), std::size_t(7));
+        auto types = runSensitivity(params("", "down,q", SensitivityUnit::Type), m_registry);
+        QVERIFY(types);
+        QCOMPARE(types->units.size(), std::size_t(2));
+        QCOMPARE(types->units[0].unit, std::string("q_proj")); // model order, not the order asked
+        QCOMPARE(types->units[1].unit, std::string("down_proj"));
+        QCOMPARE(types->units[0].matrices.size(), std::size_t(5));
+        QCOMPARE(types->units[1].weights, std::int64_t(5 * 64 * 172)); // five blocks of 64 x 172
+    }
+
+    void streamsIntoTheStoreAndCancels()
+    {
+        const std::string storePath = m_tmp.filePath("store.sqlite").toStdString();
+        RecorderOptions rec{storePath, true, "test"};
+        int reports = 0;
+        auto r = runSensitivity(params("0", "q,k,v"), m_registry, &rec, [&](const SensitivityProgress& s) {
+            ++reports;
+            if (s.latest) { // streamed: this unit is already in the store
+                auto store = ExperimentStore::open(storePath);
+                auto runs = (*store)->listRuns({RunKind::Sensitivity, std::nullopt, "", "", 0});
+                auto run = (*store)->run(runs->front().id);
+                if (int(run->matrices.size()) != s.unitsDone)
+                    return false;
+            }
+            return true;
+        });
+        QVERIFY2(r, r ? "" : r.message().c_str());
+        QCOMPARE(reports, 4); // the base pass, then three units
+        auto store = ExperimentStore::open(storePath);
+        QVERIFY(store);
+        auto run = (*store)->run(r->runId);
+        QVERIFY(run);
+        QCOMPARE(run->kind, RunKind::Sensitivity);
+        QCOMPARE(run->status, RunStatus::Done);
+        QCOMPARE(run->matrices.size(), std::size_t(3));
+        for (std::size_t i = 0; i < 3; ++i) {
+            QCOMPARE(*run->matrices[i].sensitivity, r->units[i].klMean);
+            QCOMPARE(*run->matrices[i].deltaPerplexity, r->units[i].deltaPerplexity);
+            QCOMPARE(*run->matrices[i].top1Agreement, r->units[i].top1Agreement);
+        }
+        CompareFilter f;
+        f.includePublished = false;
+        QVERIFY((*store)->compare(f)->empty()); // an analysis is not a compressed model to compare
+
+        // Cancel after the first unit: it stays recorded, the run is marked cancelled.
+        auto cancelled = runSensitivity(params("1", "q,k,v"), m_registry, &rec, [](const SensitivityProgress& s) { return s.unitsDone < 1; });
+        QVERIFY(!cancelled);
+        QCOMPARE(cancelled.message(), std::string("cancelled"));
+        auto runs = (*store)->listRuns({RunKind::Sensitivity, RunStatus::Cancelled, "", "", 0});
+        QVERIFY(runs);
+        QCOMPARE(runs->size(), std::size_t(1));
+        QCOMPARE((*store)->run(runs->front().id)->matrices.size(), std::size_t(1));
+    }
+
+    void refusesBadInput()
+    {
+        SensitivityParams p = params("0", "q");
+        p.methodId = "gptq";
+        p.settings = {};
+        auto gptq = runSensitivity(p, m_registry);
+        QVERIFY(!gptq);
+        QVERIFY2(gptq.message().find("calibration") != std::string::npos, gptq.message().c_str());
+
+        p = params("0", "q");
+        const std::string shortText = m_tmp.filePath("short.txt").toStdString();
+        testsupport::writeText(shortText, "Once upon a time.");
+        p.textPath = shortText;
+        auto tooShort = runSensitivity(p, m_registry);
+        QVERIFY(!tooShort);
+        QVERIFY2(tooShort.message().find("short.txt") != std::string::npos, tooShort.message().c_str());
+
+        p = params("0", "q");
+        p.modelPath = m_tmp.filePath("x.pllm").toStdString();
+        testsupport::writeText(p.modelPath, std::string("\x89PLLM\r\n\x1a", 8) + "truncated"); // an archive's magic
+        auto archive = runSensitivity(p, m_registry);
+        QVERIFY(!archive);
+        QVERIFY2(archive.message().find("x.pllm") != std::string::npos, archive.message().c_str());
+
+        p = params("9", "q");
+        auto badBlock = runSensitivity(p, m_registry);
+        QVERIFY(!badBlock);
+        QVERIFY2(badBlock.message().find("block") != std::string::npos, badBlock.message().c_str());
+    }
+};
+
+QTEST_GUILESS_MAIN(TestSensitivity)
+#include "test_sensitivity.moc"
