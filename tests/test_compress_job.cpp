@@ -129,6 +129,76 @@ private Q_SLOTS:
         QCOMPARE(f.fake->compressCalls, 0);
     }
 
+    // A bit allocation's per-matrix settings: each matrix is compressed with its own settings
+    // (the archive's groups carry them, decoding follows them), shared groups are split by
+    // settings, the bits add up, and an override for a matrix outside the selection is refused.
+    void perMatrixSettingsOverrideTheBase()
+    {
+        QTemporaryDir dir;
+        const std::string model = writeSmallModel(dir);
+        Fixture f;
+        auto ckpt = openCheckpoint(model);
+        QVERIFY(ckpt.ok());
+        auto p = params(model, dir.filePath("mixed.pllm").toStdString(), {"bits=3", "sharing=model"});
+        p.selection.types = {MatrixType::Q, MatrixType::Down};
+        const std::string q1 = "model.layers.1.self_attn.q_proj.weight", d2 = "model.layers.2.mlp.down_proj.weight";
+        p.matrixSettings[q1] = {"bits=6"};
+        p.matrixSettings[d2] = {"bits=6"};
+        auto plan = planCompressJob(p, **ckpt, *f.fake);
+        QVERIFY2(plan.ok(), plan.ok() ? "" : plan.message().c_str());
+        QCOMPARE(plan->groups.size(), std::size_t{2}); // one shared group per distinct setting
+        std::set<std::string> ids(plan->groupIds.begin(), plan->groupIds.end());
+        QCOMPARE(ids.size(), std::size_t{2});
+        const std::uint64_t all = 3 * (32 * 32 + 32 * 48), six = 32 * 32 + 32 * 48;
+        QCOMPARE(plan->estimatedBits.compressed.indexBits, 3 * (all - six) + 6 * six);
+
+        auto result = runCompressJob(p, f.registry);
+        QVERIFY2(result.ok(), result.ok() ? "" : result.message().c_str());
+        QCOMPARE(result->bits.compressed.indexBits, 3 * (all - six) + 6 * six);
+        auto archive = Archive::open(p.outPath);
+        QVERIFY(archive.ok());
+        int sixBitGroups = 0;
+        for (const ArchiveGroup& g : (*archive)->manifest().groups) {
+            const auto params = nlohmann::json::parse(g.payload.paramsJson);
+            const bool six = params["bits"] == 6;
+            sixBitGroups += six;
+            for (const MatrixResult& m : g.payload.matrices)
+                QCOMPARE(m.ref.name == q1 || m.ref.name == d2, six);
+        }
+        QCOMPARE(sixBitGroups, 1);
+        // Decoding follows each group's own settings: the 6-bit matrices are closer to the original.
+        auto decoded = openArchiveCheckpoint(p.outPath, f.registry);
+        QVERIFY(decoded.ok());
+        const auto error = [&](const std::string& name) {
+            const auto a = valuesOf(**ckpt, name), b = valuesOf(**decoded, name);
+            double e = 0;
+            for (std::size_t i = 0; i < a.size(); ++i)
+                e += (a[i] - b[i]) * (a[i] - b[i]);
+            return e / a.size();
+        };
+        QVERIFY(error(q1) < error("model.layers.0.self_attn.q_proj.weight") / 4);
+
+        // The overrides are part of the job's identity: a resume with other overrides is refused.
+        auto q = p;
+        q.outPath = dir.filePath("other.pllm").toStdString();
+        q.keepWorkDir = true;
+        QVERIFY(runCompressJob(q, f.registry).ok());
+        q.resume = true;
+        q.matrixSettings[q1] = {"bits=5"};
+        auto refused = runCompressJob(q, f.registry);
+        QVERIFY(!refused.ok());
+        QVERIFY2(refused.message().find("different job") != std::string::npos, refused.message().c_str());
+
+        auto bad = p;
+        bad.matrixSettings["model.layers.0.mlp.up_proj.weight"] = {"bits=2"}; // not selected
+        auto badPlan = planCompressJob(bad, **ckpt, *f.fake);
+        QVERIFY(!badPlan.ok());
+        QVERIFY2(badPlan.message().find("up_proj") != std::string::npos, badPlan.message().c_str());
+        bad = p;
+        bad.matrixSettings[q1] = {"bits=99"};
+        QVERIFY(!planCompressJob(bad, **ckpt, *f.fake).ok());
+    }
+
     void badJobsAreRefusedUpFront_data()
     {
         QTest::addColumn<QString>("setting");

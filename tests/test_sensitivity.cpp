@@ -3,6 +3,8 @@
 // agreement behave (near zero / one at 8 bits, worse at 2 bits); runs stream into the store
 // (and stay out of comparisons); cancel keeps finished units; bad input is refused by name.
 #include "pocket/archive.h"
+#include "pocket/bit_allocation.h"
+#include "pocket/compress_job.h"
 #include "pocket/experiment_store.h"
 #include "pocket/llama_model.h"
 #include "pocket/method_registry.h"
@@ -16,6 +18,7 @@
 #include <QtTest>
 
 #include <cmath>
+#include <random>
 
 using namespace pocket;
 
@@ -175,6 +178,74 @@ private Q_SLOTS:
         QVERIFY(runs);
         QCOMPARE(runs->size(), std::size_t(1));
         QCOMPARE((*store)->run(runs->front().id)->matrices.size(), std::size_t(1));
+    }
+
+    // The greedy allocator against exhaustive search on random small problems: never over the
+    // budget, and within a small margin of the optimum (the greedy is exact on convex menus).
+    void allocationIsNearOptimalAndWithinBudget()
+    {
+        std::mt19937 rng(7);
+        std::uniform_real_distribution<double> u(0, 1);
+        int exact = 0;
+        for (int trial = 0; trial < 200; ++trial) {
+            std::vector<MatrixOptions> ms(6);
+            for (std::size_t i = 0; i < ms.size(); ++i) {
+                ms[i].name = "m" + std::to_string(i);
+                ms[i].weights = 100 + static_cast<std::int64_t>(400 * u(rng));
+                const double scale = 0.1 + u(rng);
+                for (int k = 0; k < 4; ++k) {
+                    const double bits = 2 + k + 0.2 * u(rng);
+                    ms[i].bits.push_back(bits * ms[i].weights);
+                    ms[i].damage.push_back(scale * std::pow(2.0, -2 * bits) * (trial % 2 ? 1 + 0.5 * u(rng) : 1)); // odd trials: not convex
+                }
+            }
+            const double budget = 2.3 + 3 * u(rng);
+            auto greedy = allocateBits(ms, budget);
+            auto best = allocateBitsExhaustive(ms, budget);
+            QCOMPARE(greedy.ok(), best.ok());
+            if (!best)
+                continue;
+            QVERIFY(greedy->bpw <= budget * (1 + 1e-12));
+            QVERIFY2(greedy->predictedDamage <= best->predictedDamage * 1.25 + 1e-15,
+                     qPrintable(QString("trial %1: %2 vs %3").arg(trial).arg(greedy->predictedDamage).arg(best->predictedDamage)));
+            exact += std::abs(greedy->predictedDamage - best->predictedDamage) <= 1e-12 * best->predictedDamage;
+        }
+        QVERIFY2(exact >= 120, qPrintable(QString::number(exact))); // optimal in most cases
+        std::vector<MatrixOptions> one{{"m", 10, {20, 30}, {1, 0.5}}};
+        QVERIFY(!allocateBits(one, 1.0)); // below the cheapest plan
+        QVERIFY(!allocateBits({{"m", 10, {20}, {1, 2}}}, 3.0)); // inconsistent
+    }
+
+    void allocationRunsAsOneJob()
+    {
+        AllocationRequest request;
+        request.base = params("0-1", "attn");
+        request.base.settings = {"group=32"};
+        request.menu = {{"bits=2"}, {"bits=3"}, {"bits=5"}};
+        request.budgetBpw = 4.0;
+        auto r = planBitAllocation(request, m_registry);
+        QVERIFY2(r, r ? "" : r.message().c_str());
+        QCOMPARE(r->perOption.size(), std::size_t(3));
+        QCOMPARE(r->matrixSettings.size(), std::size_t(8));
+        QVERIFY(r->plan.bpw <= 4.0 + 1e-9);
+        QVERIFY(r->plan.bpw > r->uniformBpw[0]); // the budget is used
+        // Damage per matrix falls with bits (RTN), so the summed KL beats uniform 2 bits.
+        double uniform2 = 0;
+        for (const auto& u : r->perOption[0])
+            uniform2 += u.klMean;
+        QVERIFY(r->plan.predictedDamage < uniform2);
+
+        CompressJobParams job;
+        job.modelPath = request.base.modelPath;
+        job.methodId = "rtn";
+        job.settings = request.base.settings;
+        job.matrixSettings = r->matrixSettings;
+        job.selection = request.base.selection;
+        job.outPath = m_tmp.filePath("allocated.pllm").toStdString();
+        auto compressed = runCompressJob(job, m_registry);
+        QVERIFY2(compressed, compressed ? "" : compressed.message().c_str());
+        QVERIFY2(std::abs(compressed->bits.bpwCompressed() - r->plan.bpw) < 1e-9,
+                 qPrintable(QString("%1 vs %2").arg(compressed->bits.bpwCompressed()).arg(r->plan.bpw)));
     }
 
     void refusesBadInput()

@@ -30,9 +30,9 @@ std::string unitLine(const pocket::UnitSensitivity& u)
     return line;
 }
 
-int runSensitivityCommand(const Globals& g, const SensitivityOptions& o)
+// The analysis parameters of `o`; "" or an option error.
+std::string sensitivityParams(const SensitivityOptions& o, pocket::SensitivityParams& p)
 {
-    pocket::SensitivityParams p;
     p.modelPath = o.model;
     p.textPath = o.text;
     p.tokenizerPath = o.tokenizer;
@@ -41,23 +41,36 @@ int runSensitivityCommand(const Globals& g, const SensitivityOptions& o)
         p.settings = o.settings;
     const auto unit = pocket::parseSensitivityUnit(o.unit);
     if (!unit)
-        return fail(g, "--unit: '" + o.unit + "' is not matrix, block or type", kExitUsage);
+        return "--unit: '" + o.unit + "' is not matrix, block or type";
     p.unit = *unit;
     if (!o.blocks.empty()) {
         auto blocks = pocket::LayerSelection::parseBlocks(o.blocks);
         if (!blocks)
-            return fail(g, blocks.message(), kExitUsage);
+            return blocks.message();
         p.selection.blocks = *blocks;
     }
     if (!o.types.empty()) {
         auto types = pocket::LayerSelection::parseTypes(o.types);
         if (!types)
-            return fail(g, types.message(), kExitUsage);
+            return types.message();
         p.selection.types = *types;
     }
     p.ctx = o.ctx;
     p.windows = o.windows;
     pocket::setComputeThreads(o.threads);
+    return {};
+}
+
+int usageOrInput(const Globals& g, const std::string& m)
+{
+    return fail(g, m, m.rfind("--", 0) == 0 || m.find("unknown method") != std::string::npos ? kExitUsage : kExitBadInput);
+}
+
+int runSensitivityCommand(const Globals& g, const SensitivityOptions& o)
+{
+    pocket::SensitivityParams p;
+    if (const std::string problem = sensitivityParams(o, p); !problem.empty())
+        return fail(g, problem, kExitUsage);
 
     const bool stream = !g.json;
     if (stream)
@@ -76,10 +89,8 @@ int runSensitivityCommand(const Globals& g, const SensitivityOptions& o)
         return true;
     });
     progress.finish();
-    if (!result) {
-        const std::string& m = result.message();
-        return fail(g, m, m.rfind("--", 0) == 0 || m.find("unknown method") != std::string::npos ? kExitUsage : kExitBadInput);
-    }
+    if (!result)
+        return usageOrInput(g, result.message());
     ordered_json units = ordered_json::array();
     for (const auto& u : result->units)
         units.push_back(unitJson(u));
@@ -101,32 +112,132 @@ int runSensitivityCommand(const Globals& g, const SensitivityOptions& o)
     return kExitOk;
 }
 
+std::vector<std::string> splitAssignments(const std::string& entry)
+{
+    std::vector<std::string> out;
+    std::string part;
+    std::istringstream in(entry);
+    while (std::getline(in, part, ','))
+        if (!part.empty())
+            out.push_back(part);
+    return out;
+}
+
+int runAllocateCommand(const Globals& g, const AllocateOptions& o)
+{
+    pocket::AllocationRequest request;
+    if (const std::string problem = sensitivityParams(o.base, request.base); !problem.empty())
+        return fail(g, problem, kExitUsage);
+    for (const std::string& entry : o.menu)
+        request.menu.push_back(splitAssignments(entry));
+    request.budgetBpw = o.budget;
+    ProgressLine progress(!g.quiet);
+    const pocket::RecorderOptions recording = recorderOptions(g);
+    auto result = pocket::planBitAllocation(request, registry(), &recording, [&](const pocket::AllocationProgress& a) {
+        progress.show("menu entry " + std::to_string(a.option + 1) + "/" + std::to_string(a.optionCount) + ": unit " +
+                      std::to_string(a.sensitivity.unitsDone) + "/" + std::to_string(a.sensitivity.unitCount));
+        return true;
+    });
+    progress.finish();
+    if (!result)
+        return usageOrInput(g, result.message());
+    const auto& plan = result->plan;
+    ordered_json matrices = ordered_json::array();
+    std::ostringstream t;
+    t << std::fixed;
+    t << "menu (uniform bpw):";
+    for (std::size_t k = 0; k < o.menu.size(); ++k)
+        t << "  [" << k + 1 << "] " << o.menu[k] << " " << std::setprecision(3) << result->uniformBpw[k];
+    t << "\n\n" << std::left << std::setw(44) << "matrix" << std::setw(24) << "setting" << std::right << std::setw(8) << "bpw" << std::setw(12)
+      << "KL" << "\n";
+    for (std::size_t i = 0; i < plan.choice.size(); ++i) {
+        const auto& u = result->perOption[static_cast<std::size_t>(plan.choice[i])][i];
+        const std::string& setting = o.menu[static_cast<std::size_t>(plan.choice[i])];
+        matrices.push_back({{"matrix", u.unit}, {"setting", setting}, {"bpw", u.bpw}, {"kl", u.klMean}});
+        t << std::left << std::setw(44) << u.unit << std::setw(24) << setting << std::right << std::setprecision(3) << std::setw(8) << u.bpw
+          << std::setprecision(5) << std::setw(12) << u.klMean << "\n";
+    }
+    t << std::setprecision(3) << "\nplan: " << plan.bpw << " bits per weight (budget " << o.budget << "), predicted damage (summed KL) "
+      << std::setprecision(5) << plan.predictedDamage << "\n";
+    ordered_json out{{"model", o.base.model}, {"method", o.base.method}, {"settings", request.base.settings}, {"menu", o.menu},
+                     {"uniform_bpw", result->uniformBpw}, {"budget", o.budget}, {"bpw", plan.bpw},
+                     {"predicted_damage", plan.predictedDamage}, {"matrices", matrices}};
+    if (!o.out.empty()) {
+        pocket::CompressJobParams job;
+        job.modelPath = o.base.model;
+        job.methodId = o.base.method;
+        job.settings = request.base.settings;
+        job.matrixSettings = result->matrixSettings;
+        job.selection = request.base.selection;
+        job.tokenizerPath = o.base.tokenizer;
+        job.outPath = o.out;
+        pocket::CompressRecorder recorder(recording, job, "");
+        auto compressed = pocket::runCompressJob(job, registry(), [&](const pocket::JobProgress&) {
+            recorder.begin();
+            return true;
+        });
+        if (!compressed) {
+            recorder.failed(compressed.message());
+            return usageOrInput(g, compressed.message());
+        }
+        out["archive"] = compressed->archivePath;
+        out["archive_bpw_compressed"] = compressed->bits.bpwCompressed();
+        if (const std::int64_t id = recorder.done(*compressed))
+            out["run_id"] = id;
+        t << "archive: " << compressed->archivePath << " (" << std::setprecision(3) << compressed->bits.bpwCompressed()
+          << " bits per compressed weight)\n";
+    }
+    emit(g, out, t.str());
+    return kExitOk;
+}
+
+} // namespace
+
+namespace {
+
+void addAnalysisOptions(CLI::App* cmd, SensitivityOptions& o, bool withUnit)
+{
+    cmd->add_option("MODEL", o.model, "HF folder, .safetensors file in one, or llama2.c .bin")->required();
+    cmd->add_option("--text", o.text, "UTF-8 text; its first windows are scored")->required();
+    cmd->add_option("--tokenizer", o.tokenizer, "tokenizer.model or tokenizer.bin (default: found beside the model)");
+    cmd->add_option("--method", o.method, "Compression method applied to each unit (default: rtn with bits=3 group=32)")
+        ->capture_default_str();
+    cmd->add_option("--set", o.settings, "Method parameter name=value (repeatable)");
+    if (withUnit)
+        cmd->add_option("--unit", o.unit, "matrix, block or type")->capture_default_str()->check(CLI::IsMember({"matrix", "block", "type"}));
+    cmd->add_option("--blocks,--layers", o.blocks, "Only these blocks, e.g. 0-2,5,10-");
+    cmd->add_option("--types", o.types, "Only these matrix types, e.g. q,k,v or attn or mlp");
+    cmd->add_option("--ctx", o.ctx, "Tokens per window, BOS included")->capture_default_str()->check(CLI::Range(2, 1 << 20));
+    cmd->add_option("--windows", o.windows, "Windows of the text scored")->capture_default_str()->check(CLI::Range(1, 1 << 20));
+    cmd->add_option("--threads", o.threads, "Compute threads (default: one per core)")->check(CLI::Range(1, 1024));
+}
+
 } // namespace
 
 void addAnalysisCommands(CLI::App& app, AnalysisCommands& c)
 {
-    SensitivityOptions& o = c.options;
     c.sensitivity = app.add_subcommand("sensitivity",
                                        "Compress one unit at a time and measure the damage: perplexity change, KL divergence from the "
                                        "original's next-token distributions, share of unchanged top-1 predictions");
-    c.sensitivity->add_option("MODEL", o.model, "HF folder, .safetensors file in one, or llama2.c .bin")->required();
-    c.sensitivity->add_option("--text", o.text, "UTF-8 text; its first windows are scored")->required();
-    c.sensitivity->add_option("--tokenizer", o.tokenizer, "tokenizer.model or tokenizer.bin (default: found beside the model)");
-    c.sensitivity->add_option("--method", o.method, "Compression method applied to each unit (default: rtn with bits=3 group=32)")
-        ->capture_default_str();
-    c.sensitivity->add_option("--set", o.settings, "Method parameter name=value (repeatable)");
-    c.sensitivity->add_option("--unit", o.unit, "matrix, block or type")->capture_default_str()->check(CLI::IsMember({"matrix", "block", "type"}));
-    c.sensitivity->add_option("--blocks,--layers", o.blocks, "Only these blocks, e.g. 0-2,5,10-");
-    c.sensitivity->add_option("--types", o.types, "Only these matrix types, e.g. q,k,v or attn or mlp");
-    c.sensitivity->add_option("--ctx", o.ctx, "Tokens per window, BOS included")->capture_default_str()->check(CLI::Range(2, 1 << 20));
-    c.sensitivity->add_option("--windows", o.windows, "Windows of the text scored")->capture_default_str()->check(CLI::Range(1, 1 << 20));
-    c.sensitivity->add_option("--threads", o.threads, "Compute threads (default: one per core)")->check(CLI::Range(1, 1024));
+    addAnalysisOptions(c.sensitivity, c.options, true);
+    AllocateOptions& a = c.allocateOptions;
+    c.allocate = app.add_subcommand("allocate",
+                                    "Choose each matrix's setting from a menu to minimise the summed sensitivity (KL) within a budget of "
+                                    "bits per weight; optionally compress with the plan");
+    addAnalysisOptions(c.allocate, a.base, false);
+    c.allocate->add_option("--menu", a.menu, "A choice, e.g. bits=3 or K=256,d=4 (repeat for each; settings on top of --set)")->required();
+    c.allocate->add_option("--budget", a.budget, "Bits per weight over the compressed matrices, overheads included")
+        ->required()
+        ->check(CLI::PositiveNumber);
+    c.allocate->add_option("-o,--out", a.out, "Compress with the plan into this .pllm archive");
 }
 
 int runAnalysisCommands(const Globals& g, const AnalysisCommands& c)
 {
     if (*c.sensitivity)
         return runSensitivityCommand(g, c.options);
+    if (*c.allocate)
+        return runAllocateCommand(g, c.allocateOptions);
     return -1;
 }
 

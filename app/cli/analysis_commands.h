@@ -24,9 +24,18 @@ struct SensitivityOptions {
     int threads = 0;
 };
 
+struct AllocateOptions {
+    SensitivityOptions base;           // model, text, method, --set, selection, ctx, windows
+    std::vector<std::string> menu;     // each "name=value[,name=value...]"
+    double budget = 0;
+    std::string out;                   // -o: run the plan as a compress job into this archive
+};
+
 struct AnalysisCommands {
     CLI::App* sensitivity = nullptr;
+    CLI::App* allocate = nullptr;
     SensitivityOptions options;
+    AllocateOptions allocateOptions;
 };
 
 // Registers the subcommands on `app`; `commands` must outlive the parse.

@@ -108,7 +108,7 @@ json jobIdentity(const CompressJobParams& params, const Checkpoint& checkpoint, 
         const auto time = fs::last_write_time(p, ec).time_since_epoch().count();
         files.push_back({{"name", p.filename().string()}, {"size", ec ? 0 : size}, {"mtime", static_cast<std::int64_t>(time)}});
     }
-    return {{"model", fs::absolute(root, ec).string()},
+    json identity{{"model", fs::absolute(root, ec).string()},
             {"model_files", files},
             {"config", json::parse(hfConfigJson(checkpoint.config()))},
             {"method", method.info().id},
@@ -121,6 +121,9 @@ json jobIdentity(const CompressJobParams& params, const Checkpoint& checkpoint, 
                                        {"length", params.calibration.length}, {"seed", params.calibration.seed}}
                                 : json()},
             {"groups", groupIds}};
+    if (!params.matrixSettings.empty()) // only then, so older work folders keep their identity
+        identity["matrix_settings"] = params.matrixSettings;
+    return identity;
 }
 
 // Names the first top-level key on which two identities differ.
@@ -190,24 +193,58 @@ Result<JobPlan> planCompressJob(const CompressJobParams& params, const Checkpoin
         return refs.error();
     if (refs->empty())
         return Error{"the layer selection matches no matrix of " + checkpoint.path()};
-    auto groups = method.planGroups(*refs, *resolved);
-    if (!groups)
-        return groups.error();
+    for (const auto& [name, extra] : params.matrixSettings)
+        if (std::none_of(refs->begin(), refs->end(), [&](const MatrixRef& r) { return r.name == name; }))
+            return Error{"per-matrix settings name " + name + ", which is not a selected matrix of " + checkpoint.path()};
+
+    // Matrices with equal effective settings form one partition, planned by the method together.
+    std::vector<std::pair<ParamSet, std::vector<MatrixRef>>> partitions;
+    std::map<std::string, std::size_t> partitionOf; // canonical parameters -> partition
+    for (const MatrixRef& ref : *refs) {
+        ParamSet effective = *resolved;
+        if (auto it = params.matrixSettings.find(ref.name); it != params.matrixSettings.end()) {
+            std::vector<std::string> merged = params.settings;
+            merged.insert(merged.end(), it->second.begin(), it->second.end());
+            auto r = ParamSet::resolve(method.info().params, merged);
+            if (!r)
+                return Error{method.info().id + ": " + ref.name + ": " + r.message()};
+            effective = *r;
+        }
+        const std::string key = effective.toJson(method.info().params);
+        auto [it, inserted] = partitionOf.emplace(key, partitions.size());
+        if (inserted)
+            partitions.push_back({effective, {}});
+        partitions[it->second].second.push_back(ref);
+    }
 
     JobPlan plan;
-    plan.groups = std::move(*groups);
     std::set<std::string> compressed;
-    for (std::size_t i = 0; i < plan.groups.size(); ++i) {
-        plan.groupIds.push_back(groupId(plan.groups[i], i, refs->size()));
-        std::vector<BitCounts> perMatrix;
-        auto shared = method.estimateBits(plan.groups[i], *resolved, perMatrix);
-        if (!shared)
-            return Error{method.info().id + ": " + shared.message()};
-        plan.estimatedBits.compressed += *shared;
-        for (std::size_t j = 0; j < plan.groups[i].size(); ++j) {
-            plan.estimatedBits.compressed += perMatrix[j];
-            plan.estimatedBits.compressedWeights += static_cast<std::uint64_t>(plan.groups[i][j].weights());
-            compressed.insert(plan.groups[i][j].name);
+    std::set<std::string> ids;
+    for (std::size_t p = 0; p < partitions.size(); ++p) {
+        const ParamSet& ps = partitions[p].first;
+        auto groups = method.planGroups(partitions[p].second, ps);
+        if (!groups)
+            return groups.error();
+        for (auto& g : *groups) {
+            const std::size_t i = plan.groups.size();
+            std::string id = groupId(g, i, refs->size());
+            if (partitions.size() > 1 && g.size() > 1) // "type:q_proj" may recur in another partition
+                id += "#" + std::to_string(p);
+            while (!ids.insert(id).second)
+                id += "'";
+            std::vector<BitCounts> perMatrix;
+            auto shared = method.estimateBits(g, ps, perMatrix);
+            if (!shared)
+                return Error{method.info().id + ": " + shared.message()};
+            plan.estimatedBits.compressed += *shared;
+            for (std::size_t j = 0; j < g.size(); ++j) {
+                plan.estimatedBits.compressed += perMatrix[j];
+                plan.estimatedBits.compressedWeights += static_cast<std::uint64_t>(g[j].weights());
+                compressed.insert(g[j].name);
+            }
+            plan.groupIds.push_back(id);
+            plan.groupParams.push_back(ps);
+            plan.groups.push_back(std::move(g));
         }
     }
     for (const TensorInfo& t : expectedTensors(checkpoint.config())) {
@@ -264,7 +301,9 @@ Result<CompressJobResult> runCompressJob(const CompressJobParams& params, Method
     // calibration: every block's Hessians are then measured up front on the uncompressed model and
     // kept on disk in the work folder, so memory holds only the Hessians of the group in progress.
     bool groupsSpanBlocks = false;
-    if (method.needsCalibration(resolved)) {
+    const bool needsCalibration = std::any_of(plan->groupParams.begin(), plan->groupParams.end(),
+                                              [&](const ParamSet& ps) { return method.needsCalibration(ps); });
+    if (needsCalibration) {
         const CalibrationParams& cp = params.calibration;
         if (cp.textPath.empty())
             return Error{"method '" + method.info().id + "' needs calibration text: pass --calib-text FILE"};
@@ -479,7 +518,7 @@ Result<CompressJobResult> runCompressJob(const CompressJobParams& params, Method
             progress.etaSeconds = doneHere > 0 ? secondsSince(trainingStart) / doneHere * remaining : 0;
             return !onProgress || onProgress(progress);
         };
-        auto payload = method.compress(group, resolved, context);
+        auto payload = method.compress(group, plan->groupParams[i], context);
         if (!payload)
             return payload.error();
         auto written = writeGroupFile(file, *payload);

@@ -15,6 +15,7 @@
 #include "pocket/result.h"
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -38,6 +39,9 @@ struct CompressJobParams {
     std::string modelPath;
     std::string methodId = "pocketllm";
     std::vector<std::string> settings; // "name=value" for the method's parameters
+    // Per-matrix overrides (a bit allocation): tensor name -> "name=value" applied on top of
+    // `settings`. Matrices with equal effective settings are planned together (planGroups per set).
+    std::map<std::string, std::vector<std::string>> matrixSettings;
     LayerSelection selection;          // default: every linear matrix of every block
     DType keepDtype = DType::F16;      // dtype of the tensors left uncompressed (F16, BF16 or F32)
     std::string tokenizerPath;         // embedded tokenizer; "" = the one beside the model
@@ -72,6 +76,7 @@ struct CompressJobResult {
 struct JobPlan {
     std::vector<std::vector<MatrixRef>> groups;
     std::vector<std::string> groupIds;
+    std::vector<ParamSet> groupParams; // each group's resolved parameters
     ArchiveBits estimatedBits;
 };
 

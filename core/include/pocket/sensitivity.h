@@ -7,6 +7,7 @@
 // "sensitivity", per-matrix metrics written as each unit finishes). Call from one thread.
 #pragma once
 
+#include "pocket/bit_allocation.h"
 #include "pocket/layer_selection.h"
 #include "pocket/method_registry.h"
 #include "pocket/result.h"
@@ -14,6 +15,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -76,5 +78,32 @@ struct SensitivityResult {
 // the option. Methods that need calibration data (GPTQ, VQ feedback) are refused.
 Result<SensitivityResult> runSensitivity(const SensitivityParams& params, MethodRegistry& registry, const RecorderOptions* recording = nullptr,
                                          const std::function<bool(const SensitivityProgress&)>& onProgress = {});
+
+// A bit allocation from measured sensitivities: one matrix-level sensitivity run per menu entry
+// (the entry's settings on top of base.settings), then allocateBits() with each matrix's bits and
+// KL under every entry. The plan's matrixSettings feed CompressJobParams::matrixSettings.
+struct AllocationRequest {
+    SensitivityParams base;                      // model, text, method, base settings, selection; unit is forced to matrix
+    std::vector<std::vector<std::string>> menu;  // e.g. {{"bits=2"}, {"bits=3"}, {"bits=4"}}
+    double budgetBpw = 0;
+};
+
+struct AllocationResult {
+    std::vector<std::vector<UnitSensitivity>> perOption; // [menu entry][matrix], model order
+    AllocationPlan plan;
+    std::map<std::string, std::vector<std::string>> matrixSettings; // matrix -> its menu entry
+    std::vector<double> uniformBpw;              // bpw of using each entry everywhere
+    double basePerplexity = 0;
+};
+
+struct AllocationProgress {
+    int option = 0;       // menu entry being measured
+    int optionCount = 0;
+    SensitivityProgress sensitivity;
+};
+
+// Runs the analyses and the allocation. Each analysis is recorded when `recording` is given.
+Result<AllocationResult> planBitAllocation(const AllocationRequest& request, MethodRegistry& registry, const RecorderOptions* recording = nullptr,
+                                           const std::function<bool(const AllocationProgress&)>& onProgress = {});
 
 } // namespace pocket
