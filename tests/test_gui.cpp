@@ -6,6 +6,7 @@
 #include "layer_picker.h"
 #include "main_window.h"
 #include "method_form.h"
+#include "sensitivity_panel.h"
 #include "training_chart.h"
 #include "workbench.h"
 
@@ -17,6 +18,8 @@
 #include <qcustomplot.h>
 
 #include <QElapsedTimer>
+#include <QComboBox>
+#include <QDoubleSpinBox>
 #include <QLabel>
 #include <QLineEdit>
 #include <QSignalSpy>
@@ -239,6 +242,54 @@ private Q_SLOTS:
         QCOMPARE(selected.at(0).at(0).toLongLong(), compressed.runId);
     }
 
+    void sensitivityHeatmapAndPlan()
+    {
+        SensitivityPanel* panel = m_window->sensitivityPanel();
+        panel->windowsSpin()->setValue(2);
+        panel->ctxSpin()->setValue(64);
+        panel->unitCombo()->setCurrentText("matrix");
+        QSignalSpy units(m_wb.get(), &Workbench::sensitivityUnits);
+        QSignalSpy finished(m_wb.get(), &Workbench::sensitivityFinished);
+        QString error;
+        QVERIFY2(panel->startAnalysis(&error), qPrintable(error));
+        QVERIFY(m_wb->waitForIdle(300000));
+        QCOMPARE(finished.size(), 1);
+        const auto outcome = finished.at(0).at(0).value<SensitivityOutcome>();
+        QVERIFY2(outcome.ok, qPrintable(outcome.message));
+        QCOMPARE(int(outcome.units.size()), 35);
+        int streamed = 0;
+        for (const auto& call : units)
+            streamed += call.at(0).value<QVector<UnitSensitivity>>().size();
+        QCOMPARE(streamed, 35); // every unit arrived while the analysis ran
+        QCOMPARE(panel->filledCells(), 35);
+        QCOMPARE(panel->table()->rowCount(), 35);
+        QSignalSpy activated(panel, &SensitivityPanel::matrixActivated);
+        panel->activateCell(2, 4);
+        QCOMPARE(activated.size(), 1);
+        QCOMPARE(activated.at(0).at(0).toString(), QString("model.layers.2.mlp.gate_proj.weight"));
+
+        panel->menuEdit()->setText("bits=2;bits=4");
+        panel->budgetSpin()->setValue(3.5);
+        QVERIFY2(panel->startPlan(&error), qPrintable(error));
+        QVERIFY(m_wb->waitForIdle(300000));
+        QCOMPARE(finished.size(), 2);
+        const auto plan = finished.at(1).at(0).value<SensitivityOutcome>();
+        QVERIFY2(plan.ok, qPrintable(plan.message));
+        QVERIFY(plan.allocation.plan.bpw <= 3.5 + 1e-9);
+        QCOMPARE(int(panel->planMatrixSettings().size()), 35);
+        QCOMPARE(panel->planTable()->rowCount(), 35);
+
+        QSignalSpy compressed(m_wb.get(), &Workbench::compressFinished);
+        m_window->outputPathEdit()->setText(m_tmp.filePath("planned.pllm"));
+        QVERIFY(m_window->startPlannedCompress());
+        QVERIFY(m_wb->waitForIdle(300000));
+        QCOMPARE(compressed.size(), 1);
+        const auto done = compressed.at(0).at(0).value<CompressOutcome>();
+        QVERIFY2(done.ok, qPrintable(done.message));
+        QVERIFY2(std::abs(done.bpwCompressed - plan.allocation.plan.bpw) < 1e-9, qPrintable(done.message));
+        m_window->outputPathEdit()->setText(m_archive);
+    }
+
     void exportAndReopen()
     {
         QSignalSpy exports(m_wb.get(), &Workbench::exportFinished);
@@ -255,13 +306,16 @@ private Q_SLOTS:
             QVERIFY2(o.ok, qPrintable(o.message));
             QVERIFY(!o.files.isEmpty());
         }
-        QCOMPARE(testsupport::readBytes(copy.toStdString()), testsupport::readBytes(m_archive.toStdString()));
+        const QString source = m_window->lastArchive(); // the allocated plan's archive, written last
+        QCOMPARE(testsupport::readBytes(copy.toStdString()), testsupport::readBytes(source.toStdString()));
         QVERIFY(QFileInfo::exists(hf + "/config.json"));
         QVERIFY(QFileInfo::exists(hf + "/model.safetensors"));
 
         QVERIFY(m_window->openPath(copy, true));
         QVERIFY(m_wb->summary().isArchive);
-        QCOMPARE(m_wb->summary().archiveMethod, QString("pocketllm"));
+        auto manifest = Archive::open(source.toStdString(), ContainerReader::Verify::ManifestOnly);
+        QVERIFY(bool(manifest));
+        QCOMPARE(m_wb->summary().archiveMethod, QString::fromStdString((*manifest)->manifest().groups.front().payload.methodId));
         const qint64 params = m_wb->summary().parameters;
         QVERIFY(m_window->openPath(hf, true));
         QVERIFY(!m_wb->summary().isArchive);

@@ -4,6 +4,7 @@
 #include "layer_picker.h"
 #include "log_bridge.h"
 #include "method_form.h"
+#include "sensitivity_panel.h"
 #include "training_chart.h"
 
 #include "pocket/app_paths.h"
@@ -108,6 +109,15 @@ MainWindow::MainWindow(Workbench* workbench, QWidget* parent) : QMainWindow(pare
     connect(m_workbench, &Workbench::compressFinished, this, &MainWindow::onCompressFinished);
     connect(m_workbench, &Workbench::evalFinished, this, &MainWindow::onEvalFinished);
     connect(m_workbench, &Workbench::exportFinished, this, &MainWindow::onExportFinished);
+    connect(m_workbench, &Workbench::sensitivityFinished, this, [this](const SensitivityOutcome& o) {
+        m_lastError = o.ok ? QString() : o.message;
+        statusBar()->showMessage(o.message, 15000);
+        if (o.ok)
+            m_overall->setValue(1000);
+        else if (!o.cancelled)
+            showError(tr("Sensitivity analysis failed"), o.message);
+        updateActions();
+    });
     connect(m_workbench, &Workbench::storeChanged, m_compare, &ComparePanel::refresh);
     connect(m_workbench, &Workbench::jobStarted, this, [this] { updateActions(); });
     connect(m_picker, &LayerPicker::selectionChanged, this, [this] { m_estimateTimer.start(); });
@@ -252,6 +262,17 @@ void MainWindow::buildLayout()
 
     m_compare = new ComparePanel;
     m_tabs->addTab(m_compare, tr("Compare"));
+
+    m_sensitivity = new SensitivityPanel(m_workbench);
+    m_sensitivity->setTextPath(m_textPath->text());
+    m_tabs->addTab(m_sensitivity, tr("Sensitivity"));
+    connect(m_textPath, &QLineEdit::textChanged, m_sensitivity, &SensitivityPanel::setTextPath);
+    connect(m_sensitivity, &SensitivityPanel::matrixActivated, this, [this](const QString& name) {
+        m_picker->focusMatrix(name);
+        if (auto* dock = findChild<QDockWidget*>(QStringLiteral("modelDock")))
+            dock->show();
+    });
+    connect(m_sensitivity, &SensitivityPanel::runPlanRequested, this, [this] { startPlannedCompress(); });
 
     m_jobLabel = new QLabel;
     statusBar()->addPermanentWidget(m_jobLabel);
@@ -495,6 +516,7 @@ void MainWindow::updateActions()
     m_exportHfAction->setEnabled(!busy && haveArchive);
     m_evalOriginal->setEnabled(!busy && m_workbench->hasModel() && !m_workbench->summary().isArchive);
     m_evalCompressed->setEnabled(!busy && haveArchive);
+    m_sensitivity->setEnabled(!busy || m_workbench->runningKind() == JobStatus::Kind::Sensitivity);
     if (!busy)
         m_jobLabel->clear();
 }
@@ -508,8 +530,39 @@ bool MainWindow::startCompress(bool resume)
         statusBar()->showMessage(invalid, 8000);
         return false;
     }
+    if (resume && !m_lastJob.outPath.empty() && m_lastJob.outPath == m_outPath->text().trimmed().toStdString()) {
+        CompressJobParams again = m_lastJob; // the interrupted job as it was started (a plan's overrides included)
+        again.resume = true;
+        return launchCompress(again, true);
+    }
+    return launchCompress(jobParams(resume), resume);
+}
+
+bool MainWindow::startPlannedCompress()
+{
+    if (m_sensitivity->planMatrixSettings().empty()) {
+        m_lastError = tr("Make a plan first (Sensitivity ▸ Plan).");
+        statusBar()->showMessage(m_lastError, 8000);
+        return false;
+    }
+    CompressJobParams p = jobParams(false);
+    p.methodId = m_sensitivity->planMethod().toStdString();
+    p.settings = m_sensitivity->planBaseSettings();
+    p.matrixSettings = m_sensitivity->planMatrixSettings();
+    p.selection = LayerSelection{}; // the plan names every matrix it covers
+    for (const auto& [name, settings] : p.matrixSettings)
+        p.selection.names.push_back(name);
+    if (!m_outPathEdited)
+        p.outPath = m_workbench->defaultArchivePath(m_sensitivity->planMethod() + QStringLiteral("-allocated")).toStdString();
+    m_outPath->setText(QString::fromStdString(p.outPath));
+    return launchCompress(p, false);
+}
+
+bool MainWindow::launchCompress(const CompressJobParams& params, bool resume)
+{
+    m_lastJob = params;
     QString error;
-    if (!m_workbench->startCompress(jobParams(resume), &error)) {
+    if (!m_workbench->startCompress(params, &error)) {
         m_lastError = error;
         showError(tr("Cannot start the compression"), error);
         return false;

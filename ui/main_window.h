@@ -24,6 +24,7 @@ class QTableWidget;
 namespace pocket::ui {
 
 class ComparePanel;
+class SensitivityPanel;
 class LayerPicker;
 class MethodForm;
 class TrainingChart;
@@ -43,6 +44,8 @@ public:
     // Starts a compression with the current settings (resume: continue the interrupted run of
     // the output path). Returns false and says why in the status bar when it cannot start.
     bool startCompress(bool resume);
+    // Starts a compression with the sensitivity panel's allocation plan (per-matrix settings).
+    bool startPlannedCompress();
     // Evaluates the open model (compressed = false) or the last archive (true).
     bool startEval(bool compressed);
     bool exportArchiveTo(const QString& destination);
@@ -54,6 +57,7 @@ public:
     MethodForm* methodForm() const { return m_form; }
     TrainingChart* trainingChart() const { return m_chart; }
     ComparePanel* comparePanel() const { return m_compare; }
+    SensitivityPanel* sensitivityPanel() const { return m_sensitivity; }
     QTabWidget* tabs() const { return m_tabs; }
     QLineEdit* outputPathEdit() const { return m_outPath; }
     QLineEdit* textPathEdit() const { return m_textPath; }
@@ -86,12 +90,14 @@ private:
     void appendLog(int level, const QString& text);
     void showAbout();
     pocket::CompressJobParams jobParams(bool resume) const;
+    bool launchCompress(const pocket::CompressJobParams& params, bool resume);
 
     Workbench* m_workbench;
     LayerPicker* m_picker = nullptr;
     MethodForm* m_form = nullptr;
     TrainingChart* m_chart = nullptr;
     ComparePanel* m_compare = nullptr;
+    SensitivityPanel* m_sensitivity = nullptr;
     QTabWidget* m_tabs = nullptr;
     QLabel* m_summary = nullptr;
     QLabel* m_estimate = nullptr;
@@ -119,6 +125,7 @@ private:
     QAction* m_exportArchiveAction = nullptr;
     QAction* m_exportHfAction = nullptr;
     QTimer m_estimateTimer;
+    pocket::CompressJobParams m_lastJob; // what Resume continues when the archive path is unchanged
     QStringList m_recent;
     QString m_lastArchive;
     QString m_lastError;

@@ -68,6 +68,9 @@ Workbench::Workbench(QObject* parent, const QString& extraPluginFolder) : QObjec
     qRegisterMetaType<EvalOutcome>();
     qRegisterMetaType<ExportOutcome>();
     qRegisterMetaType<TrainPoint>();
+    qRegisterMetaType<SensitivityOutcome>();
+    qRegisterMetaType<UnitSensitivity>();
+    qRegisterMetaType<QVector<UnitSensitivity>>();
     qRegisterMetaType<QVector<TrainPoint>>();
     if (!extraPluginFolder.isEmpty()) {
         const QString wanted = QFileInfo(extraPluginFolder).canonicalFilePath();
@@ -189,6 +192,7 @@ void Workbench::launch(JobStatus::Kind kind, std::function<void()> work)
     {
         std::lock_guard<std::mutex> lock(m_bufferMutex);
         m_pending.clear();
+        m_pendingUnits.clear();
         m_pendingStatus.reset();
     }
     m_thread = QThread::create(std::move(work));
@@ -232,14 +236,18 @@ void Workbench::postStatus(const JobStatus& status)
 void Workbench::drainMetrics()
 {
     std::vector<TrainPoint> points;
+    std::vector<UnitSensitivity> units;
     std::optional<JobStatus> status;
     {
         std::lock_guard<std::mutex> lock(m_bufferMutex);
         points.swap(m_pending);
+        units.swap(m_pendingUnits);
         status.swap(m_pendingStatus);
     }
     if (!points.empty())
         Q_EMIT trainMetrics(QVector<TrainPoint>(points.begin(), points.end()));
+    if (!units.empty())
+        Q_EMIT sensitivityUnits(QVector<UnitSensitivity>(units.begin(), units.end()));
     if (status)
         Q_EMIT jobProgress(*status);
 }
@@ -542,6 +550,100 @@ bool Workbench::startExportArchive(const QString& archivePath, const QString& de
         setDelivery([this, o] {
             spdlog::log(o.ok || o.cancelled ? spdlog::level::info : spdlog::level::err, "export: {}", o.message.toStdString());
             Q_EMIT exportFinished(o);
+        });
+    });
+    return true;
+}
+
+bool Workbench::startSensitivity(const SensitivityParams& params, QString* error)
+{
+    AllocationRequest request;
+    request.base = params;
+    return startAnalysis(request, false, error);
+}
+
+bool Workbench::startAllocation(const AllocationRequest& request, QString* error)
+{
+    return startAnalysis(request, true, error);
+}
+
+bool Workbench::startAnalysis(const AllocationRequest& request, bool allocate, QString* error)
+{
+    if (busy()) {
+        *error = tr("A job is already running.");
+        return false;
+    }
+    if (!m_checkpoint || m_summary.isArchive) {
+        *error = tr("Open a model (not an archive) to measure its sensitivity.");
+        return false;
+    }
+    if (!QFileInfo(QString::fromStdString(request.base.textPath)).isFile()) {
+        *error = tr("Choose a text file for the analysis (%1 is not a file).").arg(QString::fromStdString(request.base.textPath));
+        return false;
+    }
+    if (allocate && request.menu.empty()) {
+        *error = tr("Give at least one menu entry to allocate from.");
+        return false;
+    }
+    const RecorderOptions recording{m_storePath.toStdString(), true, "pocketllm workbench"};
+    launch(JobStatus::Kind::Sensitivity, [this, request, allocate, recording] {
+        const std::shared_ptr<std::atomic<bool>> stopFlag = m_stop;
+        SensitivityOutcome o;
+        o.isAllocation = allocate;
+        const auto report = [&](const SensitivityProgress& s, int option, int options) {
+            JobStatus st;
+            st.kind = JobStatus::Kind::Sensitivity;
+            const double unitFraction = s.unitCount ? double(s.unitsDone) / s.unitCount : 0;
+            st.fraction = (option + unitFraction) / options;
+            st.etaSeconds = s.etaSeconds >= 0 ? s.etaSeconds + (options - option - 1) * (s.elapsedSeconds + s.etaSeconds) : -1;
+            st.text = options > 1 ? tr("menu entry %1/%2: unit %3/%4").arg(option + 1).arg(options).arg(s.unitsDone).arg(s.unitCount)
+                                  : tr("sensitivity: unit %1/%2 (base perplexity %3)").arg(s.unitsDone).arg(s.unitCount).arg(s.basePerplexity, 0, 'f', 4);
+            std::lock_guard<std::mutex> lock(m_bufferMutex);
+            m_pendingStatus = st;
+            if (s.latest && option == options - 1)
+                m_pendingUnits.push_back(*s.latest);
+            return !stopFlag->load();
+        };
+        if (allocate) {
+            auto r = planBitAllocation(request, *m_registry, &recording, [&](const AllocationProgress& a) {
+                return report(a.sensitivity, a.option, a.optionCount);
+            });
+            if (r) {
+                o.ok = true;
+                o.basePerplexity = r->basePerplexity;
+                o.allocation = *r;
+                o.message = tr("Plan: %1 bits per weight (budget %2), predicted damage %3.")
+                                .arg(r->plan.bpw, 0, 'f', 3)
+                                .arg(request.budgetBpw, 0, 'f', 3)
+                                .arg(r->plan.predictedDamage, 0, 'g', 4);
+            } else {
+                o.cancelled = r.message() == "cancelled";
+                o.message = o.cancelled ? tr("Allocation cancelled.") : QString::fromStdString(r.message());
+            }
+        } else {
+            auto r = runSensitivity(request.base, *m_registry, &recording, [&](const SensitivityProgress& s) {
+                if (s.latest)
+                    o.units.push_back(*s.latest);
+                return report(s, 0, 1);
+            });
+            if (r) {
+                o.ok = true;
+                o.basePerplexity = r->basePerplexity;
+                o.units = r->units;
+                o.runId = r->runId;
+                o.message = tr("Measured %1 units in %2 (base perplexity %3).")
+                                .arg(r->units.size())
+                                .arg(formatSeconds(r->seconds))
+                                .arg(r->basePerplexity, 0, 'f', 4);
+            } else {
+                o.cancelled = r.message() == "cancelled";
+                o.message = o.cancelled ? tr("Sensitivity analysis cancelled; the units measured are kept.") : QString::fromStdString(r.message());
+            }
+        }
+        setDelivery([this, o] {
+            spdlog::log(o.ok || o.cancelled ? spdlog::level::info : spdlog::level::err, "analysis: {}", o.message.toStdString());
+            Q_EMIT sensitivityFinished(o);
+            Q_EMIT storeChanged();
         });
     });
     return true;

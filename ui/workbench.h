@@ -14,6 +14,7 @@
 #include "pocket/dtype.h"
 #include "pocket/eval_job.h"
 #include "pocket/method_registry.h"
+#include "pocket/sensitivity.h"
 
 #include <QObject>
 #include <QString>
@@ -51,7 +52,7 @@ struct TrainPoint {
 
 // What a progress bar shows.
 struct JobStatus {
-    enum class Kind { None, Compress, Eval, Export };
+    enum class Kind { None, Compress, Eval, Export, Sensitivity };
     Kind kind = Kind::None;
     QString text;             // "group 3/35: model.layers.2.mlp.up_proj.weight  epoch 4/50"
     double fraction = 0;      // whole job, 0..1
@@ -115,6 +116,18 @@ struct ExportOutcome {
     QStringList files;        // "name (size)" of what was written
 };
 
+struct SensitivityOutcome {
+    bool ok = false;
+    bool cancelled = false;
+    QString message;
+    double basePerplexity = 0;
+    std::vector<pocket::UnitSensitivity> units; // all finished units (also on cancel)
+    qint64 runId = 0;
+    // Allocation runs only: the plan.
+    bool isAllocation = false;
+    pocket::AllocationResult allocation;
+};
+
 class Workbench : public QObject {
     Q_OBJECT
 public:
@@ -145,6 +158,10 @@ public:
     bool startExportHf(const QString& archivePath, const QString& outDir, pocket::DType dtype, QString* error);
     // Copies an archive to `destination` (temporary name, then rename), verifying it first.
     bool startExportArchive(const QString& archivePath, const QString& destination, QString* error);
+    // Measures the sensitivity of each unit (recorded in the store; units stream via sensitivityUnits()).
+    bool startSensitivity(const pocket::SensitivityParams& params, QString* error);
+    // One sensitivity analysis per menu entry, then the allocation for the budget.
+    bool startAllocation(const pocket::AllocationRequest& request, QString* error);
     bool busy() const { return m_thread != nullptr; }
     JobStatus::Kind runningKind() const { return m_runningKind; }
     // Asks the running job to stop at its next safe point (finished groups stay for a resume).
@@ -171,11 +188,15 @@ Q_SIGNALS:
     void compressFinished(const pocket::ui::CompressOutcome& outcome);
     void evalFinished(const pocket::ui::EvalOutcome& outcome);
     void exportFinished(const pocket::ui::ExportOutcome& outcome);
+    // Units measured since the last report (buffered like the training metrics).
+    void sensitivityUnits(const QVector<pocket::UnitSensitivity>& units);
+    void sensitivityFinished(const pocket::ui::SensitivityOutcome& outcome);
     // A run was written to the experiment store.
     void storeChanged();
 
 private:
     void launch(JobStatus::Kind kind, std::function<void()> work);
+    bool startAnalysis(const pocket::AllocationRequest& request, bool allocate, QString* error);
     void finishJob();
     // Called by the worker as its last act: what finishJob() runs on the GUI thread.
     void setDelivery(std::function<void()> deliver);
@@ -194,6 +215,7 @@ private:
     // Filled by the worker, drained on the GUI thread.
     std::mutex m_bufferMutex;
     std::vector<TrainPoint> m_pending;
+    std::vector<pocket::UnitSensitivity> m_pendingUnits;
     std::optional<JobStatus> m_pendingStatus;
     std::function<void()> m_delivery;
     QTimer m_drainTimer;
@@ -211,3 +233,5 @@ Q_DECLARE_METATYPE(pocket::ui::CompressOutcome)
 Q_DECLARE_METATYPE(pocket::ui::EvalOutcome)
 Q_DECLARE_METATYPE(pocket::ui::ExportOutcome)
 Q_DECLARE_METATYPE(pocket::ui::TrainPoint)
+Q_DECLARE_METATYPE(pocket::ui::SensitivityOutcome)
+Q_DECLARE_METATYPE(pocket::UnitSensitivity)
