@@ -62,85 +62,6 @@ int storeWriter(const std::string& path, int writer, int count)
 }
 
 // A raw SQLite connection for checking (and tampering with) files behind the store's back.
-// A store as schema version 1 wrote it (the first release's tables, verbatim), to test migrations.
-const char* const kSchemaV1 = R"sql(
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE models (
-  id INTEGER PRIMARY KEY,
-  name TEXT NOT NULL,
-  architecture TEXT NOT NULL DEFAULT '',
-  parameter_count INTEGER NOT NULL DEFAULT 0,
-  content_hash TEXT NOT NULL UNIQUE,
-  path TEXT NOT NULL DEFAULT '',
-  first_seen TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now')));
-CREATE TABLE datasets (
-  id INTEGER PRIMARY KEY,
-  name TEXT NOT NULL,
-  split TEXT NOT NULL DEFAULT '',
-  file_hash TEXT NOT NULL DEFAULT '',
-  path TEXT NOT NULL DEFAULT '',
-  UNIQUE (name, split, file_hash));
-CREATE TABLE runs (
-  id INTEGER PRIMARY KEY,
-  kind TEXT NOT NULL CHECK (kind IN ('compress', 'eval')),
-  method TEXT NOT NULL DEFAULT '',
-  params_json TEXT NOT NULL DEFAULT '{}',
-  model_id INTEGER REFERENCES models(id) ON DELETE SET NULL,
-  selection_json TEXT NOT NULL DEFAULT '',
-  started_at TEXT NOT NULL,
-  finished_at TEXT,
-  status TEXT NOT NULL CHECK (status IN ('running', 'done', 'failed', 'cancelled')),
-  wall_seconds REAL,
-  peak_rss_mb REAL,
-  program_version TEXT NOT NULL DEFAULT '',
-  archive_path TEXT NOT NULL DEFAULT '',
-  archive_bytes INTEGER,
-  bpw_compressed REAL,
-  bpw_all_in REAL,
-  parent_run_id INTEGER REFERENCES runs(id) ON DELETE SET NULL,
-  notes TEXT NOT NULL DEFAULT '',
-  error TEXT NOT NULL DEFAULT '');
-CREATE INDEX runs_by_model ON runs(model_id);
-CREATE INDEX runs_by_archive ON runs(archive_path) WHERE archive_path <> '';
-CREATE INDEX runs_by_parent ON runs(parent_run_id) WHERE parent_run_id IS NOT NULL;
-CREATE TABLE results (
-  id INTEGER PRIMARY KEY,
-  run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
-  metric TEXT NOT NULL,
-  dataset_id INTEGER REFERENCES datasets(id),
-  ctx INTEGER,
-  stride INTEGER,
-  value REAL,
-  tokens INTEGER);
-CREATE INDEX results_by_run ON results(run_id);
-CREATE INDEX results_by_metric ON results(metric);
-CREATE TABLE matrix_metrics (
-  run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
-  name TEXT NOT NULL,
-  group_id TEXT NOT NULL DEFAULT '',
-  n_rows INTEGER NOT NULL DEFAULT 0,
-  n_cols INTEGER NOT NULL DEFAULT 0,
-  mse REAL,
-  snr_db REAL,
-  bpw REAL,
-  sensitivity REAL,
-  PRIMARY KEY (run_id, name));
-CREATE TABLE published (
-  id INTEGER PRIMARY KEY,
-  method TEXT NOT NULL,
-  model TEXT NOT NULL,
-  bpw REAL,
-  dataset TEXT NOT NULL DEFAULT '',
-  split TEXT NOT NULL DEFAULT '',
-  ctx INTEGER,
-  metric TEXT NOT NULL,
-  value REAL NOT NULL,
-  source TEXT NOT NULL,
-  setting TEXT NOT NULL DEFAULT '',
-  note TEXT NOT NULL DEFAULT '');
-CREATE INDEX published_by_metric ON published(metric);
-)sql";
-
 class RawDb {
 public:
     explicit RawDb(const QString& path) { sqlite3_open(path.toUtf8().constData(), &m_db); }
@@ -282,7 +203,7 @@ private Q_SLOTS:
         const QString file = path("v1.sqlite");
         {
             RawDb raw(file);
-            QVERIFY(raw.exec(kSchemaV1));
+            QVERIFY(raw.exec(experimentStoreMigrationSql(1))); // a store as version 1 wrote it
             QVERIFY(raw.exec("PRAGMA user_version = 1; PRAGMA application_id = 1347177549;"));
             QVERIFY(raw.exec("INSERT INTO models (id, name, content_hash) VALUES (1, 'm.bin', 'xxh64:01');"
                              "INSERT INTO runs (id, kind, method, model_id, started_at, status) VALUES (1, 'compress', 'rtn', 1, '2025-01-01T00:00:00Z', 'done');"

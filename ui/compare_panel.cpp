@@ -2,6 +2,8 @@
 
 #include "pocket/experiment_store.h"
 
+#include "palette.h"
+
 #include <qcustomplot.h>
 
 #include <QCheckBox>
@@ -24,13 +26,6 @@ namespace pocket::ui {
 
 namespace {
 
-QColor methodColor(int index)
-{
-    static const QColor palette[] = {QColor(31, 119, 180), QColor(214, 39, 40), QColor(44, 160, 44), QColor(255, 127, 14),
-                                     QColor(148, 103, 189), QColor(140, 86, 75), QColor(227, 119, 194), QColor(127, 127, 127),
-                                     QColor(188, 189, 34), QColor(23, 190, 207)};
-    return palette[index % 10];
-}
 
 QTableWidgetItem* numberItem(double v, int digits)
 {
@@ -208,7 +203,7 @@ bool ComparePanel::refresh()
     }
     bool logY = m_metric->currentText() == QLatin1String("perplexity");
     for (auto& [key, s] : series) {
-        const QColor color = methodColor(methodIndex[key.first]);
+        const QColor color = seriesColor(methodIndex[key.first]);
         auto* curve = new QCPCurve(m_chart->xAxis, m_chart->yAxis);
         QVector<double> t(s.x.size());
         for (int i = 0; i < t.size(); ++i)

@@ -1,5 +1,7 @@
 #include "training_chart.h"
 
+#include "palette.h"
+
 #include <qcustomplot.h>
 
 #include <QCheckBox>
@@ -13,18 +15,6 @@
 
 namespace pocket::ui {
 
-namespace {
-
-QColor groupColor(int index)
-{
-    // A qualitative palette that stays readable on white.
-    static const QColor palette[] = {QColor(31, 119, 180), QColor(255, 127, 14), QColor(44, 160, 44), QColor(214, 39, 40),
-                                     QColor(148, 103, 189), QColor(140, 86, 75), QColor(227, 119, 194), QColor(127, 127, 127),
-                                     QColor(188, 189, 34), QColor(23, 190, 207)};
-    return palette[index % 10];
-}
-
-} // namespace
 
 TrainingChart::TrainingChart(QWidget* parent) : QWidget(parent)
 {
@@ -117,7 +107,7 @@ QCPGraph* TrainingChart::graphFor(int groupIndex, QCustomPlot* plot, QVector<QCP
         const int index = static_cast<int>(graphs.size());
         QCPGraph* g = plot->addGraph();
         g->setName(index < m_groupIds.size() ? m_groupIds[index] : tr("group %1").arg(index + 1));
-        g->setPen(QPen(groupColor(index), 1));
+        g->setPen(QPen(seriesColor(index), 1));
         g->setAdaptiveSampling(true);
         graphs.push_back(g);
     }
@@ -148,7 +138,7 @@ void TrainingChart::highlight(int groupIndex)
     m_current = groupIndex;
     for (QVector<QCPGraph*>* graphs : {&m_lossGraphs, &m_usageGraphs})
         for (int i = 0; i < graphs->size(); ++i) {
-            QColor c = groupColor(i);
+            QColor c = seriesColor(i);
             if (i != groupIndex)
                 c.setAlpha(90);
             (*graphs)[i]->setPen(QPen(c, i == groupIndex ? 2.5 : 1));

@@ -273,6 +273,14 @@ auto compareKey(const CompareRow& r)
 
 } // namespace
 
+const char* experimentStoreMigrationSql(int version)
+{
+    for (const Migration& m : kMigrations)
+        if (m.version == version)
+            return m.sql;
+    return nullptr;
+}
+
 const char* runKindName(RunKind kind) { return kKindNames[static_cast<int>(kind)]; }
 const char* runStatusName(RunStatus status) { return kStatusNames[static_cast<int>(status)]; }
 

@@ -34,9 +34,20 @@ std::string evalParamsJson(const std::string& textPath, const std::string& token
     return j.dump();
 }
 
-RunStatus endStatus(const std::string& error) { return error == "cancelled" ? RunStatus::Cancelled : RunStatus::Failed; }
-
 } // namespace
+
+RunStatus endStatusOf(const std::string& error) { return error == "cancelled" ? RunStatus::Cancelled : RunStatus::Failed; }
+
+Result<std::int64_t> upsertModelOf(ExperimentStore& store, const Checkpoint& c)
+{
+    auto hash = modelFingerprint(c.path());
+    if (!hash)
+        return hash.error();
+    std::int64_t parameters = 0;
+    for (const auto& t : c.tensors())
+        parameters += elementCount(t.shape);
+    return store.upsertModel({0, displayName(c.path()), c.config().architecture, parameters, *hash, absolutePath(c.path())});
+}
 
 RunRecorder::RunRecorder(RecorderOptions options) : m_options(std::move(options)), m_start(std::chrono::steady_clock::now()) {}
 
@@ -212,7 +223,7 @@ std::int64_t EvalRecorder::done(const EvalResult& r)
     return m_runId;
 }
 
-void EvalRecorder::failed(const std::string& error) { markEnded(endStatus(error), error); }
+void EvalRecorder::failed(const std::string& error) { markEnded(endStatusOf(error), error); }
 
 CompressRecorder::CompressRecorder(RecorderOptions options, CompressJobParams params, std::string requestedSelectionJson)
     : RunRecorder(std::move(options)), m_params(std::move(params)), m_requestedSelectionJson(std::move(requestedSelectionJson))
@@ -224,14 +235,7 @@ Result<std::int64_t> CompressRecorder::insertRun(ExperimentStore& store)
     auto checkpoint = openCheckpoint(m_params.modelPath);
     if (!checkpoint)
         return checkpoint.error();
-    const Checkpoint& c = **checkpoint;
-    auto hash = modelFingerprint(c.path());
-    if (!hash)
-        return hash.error();
-    std::int64_t parameters = 0;
-    for (const auto& t : c.tensors())
-        parameters += elementCount(t.shape);
-    auto modelId = store.upsertModel({0, displayName(c.path()), c.config().architecture, parameters, *hash, absolutePath(c.path())});
+    auto modelId = upsertModelOf(store, **checkpoint);
     if (!modelId)
         return modelId.error();
     RunStart start;
@@ -280,6 +284,6 @@ std::int64_t CompressRecorder::done(const CompressJobResult& r)
     return m_runId;
 }
 
-void CompressRecorder::failed(const std::string& error) { markEnded(endStatus(error), error); }
+void CompressRecorder::failed(const std::string& error) { markEnded(endStatusOf(error), error); }
 
 } // namespace pocket

@@ -102,19 +102,12 @@ public:
         return m_runId;
     }
 
-    void failed(const std::string& error) { markEnded(error == "cancelled" ? RunStatus::Cancelled : RunStatus::Failed, error); }
+    void failed(const std::string& error) { markEnded(endStatusOf(error), error); }
 
 protected:
     Result<std::int64_t> insertRun(ExperimentStore& store) override
     {
-        auto hash = modelFingerprint(m_checkpoint.path());
-        if (!hash)
-            return hash.error();
-        std::int64_t parameters = 0;
-        for (const auto& t : m_checkpoint.tensors())
-            parameters += elementCount(t.shape);
-        auto modelId = store.upsertModel({0, displayName(m_checkpoint.path()), m_checkpoint.config().architecture, parameters, *hash,
-                                          absolutePath(m_checkpoint.path())});
+        auto modelId = upsertModelOf(store, m_checkpoint);
         if (!modelId)
             return modelId.error();
         RunStart start;

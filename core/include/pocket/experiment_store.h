@@ -241,6 +241,10 @@ private:
     std::unique_ptr<Impl> m_impl;
 };
 
+// The SQL of schema migration `version` (1 .. ExperimentStore::kSchemaVersion), nullptr for any
+// other number. Tests build stores as older versions wrote them with it.
+const char* experimentStoreMigrationSql(int version);
+
 // A fast fingerprint of a model on disk, "xxh64:<16 hex digits>" (XXH64, seed 0). For a folder:
 // config.json's bytes, then for every regular file whose name ends in .safetensors, .bin, .pth or
 // .json other than config.json (sorted by name): its name, size, first and last MiB. For a file

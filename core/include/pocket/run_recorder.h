@@ -19,6 +19,12 @@ namespace pocket {
 
 class Checkpoint;
 
+// Inserts (or finds) `checkpoint`'s model in `store`, identified by modelFingerprint(); its id.
+Result<std::int64_t> upsertModelOf(ExperimentStore& store, const Checkpoint& checkpoint);
+
+// Finishes a run as cancelled when `error` is "cancelled", else as failed.
+RunStatus endStatusOf(const std::string& error);
+
 // Where and whether to record.
 struct RecorderOptions {
     std::string storePath;   // the store file (see ExperimentStore::defaultPath())
