@@ -1,7 +1,8 @@
 // Draws perplexity against bits per weight from a CSV of runs, one colour per method, with each
 // method's Pareto front (the best perplexity reached at or below each bpw), and saves a PNG.
 // No LibTorch here (QCustomPlot and torch never share a translation unit).
-// Run: build/bin/pareto_chart RESULTS.csv OUT.png [--title T] [--reference PPL]
+// Run: build/bin/pareto_chart RESULTS.csv OUT.png [--title T] [--reference PPL] [--xmin X] [--xmax X] [--ymax P]
+// (points outside [xmin, xmax] or above ymax are left out; each method gets its own colour and marker)
 // CSV columns: method,label,bpw,perplexity (a header line is skipped).
 #include <qcustomplot.h>
 
@@ -27,16 +28,22 @@ int main(int argc, char** argv)
     QApplication app(argc, argv);
     const QStringList args = app.arguments();
     if (args.size() < 3) {
-        std::fprintf(stderr, "usage: pareto_chart RESULTS.csv OUT.png [--title T] [--reference PPL]\n");
+        std::fprintf(stderr, "usage: pareto_chart RESULTS.csv OUT.png [--title T] [--reference PPL] [--xmin X] [--xmax X] [--ymax P]\n");
         return 2;
     }
     QString title = "perplexity vs bits per weight";
-    double reference = 0;
+    double reference = 0, xmin = -1e300, xmax = 1e300, ymax = 1e300;
     for (int i = 3; i + 1 < args.size(); ++i) {
         if (args[i] == "--title")
             title = args[i + 1];
         if (args[i] == "--reference")
             reference = args[i + 1].toDouble();
+        if (args[i] == "--xmin")
+            xmin = args[i + 1].toDouble();
+        if (args[i] == "--xmax")
+            xmax = args[i + 1].toDouble();
+        if (args[i] == "--ymax")
+            ymax = args[i + 1].toDouble();
     }
     QFile file(args[1]);
     if (!file.open(QIODevice::ReadOnly | QIODevice::Text)) {
@@ -51,7 +58,7 @@ int main(int argc, char** argv)
         if (f.size() < 4)
             continue;
         const double bpw = f[2].toDouble(&okBpw), ppl = f[3].toDouble(&okPpl);
-        if (okBpw && okPpl && ppl > 0)
+        if (okBpw && okPpl && ppl > 0 && bpw >= xmin && bpw <= xmax && ppl <= ymax)
             byMethod[f[0]].push_back({bpw, ppl});
     }
     if (byMethod.empty()) {
@@ -67,11 +74,16 @@ int main(int argc, char** argv)
     plot.yAxis->setLabel("perplexity (log scale)");
     plot.yAxis->setScaleType(QCPAxis::stLogarithmic);
     plot.yAxis->setTicker(QSharedPointer<QCPAxisTickerLog>(new QCPAxisTickerLog));
-    const QList<QColor> colours{Qt::blue, Qt::red, QColor(0, 150, 0), Qt::magenta, QColor(230, 130, 0), Qt::darkCyan, Qt::black};
+    const QList<QColor> colours{Qt::blue, Qt::red, QColor(0, 150, 0), Qt::magenta, QColor(230, 130, 0), Qt::darkCyan, Qt::black,
+                                QColor(140, 90, 40), Qt::gray};
+    const QList<QCPScatterStyle::ScatterShape> shapes{QCPScatterStyle::ssDisc,    QCPScatterStyle::ssSquare,  QCPScatterStyle::ssDiamond,
+                                                      QCPScatterStyle::ssTriangle, QCPScatterStyle::ssCross,  QCPScatterStyle::ssPlus,
+                                                      QCPScatterStyle::ssStar,     QCPScatterStyle::ssCircle, QCPScatterStyle::ssTriangleInverted};
     int c = 0;
     double minX = 1e9, maxX = 0, minY = 1e9, maxY = 0;
     for (auto& [method, points] : byMethod) {
         std::sort(points.begin(), points.end(), [](const Point& a, const Point& b) { return a.bpw < b.bpw; });
+        const QCPScatterStyle::ScatterShape shape = shapes[c % shapes.size()];
         const QColor colour = colours[c++ % colours.size()];
         QCPGraph* all = plot.addGraph();
         all->setLineStyle(QCPGraph::lsNone);
@@ -80,7 +92,7 @@ int main(int argc, char** argv)
         QCPGraph* front = plot.addGraph();
         front->setName(method);
         front->setPen(QPen(colour, 2));
-        front->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssDisc, colour, 7));
+        front->setScatterStyle(QCPScatterStyle(shape, colour, 8));
         double best = 1e300;
         for (const Point& p : points) {
             all->addData(p.bpw, p.ppl);

@@ -275,6 +275,90 @@ private Q_SLOTS:
         QVERIFY2(refused.message().find("needs calibration") != std::string::npos, refused.message().c_str());
     }
 
+    // Feedback with a shared codebook: fitted on the whole group (same codebook as without
+    // feedback), each matrix's codes chosen with its own Hessian.
+    void vqFeedbackWorksOnSharedGroups()
+    {
+        const std::int64_t rows = 16, cols = 32, n = 512;
+        std::mt19937 gen(11);
+        std::normal_distribution<double> normal(0, 1);
+        const auto hessian = [&](unsigned) {
+            std::vector<double> factors(3 * cols);
+            for (double& f : factors)
+                f = normal(gen);
+            std::vector<double> hd(cols * cols, 0.0);
+            for (std::int64_t s = 0; s < n; ++s) {
+                const double z[3] = {normal(gen), normal(gen), normal(gen)};
+                std::vector<double> x(cols);
+                for (std::int64_t c = 0; c < cols; ++c)
+                    x[c] = 0.3 * normal(gen) + z[0] * factors[c] + z[1] * factors[cols + c] + z[2] * factors[2 * cols + c];
+                for (std::int64_t a = 0; a < cols; ++a)
+                    for (std::int64_t b = 0; b < cols; ++b)
+                        hd[a * cols + b] += 2.0 * x[a] * x[b] / n;
+            }
+            return hd;
+        };
+        const std::vector<double> h1 = hessian(1), h2 = hessian(2);
+        WeightMatrix a = randomMatrix("a", rows, cols, 1), b = randomMatrix("b", rows, cols, 2);
+        a.hessian.assign(h1.begin(), h1.end());
+        b.hessian.assign(h2.begin(), h2.end());
+        const auto proxy = [&](const WeightMatrix& m, const std::vector<float>& q, const std::vector<double>& hd) {
+            double total = 0;
+            for (std::int64_t r = 0; r < rows; ++r)
+                for (std::int64_t x = 0; x < cols; ++x)
+                    for (std::int64_t y = 0; y < cols; ++y)
+                        total += (m.values[r * cols + x] - q[r * cols + x]) * hd[x * cols + y] * (m.values[r * cols + y] - q[r * cols + y]);
+            return total;
+        };
+        for (const char* rowScale : {"row_scale=false", "row_scale=true"}) {
+            const GroupPayload plain = compressOrDie("vq", groupOf({a, b}), paramsOf("vq", {"K=16", "sharing=type", rowScale}));
+            const GroupPayload fed = compressOrDie("vq", groupOf({a, b}), paramsOf("vq", {"K=16", "sharing=type", "feedback=true", rowScale}));
+            QVERIFY(plain.section("codebook")->bytes == fed.section("codebook")->bytes);
+            const double plainErr = proxy(a, decodeOne("vq", plain, 0), h1) + proxy(b, decodeOne("vq", plain, 1), h2);
+            const double fedErr = proxy(a, decodeOne("vq", fed, 0), h1) + proxy(b, decodeOne("vq", fed, 1), h2);
+            QVERIFY2(fedErr < 0.85 * plainErr, qPrintable(QString("%1: feedback %2 vs plain %3").arg(rowScale).arg(fedErr).arg(plainErr)));
+        }
+    }
+
+    // Row scales: fp16 per output row, stored and counted; decoding multiplies each row back; the
+    // default payload stays version 1 and unscaled.
+    void vqRowScalesAreStoredAndCounted()
+    {
+        WeightMatrix m = randomMatrix("w", 12, 16, 3);
+        for (std::int64_t c = 0; c < 16; ++c) // rows of very different magnitude
+            for (std::int64_t r = 0; r < 12; ++r)
+                m.values[r * 16 + c] *= static_cast<float>(1 + 3 * r);
+        const ParamSet params = paramsOf("vq", {"K=16", "row_scale=true"});
+        const GroupPayload p = compressOrDie("vq", groupOf({m}), params);
+        QCOMPARE(p.methodVersion, 2);
+        QCOMPARE(p.matrices[0].bits.scaleBits, std::uint64_t{16 * 12});
+        QCOMPARE(p.section("row_scales/w")->bytes.size() * 8, p.matrices[0].bits.scaleBits);
+        std::vector<BitCounts> perMatrix;
+        auto shared = method("vq").estimateBits({m.ref}, params, perMatrix);
+        QVERIFY(shared.ok());
+        QCOMPARE(perMatrix[0].total(), p.matrices[0].bits.total());
+        QCOMPARE(shared->total(), p.sharedBits.total());
+        // Every decoded row is its fp16 scale times codewords of the stored codebook.
+        const std::vector<float> w = decodeOne("vq", p);
+        std::vector<float> scales(12), book(16 * 4);
+        convertToFloat(DType::F16, p.section("row_scales/w")->bytes.data(), 12, scales.data());
+        convertToFloat(DType::F16, p.section("codebook")->bytes.data(), book.size(), book.data());
+        std::vector<std::int32_t> idx(48);
+        QVERIFY(unpackBits(p.section("indices/w")->bytes.data(), p.section("indices/w")->bytes.size(), 48, 4, idx.data()));
+        for (std::int64_t r = 0; r < 12; ++r)
+            for (std::int64_t c = 0; c < 16; ++c)
+                QCOMPARE(w[r * 16 + c], scales[r] * book[idx[(c / 4) * 12 + r] * 4 + c % 4]);
+        // Scaled rows cluster better than raw rows of such different magnitudes.
+        const GroupPayload raw = compressOrDie("vq", groupOf({m}), paramsOf("vq", {"K=16"}));
+        QCOMPARE(raw.methodVersion, 1);
+        QVERIFY(raw.section("row_scales/w") == nullptr);
+        QVERIFY2(p.matrices[0].snrDb > raw.matrices[0].snrDb, qPrintable(QString("%1 vs %2 dB").arg(p.matrices[0].snrDb).arg(raw.matrices[0].snrDb)));
+        // Weighting by the Hessian diagonal needs calibration.
+        QVERIFY(method("vq").needsCalibration(paramsOf("vq", {"weighting=hessian_diag"})));
+        auto refused = method("vq").compress(groupOf({m}), paramsOf("vq", {"K=16", "weighting=hessian_diag"}), {});
+        QVERIFY(!refused.ok());
+    }
+
     void sharingScopesGroupLikePocketLlm()
     {
         std::vector<MatrixRef> refs;

@@ -23,6 +23,59 @@ CompressionMethod& method() { return testsupport::pluginMethod("pocketllm"); }
 
 ParamSet paramsOf(const std::vector<std::string>& settings) { return testsupport::pluginParams("pocketllm", settings); }
 
+// The reference code's variant (trained straight-through encoder, affine RLNs, final RLN, its
+// optimiser settings), which the defaults no longer select.
+ParamSet referenceParams(const std::vector<std::string>& settings)
+{
+    std::vector<std::string> s{"encoder=trained", "init=normal", "rln_affine=true", "final_norm=true", "row_scale=false",
+                               "lr=0.016", "schedule=step", "epochs=50"};
+    s.insert(s.end(), settings.begin(), settings.end());
+    return paramsOf(s);
+}
+
+// Inputs whose channels are strongly correlated: H = 2/n X^T X of `n` samples from 4 factors.
+std::vector<double> correlatedHessian(std::int64_t cols, unsigned seed)
+{
+    const std::int64_t n = 512;
+    std::mt19937 gen(seed);
+    std::normal_distribution<double> normal(0, 1);
+    std::vector<double> factors(4 * cols);
+    for (double& f : factors)
+        f = normal(gen);
+    std::vector<double> hd(cols * cols, 0.0);
+    for (std::int64_t s = 0; s < n; ++s) {
+        double z[4] = {normal(gen), normal(gen), normal(gen), normal(gen)};
+        std::vector<double> x(cols);
+        for (std::int64_t c = 0; c < cols; ++c)
+            x[c] = 0.3 * normal(gen) + z[0] * factors[c] + z[1] * factors[cols + c] + z[2] * factors[2 * cols + c] +
+                   z[3] * factors[3 * cols + c];
+        for (std::int64_t a = 0; a < cols; ++a)
+            for (std::int64_t b = 0; b < cols; ++b)
+                hd[a * cols + b] += 2.0 * x[a] * x[b] / n;
+    }
+    return hd;
+}
+
+// tr(E H E^T) of a matrix against its decoded weights.
+double outputError(const WeightMatrix& m, const std::vector<float>& q, const std::vector<double>& hd)
+{
+    const std::int64_t rows = m.ref.rows, cols = m.ref.cols;
+    double total = 0;
+    for (std::int64_t r = 0; r < rows; ++r)
+        for (std::int64_t a = 0; a < cols; ++a)
+            for (std::int64_t b = 0; b < cols; ++b)
+                total += (m.values[r * cols + a] - q[r * cols + a]) * hd[a * cols + b] * (m.values[r * cols + b] - q[r * cols + b]);
+    return total;
+}
+
+std::vector<std::vector<float>> decodeOrDie(const GroupPayload& p)
+{
+    auto d = method().decode(p);
+    if (!d)
+        qFatal("%s", d.message().c_str());
+    return std::move(*d);
+}
+
 using testsupport::randomWeights;
 
 
@@ -133,6 +186,16 @@ std::vector<std::vector<float>> referenceDecode(const GroupPayload& p)
         return m;
     };
     const RefMlp d0 = mlp("D0"), d1 = mlp("D1"), d2 = mlp("D2");
+    // Version 2 flags (version 1: affine RLNs, final RLN, no skip, no row scales).
+    const bool v2 = p.methodVersion >= 2;
+    const bool finalNorm = v2 ? meta["final_norm"].get<bool>() : true;
+    const bool outSkip = v2 ? meta["out_skip"].get<bool>() : false;
+    const bool rowScale = v2 ? meta["row_scale"].get<bool>() : false;
+    for (const char* rln : {"RLN3", "RLN4", "RLN4p"})
+        if (!t.count(std::string(rln) + ".weight")) { // no affine weights: identity
+            t[std::string(rln) + ".weight"].assign(static_cast<std::size_t>(G * latent), 1.0);
+            t[std::string(rln) + ".bias"].assign(static_cast<std::size_t>(G * latent), 0.0);
+        }
     const std::vector<double> codebook = halves(p.section("codebook")->bytes, 0, static_cast<std::size_t>(K * latent));
     float scale;
     std::memcpy(&scale, p.section("scale")->bytes.data(), 4);
@@ -164,14 +227,22 @@ std::vector<std::vector<float>> referenceDecode(const GroupPayload& p)
                 for (int j = 0; j < latent; ++j)
                     y[i][j] += r[j];
             }
-            refRln(y, t["RLN4p.weight"], t["RLN4p.bias"]);
-            for (std::int64_t i = 0; i < G; ++i)
+            if (finalNorm)
+                refRln(y, t["RLN4p.weight"], t["RLN4p.bias"]);
+            for (std::int64_t i = 0; i < G; ++i) {
                 s[g0 + i] = d0(y[i]);
+                if (outSkip)
+                    for (int j = 0; j < d; ++j)
+                        s[g0 + i][j] += y[i][j];
+            }
         }
+        std::vector<double> rs(static_cast<std::size_t>(m.ref.rows), 1.0);
+        if (rowScale)
+            rs = halves(p.section("row_scales/" + m.ref.name)->bytes, 0, static_cast<std::size_t>(m.ref.rows));
         std::vector<float> w(static_cast<std::size_t>(m.ref.weights()));
         for (std::int64_t r = 0; r < m.ref.rows; ++r)
             for (std::int64_t c = 0; c < m.ref.cols; ++c)
-                w[r * m.ref.cols + c] = static_cast<float>(s[(c / d) * m.ref.rows + r][c % d] * scale);
+                w[r * m.ref.cols + c] = static_cast<float>(s[(c / d) * m.ref.rows + r][c % d] * scale * rs[r]);
         out.push_back(w);
     }
     return out;
@@ -208,7 +279,7 @@ private Q_SLOTS:
     {
         // Two matrices sharing one network; 30 columns is not a multiple of d = 4 (padded).
         const auto group = groupOf({randomWeights("a", MatrixType::Q, 0, 16, 32, 1), randomWeights("b", MatrixType::Q, 1, 24, 30, 2)});
-        const ParamSet params = paramsOf({"K=40", "epochs=2", "batch=64", "rln_group=8"});
+        const ParamSet params = referenceParams({"K=40", "epochs=2", "batch=64", "rln_group=8"});
         const GroupPayload p = compressOrDie(group, params);
         const int bits = indexBits(40);
         QCOMPARE(bits, 6);
@@ -236,7 +307,7 @@ private Q_SLOTS:
     void decodeMatchesTheSlowReference()
     {
         const auto group = groupOf({randomWeights("a", MatrixType::Up, 0, 24, 32, 3), randomWeights("b", MatrixType::Up, 1, 24, 32, 4)});
-        const GroupPayload p = compressOrDie(group, paramsOf({"K=64", "epochs=3", "batch=96", "hidden=8", "latent=6"}));
+        const GroupPayload p = compressOrDie(group, referenceParams({"K=64", "epochs=3", "batch=96", "hidden=8", "latent=6"}));
         auto decoded = method().decode(p);
         QVERIFY(decoded.ok());
         const auto reference = referenceDecode(p);
@@ -262,9 +333,9 @@ private Q_SLOTS:
     void sameSeedSameBytesOtherSeedOtherBytes()
     {
         const auto group = groupOf({randomWeights("a", MatrixType::K, 0, 16, 32, 5)});
-        const GroupPayload a = compressOrDie(group, paramsOf({"K=32", "epochs=2", "batch=64"}));
-        const GroupPayload b = compressOrDie(group, paramsOf({"K=32", "epochs=2", "batch=64"}));
-        const GroupPayload c = compressOrDie(group, paramsOf({"K=32", "epochs=2", "batch=64", "seed=2"}));
+        const GroupPayload a = compressOrDie(group, referenceParams({"K=32", "epochs=2", "batch=64"}));
+        const GroupPayload b = compressOrDie(group, referenceParams({"K=32", "epochs=2", "batch=64"}));
+        const GroupPayload c = compressOrDie(group, referenceParams({"K=32", "epochs=2", "batch=64", "seed=2"}));
         QCOMPARE(a.sections.size(), b.sections.size());
         for (std::size_t i = 0; i < a.sections.size(); ++i)
             QVERIFY2(a.sections[i].bytes == b.sections[i].bytes, a.sections[i].name.c_str());
@@ -276,8 +347,8 @@ private Q_SLOTS:
     void trainingImprovesAStoriesMatrix()
     {
         const auto group = groupOf({demoMatrix(1, MatrixType::Gate)});
-        const GroupPayload once = compressOrDie(group, paramsOf({"K=256", "epochs=1", "batch=256"}));
-        const GroupPayload trained = compressOrDie(group, paramsOf({"K=256", "epochs=25", "batch=256"}));
+        const GroupPayload once = compressOrDie(group, referenceParams({"K=256", "epochs=1", "batch=256"}));
+        const GroupPayload trained = compressOrDie(group, referenceParams({"K=256", "epochs=25", "batch=256"}));
         QVERIFY2(trained.matrices[0].snrDb > once.matrices[0].snrDb + 1.0,
                  qPrintable(QString("%1 dB after 25 epochs vs %2 dB after 1").arg(trained.matrices[0].snrDb).arg(once.matrices[0].snrDb)));
         QVERIFY(trained.matrices[0].snrDb > 3.0);
@@ -308,7 +379,7 @@ private Q_SLOTS:
         for (const QString& x : settings)
             s.push_back(x.toStdString());
         const auto group = groupOf({randomWeights("a", MatrixType::V, 0, 32, 32, 6), randomWeights("b", MatrixType::V, 1, 32, 32, 7)});
-        const GroupPayload p = compressOrDie(group, paramsOf(s));
+        const GroupPayload p = compressOrDie(group, referenceParams(s));
         auto decoded = method().decode(p);
         QVERIFY2(decoded.ok(), decoded.ok() ? "" : decoded.message().c_str());
         for (std::size_t m = 0; m < 2; ++m) {
@@ -328,7 +399,7 @@ private Q_SLOTS:
             return true;
         };
         // 256 sub-vectors, batch 64: 4 steps per epoch; lr drops 10x after every 2 epochs.
-        compressOrDie(group, paramsOf({"K=16", "epochs=5", "batch=64", "lr_step=2"}), context);
+        compressOrDie(group, referenceParams({"K=16", "epochs=5", "batch=64", "lr_step=2"}), context);
         QCOMPARE(seen.size(), std::size_t{20});
         QCOMPARE(seen.back().step, 20);
         QCOMPARE(seen.back().totalSteps, 20);
@@ -344,7 +415,7 @@ private Q_SLOTS:
 
         int calls = 0;
         context.onProgress = [&](const TrainProgress&) { return ++calls < 3; };
-        auto cancelled = method().compress(group, paramsOf({"K=16", "epochs=5", "batch=64"}), context);
+        auto cancelled = method().compress(group, referenceParams({"K=16", "epochs=5", "batch=64"}), context);
         QVERIFY(!cancelled.ok());
         QCOMPARE(cancelled.message(), std::string("cancelled"));
         QCOMPARE(calls, 3);
@@ -365,10 +436,10 @@ private Q_SLOTS:
 
         // Automatic G: one weight row (in/d) when the group shares `in`, else a common divisor.
         std::vector<BitCounts> perMatrix;
-        auto rowGroup = method().estimateBits({refs[0]}, paramsOf({}), perMatrix);
+        auto rowGroup = method().estimateBits({refs[0]}, referenceParams({}), perMatrix);
         QVERIFY(rowGroup.ok());
         QCOMPARE(rowGroup->decoderBits, 16ull * (3 * (4 * 16 + 16 + 16 * 4 + 4) + 3 * 2 * 16 * 4)); // G = 64/4
-        auto mixed = method().estimateBits(refs, paramsOf({}), perMatrix);
+        auto mixed = method().estimateBits(refs, referenceParams({}), perMatrix);
         QVERIFY(mixed.ok());
         // 64/4 * 172 and 172/4 * 64 sub-vectors: gcd 2752, largest divisor <= 1024 is 688.
         QCOMPARE(mixed->decoderBits, 16ull * (3 * (4 * 16 + 16 + 16 * 4 + 4) + 3 * 2 * 688 * 4));
@@ -379,10 +450,164 @@ private Q_SLOTS:
                  bad.message().c_str());
     }
 
+    // init=vq with no training is the vq method itself: same k-means, same codes, an identity decoder.
+    void initVqWithoutTrainingReproducesVq()
+    {
+        const auto group = groupOf({demoMatrix(1, MatrixType::Gate), demoMatrix(2, MatrixType::Gate)}, "type:gate_proj");
+        for (const char* rowScale : {"row_scale=false", "row_scale=true"}) {
+            const GroupPayload pocket =
+                compressOrDie(group, paramsOf({"init=vq", "encoder=assign", "epochs=0", "K=64", "normalize=false", rowScale}));
+            auto vqPayload = testsupport::pluginMethod("vq").compress(
+                group, testsupport::pluginParams("vq", {"K=64", "d=4", rowScale}), {});
+            QVERIFY(vqPayload.ok());
+            auto vq = testsupport::pluginMethod("vq").decode(*vqPayload);
+            QVERIFY(vq.ok());
+            const auto decoded = decodeOrDie(pocket);
+            for (std::size_t m = 0; m < 2; ++m) {
+                if (std::string(rowScale) == "row_scale=false") {
+                    QVERIFY2(decoded[m] == (*vq)[m], rowScale);
+                    QCOMPARE(pocket.section("indices/" + group.matrices[m].ref.name)->bytes,
+                             vqPayload->section("indices/" + group.matrices[m].ref.name)->bytes);
+                } else { // same codes; PocketLLM rounds scale * codeword to fp16 once more
+                    QCOMPARE(pocket.section("indices/" + group.matrices[m].ref.name)->bytes,
+                             vqPayload->section("indices/" + group.matrices[m].ref.name)->bytes);
+                    QCOMPARE(pocket.section("row_scales/" + group.matrices[m].ref.name)->bytes,
+                             vqPayload->section("row_scales/" + group.matrices[m].ref.name)->bytes);
+                }
+            }
+            QCOMPARE(pocket.section("codebook")->bytes, vqPayload->section("codebook")->bytes);
+        }
+    }
+
+    // The new default variant (codes assigned over decoded codewords, trained decoder, row scales,
+    // output skip, no affine RLNs) decodes to what the slow reference computes from the bytes alone.
+    void defaultVariantDecodesLikeTheReference()
+    {
+        const auto group = groupOf({randomWeights("a", MatrixType::Up, 0, 24, 32, 3), randomWeights("b", MatrixType::Up, 1, 24, 32, 4)});
+        const GroupPayload p = compressOrDie(group, paramsOf({"K=64", "epochs=12", "assign_every=4", "lr=0.01", "hidden=8"}));
+        QCOMPARE(p.methodVersion, 2);
+        const auto decoded = decodeOrDie(p);
+        const auto reference = referenceDecode(p);
+        for (std::size_t m = 0; m < reference.size(); ++m)
+            for (std::size_t i = 0; i < reference[m].size(); ++i) {
+                const float got = decoded[m][i], want = reference[m][i];
+                QVERIFY2(std::fabs(got - want) <= 2e-3f * std::fabs(want) + 1e-6f,
+                         qPrintable(QString("%1 vs %2 at %3").arg(got).arg(want).arg(i)));
+            }
+        QCOMPARE(p.matrices[0].snrDb, snrDb(group.matrices[0].values, decoded[0]));
+        // Training moved the decoder off the identity and did not lose to its start.
+        const GroupPayload start = compressOrDie(group, paramsOf({"K=64", "epochs=0", "hidden=8"}));
+        QVERIFY(p.section("decoder")->bytes != start.section("decoder")->bytes);
+        const double trained = p.matrices[0].mse + p.matrices[1].mse, initial = start.matrices[0].mse + start.matrices[1].mse;
+        QVERIFY2(trained <= initial * 1.001, qPrintable(QString("%1 vs %2").arg(trained).arg(initial)));
+    }
+
+    void rowScaleBitsMatchTheStoredSections()
+    {
+        const auto group = groupOf({randomWeights("a", MatrixType::Q, 0, 16, 32, 1), randomWeights("b", MatrixType::Q, 1, 24, 32, 2)});
+        const ParamSet params = paramsOf({"K=40", "epochs=2", "rln_group=8", "row_scale=true"});
+        const GroupPayload p = compressOrDie(group, params);
+        std::vector<BitCounts> perMatrix;
+        auto shared = method().estimateBits({group.matrices[0].ref, group.matrices[1].ref}, params, perMatrix);
+        QVERIFY(shared.ok());
+        QCOMPARE(shared->total(), p.sharedBits.total());
+        for (std::size_t m = 0; m < 2; ++m) {
+            const MatrixResult& r = p.matrices[m];
+            QCOMPARE(r.bits.scaleBits, std::uint64_t(16 * r.ref.rows));
+            QCOMPARE(p.section("row_scales/" + r.ref.name)->bytes.size() * 8, r.bits.scaleBits);
+            QCOMPARE(perMatrix[m].total(), r.bits.total());
+        }
+        // No affine RLNs, no final RLN: 3 MLPs only.
+        QCOMPARE(p.sharedBits.decoderBits, std::uint64_t{16 * 3 * (4 * 16 + 16 + 16 * 4 + 4)});
+        QCOMPARE(p.section("decoder")->bytes.size() * 8, p.sharedBits.decoderBits);
+    }
+
+    // Error feedback over decoded codewords lowers tr(E H E^T) on correlated inputs, and the
+    // fine-tune on the output error lowers it further; both need calibration.
+    void feedbackAndFinetuneLowerTheOutputError()
+    {
+        const std::int64_t rows = 16, cols = 32;
+        const std::vector<double> hd = correlatedHessian(cols, 7);
+        std::vector<float> h(hd.begin(), hd.end());
+        QVERIFY(method().needsCalibration(paramsOf({"feedback=true"})));
+        QVERIFY(method().needsCalibration(paramsOf({"finetune=5"})));
+        QVERIFY(method().needsCalibration(paramsOf({"weighting=hessian_diag"})));
+        QVERIFY(!method().needsCalibration(paramsOf({})));
+        double plain = 0, fed = 0, tuned = 0;
+        for (unsigned seed = 1; seed <= 3; ++seed) {
+            WeightMatrix a = randomWeights("a", MatrixType::Q, 0, rows, cols, seed), b = randomWeights("b", MatrixType::Q, 1, rows, cols, seed + 10);
+            a.hessian = h;
+            b.hessian = h;
+            const auto group = groupOf({a, b});
+            const std::vector<std::string> base{"K=16", "epochs=4", "assign_every=2", "hidden=8"};
+            auto with = [&](std::vector<std::string> extra) {
+                extra.insert(extra.begin(), base.begin(), base.end());
+                return compressOrDie(group, paramsOf(extra));
+            };
+            const auto sum = [&](const GroupPayload& p) {
+                const auto d = decodeOrDie(p);
+                return outputError(a, d[0], hd) + outputError(b, d[1], hd);
+            };
+            const GroupPayload p0 = with({}), p1 = with({"feedback=true"}), p2 = with({"feedback=true", "finetune=30", "finetune_lr=0.002"});
+            QCOMPARE(p0.section("codebook")->bytes, p1.section("codebook")->bytes); // feedback changes only the codes
+            plain += sum(p0);
+            fed += sum(p1);
+            tuned += sum(p2);
+        }
+        QVERIFY2(fed < 0.85 * plain, qPrintable(QString("feedback %1 vs plain %2").arg(fed).arg(plain)));
+        QVERIFY2(tuned < fed, qPrintable(QString("fine-tuned %1 vs feedback %2").arg(tuned).arg(fed)));
+
+        auto refused = method().compress(groupOf({randomWeights("a", MatrixType::Q, 0, rows, cols, 1)}), paramsOf({"K=16", "feedback=true"}), {});
+        QVERIFY(!refused.ok());
+        QVERIFY2(refused.message().find("need calibration") != std::string::npos, refused.message().c_str());
+    }
+
+    void optionConflictsAreRefused_data()
+    {
+        QTest::addColumn<QStringList>("settings");
+        QTest::addColumn<QString>("expected");
+        QTest::newRow("vq init, trained encoder") << QStringList{"encoder=trained"} << "init=vq needs encoder=assign";
+        QTest::newRow("vq init, final norm") << QStringList{"final_norm=true"} << "init=vq needs final_norm=false";
+        QTest::newRow("assign, affine") << QStringList{"rln_affine=true"} << "encoder=assign needs rln_affine=false";
+        QTest::newRow("vq init, latent") << QStringList{"latent=6"} << "init=vq needs latent = d";
+        QTest::newRow("trained, feedback") << QStringList{"encoder=trained", "init=normal", "feedback=true"} << "need encoder=assign";
+    }
+    void optionConflictsAreRefused()
+    {
+        QFETCH(QStringList, settings);
+        QFETCH(QString, expected);
+        std::vector<std::string> s;
+        for (const QString& x : settings)
+            s.push_back(x.toStdString());
+        std::vector<BitCounts> perMatrix;
+        auto r = method().estimateBits({{"a", 0, MatrixType::Q, 16, 32}}, paramsOf(s), perMatrix);
+        QVERIFY(!r.ok());
+        QVERIFY2(r.message().find(expected.toStdString()) != std::string::npos, r.message().c_str());
+    }
+
+    // Version 1 payloads (affine RLNs, final RLN, no flags) still decode; unknown versions are refused.
+    void versionOnePayloadsStillDecode()
+    {
+        const auto group = groupOf({randomWeights("a", MatrixType::Q, 0, 16, 16, 9)});
+        const GroupPayload v2 = compressOrDie(group, referenceParams({"K=40", "epochs=1", "batch=64"}));
+        GroupPayload v1 = v2;
+        v1.methodVersion = 1;
+        auto meta = nlohmann::json::parse(v1.metaJson);
+        for (const char* key : {"rln_affine", "final_norm", "out_skip", "row_scale"})
+            meta.erase(key);
+        v1.metaJson = meta.dump();
+        QCOMPARE(decodeOrDie(v1), decodeOrDie(v2));
+        GroupPayload v3 = v2;
+        v3.methodVersion = 3;
+        auto r = method().decode(v3);
+        QVERIFY(!r.ok());
+        QVERIFY2(r.message().find("payload version 3") != std::string::npos, r.message().c_str());
+    }
+
     void damagedPayloadsAreRefused()
     {
         const auto group = groupOf({randomWeights("a", MatrixType::Q, 0, 16, 16, 9)});
-        const GroupPayload good = compressOrDie(group, paramsOf({"K=40", "epochs=1", "batch=64"}));
+        const GroupPayload good = compressOrDie(group, referenceParams({"K=40", "epochs=1", "batch=64"}));
         QVERIFY(method().decode(good).ok());
         const auto expectError = [](const GroupPayload& p, const std::string& what) {
             auto r = method().decode(p);

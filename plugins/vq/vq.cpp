@@ -6,6 +6,7 @@
 #include "pocket/dtype.h"
 #include "pocket/method.h"
 #include "pocket/vq_kernels.h"
+#include "vq_common.h"
 
 #include <nlohmann/json.hpp>
 
@@ -26,10 +27,10 @@ const MethodInfo& methodInfo()
         MethodInfo m;
         m.id = "vq";
         m.displayName = "k-means VQ (weight space)";
-        m.version = 1;
+        m.version = 2; // 2: optional per-row scales (payloads without them are still written as version 1)
         m.description = "k-means (k-means++ seeding, Lloyd iterations) on d-wide weight sub-vectors; fp16 codebook, packed indices.";
         m.lossy = true;
-        m.bitsFormula = "(rows*cols/d)*ceil(log2 K) + 16*K*d per group, shared bits split over the group";
+        m.bitsFormula = "(rows*cols/d)*ceil(log2 K) + 16*rows (row_scale) per matrix, + 16*K*d per group, shared bits split over the group";
         m.params = {ParamSpec::integer("d", 4, 1, 64, "sub-vector length (weights per code)"),
                     ParamSpec::integer("K", 256, 2, 1 << 20, "codebook size", true),
                     ParamSpec::integer("iters", 25, 0, 10000, "Lloyd iterations (stops early when no code changes)"),
@@ -42,124 +43,21 @@ const MethodInfo& methodInfo()
                     ParamSpec::boolean("feedback", false,
                                        "GPTVQ-style error feedback: codes chosen column block by column block with the "
                                        "Hessian-weighted distance, each block's error pushed onto the columns not yet "
-                                       "quantised (needs --calib-text; one matrix per group)"),
-                    ParamSpec::real("damp", "0.01", 0, 1, "feedback: dampening, as a fraction of the mean Hessian diagonal")};
+                                       "quantised; with sharing=type/model the codebook is fitted on the whole group and "
+                                       "each matrix's codes are chosen with its own Hessian (needs --calib-text)"),
+                    ParamSpec::real("damp", "0.01", 0, 1, "feedback: dampening, as a fraction of the mean Hessian diagonal"),
+                    ParamSpec::boolean("row_scale", false,
+                                       "divide each output row by its RMS before clustering; the fp16 scales are stored "
+                                       "(16 bits per row, counted)"),
+                    ParamSpec::choice("weighting", "none", {"none", "hessian_diag"},
+                                      "k-means distance and centroids weighted per input column by the calibration "
+                                      "inputs' second moments (the Hessian diagonal; needs --calib-text)")};
         return m;
     }();
     return info;
 }
 
-// Lower Cholesky factor of a symmetric positive-definite n x n matrix, in place; false if not PD.
-bool choleskyLower(std::vector<double>& a, std::int64_t n)
-{
-    for (std::int64_t j = 0; j < n; ++j) {
-        double diag = a[j * n + j];
-        for (std::int64_t k = 0; k < j; ++k)
-            diag -= a[j * n + k] * a[j * n + k];
-        if (!(diag > 0))
-            return false;
-        const double l = std::sqrt(diag);
-        a[j * n + j] = l;
-        for (std::int64_t i = j + 1; i < n; ++i) {
-            double v = a[i * n + j];
-            for (std::int64_t k = 0; k < j; ++k)
-                v -= a[i * n + k] * a[j * n + k];
-            a[i * n + j] = v / l;
-        }
-        for (std::int64_t k = j + 1; k < n; ++k)
-            a[j * n + k] = 0;
-    }
-    return true;
-}
-
-// U with U^T U = H^-1 (upper), as GPTQ uses it: from H's Cholesky factor, H^-1 = L^-T L^-1.
-bool inverseCholeskyUpper(std::vector<double> h, std::int64_t n, std::vector<double>& u)
-{
-    if (!choleskyLower(h, n))
-        return false;
-    std::vector<double> linv(static_cast<std::size_t>(n * n), 0.0); // L^-1, lower
-    for (std::int64_t i = 0; i < n; ++i) {
-        linv[i * n + i] = 1 / h[i * n + i];
-        for (std::int64_t j = 0; j < i; ++j) {
-            double v = 0;
-            for (std::int64_t k = j; k < i; ++k)
-                v -= h[i * n + k] * linv[k * n + j];
-            linv[i * n + j] = v / h[i * n + i];
-        }
-    }
-    std::vector<double> hinv(static_cast<std::size_t>(n * n), 0.0);
-    for (std::int64_t i = 0; i < n; ++i)
-        for (std::int64_t j = 0; j <= i; ++j) {
-            double v = 0;
-            for (std::int64_t k = i; k < n; ++k)
-                v += linv[k * n + i] * linv[k * n + j];
-            hinv[i * n + j] = hinv[j * n + i] = v;
-        }
-    if (!choleskyLower(hinv, n))
-        return false;
-    u.assign(static_cast<std::size_t>(n * n), 0.0);
-    for (std::int64_t i = 0; i < n; ++i)
-        for (std::int64_t j = i; j < n; ++j)
-            u[i * n + j] = hinv[j * n + i];
-    return true;
-}
-
-std::int64_t subvectorCount(const MatrixRef& ref, int d)
-{
-    return (ref.cols + d - 1) / d * ref.rows;
-}
-
-float distance2(const float* a, const float* b, int d)
-{
-    float s = 0;
-    for (int j = 0; j < d; ++j)
-        s += (a[j] - b[j]) * (a[j] - b[j]);
-    return s;
-}
-
-// k-means++ seeding on a sample of the points (D^2 sampling, deterministic given `gen`).
-std::vector<float> seedPlusPlus(const std::vector<float>& points, std::int64_t n, int d, std::int64_t k, std::int64_t sampleSize,
-                                std::mt19937_64& gen)
-{
-    std::vector<std::int64_t> sample(static_cast<std::size_t>(n));
-    std::iota(sample.begin(), sample.end(), 0);
-    if (n > sampleSize) {
-        std::shuffle(sample.begin(), sample.end(), gen);
-        sample.resize(static_cast<std::size_t>(sampleSize));
-        std::sort(sample.begin(), sample.end());
-    }
-    const std::int64_t s = static_cast<std::int64_t>(sample.size());
-    std::vector<float> centers(static_cast<std::size_t>(k * d));
-    std::vector<double> minDist(static_cast<std::size_t>(s), std::numeric_limits<double>::infinity());
-    std::uniform_real_distribution<double> uniform(0, 1);
-    std::int64_t chosen = sample[static_cast<std::size_t>(gen() % static_cast<std::uint64_t>(s))];
-    for (std::int64_t c = 0; c < k; ++c) {
-        std::memcpy(&centers[c * d], &points[chosen * d], sizeof(float) * d);
-        double total = 0;
-        for (std::int64_t i = 0; i < s; ++i) {
-            const double dist = distance2(&points[sample[i] * d], &centers[c * d], d);
-            minDist[i] = std::min(minDist[i], dist);
-            total += minDist[i];
-        }
-        if (c + 1 == k)
-            break;
-        if (total <= 0) { // every sampled point is already a center: repeat points in order
-            chosen = sample[static_cast<std::size_t>((c + 1) % s)];
-            continue;
-        }
-        double target = uniform(gen) * total;
-        std::int64_t pick = s - 1;
-        for (std::int64_t i = 0; i < s; ++i) {
-            target -= minDist[i];
-            if (target < 0) {
-                pick = i;
-                break;
-            }
-        }
-        chosen = sample[pick];
-    }
-    return centers;
-}
+using namespace vqcommon;
 
 class VqMethod final : public CompressionMethod {
 public:
@@ -170,7 +68,10 @@ public:
         return groupsBySharing(matrices, params.getText("sharing"));
     }
 
-    bool needsCalibration(const ParamSet& params) const override { return params.getBool("feedback"); }
+    bool needsCalibration(const ParamSet& params) const override
+    {
+        return params.getBool("feedback") || params.getText("weighting") != "none";
+    }
 
     Result<BitCounts> estimateBits(const std::vector<MatrixRef>& group, const ParamSet& params, std::vector<BitCounts>& perMatrix) const override
     {
@@ -180,6 +81,8 @@ public:
         for (const MatrixRef& m : group) {
             BitCounts b;
             b.indexBits = static_cast<std::uint64_t>(subvectorCount(m, d)) * static_cast<std::uint64_t>(indexBits(k));
+            if (params.getBool("row_scale"))
+                b.scaleBits = 16ull * static_cast<std::uint64_t>(m.rows);
             perMatrix.push_back(b);
         }
         BitCounts shared;
@@ -212,6 +115,7 @@ public:
         std::vector<float> codebook(static_cast<std::size_t>(k * d));
         convertToFloat(DType::F16, codebookSection->bytes.data(), codebook.size(), codebook.data());
         const int bits = indexBits(k);
+        const bool rowScaled = meta.contains("row_scale") && meta["row_scale"].is_boolean() && meta["row_scale"].get<bool>();
         std::vector<std::vector<float>> out;
         for (const MatrixResult& r : p.matrices) {
             const std::int64_t count = subvectorCount(r.ref, d);
@@ -229,160 +133,114 @@ public:
             }
             std::vector<float> w(static_cast<std::size_t>(r.ref.weights()));
             fromSubvectors(sub.data(), r.ref.rows, r.ref.cols, d, w.data());
+            if (rowScaled) {
+                const PayloadSection* scales = p.section("row_scales/" + r.ref.name);
+                if (!scales || scales->bytes.size() != static_cast<std::size_t>(r.ref.rows) * 2)
+                    return Error{"vq: " + r.ref.name + ": row scale section missing or of the wrong size"};
+                std::vector<float> rs(static_cast<std::size_t>(r.ref.rows));
+                convertToFloat(DType::F16, scales->bytes.data(), rs.size(), rs.data());
+                for (std::int64_t row = 0; row < r.ref.rows; ++row)
+                    for (std::int64_t c = 0; c < r.ref.cols; ++c)
+                        w[row * r.ref.cols + c] *= rs[static_cast<std::size_t>(row)];
+            }
             out.push_back(std::move(w));
         }
         return out;
     }
 
 private:
-    // GPTVQ-style assignment (van Baalen et al. 2024) with a fixed codebook: column block by column
-    // block, codes minimise the distance weighted by the inverse Hessian's Cholesky diagonal, and the
-    // block's error is pushed onto the later columns exactly as GPTQ does column by column.
-    static Status assignWithFeedback(const WeightMatrix& m, const std::vector<float>& codebook, std::int64_t k, int d, double damp,
-                                     std::int32_t* idx, int threads)
-    {
-        const std::int64_t rows = m.ref.rows, cols = m.ref.cols;
-        if (cols % d != 0)
-            return Error{"vq: " + m.ref.name + ": error feedback needs d to divide the " + std::to_string(cols) + " columns"};
-        if (m.hessian.size() != static_cast<std::size_t>(cols * cols))
-            return Error{"vq: " + m.ref.name + ": error feedback needs calibration (pass --calib-text)"};
-        std::vector<double> w(m.values.begin(), m.values.end());
-        std::vector<double> h(m.hessian.begin(), m.hessian.end());
-        double meanDiag = 0;
-        for (std::int64_t i = 0; i < cols; ++i) {
-            if (h[i * cols + i] == 0) { // a dead input: its weights never matter
-                h[i * cols + i] = 1;
-                for (std::int64_t r = 0; r < rows; ++r)
-                    w[r * cols + i] = 0;
-            }
-            meanDiag += h[i * cols + i] / static_cast<double>(cols);
-        }
-        for (std::int64_t i = 0; i < cols; ++i)
-            h[i * cols + i] += damp * meanDiag;
-        std::vector<double> u;
-        if (!inverseCholeskyUpper(std::move(h), cols, u))
-            return Error{"vq: " + m.ref.name + ": the Hessian is not positive definite; try a larger damp"};
-        std::vector<float> scaledBook(static_cast<std::size_t>(k * d)), scaled(static_cast<std::size_t>(rows * d));
-        std::vector<std::int32_t> codes(static_cast<std::size_t>(rows));
-        for (std::int64_t c0 = 0; c0 < cols; c0 += d) {
-            for (std::int64_t c = 0; c < k; ++c)
-                for (int j = 0; j < d; ++j)
-                    scaledBook[c * d + j] = static_cast<float>(codebook[c * d + j] / u[(c0 + j) * cols + c0 + j]);
-            for (std::int64_t r = 0; r < rows; ++r)
-                for (int j = 0; j < d; ++j)
-                    scaled[r * d + j] = static_cast<float>(w[r * cols + c0 + j] / u[(c0 + j) * cols + c0 + j]);
-            nearestCodewords(scaled.data(), rows, scaledBook.data(), k, d, codes.data(), nullptr, threads);
-            for (std::int64_t r = 0; r < rows; ++r)
-                idx[(c0 / d) * rows + r] = codes[r];
-            for (int j = 0; j < d; ++j) {
-                const std::int64_t col = c0 + j;
-                const double diag = u[col * cols + col];
-                for (std::int64_t r = 0; r < rows; ++r) {
-                    const double err = (w[r * cols + col] - codebook[codes[r] * d + j]) / diag;
-                    double* row = &w[r * cols];
-                    const double* ucol = &u[col * cols];
-                    for (std::int64_t c = col + 1; c < cols; ++c)
-                        row[c] -= err * ucol[c];
-                }
-            }
-        }
-        return {};
-    }
-
     Result<GroupPayload> compressImpl(const MatrixGroup& group, const ParamSet& params, const CompressContext& context)
     {
         const auto start = std::chrono::steady_clock::now();
         const int d = static_cast<int>(params.getInt("d"));
         const std::int64_t k = params.getInt("K");
         const int iters = static_cast<int>(params.getInt("iters"));
+        const bool rowScaled = params.getBool("row_scale");
+        const bool weighted = params.getText("weighting") != "none";
         std::vector<std::int64_t> counts;
+        std::vector<MatrixRef> refs;
         std::int64_t n = 0;
         for (const WeightMatrix& m : group.matrices) {
             if (static_cast<std::int64_t>(m.values.size()) != m.ref.weights())
                 return Error{"vq: " + m.ref.name + ": expected " + std::to_string(m.ref.weights()) + " values"};
+            if (weighted && m.hessian.size() != static_cast<std::size_t>(m.ref.cols * m.ref.cols))
+                return Error{"vq: " + m.ref.name + ": weighting=hessian_diag needs calibration (pass --calib-text)"};
             counts.push_back(subvectorCount(m.ref, d));
+            refs.push_back(m.ref);
             n += counts.back();
         }
+        // Row scales (fp16, as stored): clustering sees each row divided by its scale.
+        std::vector<std::vector<float>> scales(group.matrices.size()), rowFactors(group.matrices.size()),
+            colWeights(group.matrices.size());
         std::vector<float> points(static_cast<std::size_t>(n * d));
         std::int64_t offset = 0;
         for (std::size_t i = 0; i < group.matrices.size(); ++i) {
-            toSubvectors(group.matrices[i].values.data(), group.matrices[i].ref.rows, group.matrices[i].ref.cols, d, &points[offset * d]);
+            const WeightMatrix& m = group.matrices[i];
+            if (rowScaled) {
+                scales[i] = rowScales(m);
+                std::vector<float> normalised(m.values);
+                for (std::int64_t r = 0; r < m.ref.rows; ++r)
+                    for (std::int64_t c = 0; c < m.ref.cols; ++c)
+                        normalised[r * m.ref.cols + c] /= scales[i][static_cast<std::size_t>(r)];
+                toSubvectors(normalised.data(), m.ref.rows, m.ref.cols, d, &points[offset * d]);
+                rowFactors[i] = scales[i];
+                for (float& f : rowFactors[i])
+                    f *= f; // the weight-space error of a row grows with its scale squared
+            } else {
+                toSubvectors(m.values.data(), m.ref.rows, m.ref.cols, d, &points[offset * d]);
+            }
+            if (weighted)
+                colWeights[i] = columnWeights(m);
             offset += counts[i];
         }
+        Weighting weighting;
+        if (rowScaled || weighted)
+            weighting = makeWeighting(refs, d, colWeights, rowFactors);
 
         std::mt19937_64 gen(groupSeed(params.getInt("seed"), group.id));
         std::vector<float> codebook;
-        if (params.getText("init") == "random") {
-            codebook.resize(static_cast<std::size_t>(k * d));
-            for (std::int64_t c = 0; c < k; ++c) {
-                const std::int64_t i = static_cast<std::int64_t>(gen() % static_cast<std::uint64_t>(n));
-                std::memcpy(&codebook[c * d], &points[i * d], sizeof(float) * d);
-            }
-        } else {
-            codebook = seedPlusPlus(points, n, d, k, params.getInt("init_sample"), gen);
-        }
-
-        std::vector<std::int32_t> idx(static_cast<std::size_t>(n)), previous;
-        std::vector<float> dist(static_cast<std::size_t>(n));
         TrainProgress progress;
         progress.groupId = group.id;
         progress.totalSteps = iters;
         progress.epochs = iters;
-        for (int it = 0; it < iters; ++it) {
-            nearestCodewords(points.data(), n, codebook.data(), k, d, idx.data(), dist.data(), context.threads);
-            const bool converged = !previous.empty() && previous == idx;
-            previous = idx;
-            std::vector<double> sums(static_cast<std::size_t>(k * d), 0.0);
-            std::vector<std::int64_t> members(static_cast<std::size_t>(k), 0);
-            double total = 0;
-            for (std::int64_t i = 0; i < n; ++i) {
-                ++members[idx[i]];
-                total += dist[i];
-                for (int j = 0; j < d; ++j)
-                    sums[idx[i] * d + j] += points[i * d + j];
-            }
-            // Empty clusters take the points worst served so far (largest distance first).
-            std::vector<std::int64_t> order;
-            int dead = 0;
-            for (std::int64_t c = 0; c < k; ++c)
-                dead += members[c] == 0 ? 1 : 0;
-            if (dead > 0) {
-                order.resize(static_cast<std::size_t>(n));
-                std::iota(order.begin(), order.end(), 0);
-                const std::size_t take = std::min<std::size_t>(static_cast<std::size_t>(dead), order.size());
-                std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(take), order.end(),
-                                  [&](std::int64_t a, std::int64_t b) { return dist[a] > dist[b] || (dist[a] == dist[b] && a < b); });
-            }
-            std::size_t next = 0;
-            for (std::int64_t c = 0; c < k; ++c) {
-                if (members[c] > 0) {
-                    for (int j = 0; j < d; ++j)
-                        codebook[c * d + j] = static_cast<float>(sums[c * d + j] / static_cast<double>(members[c]));
-                } else if (next < order.size()) {
-                    std::memcpy(&codebook[c * d], &points[order[next++] * d], sizeof(float) * d);
-                }
-            }
-            progress.step = progress.epoch = it + 1;
-            progress.loss = progress.reconstruction = total / static_cast<double>(n * d);
-            progress.deadCodewords = dead;
-            progress.codebookUsage = static_cast<double>(k - dead) / static_cast<double>(k);
-            progress.elapsedSeconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-            progress.etaSeconds = progress.elapsedSeconds / (it + 1) * (iters - it - 1);
-            if (context.onProgress && !context.onProgress(progress))
-                return Error{"cancelled"};
-            if (converged)
-                break;
-        }
+        const bool finished = kmeans(points, n, d, k, iters, params.getText("init"), params.getInt("init_sample"), gen, weighting,
+                                     context.threads, codebook, [&](int it, const KmeansStats& stats) {
+                                         progress.step = progress.epoch = it + 1;
+                                         progress.loss = progress.reconstruction = stats.loss;
+                                         progress.deadCodewords = stats.dead;
+                                         progress.codebookUsage = static_cast<double>(k - stats.dead) / static_cast<double>(k);
+                                         progress.elapsedSeconds =
+                                             std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+                                         progress.etaSeconds = progress.elapsedSeconds / (it + 1) * (iters - it - 1);
+                                         return !context.onProgress || context.onProgress(progress);
+                                     });
+        if (!finished)
+            return Error{"cancelled"};
 
         // What the archive stores: the fp16 codebook, and codes chosen against it.
         std::vector<std::uint8_t> codebookBytes(static_cast<std::size_t>(k * d) * 2);
         convertFromFloat(codebook.data(), codebook.size(), DType::F16, codebookBytes.data());
         convertToFloat(DType::F16, codebookBytes.data(), codebook.size(), codebook.data());
-        nearestCodewords(points.data(), n, codebook.data(), k, d, idx.data(), nullptr, context.threads);
+        std::vector<std::int32_t> idx(static_cast<std::size_t>(n));
+        if (weighting.empty())
+            nearestCodewords(points.data(), n, codebook.data(), k, d, idx.data(), nullptr, context.threads);
+        else
+            nearestWeighted(points, n, codebook, k, d, weighting, idx.data(), nullptr, context.threads);
         if (params.getBool("feedback")) {
+            // Codebook fitted on the whole group; each matrix's codes chosen with its own Hessian.
+            const BlockBooks books = [&](std::int64_t, std::vector<float>& b, std::vector<std::int32_t>& bookOfRow) {
+                if (b.empty())
+                    b = codebook;
+                bookOfRow.assign(bookOfRow.size(), 0);
+            };
             offset = 0;
             for (std::size_t i = 0; i < group.matrices.size(); ++i) {
-                auto fed = assignWithFeedback(group.matrices[i], codebook, k, d, params.getFloat("damp"), &idx[offset], context.threads);
+                const BlockBooks sized = [&](std::int64_t block, std::vector<float>& b, std::vector<std::int32_t>& bookOfRow) {
+                    bookOfRow.resize(static_cast<std::size_t>(group.matrices[i].ref.rows));
+                    books(block, b, bookOfRow);
+                };
+                auto fed = assignWithFeedback(group.matrices[i], k, d, params.getFloat("damp"), scales[i], sized, &idx[offset],
+                                              context.threads, "vq");
                 if (!fed)
                     return fed.error();
                 offset += counts[i];
@@ -392,9 +250,15 @@ private:
         GroupPayload p;
         p.groupId = group.id;
         p.methodId = methodInfo().id;
-        p.methodVersion = methodInfo().version;
+        p.methodVersion = rowScaled ? 2 : 1; // version 1 programs decode everything but row scales
         p.paramsJson = params.toJson(methodInfo().params);
-        p.metaJson = nlohmann::json{{"layout", "column-blocks"}, {"d", d}, {"K", k}, {"index_bits", indexBits(k)}}.dump();
+        const auto [used, entropy] = usage(idx, k);
+        nlohmann::json meta{{"layout", "column-blocks"}, {"d", d}, {"K", k}, {"index_bits", indexBits(k)}};
+        if (rowScaled)
+            meta["row_scale"] = true;
+        meta["used_codewords"] = used;
+        meta["index_entropy_bits"] = entropy;
+        p.metaJson = meta.dump();
         p.sections.push_back({"codebook", std::move(codebookBytes)});
         p.sharedBits.codebookBits = 16ull * static_cast<std::uint64_t>(k) * static_cast<std::uint64_t>(d);
         offset = 0;
@@ -402,8 +266,12 @@ private:
             MatrixResult r;
             r.ref = group.matrices[i].ref;
             r.bits.indexBits = static_cast<std::uint64_t>(counts[i]) * static_cast<std::uint64_t>(indexBits(k));
-            p.matrices.push_back(r);
             p.sections.push_back({"indices/" + r.ref.name, packBits(&idx[offset], counts[i], indexBits(k))});
+            if (rowScaled) {
+                p.sections.push_back({"row_scales/" + r.ref.name, halfBytes(scales[i])});
+                r.bits.scaleBits = 16ull * static_cast<std::uint64_t>(r.ref.rows);
+            }
+            p.matrices.push_back(r);
             offset += counts[i];
         }
         if (auto measured = measureByDecoding(*this, group, p); !measured)
