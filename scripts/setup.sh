@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian bookworm packages PocketLLM Workbench needs to build, test and run.
+# Installs the Debian bookworm packages PocketLLM Workbench needs to build, test, package and run
+# (dpkg-dev and file: dpkg-shlibdeps for the .deb's dependencies).
 # Idempotent: prints nothing and touches nothing when everything is already installed.
 set -euo pipefail
 
@@ -11,6 +12,7 @@ PACKAGES=(
   libspdlog-dev libfmt-dev libsqlite3-dev libsentencepiece-dev nlohmann-json3-dev
   libzstd-dev libxxhash-dev libcli11-dev
   xvfb xauth
+  dpkg-dev file
 )
 
 missing=()
