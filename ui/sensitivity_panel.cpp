@@ -99,7 +99,7 @@ SensitivityPanel::SensitivityPanel(Workbench* workbench, QWidget* parent) : QWid
     split->addWidget(m_plot);
     m_table = new QTableWidget(0, 7);
     m_table->setHorizontalHeaderLabels({tr("Unit"), tr("Bits/weight"), tr("Perplexity"), tr("Change"), tr("KL"), tr("Top-1 same"), tr("SNR (dB)")});
-    m_table->horizontalHeader()->setSectionResizeMode(0, QHeaderView::Stretch);
+    m_table->horizontalHeader()->setSectionResizeMode(QHeaderView::ResizeToContents); // full names; scrolls sideways
     m_table->setEditTriggers(QAbstractItemView::NoEditTriggers);
     m_table->setSelectionBehavior(QAbstractItemView::SelectRows);
     m_table->setSortingEnabled(true);

@@ -6,6 +6,7 @@
 #include "log_bridge.h"
 #include "main_window.h"
 #include "method_form.h"
+#include "sensitivity_panel.h"
 #include "workbench.h"
 
 #include "pocket/app_paths.h"
@@ -16,7 +17,9 @@
 #include <QDir>
 #include <QElapsedTimer>
 #include <QFileInfo>
+#include <QDoubleSpinBox>
 #include <QLineEdit>
+#include <QSpinBox>
 #include <QTabWidget>
 #include <QTimer>
 
@@ -56,8 +59,7 @@ int renderScreenshots(pocket::ui::Workbench& wb, pocket::ui::MainWindow& window,
     }
     auto* form = window.methodForm();
     form->setMethodId(QStringLiteral("pocketllm"));
-    form->applySettings({QStringLiteral("sharing=type"), QStringLiteral("d=4"), QStringLiteral("K=256"), QStringLiteral("epochs=12"),
-                         QStringLiteral("batch=512")});
+    form->applySettings({QStringLiteral("sharing=model"), QStringLiteral("d=4"), QStringLiteral("K=1024")});
     window.layerPicker()->applySelection(*pocket::LayerSelection::preset("all"), nullptr);
     window.outputPathEdit()->setText(QDir(dir).absoluteFilePath(QStringLiteral("screenshot-run.pllm")));
     settle(400);
@@ -80,6 +82,19 @@ int renderScreenshots(pocket::ui::Workbench& wb, pocket::ui::MainWindow& window,
     window.tabs()->setCurrentIndex(2);
     settle(300);
     window.grab().save(QDir(dir).filePath(QStringLiteral("workbench-compare.png")));
+    // Sensitivity: RTN 3 bits on each matrix alone, then a plan for 3.5 bits per weight.
+    auto* sensitivity = window.sensitivityPanel();
+    sensitivity->windowsSpin()->setValue(4);
+    window.tabs()->setCurrentIndex(3);
+    QString error;
+    if (sensitivity->startAnalysis(&error))
+        waitIdle(wb);
+    sensitivity->menuEdit()->setText(QStringLiteral("bits=2;bits=3;bits=4"));
+    sensitivity->budgetSpin()->setValue(3.5);
+    if (sensitivity->startPlan(&error))
+        waitIdle(wb);
+    settle(300);
+    window.grab().save(QDir(dir).filePath(QStringLiteral("workbench-sensitivity.png")));
     QFile::remove(QDir(dir).filePath(QStringLiteral("screenshot-run.pllm")));
     std::printf("screenshots written to %s\n", qPrintable(dir));
     return 0;

@@ -783,6 +783,7 @@ Result<GroupPayload> PocketLlmMethod::compressAssign(const MatrixGroup& group, c
     const auto report = [&](int step, double loss) {
         progress.step = progress.epoch = step;
         progress.loss = progress.reconstruction = loss;
+        progress.codebookUsage = 1.0 - static_cast<double>(progress.deadCodewords) / static_cast<double>(l.codewords);
         progress.elapsedSeconds = secondsSince(start);
         progress.etaSeconds = step > 0 ? progress.elapsedSeconds / step * (progress.totalSteps - step) : 0;
         return !context.onProgress || context.onProgress(progress);
