@@ -333,7 +333,7 @@ int runMethods(const Globals& g)
                 if (p.kind == pocket::ParamKind::Choice)
                     pj["choices"] = p.choices;
                 params.push_back(pj);
-                t << "    " << std::left << std::setw(14) << p.name << std::setw(10) << p.defaultValue << p.help << "\n";
+                t << "    " << std::left << std::setw(15) << p.name << " " << std::setw(9) << p.defaultValue << " " << p.help << "\n";
             }
             entry["params"] = params;
         }
