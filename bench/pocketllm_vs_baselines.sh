@@ -57,15 +57,16 @@ fi
 EVAL="$OUT/eval.txt"
 CSV="$OUT/results-$NAME.csv"
 echo "series,label,bpw_c,perplexity,bpw_all_in,compress_s,bpw_index,bpw_codebook,bpw_decoder,bpw_scale,mean_snr_db,used_codewords,index_entropy_bits" > "$CSV"
-fp=$(fp_perplexity "$MODEL" "$EVAL" "$CTX")
+# shellcheck disable=SC2086
+fp=$(fp_perplexity "$MODEL" "$EVAL" "$CTX" ${EVAL_ARGS:-})
 echo "FP32 perplexity on the evaluation text: $fp"
 printf "%-18s %-26s %8s %8s %11s %10s\n" series setting bpw_c all-in perplexity compress_s
 r() { run_case "$MODEL" "$EVAL" "$CTX" "$@"; }
 
 # (d, K) pairs spanning 2 to 5 bpw_c with one codebook for the whole model: on a 260K-parameter
 # model the codebook's 16*K*d bits are a large share (K 4096, d 4: 1.16 bpw), so d = 2 with small K
-# reaches 4 to 5 bpw more cheaply than d = 4 with large K.
-if [ "$QUICK" = 1 ]; then DKS="4:1024 2:256"; else DKS=${DKS:-"4:256 4:1024 4:4096 2:256 2:512"}; fi
+# reaches 3.2 to 5.3 bpw more cheaply than d = 4 with large K.
+if [ "$QUICK" = 1 ]; then DKS="4:1024 2:256"; else DKS=${DKS:-"4:256 4:1024 4:4096 2:64 2:128 2:256 2:512 2:1024"}; fi
 [ -n "$HF" ] && DKS=${HF_DKS:-"4:256 4:1024 4:4096 4:16384 2:256 2:1024"}
 BEST=${BEST_SETTINGS:-"--set epochs=0 --set feedback=true --set finetune=300"}
 
