@@ -117,6 +117,14 @@ at::Tensor roundFp16(const at::Tensor& t)
     return t.to(at::kHalf).to(at::kFloat);
 }
 
+// The values the archive will hold: codebook and decoder rounded to fp16, in place.
+void roundNetworkToFp16(Network& net)
+{
+    net.codebook.copy_(roundFp16(net.codebook));
+    for (const at::Tensor& t : net.decoderParameters())
+        const_cast<at::Tensor&>(t).copy_(roundFp16(t));
+}
+
 std::vector<std::uint8_t> fp16Bytes(const at::Tensor& t)
 {
     const at::Tensor h = t.contiguous().to(at::kHalf);
@@ -866,9 +874,7 @@ Result<GroupPayload> PocketLlmMethod::compressAssign(const MatrixGroup& group, c
             t.set_requires_grad(false);
     }
     // The archive's fp16 values; then the final codes against them.
-    net.codebook.copy_(roundFp16(net.codebook));
-    for (const at::Tensor& t : net.decoderParameters())
-        const_cast<at::Tensor&>(t).copy_(roundFp16(t));
+    roundNetworkToFp16(net);
     if (epochs > 0)
         idx = assignNearestDecoded(net.decoder, net.codebook, idx, data, w, l.group);
     extra["train_loss_end"] = reconstructionLoss(net, idx, data, w, wSum, l.group, false);
@@ -952,9 +958,7 @@ Result<GroupPayload> PocketLlmMethod::compressAssign(const MatrixGroup& group, c
         }
         for (at::Tensor& t : trainable)
             t.set_requires_grad(false);
-        net.codebook.copy_(roundFp16(net.codebook));
-        for (const at::Tensor& t : net.decoderParameters())
-            const_cast<at::Tensor&>(t).copy_(roundFp16(t));
+        roundNetworkToFp16(net);
         if (tuneScales)
             for (std::size_t i = 0; i < group.matrices.size(); ++i) {
                 const at::Tensor r = roundFp16((scalesT[i] * multipliers[i].detach()).abs().clamp_min(1e-6)).contiguous();
