@@ -2,7 +2,7 @@
 // with the group id, method, K, and, where the method recorded them in its metadata (vq,
 // pocketllm), the codewords used, the entropy of the index histogram in bits, and training losses.
 // Run: build/bin/archive_usage ARCHIVE
-#include "pocket/archive.h"
+#include "pocket/archive/model_archive.h"
 
 #include <nlohmann/json.hpp>
 

@@ -1,9 +1,9 @@
 // Decode throughput of a .pllm archive: weights/s from payload to fp16-exact weights, against a
 // plain memcpy of the same number of fp16 bytes (the floor any format pays to materialise weights).
 // Run: build/bin/bench_decode ARCHIVE [--threads N]
-#include "pocket/archive.h"
-#include "pocket/llama_model.h"
-#include "pocket/method_registry.h"
+#include "pocket/archive/model_archive.h"
+#include "pocket/model/llama_model.h"
+#include "pocket/methods/method_registry.h"
 
 #include <chrono>
 #include <cstdio>

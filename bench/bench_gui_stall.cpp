@@ -9,7 +9,7 @@
 #include "training_chart.h"
 #include "workbench.h"
 
-#include "pocket/app_paths.h"
+#include "pocket/support/app_paths.h"
 
 #include <QApplication>
 #include <QElapsedTimer>

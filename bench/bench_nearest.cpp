@@ -5,7 +5,7 @@
 //   cmake -S . -B build-vq -G Ninja && ninja -C build-vq bench_nearest && ./build-vq/bin/bench_nearest [--threads N]
 // POCKET_VQ_ISA=avx2 (or generic) caps the instruction set of our search; the default uses the
 // widest the CPU has, and the bench times both when they differ.
-#include "pocket/vq_kernels.h"
+#include "pocket/methods/vq_kernels.h"
 
 #include <torch/torch.h>
 

@@ -3,9 +3,9 @@
 // scale, codes bit-packed. Optionally groups everything into one group ("sharing=model").
 #pragma once
 
-#include "pocket/dtype.h"
-#include "pocket/method.h"
-#include "pocket/vq_kernels.h"
+#include "pocket/io/dtype.h"
+#include "pocket/methods/method.h"
+#include "pocket/methods/vq_kernels.h"
 
 #include <cmath>
 #include <cstring>

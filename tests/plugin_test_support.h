@@ -2,8 +2,8 @@
 // plugin folder), parameter sets, and random weight matrices.
 #pragma once
 
-#include "pocket/method.h"
-#include "pocket/method_registry.h"
+#include "pocket/methods/method.h"
+#include "pocket/methods/method_registry.h"
 
 #include <QtTest/QtTest>
 

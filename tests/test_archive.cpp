@@ -1,7 +1,7 @@
 // The .pllm container and model archive: round trips, the on-disk layout against
 // docs/archive-format.md, bit accounting, determinism, and every kind of damaged file.
-#include "pocket/archive.h"
-#include "pocket/checkpoint.h"
+#include "pocket/archive/model_archive.h"
+#include "pocket/io/checkpoint.h"
 #include "test_support.h"
 
 #include <nlohmann/json.hpp>

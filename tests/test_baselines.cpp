@@ -2,10 +2,10 @@
 // reference quantiser, VQ's k-means against its defining properties (every code is the nearest
 // codeword, every used codeword is the mean of its members, Lloyd never gets worse), bits against
 // section sizes, reproducibility, and damaged payloads.
-#include "pocket/checkpoint.h"
-#include "pocket/dtype.h"
-#include "pocket/method_registry.h"
-#include "pocket/vq_kernels.h"
+#include "pocket/io/checkpoint.h"
+#include "pocket/io/dtype.h"
+#include "pocket/methods/method_registry.h"
+#include "pocket/methods/vq_kernels.h"
 #include "plugin_test_support.h"
 #include "test_support.h"
 

@@ -1,8 +1,8 @@
 // Opening checkpoints: llama2.c legacy files (shared and separate classifier), Hugging Face
 // folders (single and sharded), conversion between them, and every malformed input we can name.
-#include "pocket/checkpoint.h"
-#include "pocket/hf_writer.h"
-#include "pocket/safetensors.h"
+#include "pocket/io/checkpoint.h"
+#include "pocket/io/hf_writer.h"
+#include "pocket/io/safetensors.h"
 #include "test_support.h"
 
 #include <cstring>

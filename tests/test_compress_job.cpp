@@ -1,12 +1,12 @@
 // Compression jobs end to end: planning, the work folder and resume (including a process killed
 // with SIGKILL mid-run), cancel, the archive's bit accounting against its real section sizes,
 // reading an archive as a checkpoint, and decompression to a Hugging Face folder.
-#include "pocket/archive.h"
-#include "pocket/compress_job.h"
-#include "pocket/hf_writer.h"
-#include "pocket/llama_model.h"
-#include "pocket/text.h"
-#include "pocket/method_registry.h"
+#include "pocket/archive/model_archive.h"
+#include "pocket/jobs/compress_job.h"
+#include "pocket/io/hf_writer.h"
+#include "pocket/model/llama_model.h"
+#include "pocket/io/text.h"
+#include "pocket/methods/method_registry.h"
 #include "fake_method.h"
 #include "test_support.h"
 

@@ -1,6 +1,6 @@
 // Hugging Face config.json parsing and writing, on real published configs and broken ones.
-#include "pocket/checkpoint.h"
-#include "pocket/model_config.h"
+#include "pocket/io/checkpoint.h"
+#include "pocket/io/model_config.h"
 #include "test_support.h"
 
 #include <nlohmann/json.hpp>

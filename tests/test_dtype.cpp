@@ -1,6 +1,6 @@
 // Element types: half/bfloat16 conversions checked exhaustively and against slow double-precision
 // references, array conversions, dtype names and shape helpers.
-#include "pocket/dtype.h"
+#include "pocket/io/dtype.h"
 #include "test_support.h"
 
 #include <algorithm>

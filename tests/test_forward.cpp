@@ -1,9 +1,9 @@
 // The LibTorch forward pass against a slow reference (tests/reference_llama.h) on small random
 // models the test writes itself (every supported dtype and architecture option), and on the real
 // stories260K checkpoint read raw, in llama2.c's own layout.
-#include "pocket/checkpoint.h"
-#include "pocket/hf_writer.h"
-#include "pocket/llama_model.h"
+#include "pocket/io/checkpoint.h"
+#include "pocket/io/hf_writer.h"
+#include "pocket/model/llama_model.h"
 #include "reference_llama.h"
 #include "test_support.h"
 

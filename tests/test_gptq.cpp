@@ -3,10 +3,10 @@
 // blocks, no Cholesky factor), equality with rtn when there is no Hessian, a clear gain over rtn
 // in the Hessian-weighted error tr((W-Q) H (W-Q)^T) on correlated inputs, act-order, bits against
 // section sizes, progress and cancel, dead columns, bad Hessians and bad parameters.
-#include "pocket/checkpoint.h"
-#include "pocket/dtype.h"
-#include "pocket/method_registry.h"
-#include "pocket/vq_kernels.h"
+#include "pocket/io/checkpoint.h"
+#include "pocket/io/dtype.h"
+#include "pocket/methods/method_registry.h"
+#include "pocket/methods/vq_kernels.h"
 #include "plugin_test_support.h"
 #include "test_support.h"
 

@@ -10,9 +10,9 @@
 #include "training_chart.h"
 #include "workbench.h"
 
-#include "pocket/archive.h"
-#include "pocket/compress_job.h"
-#include "pocket/experiment_store.h"
+#include "pocket/archive/model_archive.h"
+#include "pocket/jobs/compress_job.h"
+#include "pocket/store/experiment_store.h"
 #include "test_support.h"
 
 #include <qcustomplot.h>

@@ -1,6 +1,6 @@
 // Layer selection: parsing of block ranges and matrix types, presets, patterns, and the result
 // checked against a plain enumeration of every (block, type) pair.
-#include "pocket/layer_selection.h"
+#include "pocket/methods/layer_selection.h"
 #include "test_support.h"
 
 #include <set>

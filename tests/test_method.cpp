@@ -1,7 +1,7 @@
 // The method interface around the methods: parameter schemas and their validation, bit counts,
 // and the plugin registry (built-ins, plugin folders, API version check, refusals).
-#include "pocket/method.h"
-#include "pocket/method_registry.h"
+#include "pocket/methods/method.h"
+#include "pocket/methods/method_registry.h"
 #include "fake_method.h"
 #include "test_support.h"
 

@@ -1,10 +1,10 @@
 // Perplexity evaluation: the window plan, agreement with a per-window computation from raw
 // logits, batching invariance, errors and cancellation, and the real stories260K figure.
-#include "pocket/checkpoint.h"
-#include "pocket/hf_writer.h"
-#include "pocket/perplexity.h"
-#include "pocket/text.h"
-#include "pocket/tokenizer.h"
+#include "pocket/io/checkpoint.h"
+#include "pocket/io/hf_writer.h"
+#include "pocket/model/perplexity.h"
+#include "pocket/io/text.h"
+#include "pocket/io/tokenizer.h"
 #include "test_support.h"
 
 #include <random>

@@ -2,10 +2,10 @@
 // decodes to what a slow plain-C++ reference of the method doc's decoder computes from the stored
 // bytes alone; bits match section sizes; runs are reproducible bit for bit; training helps;
 // every option runs; bad payloads are refused.
-#include "pocket/checkpoint.h"
-#include "pocket/dtype.h"
-#include "pocket/method_registry.h"
-#include "pocket/vq_kernels.h"
+#include "pocket/io/checkpoint.h"
+#include "pocket/io/dtype.h"
+#include "pocket/methods/method_registry.h"
+#include "pocket/methods/vq_kernels.h"
 #include "plugin_test_support.h"
 #include "test_support.h"
 

@@ -1,5 +1,5 @@
 // Safetensors reading and writing: round trips, every kind of malformed file, atomic writes.
-#include "pocket/safetensors.h"
+#include "pocket/io/safetensors.h"
 #include "test_support.h"
 
 #include <nlohmann/json.hpp>

@@ -2,16 +2,16 @@
 // with only that unit replaced by its decoded compression; units group as asked; KL and top-1
 // agreement behave (near zero / one at 8 bits, worse at 2 bits); runs stream into the store
 // (and stay out of comparisons); cancel keeps finished units; bad input is refused by name.
-#include "pocket/archive.h"
-#include "pocket/bit_allocation.h"
-#include "pocket/compress_job.h"
-#include "pocket/experiment_store.h"
-#include "pocket/llama_model.h"
-#include "pocket/method_registry.h"
-#include "pocket/perplexity.h"
-#include "pocket/sensitivity.h"
-#include "pocket/text.h"
-#include "pocket/tokenizer.h"
+#include "pocket/archive/model_archive.h"
+#include "pocket/analysis/bit_allocation.h"
+#include "pocket/jobs/compress_job.h"
+#include "pocket/store/experiment_store.h"
+#include "pocket/model/llama_model.h"
+#include "pocket/methods/method_registry.h"
+#include "pocket/model/perplexity.h"
+#include "pocket/analysis/sensitivity.h"
+#include "pocket/io/text.h"
+#include "pocket/io/tokenizer.h"
 #include "test_support.h"
 
 #include <QTemporaryDir>

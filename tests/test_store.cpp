@@ -1,6 +1,7 @@
 // The experiment store: migrations, refusing foreign files, the published seed, compare(), two
 // processes writing at once, and the CLI recording its runs.
-#include "pocket/experiment_store.h"
+#include "pocket/io/fingerprint.h"
+#include "pocket/store/experiment_store.h"
 #include "test_support.h"
 
 #include <QCoreApplication>

@@ -1,5 +1,5 @@
 // UTF-8 validation and reading evaluation text files.
-#include "pocket/text.h"
+#include "pocket/io/text.h"
 #include "test_support.h"
 
 #include <random>

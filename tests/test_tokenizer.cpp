@@ -1,7 +1,7 @@
 // Tokenizers: llama2.c's BPE against a line-for-line port of run.c's O(n^2) encoder; SentencePiece
 // through libsentencepiece on the real Llama-2 tokenizer; corrupt and missing files.
-#include "pocket/text.h"
-#include "pocket/tokenizer.h"
+#include "pocket/io/text.h"
+#include "pocket/io/tokenizer.h"
 #include "test_support.h"
 
 #include <cstring>

@@ -1,7 +1,7 @@
 // VQ kernels: nearest-codeword search checked against a slow double-precision reference under the
 // documented guarantee (on every instruction-set path this machine has), thread-count invariance,
 // and the bit packing of index streams.
-#include "pocket/vq_kernels.h"
+#include "pocket/methods/vq_kernels.h"
 #include "test_support.h"
 
 #include <algorithm>

@@ -1,6 +1,6 @@
 #include "compare_panel.h"
 
-#include "pocket/experiment_store.h"
+#include "pocket/store/experiment_store.h"
 
 #include "palette.h"
 

@@ -1,6 +1,6 @@
 #include "layer_picker.h"
 
-#include "pocket/dtype.h"
+#include "pocket/io/dtype.h"
 
 #include <QComboBox>
 #include <QFormLayout>

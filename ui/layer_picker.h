@@ -4,8 +4,8 @@
 // what the CLI's --preset/--blocks/--types/--include mean. GUI thread only.
 #pragma once
 
-#include "pocket/checkpoint.h"
-#include "pocket/layer_selection.h"
+#include "pocket/io/checkpoint.h"
+#include "pocket/methods/layer_selection.h"
 
 #include <QStringList>
 #include <QWidget>

@@ -7,7 +7,7 @@
 #include "sensitivity_panel.h"
 #include "training_chart.h"
 
-#include "pocket/app_paths.h"
+#include "pocket/support/app_paths.h"
 #include "pocket/version.h"
 
 #include <QAction>
@@ -115,7 +115,7 @@ MainWindow::MainWindow(Workbench* workbench, QWidget* parent) : QMainWindow(pare
         if (o.ok)
             m_overall->setValue(1000);
         else if (!o.cancelled)
-            showError(tr("Sensitivity analysis failed"), o.message);
+            showError(tr("Sensitivity analysis failed"), o.message, o.errorKind);
         updateActions();
     });
     connect(m_workbench, &Workbench::storeChanged, m_compare, &ComparePanel::refresh);
@@ -644,27 +644,22 @@ void MainWindow::onCompressFinished(const CompressOutcome& o)
         m_lastArchive = o.archivePath;
         m_matrices->setSortingEnabled(false);
         m_matrices->setRowCount(0);
-        for (const GroupPayload& g : o.groups) {
-            std::int64_t groupWeights = 0;
-            for (const auto& m : g.matrices)
-                groupWeights += m.ref.weights();
-            for (const auto& m : g.matrices) {
-                const int row = m_matrices->rowCount();
-                m_matrices->insertRow(row);
-                m_matrices->setItem(row, 0, cell(QString::fromStdString(m.ref.name)));
-                m_matrices->setItem(row, 1, cell(QString::fromStdString(g.groupId)));
-                m_matrices->setItem(row, 2, cell(QStringLiteral("%1 × %2").arg(m.ref.rows).arg(m.ref.cols)));
-                m_matrices->setItem(row, 3, numberCell(matrixBitsPerWeight(m.ref, m.bits, g.sharedBits, groupWeights), 3));
-                m_matrices->setItem(row, 4, numberCell(m.mse, 8));
-                m_matrices->setItem(row, 5, numberCell(m.snrDb, 2));
-            }
+        for (const MatrixReport& m : o.matrices) {
+            const int row = m_matrices->rowCount();
+            m_matrices->insertRow(row);
+            m_matrices->setItem(row, 0, cell(QString::fromStdString(m.name)));
+            m_matrices->setItem(row, 1, cell(QString::fromStdString(m.groupId)));
+            m_matrices->setItem(row, 2, cell(QStringLiteral("%1 × %2").arg(m.rows).arg(m.cols)));
+            m_matrices->setItem(row, 3, numberCell(m.bpw, 3));
+            m_matrices->setItem(row, 4, numberCell(m.mse, 8));
+            m_matrices->setItem(row, 5, numberCell(m.snrDb, 2));
         }
         m_matrices->setSortingEnabled(true);
         // The next run gets a fresh name unless the user chose one.
         if (!m_outPathEdited)
             m_outPath->setText(m_workbench->defaultArchivePath(m_form->methodId()));
     } else if (!o.cancelled) {
-        showError(tr("Compression failed"), o.message);
+        showError(tr("Compression failed"), o.message, o.errorKind);
     }
     updateActions();
 }
@@ -675,7 +670,7 @@ void MainWindow::onEvalFinished(const EvalOutcome& o)
     statusBar()->showMessage(o.message, 15000);
     if (!o.ok) {
         if (!o.cancelled)
-            showError(tr("Evaluation failed"), o.message);
+            showError(tr("Evaluation failed"), o.message, o.errorKind);
         updateActions();
         return;
     }
@@ -711,7 +706,7 @@ void MainWindow::onExportFinished(const ExportOutcome& o)
     if (o.ok && dialogsAllowed())
         QMessageBox::information(this, tr("Export finished"), o.message + QStringLiteral("\n\n") + o.files.join(QLatin1Char('\n')));
     else if (!o.cancelled)
-        showError(tr("Export failed"), o.message);
+        showError(tr("Export failed"), o.message, o.errorKind);
     updateActions();
 }
 
@@ -721,11 +716,29 @@ void MainWindow::appendLog(int level, const QString& text)
     m_log->appendHtml(QStringLiteral("<span style='color:%1'>%2</span>").arg(QLatin1String(colors[std::clamp(level, 0, 6)]), text.toHtmlEscaped()));
 }
 
-void MainWindow::showError(const QString& title, const QString& text)
+void MainWindow::showError(const QString& title, const QString& text, ErrorKind kind)
 {
-    spdlog::error("{}: {}", title.toStdString(), text.toStdString());
-    if (dialogsAllowed())
-        QMessageBox::warning(this, title, text);
+    spdlog::error("{}: {} ({})", title.toStdString(), text.toStdString(), errorKindName(kind));
+    if (!dialogsAllowed())
+        return;
+    switch (kind) {
+    case ErrorKind::Usage:
+        QMessageBox::warning(this, title, tr("%1\n\nCheck the settings and try again.").arg(text));
+        break;
+    case ErrorKind::Unsupported:
+        QMessageBox::warning(this, title, tr("%1\n\nThis is not supported yet.").arg(text));
+        break;
+    case ErrorKind::Internal:
+        QMessageBox::critical(this, title,
+                              tr("%1\n\nThis is a bug in PocketLLM Workbench or one of its method plugins; the log (View ▸ Log) has the "
+                                 "details.").arg(text));
+        break;
+    case ErrorKind::Io:
+    case ErrorKind::Input:
+    case ErrorKind::Cancelled:
+        QMessageBox::critical(this, title, text);
+        break;
+    }
 }
 
 void MainWindow::dragEnterEvent(QDragEnterEvent* event)

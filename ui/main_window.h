@@ -82,7 +82,8 @@ private:
     void updateActions();
     void addRecent(const QString& path);
     void rebuildRecentMenu();
-    void showError(const QString& title, const QString& text);
+    // Logs and (outside tests) shows an error, the dialog chosen by the error's kind.
+    void showError(const QString& title, const QString& text, pocket::ErrorKind kind = pocket::ErrorKind::Input);
     void onCompressFinished(const CompressOutcome& outcome);
     void onEvalFinished(const EvalOutcome& outcome);
     void onExportFinished(const ExportOutcome& outcome);

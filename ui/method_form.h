@@ -4,7 +4,7 @@
 // the CLI's --set goes through. Settings are remembered per method. GUI thread only.
 #pragma once
 
-#include "pocket/method_registry.h"
+#include "pocket/methods/method_registry.h"
 
 #include <QMap>
 #include <QStringList>

@@ -1,9 +1,10 @@
 #include "workbench.h"
 
-#include "pocket/app_paths.h"
-#include "pocket/archive.h"
-#include "pocket/experiment_store.h"
-#include "pocket/run_recorder.h"
+#include "pocket/archive/model_archive.h"
+#include "pocket/jobs/run_recorder.h"
+#include "pocket/store/experiment_store.h"
+#include "pocket/support/app_paths.h"
+#include "pocket/support/timing.h"
 
 #include <QCoreApplication>
 #include <QDateTime>
@@ -28,7 +29,7 @@ const char* formatName(CheckpointFormat f)
     return f == CheckpointFormat::Llama2c ? "llama2.c" : "Hugging Face safetensors";
 }
 
-QString workFolderOf(const QString& archivePath) { return archivePath + ".work"; }
+QString workFolderOf(const QString& archivePath) { return QString::fromStdString(defaultWorkFolder(archivePath.toStdString())); }
 
 double fractionFromEta(double elapsed, double eta, double fallback)
 {
@@ -51,15 +52,7 @@ QString formatBytes(quint64 bytes)
     return u == 0 ? QStringLiteral("%1 bytes").arg(bytes) : QStringLiteral("%1 %2").arg(v, 0, 'f', v < 10 ? 2 : 1).arg(units[u]);
 }
 
-QString formatSeconds(double seconds)
-{
-    if (!(seconds >= 0) || seconds > 1e7)
-        return QStringLiteral("--:--");
-    const qint64 s = static_cast<qint64>(seconds + 0.5);
-    if (s >= 3600)
-        return QStringLiteral("%1:%2:%3").arg(s / 3600).arg((s / 60) % 60, 2, 10, QChar('0')).arg(s % 60, 2, 10, QChar('0'));
-    return QStringLiteral("%1:%2").arg(s / 60).arg(s % 60, 2, 10, QChar('0'));
-}
+QString formatSeconds(double seconds) { return QString::fromStdString(formatDuration(seconds)); }
 
 Workbench::Workbench(QObject* parent, const QString& extraPluginFolder) : QObject(parent), m_registry(std::make_unique<MethodRegistry>())
 {
@@ -84,8 +77,7 @@ Workbench::Workbench(QObject* parent, const QString& extraPluginFolder) : QObjec
     for (const PluginRecord& r : m_registry->records())
         if (!r.loaded)
             spdlog::warn("method plugin {} refused: {}", r.path, r.problem);
-    const QByteArray env = qgetenv("POCKETLLM_STORE");
-    m_storePath = env.isEmpty() ? QString::fromStdString(ExperimentStore::defaultPath()) : QString::fromLocal8Bit(env);
+    m_storePath = QString::fromStdString(defaultStorePath());
     m_drainTimer.setInterval(33); // about 30 Hz
     connect(&m_drainTimer, &QTimer::timeout, this, &Workbench::drainMetrics);
 }
@@ -302,9 +294,7 @@ bool Workbench::startCompress(const CompressJobParams& params, QString* error)
     const RecorderOptions recording{m_storePath.toStdString(), true, "pocketllm workbench"};
     launch(JobStatus::Kind::Compress, [this, params, recording, ids] {
         const std::shared_ptr<std::atomic<bool>> stopFlag = m_stop;
-        CompressRecorder recorder(recording, params, "");
-        auto result = runCompressJob(params, *m_registry, [&](const JobProgress& p) {
-            recorder.begin();
+        auto result = runCompressJob(params, *m_registry, &recording, [&](const JobProgress& p) {
             JobStatus st;
             st.kind = JobStatus::Kind::Compress;
             st.etaSeconds = p.etaSeconds;
@@ -346,19 +336,19 @@ bool Workbench::startCompress(const CompressJobParams& params, QString* error)
             o.bpwAllIn = result->bits.bpwAllIn();
             o.seconds = result->seconds;
             o.groupsResumed = result->groupsResumed;
-            o.groups = result->groups;
-            o.runId = recorder.done(*result);
+            o.matrices = result->matrices;
+            o.runId = result->runId;
             o.message = tr("Wrote %1 (%2): %3 bits per compressed weight, %4 all-in, in %5.")
                             .arg(o.archivePath, formatBytes(o.archiveBytes))
                             .arg(o.bpwCompressed, 0, 'f', 3)
                             .arg(o.bpwAllIn, 0, 'f', 3)
                             .arg(formatSeconds(o.seconds));
         } else {
-            o.cancelled = result.message() == "cancelled";
+            o.cancelled = result.cancelled();
+            o.errorKind = result.kind();
             o.message = o.cancelled ? tr("Cancelled. Finished groups are kept; Resume continues from them.")
                                     : QString::fromStdString(result.message());
             o.archivePath = QString::fromStdString(params.outPath);
-            recorder.failed(result.message());
         }
         setDelivery([this, o] {
             if (o.ok)
@@ -417,7 +407,8 @@ bool Workbench::startEval(const EvalJobParams& params, QString* error)
                             .arg(o.ctx)
                             .arg(formatSeconds(o.seconds));
         } else {
-            o.cancelled = result.message() == "cancelled";
+            o.cancelled = result.cancelled();
+            o.errorKind = result.kind();
             o.message = o.cancelled ? tr("Evaluation cancelled.") : QString::fromStdString(result.message());
         }
         setDelivery([this, o] {
@@ -466,7 +457,8 @@ bool Workbench::startExportHf(const QString& archivePath, const QString& outDir,
             }
             o.message = tr("Wrote the Hugging Face folder %1: %2 files, %3.").arg(outDir).arg(files.size()).arg(formatBytes(o.bytes));
         } else {
-            o.cancelled = status.message() == "cancelled";
+            o.cancelled = status.cancelled();
+            o.errorKind = status.kind();
             o.message = o.cancelled ? tr("Export cancelled; nothing was left behind.") : QString::fromStdString(status.message());
         }
         setDelivery([this, o] {
@@ -500,6 +492,7 @@ bool Workbench::startExportArchive(const QString& archivePath, const QString& de
         st.text = tr("verifying %1").arg(archivePath);
         postStatus(st);
         if (auto verified = Archive::open(archivePath.toStdString(), ContainerReader::Verify::All); !verified) {
+            o.errorKind = verified.kind();
             fail(QString::fromStdString(verified.message()));
         } else {
             QFile in(archivePath);
@@ -525,6 +518,7 @@ bool Workbench::startExportArchive(const QString& archivePath, const QString& de
                     postStatus(st);
                     if (stopFlag->load()) {
                         o.cancelled = true;
+                        o.errorKind = ErrorKind::Cancelled;
                         fail(tr("Export cancelled; nothing was left behind."));
                         ok = false;
                     }
@@ -617,7 +611,8 @@ bool Workbench::startAnalysis(const AllocationRequest& request, bool allocate, Q
                                 .arg(request.budgetBpw, 0, 'f', 3)
                                 .arg(r->plan.predictedDamage, 0, 'g', 4);
             } else {
-                o.cancelled = r.message() == "cancelled";
+                o.cancelled = r.cancelled();
+                o.errorKind = r.kind();
                 o.message = o.cancelled ? tr("Allocation cancelled.") : QString::fromStdString(r.message());
             }
         } else {
@@ -636,7 +631,8 @@ bool Workbench::startAnalysis(const AllocationRequest& request, bool allocate, Q
                                 .arg(formatSeconds(r->seconds))
                                 .arg(r->basePerplexity, 0, 'f', 4);
             } else {
-                o.cancelled = r.message() == "cancelled";
+                o.cancelled = r.cancelled();
+                o.errorKind = r.kind();
                 o.message = o.cancelled ? tr("Sensitivity analysis cancelled; the units measured are kept.") : QString::fromStdString(r.message());
             }
         }

@@ -9,12 +9,13 @@
 // destructor cancels a running job and waits for it.
 #pragma once
 
-#include "pocket/checkpoint.h"
-#include "pocket/compress_job.h"
-#include "pocket/dtype.h"
-#include "pocket/eval_job.h"
-#include "pocket/method_registry.h"
-#include "pocket/sensitivity.h"
+#include "pocket/io/checkpoint.h"
+#include "pocket/jobs/compress_job.h"
+#include "pocket/io/dtype.h"
+#include "pocket/jobs/eval_job.h"
+#include "pocket/methods/method_registry.h"
+#include "pocket/analysis/allocation.h"
+#include "pocket/analysis/sensitivity.h"
 
 #include <QObject>
 #include <QString>
@@ -83,6 +84,7 @@ struct ModelSummary {
 struct CompressOutcome {
     bool ok = false;
     bool cancelled = false;
+    pocket::ErrorKind errorKind = pocket::ErrorKind::Input; // when not ok
     QString message;          // the error, or a one-line summary
     QString archivePath;
     quint64 archiveBytes = 0;
@@ -91,12 +93,13 @@ struct CompressOutcome {
     double seconds = 0;
     int groupsResumed = 0;
     qint64 runId = 0;         // in the experiment store (0 = not recorded)
-    std::vector<pocket::GroupPayload> groups; // per-matrix results, no section bytes
+    std::vector<pocket::MatrixReport> matrices; // per-matrix results
 };
 
 struct EvalOutcome {
     bool ok = false;
     bool cancelled = false;
+    pocket::ErrorKind errorKind = pocket::ErrorKind::Input; // when not ok
     QString message;
     QString modelPath;
     QString textPath;
@@ -110,6 +113,7 @@ struct EvalOutcome {
 struct ExportOutcome {
     bool ok = false;
     bool cancelled = false;
+    pocket::ErrorKind errorKind = pocket::ErrorKind::Input; // when not ok
     QString message;
     QString path;             // the file or folder written
     quint64 bytes = 0;
@@ -119,6 +123,7 @@ struct ExportOutcome {
 struct SensitivityOutcome {
     bool ok = false;
     bool cancelled = false;
+    pocket::ErrorKind errorKind = pocket::ErrorKind::Input; // when not ok
     QString message;
     double basePerplexity = 0;
     std::vector<pocket::UnitSensitivity> units; // all finished units (also on cancel)

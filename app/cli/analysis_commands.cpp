@@ -3,8 +3,10 @@
 #include "compress_commands.h"
 #include "store_commands.h"
 
-#include "pocket/llama_model.h"
-#include "pocket/sensitivity.h"
+#include "pocket/model/llama_model.h"
+#include "pocket/analysis/allocation.h"
+#include "pocket/analysis/sensitivity.h"
+#include "pocket/jobs/compress_job.h"
 
 #include <cstdio>
 #include <iomanip>
@@ -30,8 +32,8 @@ std::string unitLine(const pocket::UnitSensitivity& u)
     return line;
 }
 
-// The analysis parameters of `o`; "" or an option error.
-std::string sensitivityParams(const SensitivityOptions& o, pocket::SensitivityParams& p)
+// The analysis parameters of `o`, or an option error.
+pocket::Status sensitivityParams(const SensitivityOptions& o, pocket::SensitivityParams& p)
 {
     p.modelPath = o.model;
     p.textPath = o.text;
@@ -41,18 +43,18 @@ std::string sensitivityParams(const SensitivityOptions& o, pocket::SensitivityPa
         p.settings = o.settings;
     const auto unit = pocket::parseSensitivityUnit(o.unit);
     if (!unit)
-        return "--unit: '" + o.unit + "' is not matrix, block or type";
+        return pocket::Error::usage("--unit: '" + o.unit + "' is not matrix, block or type");
     p.unit = *unit;
     if (!o.blocks.empty()) {
         auto blocks = pocket::LayerSelection::parseBlocks(o.blocks);
         if (!blocks)
-            return blocks.message();
+            return blocks.error();
         p.selection.blocks = *blocks;
     }
     if (!o.types.empty()) {
         auto types = pocket::LayerSelection::parseTypes(o.types);
         if (!types)
-            return types.message();
+            return types.error();
         p.selection.types = *types;
     }
     p.ctx = o.ctx;
@@ -61,16 +63,11 @@ std::string sensitivityParams(const SensitivityOptions& o, pocket::SensitivityPa
     return {};
 }
 
-int usageOrInput(const Globals& g, const std::string& m)
-{
-    return fail(g, m, m.rfind("--", 0) == 0 || m.find("unknown method") != std::string::npos ? kExitUsage : kExitBadInput);
-}
-
 int runSensitivityCommand(const Globals& g, const SensitivityOptions& o)
 {
     pocket::SensitivityParams p;
-    if (const std::string problem = sensitivityParams(o, p); !problem.empty())
-        return fail(g, problem, kExitUsage);
+    if (auto s = sensitivityParams(o, p); !s)
+        return fail(g, s.error());
 
     const bool stream = !g.json;
     if (stream)
@@ -90,7 +87,7 @@ int runSensitivityCommand(const Globals& g, const SensitivityOptions& o)
     });
     progress.finish();
     if (!result)
-        return usageOrInput(g, result.message());
+        return fail(g, result.error());
     ordered_json units = ordered_json::array();
     for (const auto& u : result->units)
         units.push_back(unitJson(u));
@@ -126,8 +123,8 @@ std::vector<std::string> splitAssignments(const std::string& entry)
 int runAllocateCommand(const Globals& g, const AllocateOptions& o)
 {
     pocket::AllocationRequest request;
-    if (const std::string problem = sensitivityParams(o.base, request.base); !problem.empty())
-        return fail(g, problem, kExitUsage);
+    if (auto s = sensitivityParams(o.base, request.base); !s)
+        return fail(g, s.error());
     for (const std::string& entry : o.menu)
         request.menu.push_back(splitAssignments(entry));
     request.budgetBpw = o.budget;
@@ -140,7 +137,7 @@ int runAllocateCommand(const Globals& g, const AllocateOptions& o)
     });
     progress.finish();
     if (!result)
-        return usageOrInput(g, result.message());
+        return fail(g, result.error());
     const auto& plan = result->plan;
     ordered_json matrices = ordered_json::array();
     std::ostringstream t;
@@ -171,19 +168,13 @@ int runAllocateCommand(const Globals& g, const AllocateOptions& o)
         job.selection = request.base.selection;
         job.tokenizerPath = o.base.tokenizer;
         job.outPath = o.out;
-        pocket::CompressRecorder recorder(recording, job, "");
-        auto compressed = pocket::runCompressJob(job, registry(), [&](const pocket::JobProgress&) {
-            recorder.begin();
-            return true;
-        });
-        if (!compressed) {
-            recorder.failed(compressed.message());
-            return usageOrInput(g, compressed.message());
-        }
+        auto compressed = pocket::runCompressJob(job, registry(), &recording);
+        if (!compressed)
+            return fail(g, compressed.error());
         out["archive"] = compressed->archivePath;
         out["archive_bpw_compressed"] = compressed->bits.bpwCompressed();
-        if (const std::int64_t id = recorder.done(*compressed))
-            out["run_id"] = id;
+        if (compressed->runId > 0)
+            out["run_id"] = compressed->runId;
         t << "archive: " << compressed->archivePath << " (" << std::setprecision(3) << compressed->bits.bpwCompressed()
           << " bits per compressed weight)\n";
     }

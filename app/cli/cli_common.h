@@ -1,7 +1,10 @@
-// Shared pieces of pocketllm-cli's commands: exit codes, global flags, progress line, output.
+// Shared pieces of pocketllm-cli's commands: exit codes, global flags, progress line, output, and
+// how core's errors are shown (exit code from the error's kind, core's setting names as flags).
 #pragma once
 
-#include "pocket/app_paths.h"
+#include "pocket/support/app_paths.h"
+#include "pocket/support/result.h"
+#include "pocket/support/timing.h"
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
@@ -19,8 +22,9 @@ namespace cli {
 using nlohmann::ordered_json;
 
 constexpr int kExitOk = 0;
-constexpr int kExitBadInput = 1;
-constexpr int kExitUsage = 2;
+constexpr int kExitBadInput = 1; // a file, model or data is wrong, unsupported, or cannot be written; or cancelled
+constexpr int kExitUsage = 2;    // an option is wrong
+constexpr int kExitInternal = 3; // a bug: an exception escaped core or a plugin
 
 struct Globals {
     bool json = false;
@@ -31,25 +35,9 @@ struct Globals {
     std::string commandLine; // the program's arguments, recorded with each run
 };
 
+using pocket::formatDuration;
 using pocket::peakRssMb;
-
-inline double secondsSince(std::chrono::steady_clock::time_point start)
-{
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
-inline std::string formatDuration(double seconds)
-{
-    if (!(seconds >= 0) || seconds > 1e7)
-        return "--:--";
-    const long s = std::lround(seconds);
-    char buf[32];
-    if (s >= 3600)
-        std::snprintf(buf, sizeof buf, "%ld:%02ld:%02ld", s / 3600, (s / 60) % 60, s % 60);
-    else
-        std::snprintf(buf, sizeof buf, "%ld:%02ld", s / 60, s % 60);
-    return buf;
-}
+using pocket::secondsSince;
 
 // A one-line progress display on stderr, only when stderr is a terminal.
 class ProgressLine {
@@ -84,6 +72,16 @@ inline int fail(const Globals& g, const std::string& message, int code = kExitBa
         std::cout << ordered_json{{"error", message}}.dump() << std::endl;
     return code;
 }
+
+// The exit code of a core error: usage errors 2, internal errors 3, everything else 1.
+int exitCodeOf(const pocket::Error& error);
+
+// A core error as the CLI words it: the setting it is about becomes the option's flag ("ctx must be
+// at least 2" -> "--ctx must be at least 2"; otherwise the flag is added in parentheses).
+std::string cliMessage(const pocket::Error& error);
+
+// Reports a core error with cliMessage() and returns exitCodeOf().
+int fail(const Globals& g, const pocket::Error& error);
 
 inline void emit(const Globals& g, const ordered_json& object, const std::string& text)
 {

@@ -1,14 +1,14 @@
 #include "compress_commands.h"
 #include "store_commands.h"
 
-#include "pocket/eval_job.h"
+#include "pocket/jobs/eval_job.h"
 
-#include "pocket/archive.h"
-#include "pocket/compress_job.h"
-#include "pocket/hf_writer.h"
-#include "pocket/llama_model.h"
-#include "pocket/method_registry.h"
-#include "pocket/model_config.h"
+#include "pocket/archive/model_archive.h"
+#include "pocket/jobs/compress_job.h"
+#include "pocket/io/hf_writer.h"
+#include "pocket/model/llama_model.h"
+#include "pocket/methods/method_registry.h"
+#include "pocket/io/model_config.h"
 
 #include <filesystem>
 #include <iomanip>
@@ -51,23 +51,18 @@ ordered_json archiveBitsJson(const pocket::ArchiveBits& bits)
 }
 
 // Per-matrix results, each with its bits per weight (own bits plus its share of the group's).
-ordered_json matricesJson(const std::vector<pocket::GroupPayload>& groups)
+ordered_json matricesJson(const std::vector<pocket::MatrixReport>& matrices)
 {
     ordered_json out = ordered_json::array();
-    for (const pocket::GroupPayload& g : groups) {
-        std::int64_t groupWeights = 0;
-        for (const auto& m : g.matrices)
-            groupWeights += m.ref.weights();
-        for (const auto& m : g.matrices)
-            out.push_back({{"name", m.ref.name},
-                           {"group", g.groupId},
-                           {"rows", m.ref.rows},
-                           {"cols", m.ref.cols},
-                           {"mse", m.mse},
-                           {"snr_db", m.snrDb},
-                           {"bpw", pocket::matrixBitsPerWeight(m.ref, m.bits, g.sharedBits, groupWeights)},
-                           {"bits", bitsJson(m.bits)}});
-    }
+    for (const pocket::MatrixReport& m : matrices)
+        out.push_back({{"name", m.name},
+                       {"group", m.groupId},
+                       {"rows", m.rows},
+                       {"cols", m.cols},
+                       {"mse", m.mse},
+                       {"snr_db", m.snrDb},
+                       {"bpw", m.bpw},
+                       {"bits", bitsJson(m.bits)}});
     return out;
 }
 
@@ -113,7 +108,7 @@ int runCompress(const Globals& g, const CompressOptions& o)
 {
     auto selection = selectionFrom(o);
     if (!selection)
-        return fail(g, selection.message(), kExitUsage);
+        return fail(g, selection.error());
     const auto keep = pocket::parseFloatDTypeOption(o.keepDtype);
     if (!keep)
         return fail(g, "--keep-dtype: '" + o.keepDtype + "' is not f16, bf16 or f32", kExitUsage);
@@ -134,13 +129,13 @@ int runCompress(const Globals& g, const CompressOptions& o)
     if (o.dryRun) {
         auto ckpt = pocket::openCheckpoint(o.model);
         if (!ckpt)
-            return fail(g, ckpt.message());
+            return fail(g, ckpt.error());
         auto method = registry().find(o.method);
         if (!method)
-            return fail(g, method.message(), kExitUsage);
+            return fail(g, method.error());
         auto plan = pocket::planCompressJob(params, **ckpt, **method);
         if (!plan)
-            return fail(g, plan.message(), kExitUsage);
+            return fail(g, plan.error());
         ordered_json out = archiveBitsJson(plan->estimatedBits);
         out["groups"] = plan->groupIds;
         emit(g, out, "plan: " + std::to_string(plan->groups.size()) + " group(s)\n" + bitsSummaryText(plan->estimatedBits));
@@ -148,14 +143,8 @@ int runCompress(const Globals& g, const CompressOptions& o)
     }
 
     ProgressLine progress(!g.quiet);
-    // The selection as given; the store replaces it with the archive's resolved one on success.
-    const std::string requestedSelection = ordered_json{{"preset", o.preset}, {"blocks", o.blocks}, {"types", o.types}, {"include", o.include},
-                                                        {"exclude", o.exclude}, {"skip_first", o.skipFirst}, {"skip_last", o.skipLast},
-                                                        {"keep_dtype", o.keepDtype}}
-                                               .dump();
-    pocket::CompressRecorder recorder(recorderOptions(g), params, requestedSelection);
-    auto result = pocket::runCompressJob(params, registry(), [&](const pocket::JobProgress& p) {
-        recorder.begin();
+    const pocket::RecorderOptions recording = recorderOptions(g);
+    auto result = pocket::runCompressJob(params, registry(), &recording, [&](const pocket::JobProgress& p) {
         char line[200];
         if (p.phase == pocket::JobProgress::Phase::Writing) {
             progress.show("writing the archive");
@@ -168,13 +157,8 @@ int runCompress(const Globals& g, const CompressOptions& o)
         return true;
     });
     progress.finish();
-    if (!result) {
-        const std::string& m = result.message();
-        const bool usage = m.rfind("--", 0) == 0 || m.rfind("parameter", 0) == 0 || m.find(": parameter '") != std::string::npos ||
-                           m.rfind("unknown method", 0) == 0 || m.find("unknown parameter") != std::string::npos;
-        recorder.failed(m);
-        return fail(g, m, usage ? kExitUsage : kExitBadInput);
-    }
+    if (!result)
+        return fail(g, result.error());
     const auto& r = *result;
     ordered_json out{{"archive", r.archivePath}, {"model", o.model}, {"method", o.method}};
     if (!r.groups.empty())
@@ -185,21 +169,20 @@ int runCompress(const Globals& g, const CompressOptions& o)
     out["archive_bytes"] = r.archiveBytes;
     out["groups"] = r.groups.size();
     out["groups_resumed"] = r.groupsResumed;
-    out["matrices"] = matricesJson(r.groups);
+    out["matrices"] = matricesJson(r.matrices);
     out["seconds"] = r.seconds;
     out["threads"] = pocket::computeThreads();
     out["peak_rss_mb"] = peakRssMb();
-    if (const std::int64_t runId = recorder.done(r))
-        out["run_id"] = runId;
+    if (r.runId > 0)
+        out["run_id"] = r.runId;
 
     double worstSnr = 1e9, meanSnr = 0;
     std::size_t count = 0;
-    for (const auto& gp : r.groups)
-        for (const auto& m : gp.matrices) {
-            worstSnr = std::min(worstSnr, m.snrDb);
-            meanSnr += m.snrDb;
-            ++count;
-        }
+    for (const pocket::MatrixReport& m : r.matrices) {
+        worstSnr = std::min(worstSnr, m.snrDb);
+        meanSnr += m.snrDb;
+        ++count;
+    }
     std::ostringstream t;
     t << "archive      " << r.archivePath << " (" << r.archiveBytes << " bytes)\n"
       << "matrices     " << count << " in " << r.groups.size() << " group(s)";
@@ -216,7 +199,7 @@ int runInspect(const Globals& g, const ArchiveOptions& o)
 {
     auto archive = pocket::Archive::open(o.archive);
     if (!archive)
-        return fail(g, archive.message());
+        return fail(g, archive.error());
     const pocket::ArchiveManifest& m = (*archive)->manifest();
     const pocket::ContainerReader& c = (*archive)->container();
     const pocket::ArchiveBits bits = pocket::accountBits(m);
@@ -249,7 +232,7 @@ int runInspect(const Globals& g, const ArchiveOptions& o)
     for (const auto& [key, value] : bitsObject.items())
         out[key] = value;
     out["groups"] = groupsJson;
-    out["matrices"] = matricesJson(groups);
+    out["matrices"] = matricesJson(pocket::matrixReports(groups));
     out["sections"] = sections;
 
     std::ostringstream t;
@@ -289,7 +272,7 @@ int runDecompress(const Globals& g, const ArchiveOptions& o)
     auto status = pocket::decompressArchive(o.archive, registry(), o.out, options);
     progress.finish();
     if (!status)
-        return fail(g, status.message());
+        return fail(g, status.error());
     ordered_json out{{"archive", o.archive}, {"out", o.out}, {"dtype", o.dtype}, {"seconds", secondsSince(start)}, {"peak_rss_mb", peakRssMb()}};
     emit(g, out, "wrote " + o.out + "\n");
     return kExitOk;

@@ -3,9 +3,9 @@
 
 #include "cli_common.h"
 
-#include "pocket/checkpoint.h"
-#include "pocket/method_registry.h"
-#include "pocket/result.h"
+#include "pocket/io/checkpoint.h"
+#include "pocket/methods/method_registry.h"
+#include "pocket/support/result.h"
 
 #include <CLI/CLI.hpp>
 

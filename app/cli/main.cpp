@@ -1,14 +1,15 @@
 // pocketllm-cli: the command-line face of the PocketLLM Workbench core. Parses arguments, calls
-// core, prints results (text or one JSON object with --json). Exit codes: 0 success, 1 bad
-// input (file, model, data), 2 bad usage (options).
-#include "pocket/app_paths.h"
-#include "pocket/checkpoint.h"
-#include "pocket/eval_job.h"
-#include "pocket/hf_writer.h"
-#include "pocket/llama_model.h"
-#include "pocket/perplexity.h"
-#include "pocket/text.h"
-#include "pocket/tokenizer.h"
+// core, prints results (text or one JSON object with --json). Exit codes (from core's error kinds,
+// cli_common.h): 0 success, 1 bad input (file, model, data), 2 bad usage (options), 3 internal error.
+#include "pocket/support/app_paths.h"
+#include "pocket/io/checkpoint.h"
+#include "pocket/io/tensor_stats.h"
+#include "pocket/jobs/eval_job.h"
+#include "pocket/io/hf_writer.h"
+#include "pocket/model/llama_model.h"
+#include "pocket/model/perplexity.h"
+#include "pocket/io/text.h"
+#include "pocket/io/tokenizer.h"
 #include "pocket/version.h"
 
 #include "analysis_commands.h"
@@ -70,7 +71,7 @@ int runInfo(const Globals& g, const InfoOptions& o)
 {
     auto ckpt = openModelOrArchive(o.model);
     if (!ckpt)
-        return fail(g, ckpt.message());
+        return fail(g, ckpt.error());
     const auto& c = (*ckpt)->config();
     std::map<std::string, std::int64_t> dtypeCounts;
     for (const auto& t : (*ckpt)->tensors()) dtypeCounts[pocket::dtypeName(t.dtype)] += pocket::elementCount(t.shape);
@@ -94,34 +95,14 @@ int runInfo(const Globals& g, const InfoOptions& o)
         if (o.walk) { // materialise one tensor at a time, then drop it
             auto data = (*ckpt)->load(t.name);
             if (!data)
-                return fail(g, data.message());
-            // Convert in small chunks: no float copy of the whole tensor, so the walk holds only the
-            // mapped pages of one tensor at a time.
-            const auto count = static_cast<std::size_t>(pocket::elementCount(t.shape));
-            const std::size_t elementBytes = pocket::dtypeSize(t.dtype);
-            std::vector<float> chunk(std::size_t{1} << 16);
-            double sum = 0, sumSq = 0;
-            float lo = std::numeric_limits<float>::infinity(), hi = -lo;
-            std::int64_t bad = 0;
-            for (std::size_t first = 0; first < count; first += chunk.size()) {
-                const std::size_t n = std::min(chunk.size(), count - first);
-                pocket::convertToFloat(t.dtype, data->data + first * elementBytes, n, chunk.data());
-                for (std::size_t k = 0; k < n; ++k) {
-                    const float x = chunk[k];
-                    if (!std::isfinite(x)) { ++bad; continue; }
-                    sum += x;
-                    sumSq += static_cast<double>(x) * x;
-                    lo = std::min(lo, x);
-                    hi = std::max(hi, x);
-                }
-            }
-            const double n = static_cast<double>(count);
-            row["min"] = lo;
-            row["max"] = hi;
-            row["mean"] = sum / n;
-            row["rms"] = std::sqrt(sumSq / n);
-            row["non_finite"] = bad;
-            nonFinite += bad;
+                return fail(g, data.error());
+            const pocket::TensorStats stats = pocket::tensorStats(*data);
+            row["min"] = stats.min;
+            row["max"] = stats.max;
+            row["mean"] = stats.mean;
+            row["rms"] = stats.rms;
+            row["non_finite"] = stats.nonFinite;
+            nonFinite += stats.nonFinite;
             progress.show("walk " + std::to_string(i + 1) + "/" + std::to_string(infos.size()) + "  " + t.name);
         }
         tensorRows.push_back(row);
@@ -204,8 +185,8 @@ int runEval(const Globals& g, const EvalOptions& o)
         return true;
     });
     progress.finish();
-    if (!job) // option errors ("--ctx ...") are usage errors; the rest concern this model and text
-        return fail(g, job.message(), job.message().rfind("--", 0) == 0 ? kExitUsage : kExitBadInput);
+    if (!job)
+        return fail(g, job.error());
     const double loadSeconds = job->loadSeconds;
     const double tokenizeSeconds = job->tokenizeSeconds;
     const std::string& tokenizerPath = job->tokenizerPath;
@@ -294,13 +275,13 @@ int runConvert(const Globals& g, const std::string& model, const WriteOptions& o
     const auto start = std::chrono::steady_clock::now();
     auto ckpt = pocket::openCheckpoint(model);
     if (!ckpt)
-        return fail(g, ckpt.message());
+        return fail(g, ckpt.error());
     ProgressLine progress(!g.quiet);
     auto w = hfWriteOptions(o, progress);
     if (!w)
         return fail(g, w.message(), kExitUsage);
     if (auto s = pocket::convertToHf(**ckpt, o.out, *w); !s)
-        return fail(g, s.message());
+        return fail(g, s.error());
     progress.finish();
     return reportWritten(g, o.out, "converted to", secondsSince(start));
 }
@@ -344,7 +325,7 @@ int runMakeRandom(const Globals& g, const RandomOptions& r, const WriteOptions& 
     if (!w)
         return fail(g, w.message(), kExitUsage);
     if (auto s = pocket::writeRandomCheckpoint(c, r.seed, o.out, *w); !s)
-        return fail(g, s.message());
+        return fail(g, s.error());
     progress.finish();
     return reportWritten(g, o.out, "wrote random model", secondsSince(start));
 }
@@ -480,7 +461,7 @@ int main(int argc, char** argv)
         if (const int code = runStoreCommands(g, storeCommands); code >= 0) return code;
         if (const int code = runAnalysisCommands(g, analysisCommands); code >= 0) return code;
     } catch (const std::exception& e) {
-        return fail(g, std::string("internal error: ") + e.what());
+        return fail(g, std::string("internal error: ") + e.what(), kExitInternal);
     }
     return kExitUsage;
 }

@@ -1,11 +1,11 @@
 #include "store_commands.h"
 
-#include "pocket/archive.h"
-#include "pocket/checkpoint.h"
-#include "pocket/compress_job.h"
-#include "pocket/experiment_store.h"
-#include "pocket/model_config.h"
-#include "pocket/perplexity.h"
+#include "pocket/archive/model_archive.h"
+#include "pocket/io/checkpoint.h"
+#include "pocket/jobs/compress_job.h"
+#include "pocket/store/experiment_store.h"
+#include "pocket/io/model_config.h"
+#include "pocket/model/perplexity.h"
 
 #include <cmath>
 #include <cstdlib>
@@ -162,10 +162,10 @@ int runRunsList(const Globals& g, const StoreOptions& o)
     }
     auto store = openForReading(g);
     if (!store)
-        return fail(g, store.message());
+        return fail(g, store.error());
     auto runs = (*store)->listRuns(filter);
     if (!runs)
-        return fail(g, runs.message());
+        return fail(g, runs.error());
     if (o.csv) {
         std::cout << "id,kind,status,started_at,model,method,bpw_compressed,bpw_all_in,wall_s,peak_rss_mb,archive,metric,dataset,ctx,value,tokens\n";
         for (const auto& r : *runs) {
@@ -206,10 +206,10 @@ int runRunsShow(const Globals& g, const StoreOptions& o)
 {
     auto store = openForReading(g);
     if (!store)
-        return fail(g, store.message());
+        return fail(g, store.error());
     auto run = (*store)->run(o.runId);
     if (!run)
-        return fail(g, run.message());
+        return fail(g, run.error());
     const pocket::RunRecord& r = *run;
     std::ostringstream t;
     t << "run          #" << r.id << " " << pocket::runKindName(r.kind) << ", " << pocket::runStatusName(r.status) << "\n"
@@ -253,10 +253,10 @@ int runCompare(const Globals& g, const StoreOptions& o)
     filter.metric = o.metric == "all" ? std::string() : o.metric;
     auto store = openForReading(g);
     if (!store)
-        return fail(g, store.message());
+        return fail(g, store.error());
     auto rows = (*store)->compare(filter);
     if (!rows)
-        return fail(g, rows.message());
+        return fail(g, rows.error());
     if (o.csv) {
         std::cout << "model,dataset,ctx,metric,method,bpw,value,wall_s,compress_s,source,published,run_id,note\n";
         for (const auto& r : *rows)
@@ -298,14 +298,7 @@ int runCompare(const Globals& g, const StoreOptions& o)
 
 } // namespace
 
-std::string storePath(const Globals& g)
-{
-    if (!g.store.empty())
-        return g.store;
-    if (const char* env = std::getenv("POCKETLLM_STORE"); env && *env)
-        return env;
-    return pocket::ExperimentStore::defaultPath();
-}
+std::string storePath(const Globals& g) { return g.store.empty() ? pocket::defaultStorePath() : g.store; }
 
 void addStoreCommands(CLI::App& app, StoreCommands& c)
 {

@@ -6,7 +6,7 @@
 #include "cli_common.h"
 #include "compress_commands.h"
 
-#include "pocket/run_recorder.h"
+#include "pocket/jobs/run_recorder.h"
 
 #include <CLI/CLI.hpp>
 

@@ -9,7 +9,7 @@
 #include "sensitivity_panel.h"
 #include "workbench.h"
 
-#include "pocket/app_paths.h"
+#include "pocket/support/app_paths.h"
 #include "pocket/version.h"
 
 #include <QApplication>

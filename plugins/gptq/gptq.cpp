@@ -5,8 +5,8 @@
 // taken once as the upper Cholesky factor U of (H + damp * mean(diag H) * I)^-1; updates within a
 // block of `block` columns are applied column by column, the rest once per block.
 // The payload is rtn's (codes, fp16 scale and minimum per group); decoding is rtn's decoding.
-#include "pocket/method.h"
-#include "pocket/uniform_quant.h"
+#include "pocket/methods/method_base.h"
+#include "pocket/methods/uniform_quant.h"
 
 #include <ATen/ATen.h>
 
@@ -182,33 +182,24 @@ Result<uniform::QuantisedMatrix> quantiseMatrix(const WeightMatrix& m, const Opt
         if (i2 < cols)
             Wt.narrow(0, i2, cols - i2).addmm_(U.narrow(0, i1, count).narrow(1, i2, cols - i2).t(), Err1, 1, -1);
         if (!onBlock())
-            return Error{"cancelled"};
+            return Error::cancelled();
     }
     return out;
 }
 
-class GptqMethod final : public CompressionMethod {
+class GptqMethod final : public MethodBase {
 public:
-    const MethodInfo& info() const override { return methodInfo(); }
+    GptqMethod() : MethodBase(methodInfo()) {}
 
     Result<BitCounts> estimateBits(const std::vector<MatrixRef>& group, const ParamSet& params, std::vector<BitCounts>& perMatrix) const override
     {
         return uniform::estimateBits(group, params, perMatrix);
     }
 
-    Result<GroupPayload> compress(const MatrixGroup& group, const ParamSet& params, const CompressContext& context) override
-    {
-        try {
-            return compressGroup(group, params, context);
-        } catch (const std::exception& e) {
-            return Error{"gptq: group " + group.id + ": " + e.what()};
-        }
-    }
-
     Result<std::vector<std::vector<float>>> decode(const GroupPayload& p) const override { return uniform::decodePayload(p, "gptq"); }
 
-private:
-    Result<GroupPayload> compressGroup(const MatrixGroup& group, const ParamSet& params, const CompressContext& context)
+protected:
+    Status compressInto(const MatrixGroup& group, const ParamSet& params, const CompressContext& context, GroupPayload& p) override
     {
         Options o;
         o.bits = static_cast<int>(params.getInt("bits"));
@@ -217,11 +208,6 @@ private:
         o.block = params.getInt("block");
         o.actOrder = params.getBool("act_order");
 
-        GroupPayload p;
-        p.groupId = group.id;
-        p.methodId = methodInfo().id;
-        p.methodVersion = methodInfo().version;
-        p.paramsJson = params.toJson(methodInfo().params);
         std::vector<std::int64_t> groupCols;
         int totalSteps = 0;
         for (const WeightMatrix& m : group.matrices) {
@@ -237,7 +223,7 @@ private:
         progress.epoch = progress.epochs = 1;
         const auto onBlock = [&] {
             ++progress.step;
-            return !context.onProgress || context.onProgress(progress);
+            return report(context, progress);
         };
         for (const WeightMatrix& m : group.matrices) {
             auto q = quantiseMatrix(m, o, onBlock);
@@ -245,9 +231,7 @@ private:
                 return q.error();
             uniform::appendMatrix(p, m.ref, *q, o.bits);
         }
-        if (auto measured = measureByDecoding(*this, group, p); !measured)
-            return measured.error();
-        return p;
+        return {};
     }
 };
 

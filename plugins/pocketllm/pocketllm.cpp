@@ -5,10 +5,12 @@
 // differ both are offered, the reference code's choice being the default.
 #include "pocketllm_net.h"
 
-#include "pocket/dtype.h"
-#include "pocket/method.h"
-#include "pocket/vq_kernels.h"
-#include "../vq/vq_common.h"
+#include "pocket/io/dtype.h"
+#include "pocket/methods/method_base.h"
+#include "pocket/methods/feedback.h"
+#include "pocket/methods/kmeans.h"
+#include "pocket/methods/vq_kernels.h"
+#include "pocket/support/timing.h"
 
 #include <ATen/Parallel.h>
 #include <nlohmann/json.hpp>
@@ -16,7 +18,6 @@
 #include <torch/optim/adam.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstring>
 #include <cmath>
 #include <map>
@@ -106,11 +107,6 @@ const MethodInfo& methodInfo()
     return info;
 }
 
-double secondsSince(std::chrono::steady_clock::time_point start)
-{
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
 // Float values rounded through fp16, as the archive stores them.
 at::Tensor roundFp16(const at::Tensor& t)
 {
@@ -163,10 +159,7 @@ at::Tensor weightsFromSubvectors(const at::Tensor& s, std::int64_t rows, std::in
     return padded == cols ? w : w.narrow(1, 0, cols).contiguous();
 }
 
-std::int64_t subvectorCount(const MatrixRef& ref, int d)
-{
-    return (ref.cols + d - 1) / d * ref.rows;
-}
+using vqcommon::subvectorCount;
 
 // The RLN group size G for a group of matrices (see the `rln_group` parameter), or an error.
 Result<std::int64_t> rlnGroup(const std::vector<MatrixRef>& matrices, const ParamSet& params)
@@ -253,9 +246,10 @@ std::int64_t decoderParameterCount(const Layout& l)
     return n;
 }
 
-class PocketLlmMethod final : public CompressionMethod {
+
+class PocketLlmMethod final : public MethodBase {
 public:
-    const MethodInfo& info() const override { return methodInfo(); }
+    PocketLlmMethod() : MethodBase(methodInfo()) {}
 
     Result<std::vector<std::vector<MatrixRef>>> planGroups(const std::vector<MatrixRef>& matrices, const ParamSet& params) const override
     {
@@ -288,15 +282,6 @@ public:
         return shared;
     }
 
-    Result<GroupPayload> compress(const MatrixGroup& group, const ParamSet& params, const CompressContext& context) override
-    {
-        try {
-            return compressImpl(group, params, context);
-        } catch (const std::exception& e) {
-            return Error{"pocketllm: compressing " + group.id + " failed: " + e.what()};
-        }
-    }
-
     Result<std::vector<std::vector<float>>> decode(const GroupPayload& payload) const override
     {
         try {
@@ -306,15 +291,31 @@ public:
         }
     }
 
+protected:
+    Status compressInto(const MatrixGroup& group, const ParamSet& params, const CompressContext& context, GroupPayload& payload) override
+    {
+        std::vector<MatrixRef> refs;
+        for (const WeightMatrix& m : group.matrices)
+            refs.push_back(m.ref);
+        auto layout = layoutFor(refs, params);
+        if (!layout)
+            return layout.error();
+        if (params.getText("encoder") == "assign")
+            return compressAssign(group, params, context, *layout, payload);
+        return compressTrained(group, params, context, *layout, payload);
+    }
+
 private:
-    Result<GroupPayload> compressImpl(const MatrixGroup& group, const ParamSet& params, const CompressContext& context);
-    Result<GroupPayload> compressAssign(const MatrixGroup& group, const ParamSet& params, const CompressContext& context,
-                                        const Layout& l);
-    Result<GroupPayload> finishPayload(const MatrixGroup& group, const ParamSet& params, const Layout& l, const Network& net,
-                                       float scale, const std::vector<std::vector<float>>& rowScales,
-                                       const std::vector<at::Tensor>& indices, const json& extraMeta);
+    // encoder=trained: the reference code's VQ-VAE (encoder, decoder and codebook trained together).
+    Status compressTrained(const MatrixGroup& group, const ParamSet& params, const CompressContext& context, const Layout& l,
+                           GroupPayload& payload) const;
+    // encoder=assign: no encoder; codes are the nearest decoded codewords, trained in weight space.
+    Status compressAssign(const MatrixGroup& group, const ParamSet& params, const CompressContext& context, const Layout& l,
+                          GroupPayload& payload) const;
     Result<std::vector<std::vector<float>>> decodeImpl(const GroupPayload& payload) const;
 };
+
+// ---- shared by both encoders -------------------------------------------------------------------
 
 // Nearest codeword of each latent row, by the bounded-memory kernel.
 at::Tensor nearest(const at::Tensor& z, const at::Tensor& codebook)
@@ -326,6 +327,66 @@ at::Tensor nearest(const at::Tensor& z, const at::Tensor& codebook)
                      idx.data_ptr<std::int32_t>(), nullptr, at::get_num_threads());
     return idx.to(at::kLong);
 }
+
+// The group's sub-vectors, stacked matrix after matrix: each row divided by its fp16 RMS
+// (row_scale), then the whole group by one RMS (normalize), so that training sees unit-RMS
+// weights whatever their magnitude (decoding multiplies back).
+struct GroupData {
+    at::Tensor x;                              // [N, d]
+    std::vector<std::int64_t> counts, offsets; // per matrix
+    std::vector<std::vector<float>> rowScales; // per matrix, with row_scale
+    float scale = 1.0f;
+};
+
+GroupData stackGroup(const MatrixGroup& group, const Layout& l, bool normalize)
+{
+    GroupData g;
+    std::vector<at::Tensor> parts;
+    g.rowScales.resize(group.matrices.size());
+    std::int64_t n = 0;
+    for (std::size_t i = 0; i < group.matrices.size(); ++i) {
+        const WeightMatrix& m = group.matrices[i];
+        if (l.rowScale) {
+            g.rowScales[i] = vqcommon::rowScales(m);
+            WeightMatrix scaled = m;
+            for (std::int64_t r = 0; r < m.ref.rows; ++r)
+                for (std::int64_t c = 0; c < m.ref.cols; ++c)
+                    scaled.values[r * m.ref.cols + c] /= g.rowScales[i][static_cast<std::size_t>(r)];
+            parts.push_back(subvectors(scaled, l.d));
+        } else {
+            parts.push_back(subvectors(m, l.d));
+        }
+        g.offsets.push_back(n);
+        g.counts.push_back(parts.back().size(0));
+        n += g.counts.back();
+    }
+    g.x = at::cat(parts, 0).contiguous(); // [N, d]
+    parts.clear();
+    if (normalize) {
+        const double rms = g.x.pow(2).mean().sqrt().item<double>();
+        g.scale = rms > 0 ? static_cast<float>(rms) : 1.0f;
+        g.x = (g.x / g.scale).contiguous();
+    }
+    return g;
+}
+
+double scheduledLr(const ParamSet& params, double lr0, int step, int steps)
+{
+    const std::string schedule = params.getText("schedule");
+    if (schedule == "step")
+        return lr0 * std::pow(params.getFloat("lr_gamma"), step / static_cast<int>(params.getInt("lr_step")));
+    if (schedule == "cosine")
+        return lr0 * 0.5 * (1 + std::cos(M_PI * step / std::max(1, steps)));
+    return lr0;
+}
+
+void setLr(torch::optim::Adam& optimizer, double lr)
+{
+    for (auto& g : optimizer.param_groups())
+        static_cast<torch::optim::AdamOptions&>(g.options()).lr(lr);
+}
+
+// ---- encoder=trained: the reference code's straight-through VQ-VAE ------------------------------
 
 // The encoder over many sub-vectors in fixed chunks of whole RLN groups: bounded memory, and the
 // same chunks on every run, so results stay reproducible.
@@ -353,178 +414,96 @@ void kmeansLatent(const at::Tensor& points, at::Tensor& codebook, int iterations
     }
 }
 
-Result<GroupPayload> PocketLlmMethod::compressImpl(const MatrixGroup& group, const ParamSet& params, const CompressContext& context)
+// init=kmeans: K distinct initial latents chosen by the seeded generator (normal init keeps any
+// excess), refined by k-means on the latents.
+void initLatentCodebook(Network& net, const at::Tensor& data, const Layout& l, int iterations, at::Generator& gen)
 {
-    const auto start = std::chrono::steady_clock::now();
-    std::vector<MatrixRef> refs;
-    for (const WeightMatrix& m : group.matrices) {
-        if (static_cast<std::int64_t>(m.values.size()) != m.ref.weights())
-            return Error{"pocketllm: " + m.ref.name + ": expected " + std::to_string(m.ref.weights()) + " values"};
-        refs.push_back(m.ref);
-    }
-    auto layoutResult = layoutFor(refs, params);
-    if (!layoutResult)
-        return layoutResult.error();
-    const Layout l = *layoutResult;
-    if (params.getText("encoder") == "assign")
-        return compressAssign(group, params, context, l);
-
-    // Seeded from the group id so a group's result does not depend on which other groups run.
-    at::Generator gen = at::detail::createCPUGenerator(groupSeed(params.getInt("seed"), group.id));
-    at::NoGradGuard outerNoGrad; // gradients only where enabled below
-
-    std::vector<at::Tensor> parts;
-    std::vector<std::int64_t> counts;
-    std::vector<std::vector<float>> rowScales(group.matrices.size());
-    for (std::size_t i = 0; i < group.matrices.size(); ++i) {
-        const WeightMatrix& m = group.matrices[i];
-        if (l.rowScale) {
-            rowScales[i] = vqcommon::rowScales(m);
-            WeightMatrix scaled = m;
-            for (std::int64_t r = 0; r < m.ref.rows; ++r)
-                for (std::int64_t c = 0; c < m.ref.cols; ++c)
-                    scaled.values[r * m.ref.cols + c] /= rowScales[i][static_cast<std::size_t>(r)];
-            parts.push_back(subvectors(scaled, l.d));
-        } else {
-            parts.push_back(subvectors(m, l.d));
-        }
-        counts.push_back(parts.back().size(0));
-    }
-    at::Tensor data = at::cat(parts, 0); // [N, d]
-    parts.clear();
-    // One scale for the group; the training sees unit-RMS weights (decoding multiplies back).
-    float scale = 1.0f;
-    if (params.getBool("normalize")) {
-        const double rms = data.pow(2).mean().sqrt().item<double>();
-        scale = rms > 0 ? static_cast<float>(rms) : 1.0f;
-        data = data / scale;
-    }
     const std::int64_t n = data.size(0);
+    at::Tensor z = encodeChunked(net, data, l.group);
+    const std::int64_t take = std::min<std::int64_t>(l.codewords, n);
+    const at::Tensor pick = at::randperm(n, gen, at::kLong).narrow(0, 0, take);
+    at::Tensor cb = net.codebook.detach().clone();
+    cb.narrow(0, 0, take).copy_(z.index_select(0, pick));
+    kmeansLatent(z, cb, iterations);
+    net.codebook.copy_(cb);
+}
 
-    Network net = Network::create(l.d, l.latent, l.hidden, l.group, l.codewords, gen, l.format);
-    if (params.getText("init") == "kmeans") {
-        at::Tensor z = encodeChunked(net, data, l.group);
-        // Starting points: K distinct latents chosen by the seeded generator (normal init keeps any excess).
-        const std::int64_t take = std::min<std::int64_t>(l.codewords, n);
-        const at::Tensor pick = at::randperm(n, gen, at::kLong).narrow(0, 0, take);
-        at::Tensor cb = net.codebook.detach().clone();
-        cb.narrow(0, 0, take).copy_(z.index_select(0, pick));
-        kmeansLatent(z, cb, static_cast<int>(params.getInt("kmeans_iters")));
-        net.codebook.copy_(cb);
-    }
-
-    const bool ema = params.getText("update") == "ema";
-    const double emaDecay = params.getFloat("ema_decay");
-    const bool paperLoss = params.getText("loss") == "paper";
-    const double lambda = params.getFloat("lambda");
-    const double beta = params.getFloat("beta");
-    const int epochs = static_cast<int>(params.getInt("epochs"));
-    const double lr0 = params.getFloat("lr");
-    const std::string schedule = params.getText("schedule");
-    const int lrStep = static_cast<int>(params.getInt("lr_step"));
-    const double lrGamma = params.getFloat("lr_gamma");
-    const bool shuffle = params.getBool("shuffle");
-    std::int64_t batch = std::max<std::int64_t>(l.group, params.getInt("batch") / l.group * l.group);
-    batch = std::min(batch, n);
-    const std::int64_t stepsPerEpoch = (n + batch - 1) / batch;
-    const int totalSteps = static_cast<int>(stepsPerEpoch * epochs);
-
-    std::vector<at::Tensor> trainable = net.encoderAndDecoderParameters();
-    if (!ema)
-        trainable.push_back(net.codebook);
-    for (at::Tensor& t : trainable)
-        t.set_requires_grad(true);
-    torch::optim::Adam optimizer(trainable, torch::optim::AdamOptions(lr0));
-
+// The loss settings of the trained encoder, and the codebook's moving averages (update=ema).
+struct EncoderTraining {
+    bool ema = false;
+    double emaDecay = 0.99;
+    bool paperLoss = false;
+    double lambda = 0.4;
+    double beta = 0.25;
     at::Tensor emaCounts, emaSums;
-    if (ema) {
-        emaCounts = at::ones({l.codewords}, at::kFloat);
-        emaSums = net.codebook.detach().clone();
+};
+
+// The terms of one optimiser step, for the live metrics.
+struct StepTerms {
+    at::Tensor loss, rec, cbTerm, commit, mse, idx;
+};
+
+// One straight-through step on the batch `s`: encode, quantise, decode, loss, Adam step, and with
+// update=ema the codebook's moving-average update.
+StepTerms encoderStep(Network& net, const at::Tensor& s, torch::optim::Adam& optimizer, EncoderTraining& t, std::int64_t codewords)
+{
+    StepTerms r;
+    at::AutoGradMode gradMode(true);
+    const at::Tensor z = net.encode(s);
+    r.idx = nearest(z.detach(), net.codebook.detach());
+    const at::Tensor q = net.codebook.index_select(0, r.idx);
+    const at::Tensor qst = z + (q - z).detach(); // straight-through
+    const at::Tensor sHat = net.decode(qst);
+    r.mse = (sHat - s).pow(2).mean();
+    r.rec = t.paperLoss ? r.mse.sqrt() : r.mse;
+    r.cbTerm = (q - z.detach()).pow(2).mean();
+    r.commit = (z - q.detach()).pow(2).mean();
+    r.loss = r.rec + t.beta * r.commit;
+    if (!t.ema)
+        r.loss = r.loss + t.lambda * r.cbTerm;
+    optimizer.zero_grad();
+    r.loss.backward();
+    optimizer.step();
+    if (t.ema) {
+        const at::Tensor zd = z.detach();
+        const at::Tensor c = at::bincount(r.idx, {}, codewords).to(at::kFloat);
+        const at::Tensor sums = at::zeros_like(t.emaSums).index_add_(0, r.idx, zd);
+        t.emaCounts.mul_(t.emaDecay).add_(c, 1 - t.emaDecay);
+        t.emaSums.mul_(t.emaDecay).add_(sums, 1 - t.emaDecay);
+        // Laplace smoothing keeps rarely used codewords finite.
+        const double total = t.emaCounts.sum().item<double>();
+        const at::Tensor smoothed = (t.emaCounts + 1e-5) / (total + codewords * 1e-5) * total;
+        net.codebook.detach().copy_(t.emaSums / smoothed.unsqueeze(1));
     }
+    return r;
+}
 
-    TrainProgress progress;
-    progress.groupId = group.id;
-    progress.totalSteps = totalSteps;
-    progress.epochs = epochs;
-    std::vector<std::int64_t> epochHistogram(static_cast<std::size_t>(l.codewords), 0);
-    int step = 0;
-    for (int epoch = 0; epoch < epochs; ++epoch) {
-        double lr = lr0;
-        if (schedule == "step")
-            lr = lr0 * std::pow(lrGamma, epoch / lrStep);
-        else if (schedule == "cosine")
-            lr = lr0 * 0.5 * (1 + std::cos(M_PI * epoch / epochs));
-        for (auto& group : optimizer.param_groups())
-            static_cast<torch::optim::AdamOptions&>(group.options()).lr(lr);
-
-        // Shuffled in whole RLN groups, so training normalises the same groups decoding will.
-        const at::Tensor order = shuffle ? (at::randperm(n / l.group, gen, at::kLong).unsqueeze(1) * l.group +
-                                            at::arange(l.group, at::kLong).unsqueeze(0)).view({-1})
-                                         : at::Tensor();
-        std::fill(epochHistogram.begin(), epochHistogram.end(), 0);
-        std::int64_t usedSoFar = 0;
-        for (std::int64_t begin = 0; begin < n; begin += batch) {
-            const std::int64_t size = std::min(batch, n - begin);
-            const at::Tensor s = shuffle ? data.index_select(0, order.narrow(0, begin, size)) : data.narrow(0, begin, size);
-            at::Tensor loss, rec, cbTerm, commit, mse;
-            at::Tensor idx;
-            {
-                at::AutoGradMode gradMode(true);
-                const at::Tensor z = net.encode(s);
-                idx = nearest(z.detach(), net.codebook.detach());
-                const at::Tensor q = net.codebook.index_select(0, idx);
-                const at::Tensor qst = z + (q - z).detach(); // straight-through
-                const at::Tensor sHat = net.decode(qst);
-                mse = (sHat - s).pow(2).mean();
-                rec = paperLoss ? mse.sqrt() : mse;
-                cbTerm = (q - z.detach()).pow(2).mean();
-                commit = (z - q.detach()).pow(2).mean();
-                loss = rec + beta * commit;
-                if (!ema)
-                    loss = loss + lambda * cbTerm;
-                optimizer.zero_grad();
-                loss.backward();
-                optimizer.step();
-                if (ema) {
-                    const at::Tensor zd = z.detach();
-                    const at::Tensor c = at::bincount(idx, {}, l.codewords).to(at::kFloat);
-                    const at::Tensor sums = at::zeros_like(emaSums).index_add_(0, idx, zd);
-                    emaCounts.mul_(emaDecay).add_(c, 1 - emaDecay);
-                    emaSums.mul_(emaDecay).add_(sums, 1 - emaDecay);
-                    // Laplace smoothing keeps rarely used codewords finite.
-                    const double total = emaCounts.sum().item<double>();
-                    const at::Tensor smoothed = (emaCounts + 1e-5) / (total + l.codewords * 1e-5) * total;
-                    net.codebook.detach().copy_(emaSums / smoothed.unsqueeze(1));
-                }
-            }
-            ++step;
-            const at::Tensor hist = at::bincount(idx, {}, l.codewords);
-            const auto* h = hist.data_ptr<std::int64_t>();
-            for (std::int64_t k = 0; k < l.codewords; ++k) {
-                if (h[k] > 0 && epochHistogram[static_cast<std::size_t>(k)] == 0)
-                    ++usedSoFar;
-                epochHistogram[static_cast<std::size_t>(k)] += h[k];
-            }
-            const double mseValue = mse.item<double>();
-            const double signal = s.pow(2).mean().item<double>();
-            progress.step = step;
-            progress.epoch = epoch + 1;
-            progress.loss = loss.item<double>();
-            progress.reconstruction = rec.item<double>();
-            progress.codebookTerm = cbTerm.item<double>();
-            progress.commitmentTerm = commit.item<double>();
-            progress.snrDb = mseValue > 0 ? 10 * std::log10(signal / mseValue) : 99;
-            progress.codebookUsage = static_cast<double>(usedSoFar) / static_cast<double>(l.codewords);
-            progress.lr = lr;
-            progress.elapsedSeconds = secondsSince(start);
-            progress.etaSeconds = progress.elapsedSeconds / step * (totalSteps - step);
-            if (context.onProgress && !context.onProgress(progress))
-                return Error{"cancelled"};
+// Codebook statistics over one epoch: codewords used so far, and at the end the dead codewords and
+// the index perplexity.
+class EpochUsage {
+public:
+    explicit EpochUsage(std::int64_t codewords) : m_histogram(static_cast<std::size_t>(codewords), 0) {}
+    void reset()
+    {
+        std::fill(m_histogram.begin(), m_histogram.end(), 0);
+        m_used = 0;
+    }
+    void add(const at::Tensor& idx)
+    {
+        const at::Tensor hist = at::bincount(idx, {}, static_cast<std::int64_t>(m_histogram.size()));
+        const auto* h = hist.data_ptr<std::int64_t>();
+        for (std::size_t k = 0; k < m_histogram.size(); ++k) {
+            if (h[k] > 0 && m_histogram[k] == 0)
+                ++m_used;
+            m_histogram[k] += h[k];
         }
-        // Whole-epoch codebook statistics.
+    }
+    double usedFraction() const { return static_cast<double>(m_used) / static_cast<double>(m_histogram.size()); }
+    void finishEpoch(std::int64_t n, TrainProgress& progress) const
+    {
         double entropy = 0;
         int dead = 0;
-        for (std::int64_t c : epochHistogram) {
+        for (std::int64_t c : m_histogram) {
             if (c == 0) {
                 ++dead;
                 continue;
@@ -535,24 +514,90 @@ Result<GroupPayload> PocketLlmMethod::compressImpl(const MatrixGroup& group, con
         progress.deadCodewords = dead;
         progress.indexPerplexity = std::exp(entropy);
     }
-    for (at::Tensor& t : trainable)
-        t.set_requires_grad(false);
 
-    // What the archive stores: fp16 decoder and codebook; indices found against the fp16 codebook.
-    net.codebook.copy_(roundFp16(net.codebook));
-    std::vector<at::Tensor> indices;
-    std::int64_t offset = 0;
-    for (std::size_t i = 0; i < group.matrices.size(); ++i) {
-        const at::Tensor z = encodeChunked(net, data.narrow(0, offset, counts[i]), l.group);
-        indices.push_back(nearest(z, net.codebook).to(at::kInt).contiguous());
-        offset += counts[i];
+private:
+    std::vector<std::int64_t> m_histogram;
+    std::int64_t m_used = 0;
+};
+
+// Trains encoder, decoder and codebook epoch by epoch over batches of whole RLN groups (shuffled
+// in whole groups when asked, so training normalises the same groups decoding will). False when
+// cancelled.
+bool trainEncoder(Network& net, const at::Tensor& data, const Layout& l, const ParamSet& params, at::Generator& gen,
+                  const std::string& groupId, const CompressContext& context)
+{
+    const Stopwatch clock;
+    EncoderTraining t;
+    t.ema = params.getText("update") == "ema";
+    t.emaDecay = params.getFloat("ema_decay");
+    t.paperLoss = params.getText("loss") == "paper";
+    t.lambda = params.getFloat("lambda");
+    t.beta = params.getFloat("beta");
+    const std::int64_t n = data.size(0);
+    const int epochs = static_cast<int>(params.getInt("epochs"));
+    const double lr0 = params.getFloat("lr");
+    const bool shuffle = params.getBool("shuffle");
+    std::int64_t batch = std::max<std::int64_t>(l.group, params.getInt("batch") / l.group * l.group);
+    batch = std::min(batch, n);
+    const int totalSteps = static_cast<int>((n + batch - 1) / batch * epochs);
+
+    std::vector<at::Tensor> trainable = net.encoderAndDecoderParameters();
+    if (!t.ema)
+        trainable.push_back(net.codebook);
+    for (at::Tensor& p : trainable)
+        p.set_requires_grad(true);
+    torch::optim::Adam optimizer(trainable, torch::optim::AdamOptions(lr0));
+    if (t.ema) {
+        t.emaCounts = at::ones({l.codewords}, at::kFloat);
+        t.emaSums = net.codebook.detach().clone();
     }
-    return finishPayload(group, params, l, net, scale, rowScales, indices, json::object());
+
+    TrainProgress progress;
+    progress.groupId = groupId;
+    progress.totalSteps = totalSteps;
+    progress.epochs = epochs;
+    EpochUsage usage(l.codewords);
+    int step = 0;
+    for (int epoch = 0; epoch < epochs; ++epoch) {
+        const double lr = scheduledLr(params, lr0, epoch, epochs);
+        setLr(optimizer, lr);
+        const at::Tensor order = shuffle ? (at::randperm(n / l.group, gen, at::kLong).unsqueeze(1) * l.group +
+                                            at::arange(l.group, at::kLong).unsqueeze(0)).view({-1})
+                                         : at::Tensor();
+        usage.reset();
+        for (std::int64_t begin = 0; begin < n; begin += batch) {
+            const std::int64_t size = std::min(batch, n - begin);
+            const at::Tensor s = shuffle ? data.index_select(0, order.narrow(0, begin, size)) : data.narrow(0, begin, size);
+            const StepTerms r = encoderStep(net, s, optimizer, t, l.codewords);
+            ++step;
+            usage.add(r.idx);
+            const double mseValue = r.mse.item<double>();
+            const double signal = s.pow(2).mean().item<double>();
+            progress.step = step;
+            progress.epoch = epoch + 1;
+            progress.loss = r.loss.item<double>();
+            progress.reconstruction = r.rec.item<double>();
+            progress.codebookTerm = r.cbTerm.item<double>();
+            progress.commitmentTerm = r.commit.item<double>();
+            progress.snrDb = mseValue > 0 ? 10 * std::log10(signal / mseValue) : 99;
+            progress.codebookUsage = usage.usedFraction();
+            progress.lr = lr;
+            progress.elapsedSeconds = clock.seconds();
+            progress.etaSeconds = progress.elapsedSeconds / step * (totalSteps - step);
+            if (context.onProgress && !context.onProgress(progress))
+                return false;
+        }
+        usage.finishEpoch(n, progress);
+    }
+    for (at::Tensor& p : trainable)
+        p.set_requires_grad(false);
+    return true;
 }
 
-Result<GroupPayload> PocketLlmMethod::finishPayload(const MatrixGroup& group, const ParamSet& params, const Layout& l, const Network& net,
-                                                   float scale, const std::vector<std::vector<float>>& rowScales,
-                                                   const std::vector<at::Tensor>& indices, const json& extraMeta)
+// The archive's form of a trained group: fp16 decoder and codebook, the fp32 group scale,
+// bit-packed indices and fp16 row scales, with the bits each costs.
+void writePayload(const Layout& l, const Network& net, float scale, const std::vector<std::vector<float>>& rowScales,
+                  const std::vector<at::Tensor>& indices, const json& extraMeta, const MatrixGroup& group, GroupPayload& payload)
 {
     const at::Tensor codebook16 = roundFp16(net.codebook);
     std::vector<std::uint8_t> decoderBytes;
@@ -560,12 +605,6 @@ Result<GroupPayload> PocketLlmMethod::finishPayload(const MatrixGroup& group, co
         const auto bytes = fp16Bytes(t);
         decoderBytes.insert(decoderBytes.end(), bytes.begin(), bytes.end());
     }
-
-    GroupPayload payload;
-    payload.groupId = group.id;
-    payload.methodId = methodInfo().id;
-    payload.methodVersion = methodInfo().version;
-    payload.paramsJson = params.toJson(methodInfo().params);
     json meta;
     meta["layout"] = "column-blocks";
     meta["d"] = l.d;
@@ -611,12 +650,31 @@ Result<GroupPayload> PocketLlmMethod::finishPayload(const MatrixGroup& group, co
         }
         payload.matrices.push_back(result);
     }
-
-    // Errors measured on what decompression will produce, through the same decoder code.
-    if (auto measured = measureByDecoding(*this, group, payload); !measured)
-        return measured.error();
-    return payload;
 }
+
+Status PocketLlmMethod::compressTrained(const MatrixGroup& group, const ParamSet& params, const CompressContext& context, const Layout& l,
+                                        GroupPayload& payload) const
+{
+    // Seeded from the group id so a group's result does not depend on which other groups run.
+    at::Generator gen = at::detail::createCPUGenerator(groupSeed(params.getInt("seed"), group.id));
+    at::NoGradGuard outerNoGrad; // gradients only where enabled in encoderStep
+    const GroupData g = stackGroup(group, l, params.getBool("normalize"));
+    Network net = Network::create(l.d, l.latent, l.hidden, l.group, l.codewords, gen, l.format);
+    if (params.getText("init") == "kmeans")
+        initLatentCodebook(net, g.x, l, static_cast<int>(params.getInt("kmeans_iters")), gen);
+    if (!trainEncoder(net, g.x, l, params, gen, group.id, context))
+        return Error::cancelled();
+    // What the archive stores: fp16 decoder and codebook; indices found against the fp16 codebook.
+    net.codebook.copy_(roundFp16(net.codebook));
+    std::vector<at::Tensor> indices;
+    for (std::size_t i = 0; i < group.matrices.size(); ++i) {
+        const at::Tensor z = encodeChunked(net, g.x.narrow(0, g.offsets[i], g.counts[i]), l.group);
+        indices.push_back(nearest(z, net.codebook).to(at::kInt).contiguous());
+    }
+    writePayload(l, net, g.scale, g.rowScales, indices, json::object(), group, payload);
+    return {};
+}
+
 
 // ---- encoder=assign: no encoder; codes are the nearest decoded codewords -------------------------
 
@@ -704,272 +762,299 @@ double reconstructionLoss(const Network& net, const at::Tensor& idx, const at::T
     return total;
 }
 
-double scheduledLr(const ParamSet& params, double lr0, int step, int steps)
+// Per-element weights of the assign path's distance and loss ([N, d], ones without weighting):
+// row scales squared (row_scale) times the inputs' second moments (weighting=hessian_diag).
+vqcommon::Weighting assignWeighting(const MatrixGroup& group, const Layout& l, const GroupData& g, bool weighted)
 {
-    const std::string schedule = params.getText("schedule");
-    if (schedule == "step")
-        return lr0 * std::pow(params.getFloat("lr_gamma"), step / static_cast<int>(params.getInt("lr_step")));
-    if (schedule == "cosine")
-        return lr0 * 0.5 * (1 + std::cos(M_PI * step / std::max(1, steps)));
-    return lr0;
+    std::vector<MatrixRef> refs;
+    std::vector<std::vector<float>> rowFactors(group.matrices.size()), colWeights(group.matrices.size());
+    for (std::size_t i = 0; i < group.matrices.size(); ++i) {
+        refs.push_back(group.matrices[i].ref);
+        if (l.rowScale) {
+            rowFactors[i] = g.rowScales[i];
+            for (float& f : rowFactors[i])
+                f *= f;
+        }
+        if (weighted)
+            colWeights[i] = vqcommon::columnWeights(group.matrices[i]);
+    }
+    if (l.rowScale || weighted)
+        return vqcommon::makeWeighting(refs, l.d, colWeights, rowFactors);
+    return {};
 }
 
-void setLr(torch::optim::Adam& optimizer, double lr)
+at::Tensor elementWeights(const vqcommon::Weighting& weighting, std::int64_t n, int d)
 {
-    for (auto& g : optimizer.param_groups())
-        static_cast<torch::optim::AdamOptions&>(g.options()).lr(lr);
+    at::Tensor w = at::ones({n, d}, at::kFloat);
+    if (!weighting.empty()) {
+        float* wp = w.data_ptr<float>();
+        for (std::size_t p = 0; p + 1 < weighting.runStart.size(); ++p)
+            for (std::int64_t i = weighting.runStart[p]; i < weighting.runStart[p + 1]; ++i)
+                for (int j = 0; j < d; ++j)
+                    wp[i * d + j] = weighting.pattern[p * d + j] * weighting.pointFactor[static_cast<std::size_t>(i)];
+    }
+    return w;
 }
 
-Result<GroupPayload> PocketLlmMethod::compressAssign(const MatrixGroup& group, const ParamSet& params, const CompressContext& context,
-                                                     const Layout& l)
+// Live metrics of the assign path: one step per k-means iteration, training step and fine-tune step.
+class AssignProgress {
+public:
+    AssignProgress(const std::string& groupId, int totalSteps, std::int64_t codewords, const CompressContext& context)
+        : m_codewords(codewords), m_context(context)
+    {
+        progress.groupId = groupId;
+        progress.totalSteps = totalSteps;
+        progress.epochs = totalSteps;
+    }
+    // Reports step `step` with its loss; false when the caller asked to stop.
+    bool operator()(int step, double loss)
+    {
+        progress.step = progress.epoch = step;
+        progress.loss = progress.reconstruction = loss;
+        progress.codebookUsage = 1.0 - static_cast<double>(progress.deadCodewords) / static_cast<double>(m_codewords);
+        progress.elapsedSeconds = m_clock.seconds();
+        progress.etaSeconds = step > 0 ? progress.elapsedSeconds / step * (progress.totalSteps - step) : 0;
+        return !m_context.onProgress || m_context.onProgress(progress);
+    }
+    TrainProgress progress; // lr and dead codewords are set by the steps
+
+private:
+    std::int64_t m_codewords;
+    const CompressContext& m_context;
+    Stopwatch m_clock;
+};
+
+// The codes and network being trained by the assign path.
+struct AssignState {
+    Network net;
+    at::Tensor idx; // [N] codes
+};
+
+// init=vq: exactly the vq method (same seed, same k-means, fp16 codebook, nearest codes) with the
+// decoder started as the identity (its last layers zeroed, the output skip on). False when cancelled.
+bool initFromVq(AssignState& s, const GroupData& g, const Layout& l, const ParamSet& params, const vqcommon::Weighting& weighting,
+                const std::string& groupId, int threads, AssignProgress& report)
 {
-    const auto start = std::chrono::steady_clock::now();
+    const std::int64_t n = g.x.size(0);
+    const int kmIters = static_cast<int>(params.getInt("kmeans_iters"));
+    std::vector<float> points(g.x.data_ptr<float>(), g.x.data_ptr<float>() + g.x.numel());
+    std::mt19937_64 gen64(groupSeed(params.getInt("seed"), groupId));
+    std::vector<float> codebook;
+    const bool finished = vqcommon::kmeans(points, n, l.d, l.codewords, kmIters, "kmeans++", params.getInt("init_sample"), gen64, weighting,
+                                           threads, codebook, [&](int it, const vqcommon::KmeansStats& st) {
+                                               report.progress.deadCodewords = st.dead;
+                                               return report(it + 1, st.loss);
+                                           });
+    if (!finished)
+        return false;
+    std::vector<std::uint8_t> half(codebook.size() * 2);
+    convertFromFloat(codebook.data(), codebook.size(), DType::F16, half.data());
+    convertToFloat(DType::F16, half.data(), codebook.size(), codebook.data());
+    std::vector<std::int32_t> codes(static_cast<std::size_t>(n));
+    if (weighting.empty())
+        nearestCodewords(points.data(), n, codebook.data(), l.codewords, l.d, codes.data(), nullptr, threads);
+    else
+        vqcommon::nearestWeighted(points, n, codebook, l.codewords, l.d, weighting, codes.data(), nullptr, threads);
+    s.idx = at::from_blob(codes.data(), {n}, at::kInt).to(at::kLong);
+    s.net.codebook = at::from_blob(codebook.data(), {l.codewords, l.d}, at::kFloat).clone();
+    for (Mlp* m : {&s.net.decoder.d0, &s.net.decoder.d1, &s.net.decoder.d2}) {
+        m->w2.zero_();
+        m->b2.zero_();
+    }
+    return true;
+}
+
+// Codewords nobody uses take the worst-served sub-vectors (reset_dead); returns how many.
+int resetDeadCodewords(AssignState& s, const at::Tensor& data, const at::Tensor& err, std::int64_t codewords)
+{
+    const std::int64_t n = data.size(0);
+    const at::Tensor counts = at::bincount(s.idx, {}, codewords);
+    const at::Tensor dead = (counts == 0).nonzero().view({-1});
+    const std::int64_t nd = std::min<std::int64_t>(dead.numel(), n);
+    if (nd == 0)
+        return 0;
+    const at::Tensor worst = std::get<1>(err.topk(nd));
+    s.net.codebook.detach().index_copy_(0, dead.narrow(0, 0, nd), data.index_select(0, worst));
+    s.idx.index_copy_(0, worst, dead.narrow(0, 0, nd));
+    return static_cast<int>(nd);
+}
+
+// Weight-space training: codebook (and decoder) by Adam on the weighted reconstruction error, full
+// batch, the codes re-assigned every `assign_every` steps. False when cancelled.
+bool trainWeightSpace(AssignState& s, const at::Tensor& data, const at::Tensor& w, double wSum, const Layout& l, const ParamSet& params,
+                      int firstStep, AssignProgress& report, json& extra)
+{
+    const int epochs = static_cast<int>(params.getInt("epochs"));
+    std::vector<at::Tensor> trainable{s.net.codebook};
+    if (params.getBool("train_decoder"))
+        for (const at::Tensor& t : s.net.decoderParameters())
+            trainable.push_back(t);
+    for (at::Tensor& t : trainable)
+        t.set_requires_grad(true);
+    torch::optim::Adam optimizer(trainable, torch::optim::AdamOptions(params.getFloat("lr")));
+    const int every = static_cast<int>(params.getInt("assign_every"));
+    for (int step = 0; step < epochs; ++step) {
+        if (step > 0 && step % every == 0) {
+            at::Tensor err;
+            s.idx = assignNearestDecoded(s.net.decoder, s.net.codebook.detach(), s.idx, data, w, l.group, &err);
+            if (params.getBool("reset_dead"))
+                report.progress.deadCodewords = resetDeadCodewords(s, data, err, l.codewords);
+        }
+        report.progress.lr = scheduledLr(params, params.getFloat("lr"), step, epochs);
+        setLr(optimizer, report.progress.lr);
+        optimizer.zero_grad();
+        const double loss = reconstructionLoss(s.net, s.idx, data, w, wSum, l.group, true);
+        if (step == 0)
+            extra["train_loss_start"] = loss;
+        optimizer.step();
+        if (!report(firstStep + step + 1, loss))
+            return false;
+    }
+    for (at::Tensor& t : trainable)
+        t.set_requires_grad(false);
+    return true;
+}
+
+// feedback=true: each matrix's codes chosen again column block by column block with its Hessian,
+// every codeword decoded in the context of its RLN group, the error pushed onto later columns.
+Status feedbackAssign(AssignState& s, const MatrixGroup& group, const GroupData& g, const Layout& l, const ParamSet& params, int threads)
+{
+    const ContextStats st = contextStats(s.net.decoder, s.net.codebook.index_select(0, s.idx), l.group);
+    at::Tensor newIdx = s.idx.clone();
+    for (std::size_t i = 0; i < group.matrices.size(); ++i) {
+        const std::int64_t rows = group.matrices[i].ref.rows;
+        const vqcommon::BlockBooks books = [&](std::int64_t block, std::vector<float>& b, std::vector<std::int32_t>& bookOfRow) {
+            const std::int64_t first = g.offsets[i] + block * rows;
+            const std::int64_t g0 = first / l.group, g1 = (first + rows - 1) / l.group;
+            const at::Tensor cand = (decodeCandidates(s.net.decoder, s.net.codebook, st, g0, g1 - g0 + 1) * g.scale).contiguous();
+            b.assign(cand.data_ptr<float>(), cand.data_ptr<float>() + cand.numel());
+            bookOfRow.resize(static_cast<std::size_t>(rows));
+            for (std::int64_t r = 0; r < rows; ++r)
+                bookOfRow[static_cast<std::size_t>(r)] = static_cast<std::int32_t>((first + r) / l.group - g0);
+        };
+        std::vector<std::int32_t> codes(static_cast<std::size_t>(g.counts[i]));
+        POCKET_TRY(vqcommon::assignWithFeedback(group.matrices[i], l.codewords, l.d, params.getFloat("damp"), g.rowScales[i], books,
+                                                codes.data(), threads, "pocketllm"));
+        newIdx.narrow(0, g.offsets[i], g.counts[i]).copy_(at::from_blob(codes.data(), {g.counts[i]}, at::kInt).to(at::kLong));
+    }
+    s.idx = newIdx;
+    return {};
+}
+
+// finetune > 0: decoder and codebook (and, with finetune_scales, the row scales as multipliers of
+// their start) tuned on the layers' output error tr(E H E^T), H normalised to a mean diagonal of 1
+// per matrix, codes fixed. False when cancelled.
+bool finetuneOutputError(AssignState& s, const MatrixGroup& group, GroupData& g, const Layout& l, const ParamSet& params, int firstStep,
+                         AssignProgress& report, json& extra)
+{
+    const int finetune = static_cast<int>(params.getInt("finetune"));
+    std::vector<at::Tensor> hessians, targets, scalesT;
+    double weightsTotal = 0;
+    for (std::size_t i = 0; i < group.matrices.size(); ++i) {
+        const WeightMatrix& m = group.matrices[i];
+        at::Tensor h = at::from_blob(const_cast<float*>(m.hessian.data()), {m.ref.cols, m.ref.cols}, at::kFloat).clone();
+        const double meanDiag = h.diagonal().mean().item<double>();
+        hessians.push_back(meanDiag > 0 ? h / meanDiag : h);
+        targets.push_back(at::from_blob(const_cast<float*>(m.values.data()), {m.ref.rows, m.ref.cols}, at::kFloat));
+        scalesT.push_back(l.rowScale ? at::from_blob(g.rowScales[i].data(), {m.ref.rows, 1}, at::kFloat).clone()
+                                     : at::ones({m.ref.rows, 1}, at::kFloat));
+        weightsTotal += static_cast<double>(m.ref.weights());
+    }
+    std::vector<at::Tensor> trainable{s.net.codebook};
+    if (params.getBool("train_decoder"))
+        for (const at::Tensor& t : s.net.decoderParameters())
+            trainable.push_back(t);
+    for (at::Tensor& t : trainable)
+        t.set_requires_grad(true);
+    const bool tuneScales = l.rowScale && params.getBool("finetune_scales");
+    std::vector<at::Tensor> multipliers;
+    for (const at::Tensor& t : scalesT)
+        multipliers.push_back(at::ones_like(t));
+    if (tuneScales)
+        for (const at::Tensor& t : multipliers)
+            trainable.push_back(t);
+    for (at::Tensor& t : trainable)
+        t.set_requires_grad(true);
+    torch::optim::Adam optimizer(trainable, torch::optim::AdamOptions(params.getFloat("finetune_lr")));
+    for (int step = 0; step < finetune; ++step) {
+        report.progress.lr = params.getFloat("finetune_lr") * 0.5 * (1 + std::cos(M_PI * step / finetune));
+        setLr(optimizer, report.progress.lr);
+        optimizer.zero_grad();
+        double total = 0;
+        for (std::size_t i = 0; i < group.matrices.size(); ++i) {
+            at::AutoGradMode gradMode(true);
+            const MatrixRef& ref = group.matrices[i].ref;
+            const at::Tensor sub = s.net.decode(s.net.codebook.index_select(0, s.idx.narrow(0, g.offsets[i], g.counts[i]))) * g.scale;
+            const at::Tensor wHat = weightsFromSubvectors(sub, ref.rows, ref.cols, l.d) * (scalesT[i] * multipliers[i]);
+            const at::Tensor e = targets[i] - wHat;
+            const at::Tensor loss = (e.mm(hessians[i]) * e).sum() / weightsTotal;
+            loss.backward();
+            total += loss.item<double>();
+        }
+        if (step == 0)
+            extra["finetune_loss_start"] = total;
+        optimizer.step();
+        if (!report(firstStep + step + 1, total))
+            return false;
+    }
+    for (at::Tensor& t : trainable)
+        t.set_requires_grad(false);
+    roundNetworkToFp16(s.net);
+    if (tuneScales)
+        for (std::size_t i = 0; i < group.matrices.size(); ++i) {
+            const at::Tensor r = roundFp16((scalesT[i] * multipliers[i].detach()).abs().clamp_min(1e-6)).contiguous();
+            g.rowScales[i].assign(r.data_ptr<float>(), r.data_ptr<float>() + r.numel());
+        }
+    return true;
+}
+
+Status PocketLlmMethod::compressAssign(const MatrixGroup& group, const ParamSet& params, const CompressContext& context, const Layout& l,
+                                       GroupPayload& payload) const
+{
     const int threads = at::get_num_threads();
     const bool weighted = params.getText("weighting") != "none";
     const bool feedback = params.getBool("feedback");
     const int finetune = static_cast<int>(params.getInt("finetune"));
     const int epochs = static_cast<int>(params.getInt("epochs"));
-    const bool trainDecoder = params.getBool("train_decoder");
     for (const WeightMatrix& m : group.matrices)
         if ((weighted || feedback || finetune > 0) && m.hessian.size() != static_cast<std::size_t>(m.ref.cols * m.ref.cols))
-            return Error{"pocketllm: " + m.ref.name + ": weighting, feedback and finetune need calibration (pass --calib-text)"};
+            return Error{"pocketllm: " + m.ref.name + ": weighting, feedback and finetune need calibration data", ErrorKind::Usage,
+                         "calibration text"};
 
-    // Sub-vectors of the row-scaled weights, then one group scale.
-    std::vector<MatrixRef> refs;
-    std::vector<std::vector<float>> rowScales(group.matrices.size()), rowFactors(group.matrices.size()), colWeights(group.matrices.size());
-    std::vector<at::Tensor> parts;
-    std::vector<std::int64_t> counts, offsets;
-    std::int64_t n = 0;
-    for (std::size_t i = 0; i < group.matrices.size(); ++i) {
-        const WeightMatrix& m = group.matrices[i];
-        refs.push_back(m.ref);
-        if (l.rowScale) {
-            rowScales[i] = vqcommon::rowScales(m);
-            WeightMatrix scaled = m;
-            for (std::int64_t r = 0; r < m.ref.rows; ++r)
-                for (std::int64_t c = 0; c < m.ref.cols; ++c)
-                    scaled.values[r * m.ref.cols + c] /= rowScales[i][static_cast<std::size_t>(r)];
-            parts.push_back(subvectors(scaled, l.d));
-            rowFactors[i] = rowScales[i];
-            for (float& f : rowFactors[i])
-                f *= f;
-        } else {
-            parts.push_back(subvectors(m, l.d));
-        }
-        if (weighted)
-            colWeights[i] = vqcommon::columnWeights(m);
-        offsets.push_back(n);
-        counts.push_back(parts.back().size(0));
-        n += counts.back();
-    }
-    at::Tensor data = at::cat(parts, 0).contiguous(); // [N, d]
-    parts.clear();
-    float scale = 1.0f;
-    if (params.getBool("normalize")) {
-        const double rms = data.pow(2).mean().sqrt().item<double>();
-        scale = rms > 0 ? static_cast<float>(rms) : 1.0f;
-        data = (data / scale).contiguous();
-    }
-    vqcommon::Weighting weighting;
-    if (l.rowScale || weighted)
-        weighting = vqcommon::makeWeighting(refs, l.d, colWeights, rowFactors);
-    at::Tensor w = at::ones({n, l.d}, at::kFloat);
-    if (!weighting.empty()) {
-        float* wp = w.data_ptr<float>();
-        for (std::size_t p = 0; p + 1 < weighting.runStart.size(); ++p)
-            for (std::int64_t i = weighting.runStart[p]; i < weighting.runStart[p + 1]; ++i)
-                for (int j = 0; j < l.d; ++j)
-                    wp[i * l.d + j] = weighting.pattern[p * l.d + j] * weighting.pointFactor[static_cast<std::size_t>(i)];
-    }
+    GroupData g = stackGroup(group, l, params.getBool("normalize"));
+    const std::int64_t n = g.x.size(0);
+    const vqcommon::Weighting weighting = assignWeighting(group, l, g, weighted);
+    const at::Tensor w = elementWeights(weighting, n, l.d);
     const double wSum = w.sum().item<double>();
-
-    TrainProgress progress;
-    progress.groupId = group.id;
     const int kmIters = params.getText("init") == "vq" ? static_cast<int>(params.getInt("kmeans_iters")) : 0;
-    progress.totalSteps = kmIters + epochs + finetune;
-    progress.epochs = progress.totalSteps;
-    const auto report = [&](int step, double loss) {
-        progress.step = progress.epoch = step;
-        progress.loss = progress.reconstruction = loss;
-        progress.codebookUsage = 1.0 - static_cast<double>(progress.deadCodewords) / static_cast<double>(l.codewords);
-        progress.elapsedSeconds = secondsSince(start);
-        progress.etaSeconds = step > 0 ? progress.elapsedSeconds / step * (progress.totalSteps - step) : 0;
-        return !context.onProgress || context.onProgress(progress);
-    };
+    AssignProgress report(group.id, kmIters + epochs + finetune, l.codewords, context);
 
     at::Generator gen = at::detail::createCPUGenerator(groupSeed(params.getInt("seed"), group.id));
-    Network net = Network::create(l.d, l.latent, l.hidden, l.group, l.codewords, gen, l.format);
-    at::Tensor idx;
+    AssignState s{Network::create(l.d, l.latent, l.hidden, l.group, l.codewords, gen, l.format), at::Tensor()};
     if (params.getText("init") == "vq") {
-        // Exactly the vq method: same seed, same k-means, fp16 codebook, nearest codes; decoder = identity.
-        std::vector<float> points(data.data_ptr<float>(), data.data_ptr<float>() + data.numel());
-        std::mt19937_64 gen64(groupSeed(params.getInt("seed"), group.id));
-        std::vector<float> codebook;
-        const bool finished = vqcommon::kmeans(points, n, l.d, l.codewords, kmIters, "kmeans++", params.getInt("init_sample"), gen64,
-                                               weighting, threads, codebook, [&](int it, const vqcommon::KmeansStats& st) {
-                                                   progress.deadCodewords = st.dead;
-                                                   return report(it + 1, st.loss);
-                                               });
-        if (!finished)
-            return Error{"cancelled"};
-        std::vector<std::uint8_t> half(codebook.size() * 2);
-        convertFromFloat(codebook.data(), codebook.size(), DType::F16, half.data());
-        convertToFloat(DType::F16, half.data(), codebook.size(), codebook.data());
-        std::vector<std::int32_t> codes(static_cast<std::size_t>(n));
-        if (weighting.empty())
-            nearestCodewords(points.data(), n, codebook.data(), l.codewords, l.d, codes.data(), nullptr, threads);
-        else
-            vqcommon::nearestWeighted(points, n, codebook, l.codewords, l.d, weighting, codes.data(), nullptr, threads);
-        idx = at::from_blob(codes.data(), {n}, at::kInt).to(at::kLong);
-        net.codebook = at::from_blob(codebook.data(), {l.codewords, l.d}, at::kFloat).clone();
-        for (Mlp* m : {&net.decoder.d0, &net.decoder.d1, &net.decoder.d2}) {
-            m->w2.zero_();
-            m->b2.zero_();
-        }
+        if (!initFromVq(s, g, l, params, weighting, group.id, threads, report))
+            return Error::cancelled();
     } else {
-        idx = assignNearestDecoded(net.decoder, net.codebook, at::zeros({n}, at::kLong), data, w, l.group);
+        s.idx = assignNearestDecoded(s.net.decoder, s.net.codebook, at::zeros({n}, at::kLong), g.x, w, l.group);
     }
-
     json extra;
-    const auto resetDead = [&](const at::Tensor& err) {
-        const at::Tensor counts = at::bincount(idx, {}, l.codewords);
-        const at::Tensor dead = (counts == 0).nonzero().view({-1});
-        const std::int64_t nd = std::min<std::int64_t>(dead.numel(), n);
-        if (nd == 0)
-            return 0;
-        const at::Tensor worst = std::get<1>(err.topk(nd));
-        net.codebook.detach().index_copy_(0, dead.narrow(0, 0, nd), data.index_select(0, worst));
-        idx.index_copy_(0, worst, dead.narrow(0, 0, nd));
-        return static_cast<int>(nd);
-    };
-
-    // Weight-space training: full batch, the codes re-assigned every `assign_every` steps.
-    if (epochs > 0) {
-        std::vector<at::Tensor> trainable{net.codebook};
-        if (trainDecoder)
-            for (const at::Tensor& t : net.decoderParameters())
-                trainable.push_back(t);
-        for (at::Tensor& t : trainable)
-            t.set_requires_grad(true);
-        torch::optim::Adam optimizer(trainable, torch::optim::AdamOptions(params.getFloat("lr")));
-        const int every = static_cast<int>(params.getInt("assign_every"));
-        for (int step = 0; step < epochs; ++step) {
-            if (step > 0 && step % every == 0) {
-                at::Tensor err;
-                idx = assignNearestDecoded(net.decoder, net.codebook.detach(), idx, data, w, l.group, &err);
-                if (params.getBool("reset_dead"))
-                    progress.deadCodewords = resetDead(err);
-            }
-            progress.lr = scheduledLr(params, params.getFloat("lr"), step, epochs);
-            setLr(optimizer, progress.lr);
-            optimizer.zero_grad();
-            const double loss = reconstructionLoss(net, idx, data, w, wSum, l.group, true);
-            if (step == 0)
-                extra["train_loss_start"] = loss;
-            optimizer.step();
-            if (!report(kmIters + step + 1, loss))
-                return Error{"cancelled"};
-        }
-        for (at::Tensor& t : trainable)
-            t.set_requires_grad(false);
-    }
+    if (epochs > 0 && !trainWeightSpace(s, g.x, w, wSum, l, params, kmIters, report, extra))
+        return Error::cancelled();
     // The archive's fp16 values; then the final codes against them.
-    roundNetworkToFp16(net);
+    roundNetworkToFp16(s.net);
     if (epochs > 0)
-        idx = assignNearestDecoded(net.decoder, net.codebook, idx, data, w, l.group);
-    extra["train_loss_end"] = reconstructionLoss(net, idx, data, w, wSum, l.group, false);
-
-    if (feedback) {
-        const ContextStats st = contextStats(net.decoder, net.codebook.index_select(0, idx), l.group);
-        at::Tensor newIdx = idx.clone();
-        for (std::size_t i = 0; i < group.matrices.size(); ++i) {
-            const std::int64_t rows = group.matrices[i].ref.rows;
-            const vqcommon::BlockBooks books = [&](std::int64_t block, std::vector<float>& b, std::vector<std::int32_t>& bookOfRow) {
-                const std::int64_t first = offsets[i] + block * rows;
-                const std::int64_t g0 = first / l.group, g1 = (first + rows - 1) / l.group;
-                const at::Tensor cand = (decodeCandidates(net.decoder, net.codebook, st, g0, g1 - g0 + 1) * scale).contiguous();
-                b.assign(cand.data_ptr<float>(), cand.data_ptr<float>() + cand.numel());
-                bookOfRow.resize(static_cast<std::size_t>(rows));
-                for (std::int64_t r = 0; r < rows; ++r)
-                    bookOfRow[static_cast<std::size_t>(r)] = static_cast<std::int32_t>((first + r) / l.group - g0);
-            };
-            std::vector<std::int32_t> codes(static_cast<std::size_t>(counts[i]));
-            auto fed = vqcommon::assignWithFeedback(group.matrices[i], l.codewords, l.d, params.getFloat("damp"), rowScales[i], books,
-                                                    codes.data(), threads, "pocketllm");
-            if (!fed)
-                return fed.error();
-            newIdx.narrow(0, offsets[i], counts[i]).copy_(at::from_blob(codes.data(), {counts[i]}, at::kInt).to(at::kLong));
-        }
-        idx = newIdx;
-    }
-
-    // Fine-tune decoder and codebook on the layers' output error tr(E H E^T) (H normalised to a
-    // mean diagonal of 1 per matrix), codes fixed.
-    if (finetune > 0) {
-        std::vector<at::Tensor> hessians, targets, scalesT;
-        double weightsTotal = 0;
-        for (std::size_t i = 0; i < group.matrices.size(); ++i) {
-            const WeightMatrix& m = group.matrices[i];
-            at::Tensor h = at::from_blob(const_cast<float*>(m.hessian.data()), {m.ref.cols, m.ref.cols}, at::kFloat).clone();
-            const double meanDiag = h.diagonal().mean().item<double>();
-            hessians.push_back(meanDiag > 0 ? h / meanDiag : h);
-            targets.push_back(at::from_blob(const_cast<float*>(m.values.data()), {m.ref.rows, m.ref.cols}, at::kFloat));
-            scalesT.push_back(l.rowScale ? at::from_blob(rowScales[i].data(), {m.ref.rows, 1}, at::kFloat).clone()
-                                         : at::ones({m.ref.rows, 1}, at::kFloat));
-            weightsTotal += static_cast<double>(m.ref.weights());
-        }
-        std::vector<at::Tensor> trainable{net.codebook};
-        if (trainDecoder)
-            for (const at::Tensor& t : net.decoderParameters())
-                trainable.push_back(t);
-        for (at::Tensor& t : trainable)
-            t.set_requires_grad(true);
-        // Row scales tuned as multipliers of their start (so one learning rate suits any magnitude).
-        const bool tuneScales = l.rowScale && params.getBool("finetune_scales");
-        std::vector<at::Tensor> multipliers;
-        for (const at::Tensor& t : scalesT)
-            multipliers.push_back(at::ones_like(t));
-        if (tuneScales)
-            for (const at::Tensor& t : multipliers)
-                trainable.push_back(t);
-        for (at::Tensor& t : trainable)
-            t.set_requires_grad(true);
-        torch::optim::Adam optimizer(trainable, torch::optim::AdamOptions(params.getFloat("finetune_lr")));
-        for (int step = 0; step < finetune; ++step) {
-            progress.lr = params.getFloat("finetune_lr") * 0.5 * (1 + std::cos(M_PI * step / finetune));
-            setLr(optimizer, progress.lr);
-            optimizer.zero_grad();
-            double total = 0;
-            for (std::size_t i = 0; i < group.matrices.size(); ++i) {
-                at::AutoGradMode gradMode(true);
-                const MatrixRef& ref = group.matrices[i].ref;
-                const at::Tensor s = net.decode(net.codebook.index_select(0, idx.narrow(0, offsets[i], counts[i]))) * scale;
-                const at::Tensor wHat = weightsFromSubvectors(s, ref.rows, ref.cols, l.d) * (scalesT[i] * multipliers[i]);
-                const at::Tensor e = targets[i] - wHat;
-                const at::Tensor loss = (e.mm(hessians[i]) * e).sum() / weightsTotal;
-                loss.backward();
-                total += loss.item<double>();
-            }
-            if (step == 0)
-                extra["finetune_loss_start"] = total;
-            optimizer.step();
-            if (!report(kmIters + epochs + step + 1, total))
-                return Error{"cancelled"};
-        }
-        for (at::Tensor& t : trainable)
-            t.set_requires_grad(false);
-        roundNetworkToFp16(net);
-        if (tuneScales)
-            for (std::size_t i = 0; i < group.matrices.size(); ++i) {
-                const at::Tensor r = roundFp16((scalesT[i] * multipliers[i].detach()).abs().clamp_min(1e-6)).contiguous();
-                rowScales[i].assign(r.data_ptr<float>(), r.data_ptr<float>() + r.numel());
-            }
-    }
+        s.idx = assignNearestDecoded(s.net.decoder, s.net.codebook, s.idx, g.x, w, l.group);
+    extra["train_loss_end"] = reconstructionLoss(s.net, s.idx, g.x, w, wSum, l.group, false);
+    if (feedback)
+        POCKET_TRY(feedbackAssign(s, group, g, l, params, threads));
+    if (finetune > 0 && !finetuneOutputError(s, group, g, l, params, kmIters + epochs, report, extra))
+        return Error::cancelled();
 
     std::vector<at::Tensor> indices;
     for (std::size_t i = 0; i < group.matrices.size(); ++i)
-        indices.push_back(idx.narrow(0, offsets[i], counts[i]).to(at::kInt).contiguous());
-    return finishPayload(group, params, l, net, scale, rowScales, indices, extra);
+        indices.push_back(s.idx.narrow(0, g.offsets[i], g.counts[i]).to(at::kInt).contiguous());
+    writePayload(l, s.net, g.scale, g.rowScales, indices, extra, group, payload);
+    return {};
 }
 
 Result<std::vector<std::vector<float>>> PocketLlmMethod::decodeImpl(const GroupPayload& payload) const

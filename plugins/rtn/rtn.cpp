@@ -4,8 +4,8 @@
 //   w_hat = q * scale + min,   q = clamp(round((w - min) / scale), 0, 2^bits - 1).
 // The quantiser and the payload layout are pocket/uniform_quant.h (shared with gptq).
 // Plain C++ (no LibTorch).
-#include "pocket/method.h"
-#include "pocket/uniform_quant.h"
+#include "pocket/methods/method_base.h"
+#include "pocket/methods/uniform_quant.h"
 
 #include <algorithm>
 
@@ -30,31 +30,27 @@ const MethodInfo& methodInfo()
     return info;
 }
 
-class RtnMethod final : public CompressionMethod {
+class RtnMethod final : public MethodBase {
 public:
-    const MethodInfo& info() const override { return methodInfo(); }
+    RtnMethod() : MethodBase(methodInfo()) {}
 
     Result<BitCounts> estimateBits(const std::vector<MatrixRef>& group, const ParamSet& params, std::vector<BitCounts>& perMatrix) const override
     {
         return uniform::estimateBits(group, params, perMatrix);
     }
 
-    Result<GroupPayload> compress(const MatrixGroup& group, const ParamSet& params, const CompressContext& context) override
+    Result<std::vector<std::vector<float>>> decode(const GroupPayload& p) const override { return uniform::decodePayload(p, "rtn"); }
+
+protected:
+    Status compressInto(const MatrixGroup& group, const ParamSet& params, const CompressContext& context, GroupPayload& p) override
     {
         const int bits = static_cast<int>(params.getInt("bits"));
-        GroupPayload p;
-        p.groupId = group.id;
-        p.methodId = methodInfo().id;
-        p.methodVersion = methodInfo().version;
-        p.paramsJson = params.toJson(methodInfo().params);
         std::vector<std::int64_t> groupCols;
         for (const WeightMatrix& m : group.matrices)
             groupCols.push_back(uniform::groupColumns(m.ref.cols, params.getInt("group")));
         p.metaJson = uniform::metaJson(bits, groupCols);
         int step = 0;
         for (const WeightMatrix& m : group.matrices) {
-            if (static_cast<std::int64_t>(m.values.size()) != m.ref.weights())
-                return Error{"rtn: " + m.ref.name + ": expected " + std::to_string(m.ref.weights()) + " values"};
             const std::int64_t g = uniform::groupColumns(m.ref.cols, params.getInt("group"));
             const std::int64_t perRow = (m.ref.cols + g - 1) / g;
             uniform::QuantisedMatrix q;
@@ -76,15 +72,11 @@ public:
             progress.step = ++step;
             progress.totalSteps = static_cast<int>(group.matrices.size());
             progress.epoch = progress.epochs = 1;
-            if (context.onProgress && !context.onProgress(progress))
-                return Error{"cancelled"};
+            if (!report(context, progress))
+                return Error::cancelled();
         }
-        if (auto measured = measureByDecoding(*this, group, p); !measured)
-            return measured.error();
-        return p;
+        return {};
     }
-
-    Result<std::vector<std::vector<float>>> decode(const GroupPayload& p) const override { return uniform::decodePayload(p, "rtn"); }
 };
 
 } // namespace

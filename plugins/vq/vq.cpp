@@ -3,10 +3,12 @@
 // seeding and Lloyd iterations (the bounded-memory nearest-codeword kernel), and stored as an fp16
 // codebook plus bit-packed indices. Groups follow the same sharing scopes as PocketLLM.
 // Plain C++ (no LibTorch).
-#include "pocket/dtype.h"
-#include "pocket/method.h"
-#include "pocket/vq_kernels.h"
-#include "vq_common.h"
+#include "pocket/io/dtype.h"
+#include "pocket/methods/method_base.h"
+#include "pocket/methods/vq_kernels.h"
+#include "pocket/support/timing.h"
+#include "pocket/methods/feedback.h"
+#include "pocket/methods/kmeans.h"
 
 #include <nlohmann/json.hpp>
 
@@ -59,9 +61,9 @@ const MethodInfo& methodInfo()
 
 using namespace vqcommon;
 
-class VqMethod final : public CompressionMethod {
+class VqMethod final : public MethodBase {
 public:
-    const MethodInfo& info() const override { return methodInfo(); }
+    VqMethod() : MethodBase(methodInfo()) {}
 
     Result<std::vector<std::vector<MatrixRef>>> planGroups(const std::vector<MatrixRef>& matrices, const ParamSet& params) const override
     {
@@ -88,15 +90,6 @@ public:
         BitCounts shared;
         shared.codebookBits = 16ull * static_cast<std::uint64_t>(k) * static_cast<std::uint64_t>(d);
         return shared;
-    }
-
-    Result<GroupPayload> compress(const MatrixGroup& group, const ParamSet& params, const CompressContext& context) override
-    {
-        try {
-            return compressImpl(group, params, context);
-        } catch (const std::exception& e) {
-            return Error{"vq: compressing " + group.id + " failed: " + e.what()};
-        }
     }
 
     Result<std::vector<std::vector<float>>> decode(const GroupPayload& p) const override
@@ -148,110 +141,136 @@ public:
         return out;
     }
 
-private:
-    Result<GroupPayload> compressImpl(const MatrixGroup& group, const ParamSet& params, const CompressContext& context)
+protected:
+    Status compressInto(const MatrixGroup& group, const ParamSet& params, const CompressContext& context, GroupPayload& p) override
     {
-        const auto start = std::chrono::steady_clock::now();
         const int d = static_cast<int>(params.getInt("d"));
         const std::int64_t k = params.getInt("K");
-        const int iters = static_cast<int>(params.getInt("iters"));
-        const bool rowScaled = params.getBool("row_scale");
-        const bool weighted = params.getText("weighting") != "none";
-        std::vector<std::int64_t> counts;
-        std::vector<MatrixRef> refs;
-        std::int64_t n = 0;
-        for (const WeightMatrix& m : group.matrices) {
-            if (static_cast<std::int64_t>(m.values.size()) != m.ref.weights())
-                return Error{"vq: " + m.ref.name + ": expected " + std::to_string(m.ref.weights()) + " values"};
-            if (weighted && m.hessian.size() != static_cast<std::size_t>(m.ref.cols * m.ref.cols))
-                return Error{"vq: " + m.ref.name + ": weighting=hessian_diag needs calibration (pass --calib-text)"};
-            counts.push_back(subvectorCount(m.ref, d));
-            refs.push_back(m.ref);
-            n += counts.back();
-        }
-        // Row scales (fp16, as stored): clustering sees each row divided by its scale.
-        std::vector<std::vector<float>> scales(group.matrices.size()), rowFactors(group.matrices.size()),
-            colWeights(group.matrices.size());
-        std::vector<float> points(static_cast<std::size_t>(n * d));
-        std::int64_t offset = 0;
-        for (std::size_t i = 0; i < group.matrices.size(); ++i) {
-            const WeightMatrix& m = group.matrices[i];
-            if (rowScaled) {
-                scales[i] = rowScales(m);
-                std::vector<float> normalised(m.values);
-                for (std::int64_t r = 0; r < m.ref.rows; ++r)
-                    for (std::int64_t c = 0; c < m.ref.cols; ++c)
-                        normalised[r * m.ref.cols + c] /= scales[i][static_cast<std::size_t>(r)];
-                toSubvectors(normalised.data(), m.ref.rows, m.ref.cols, d, &points[offset * d]);
-                rowFactors[i] = scales[i];
-                for (float& f : rowFactors[i])
-                    f *= f; // the weight-space error of a row grows with its scale squared
-            } else {
-                toSubvectors(m.values.data(), m.ref.rows, m.ref.cols, d, &points[offset * d]);
-            }
-            if (weighted)
-                colWeights[i] = columnWeights(m);
-            offset += counts[i];
-        }
-        Weighting weighting;
-        if (rowScaled || weighted)
-            weighting = makeWeighting(refs, d, colWeights, rowFactors);
-
-        std::mt19937_64 gen(groupSeed(params.getInt("seed"), group.id));
+        if (params.getText("weighting") != "none")
+            for (const WeightMatrix& m : group.matrices)
+                if (m.hessian.size() != static_cast<std::size_t>(m.ref.cols * m.ref.cols))
+                    return Error{"vq: " + m.ref.name + ": weighting=hessian_diag needs calibration data", ErrorKind::Usage, "calibration text"};
+        Points pts = stackPoints(group, params, d);
         std::vector<float> codebook;
-        TrainProgress progress;
-        progress.groupId = group.id;
-        progress.totalSteps = iters;
-        progress.epochs = iters;
-        const bool finished = kmeans(points, n, d, k, iters, params.getText("init"), params.getInt("init_sample"), gen, weighting,
-                                     context.threads, codebook, [&](int it, const KmeansStats& stats) {
-                                         progress.step = progress.epoch = it + 1;
-                                         progress.loss = progress.reconstruction = stats.loss;
-                                         progress.deadCodewords = stats.dead;
-                                         progress.codebookUsage = static_cast<double>(k - stats.dead) / static_cast<double>(k);
-                                         progress.elapsedSeconds =
-                                             std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-                                         progress.etaSeconds = progress.elapsedSeconds / (it + 1) * (iters - it - 1);
-                                         return !context.onProgress || context.onProgress(progress);
-                                     });
-        if (!finished)
-            return Error{"cancelled"};
-
+        if (!fitCodebook(group, params, context, pts, d, k, codebook))
+            return Error::cancelled();
         // What the archive stores: the fp16 codebook, and codes chosen against it.
         std::vector<std::uint8_t> codebookBytes(static_cast<std::size_t>(k * d) * 2);
         convertFromFloat(codebook.data(), codebook.size(), DType::F16, codebookBytes.data());
         convertToFloat(DType::F16, codebookBytes.data(), codebook.size(), codebook.data());
-        std::vector<std::int32_t> idx(static_cast<std::size_t>(n));
-        if (weighting.empty())
-            nearestCodewords(points.data(), n, codebook.data(), k, d, idx.data(), nullptr, context.threads);
+        auto idx = assignCodes(group, params, context, pts, d, k, codebook);
+        if (!idx)
+            return idx.error();
+        writePayload(group, params, pts, d, k, std::move(codebookBytes), *idx, p);
+        return {};
+    }
+
+private:
+    // The group's sub-vectors stacked matrix after matrix (each row divided by its fp16 RMS with
+    // row_scale), and the per-element weighting of the distance (row scales, Hessian diagonal).
+    struct Points {
+        std::vector<float> values;
+        std::vector<std::int64_t> counts; // sub-vectors per matrix
+        std::int64_t n = 0;
+        std::vector<std::vector<float>> scales; // per matrix, with row_scale
+        Weighting weighting;
+    };
+
+    static Points stackPoints(const MatrixGroup& group, const ParamSet& params, int d)
+    {
+        const bool rowScaled = params.getBool("row_scale");
+        const bool weighted = params.getText("weighting") != "none";
+        Points pts;
+        std::vector<MatrixRef> refs;
+        for (const WeightMatrix& m : group.matrices) {
+            pts.counts.push_back(subvectorCount(m.ref, d));
+            refs.push_back(m.ref);
+            pts.n += pts.counts.back();
+        }
+        // Row scales (fp16, as stored): clustering sees each row divided by its scale.
+        pts.scales.resize(group.matrices.size());
+        std::vector<std::vector<float>> rowFactors(group.matrices.size()), colWeights(group.matrices.size());
+        pts.values.resize(static_cast<std::size_t>(pts.n * d));
+        std::int64_t offset = 0;
+        for (std::size_t i = 0; i < group.matrices.size(); ++i) {
+            const WeightMatrix& m = group.matrices[i];
+            if (rowScaled) {
+                pts.scales[i] = rowScales(m);
+                std::vector<float> normalised(m.values);
+                for (std::int64_t r = 0; r < m.ref.rows; ++r)
+                    for (std::int64_t c = 0; c < m.ref.cols; ++c)
+                        normalised[r * m.ref.cols + c] /= pts.scales[i][static_cast<std::size_t>(r)];
+                toSubvectors(normalised.data(), m.ref.rows, m.ref.cols, d, &pts.values[offset * d]);
+                rowFactors[i] = pts.scales[i];
+                for (float& f : rowFactors[i])
+                    f *= f; // the weight-space error of a row grows with its scale squared
+            } else {
+                toSubvectors(m.values.data(), m.ref.rows, m.ref.cols, d, &pts.values[offset * d]);
+            }
+            if (weighted)
+                colWeights[i] = columnWeights(m);
+            offset += pts.counts[i];
+        }
+        if (rowScaled || weighted)
+            pts.weighting = makeWeighting(refs, d, colWeights, rowFactors);
+        return pts;
+    }
+
+    // k-means with live progress; false when cancelled.
+    static bool fitCodebook(const MatrixGroup& group, const ParamSet& params, const CompressContext& context, const Points& pts, int d,
+                            std::int64_t k, std::vector<float>& codebook)
+    {
+        const Stopwatch clock;
+        const int iters = static_cast<int>(params.getInt("iters"));
+        std::mt19937_64 gen(groupSeed(params.getInt("seed"), group.id));
+        TrainProgress progress;
+        progress.groupId = group.id;
+        progress.totalSteps = iters;
+        progress.epochs = iters;
+        return kmeans(pts.values, pts.n, d, k, iters, params.getText("init"), params.getInt("init_sample"), gen, pts.weighting,
+                      context.threads, codebook, [&](int it, const KmeansStats& stats) {
+                          progress.step = progress.epoch = it + 1;
+                          progress.loss = progress.reconstruction = stats.loss;
+                          progress.deadCodewords = stats.dead;
+                          progress.codebookUsage = static_cast<double>(k - stats.dead) / static_cast<double>(k);
+                          progress.elapsedSeconds = clock.seconds();
+                          progress.etaSeconds = progress.elapsedSeconds / (it + 1) * (iters - it - 1);
+                          return report(context, progress);
+                      });
+    }
+
+    // The codes against the stored (fp16) codebook: nearest, or with error feedback.
+    static Result<std::vector<std::int32_t>> assignCodes(const MatrixGroup& group, const ParamSet& params, const CompressContext& context,
+                                                         const Points& pts, int d, std::int64_t k, const std::vector<float>& codebook)
+    {
+        std::vector<std::int32_t> idx(static_cast<std::size_t>(pts.n));
+        if (pts.weighting.empty())
+            nearestCodewords(pts.values.data(), pts.n, codebook.data(), k, d, idx.data(), nullptr, context.threads);
         else
-            nearestWeighted(points, n, codebook, k, d, weighting, idx.data(), nullptr, context.threads);
-        if (params.getBool("feedback")) {
-            // Codebook fitted on the whole group; each matrix's codes chosen with its own Hessian.
+            nearestWeighted(pts.values, pts.n, codebook, k, d, pts.weighting, idx.data(), nullptr, context.threads);
+        if (!params.getBool("feedback"))
+            return idx;
+        // Codebook fitted on the whole group; each matrix's codes chosen with its own Hessian.
+        std::int64_t offset = 0;
+        for (std::size_t i = 0; i < group.matrices.size(); ++i) {
             const BlockBooks books = [&](std::int64_t, std::vector<float>& b, std::vector<std::int32_t>& bookOfRow) {
+                bookOfRow.resize(static_cast<std::size_t>(group.matrices[i].ref.rows));
                 if (b.empty())
                     b = codebook;
                 bookOfRow.assign(bookOfRow.size(), 0);
             };
-            offset = 0;
-            for (std::size_t i = 0; i < group.matrices.size(); ++i) {
-                const BlockBooks sized = [&](std::int64_t block, std::vector<float>& b, std::vector<std::int32_t>& bookOfRow) {
-                    bookOfRow.resize(static_cast<std::size_t>(group.matrices[i].ref.rows));
-                    books(block, b, bookOfRow);
-                };
-                auto fed = assignWithFeedback(group.matrices[i], k, d, params.getFloat("damp"), scales[i], sized, &idx[offset],
-                                              context.threads, "vq");
-                if (!fed)
-                    return fed.error();
-                offset += counts[i];
-            }
+            POCKET_TRY(assignWithFeedback(group.matrices[i], k, d, params.getFloat("damp"), pts.scales[i], books, &idx[offset],
+                                          context.threads, "vq"));
+            offset += pts.counts[i];
         }
+        return idx;
+    }
 
-        GroupPayload p;
-        p.groupId = group.id;
-        p.methodId = methodInfo().id;
+    static void writePayload(const MatrixGroup& group, const ParamSet& params, const Points& pts, int d, std::int64_t k,
+                             std::vector<std::uint8_t> codebookBytes, const std::vector<std::int32_t>& idx, GroupPayload& p)
+    {
+        const bool rowScaled = params.getBool("row_scale");
         p.methodVersion = rowScaled ? 2 : 1; // version 1 programs decode everything but row scales
-        p.paramsJson = params.toJson(methodInfo().params);
         const auto [used, entropy] = usage(idx, k);
         nlohmann::json meta{{"layout", "column-blocks"}, {"d", d}, {"K", k}, {"index_bits", indexBits(k)}};
         if (rowScaled)
@@ -261,22 +280,19 @@ private:
         p.metaJson = meta.dump();
         p.sections.push_back({"codebook", std::move(codebookBytes)});
         p.sharedBits.codebookBits = 16ull * static_cast<std::uint64_t>(k) * static_cast<std::uint64_t>(d);
-        offset = 0;
+        std::int64_t offset = 0;
         for (std::size_t i = 0; i < group.matrices.size(); ++i) {
             MatrixResult r;
             r.ref = group.matrices[i].ref;
-            r.bits.indexBits = static_cast<std::uint64_t>(counts[i]) * static_cast<std::uint64_t>(indexBits(k));
-            p.sections.push_back({"indices/" + r.ref.name, packBits(&idx[offset], counts[i], indexBits(k))});
+            r.bits.indexBits = static_cast<std::uint64_t>(pts.counts[i]) * static_cast<std::uint64_t>(indexBits(k));
+            p.sections.push_back({"indices/" + r.ref.name, packBits(&idx[offset], pts.counts[i], indexBits(k))});
             if (rowScaled) {
-                p.sections.push_back({"row_scales/" + r.ref.name, halfBytes(scales[i])});
+                p.sections.push_back({"row_scales/" + r.ref.name, halfBytes(pts.scales[i])});
                 r.bits.scaleBits = 16ull * static_cast<std::uint64_t>(r.ref.rows);
             }
             p.matrices.push_back(r);
-            offset += counts[i];
+            offset += pts.counts[i];
         }
-        if (auto measured = measureByDecoding(*this, group, p); !measured)
-            return measured.error();
-        return p;
     }
 };
 

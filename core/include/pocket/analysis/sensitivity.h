@@ -1,0 +1,84 @@
+// Per-layer sensitivity: compress one unit (a matrix, a block's matrices, or one matrix type
+// across blocks) with a method, leave everything else exact, and measure what it does to the
+// model's predictions on a text slice: perplexity change, mean KL divergence of the next-token
+// distributions from the uncompressed model's, and the share of tokens whose top-1 prediction is
+// unchanged. The uncompressed log-probabilities are computed once and cached. Results stream
+// through the progress callback and, when recording, into the experiment store (one run of kind
+// "sensitivity", per-matrix metrics written as each unit finishes). Call from one thread.
+#pragma once
+
+#include "pocket/methods/layer_selection.h"
+#include "pocket/methods/method_registry.h"
+#include "pocket/support/result.h"
+#include "pocket/jobs/run_recorder.h"
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace pocket {
+
+enum class SensitivityUnit { Matrix, Block, Type };
+// "matrix" / "block" / "type", and back (nullopt for anything else).
+const char* sensitivityUnitName(SensitivityUnit unit);
+std::optional<SensitivityUnit> parseSensitivityUnit(const std::string& name);
+
+struct SensitivityParams {
+    std::string modelPath;      // HF folder, .safetensors or llama2.c file (not an archive)
+    std::string textPath;       // the calibration slice is the start of this text
+    std::string tokenizerPath;  // "" = the one beside the model
+    std::string methodId = "rtn";
+    std::vector<std::string> settings{"bits=3", "group=32"}; // a fast proxy by default
+    SensitivityUnit unit = SensitivityUnit::Matrix;
+    LayerSelection selection;   // the matrices studied (default: all)
+    int ctx = 256;              // tokens per window, BOS included
+    int windows = 16;           // windows of the text scored (fewer if the text is short)
+    std::uint64_t maxCacheBytes = 1ull << 30; // cap on the cached log-probabilities (fewer windows if needed)
+};
+
+// The outcome of compressing one unit alone.
+struct UnitSensitivity {
+    std::string unit;                  // tensor name, "block 3", or "q_proj"
+    std::vector<std::string> matrices; // its matrices
+    std::int64_t weights = 0;
+    double bpw = 0;                    // bits per weight of the unit, overheads included
+    double mse = 0;                    // weight-weighted mean over its matrices
+    double snrDb = 0;                  // mean over its matrices
+    double perplexity = 0;
+    double deltaPerplexity = 0;        // perplexity - base perplexity
+    double klMean = 0;                 // mean over scored tokens of KL(original || compressed), nats
+    double top1Agreement = 0;          // share of scored tokens with an unchanged argmax
+    double seconds = 0;
+};
+
+struct SensitivityProgress {
+    int unitsDone = 0;
+    int unitCount = 0;
+    double elapsedSeconds = 0;
+    double etaSeconds = -1;
+    double basePerplexity = 0;
+    const UnitSensitivity* latest = nullptr; // the unit just finished (nullptr before the first)
+};
+
+struct SensitivityResult {
+    double basePerplexity = 0;
+    std::int64_t tokensScored = 0;
+    int windows = 0;
+    std::vector<UnitSensitivity> units; // in model order
+    double seconds = 0;
+    std::int64_t runId = 0;             // in the store (0 = not recorded)
+};
+
+// Runs the analysis. `onProgress` is called after the base pass and after each unit; returning
+// false stops at once (ErrorKind::Cancelled; units finished so far stay recorded). Errors name the
+// file or the setting (Usage errors: "ctx", "windows", "method", "settings", "selection").
+// Methods that need calibration data (GPTQ, VQ feedback) are refused.
+// The steps (sensitivity.cpp): checkRequest, buildUnits, scoringWindows, measureBase, then per
+// unit compressUnit, scoreUnit and restoreUnit; SensitivityRecorder records as units finish.
+Result<SensitivityResult> runSensitivity(const SensitivityParams& params, MethodRegistry& registry, const RecorderOptions* recording = nullptr,
+                                         const std::function<bool(const SensitivityProgress&)>& onProgress = {});
+
+} // namespace pocket

@@ -1,0 +1,80 @@
+// The .pllm model archive (docs/archive-format.md): a compressed model that stands alone. A
+// container of kind "model" whose manifest holds the model config, the embedded tokenizer, the
+// method groups with their parameters and bit accounting, and the per-tensor layout.
+#pragma once
+
+#include "pocket/archive/bit_accounting.h"
+#include "pocket/archive/container.h"
+#include "pocket/io/dtype.h"
+#include "pocket/io/model_config.h"
+#include "pocket/io/tensor_data.h"
+#include "pocket/methods/method.h"
+#include "pocket/support/result.h"
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace pocket {
+
+
+// A tensor stored as is (embedding, norms, head, unselected matrices).
+struct ArchiveTensor {
+    std::string name;
+    DType dtype = DType::F16;
+    std::vector<std::int64_t> shape;
+    std::string section; // "tensor/<name>"
+};
+
+// A compressed group: its payload without the bytes, which live in sections
+// "group/<index>/<payload section name>".
+struct ArchiveGroup {
+    GroupPayload payload; // sections[].bytes empty; names as the method gave them
+    std::vector<std::string> sectionNames; // container section names, parallel to payload.sections
+};
+
+struct ArchiveManifest {
+    ModelConfig config;
+    std::string sourceName;         // file or folder name of the source model (no directories)
+    std::string creator;            // "pocketllm-workbench 0.1.0 (rev)"
+    std::string tokenizerKind;      // "sentencepiece", "llama2c" or "" (none embedded)
+    std::string tokenizerFileName;  // "tokenizer.model" / "tokenizer.bin"
+    std::vector<ArchiveTensor> tensors; // uncompressed tensors
+    std::vector<ArchiveGroup> groups;
+    std::string selectionJson;      // the layer selection used, JSON object (informational)
+};
+
+
+// Writes a model archive: the uncompressed tensors come from `tensorBytes(name, sink)` (streamed,
+// each exactly its dtype size), the groups from their payloads (taken with their bytes), the
+// tokenizer from `tokenizerBytes`. Written to a temporary name and renamed into place. The
+// section names (ArchiveTensor::section, ArchiveGroup::sectionNames) are assigned here; the
+// manifest must cover every tensor of the config exactly once (docs/archive-format.md 8.3).
+struct ArchiveInput {
+    ArchiveManifest manifest;                    // groups[].payload.sections hold the bytes
+    std::vector<std::uint8_t> tokenizerBytes;
+    std::function<Status(const ArchiveTensor& tensor, const ContainerWriter::Sink& sink)> tensorBytes;
+};
+Status writeArchive(const std::string& path, ArchiveInput input);
+
+// An opened model archive. Errors name the file.
+class Archive {
+public:
+    static Result<std::shared_ptr<Archive>> open(const std::string& path, ContainerReader::Verify verify = ContainerReader::Verify::All);
+    const ArchiveManifest& manifest() const { return m_manifest; }
+    const ContainerReader& container() const { return *m_container; }
+    // The group's payload with its section bytes (copied).
+    Result<GroupPayload> groupPayload(std::size_t groupIndex) const;
+    // An uncompressed tensor's bytes (a view).
+    Result<TensorData> tensor(const std::string& name) const;
+    // The embedded tokenizer's bytes (empty if none).
+    Result<std::vector<std::uint8_t>> tokenizerBytes() const;
+
+private:
+    std::shared_ptr<ContainerReader> m_container;
+    ArchiveManifest m_manifest;
+};
+
+} // namespace pocket

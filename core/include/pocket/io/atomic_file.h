@@ -1,0 +1,36 @@
+// Writing a file so that a crash, a full disk or an error never leaves a partial file in place:
+// bytes go to "<path>.tmp-<pid>" and commit() renames it over `path`. Not thread-safe.
+#pragma once
+
+#include "pocket/support/result.h"
+
+#include <cstdio>
+#include <string>
+
+namespace pocket {
+
+class AtomicFile {
+public:
+    explicit AtomicFile(std::string path);
+    // Removes the temporary file unless commit() succeeded.
+    ~AtomicFile();
+    AtomicFile(const AtomicFile&) = delete;
+    AtomicFile& operator=(const AtomicFile&) = delete;
+
+    Status open();
+    // Errors name the final path and the cause (e.g. "No space left on device").
+    Status write(const void* bytes, std::size_t count);
+    // Flushes, syncs and renames into place.
+    Status commit();
+
+private:
+    std::string m_path;
+    std::string m_tempPath;
+    std::FILE* m_file = nullptr;
+    bool m_committed = false;
+};
+
+// Writes `text` to `path` atomically.
+Status writeFileAtomically(const std::string& path, const std::string& text);
+
+} // namespace pocket

@@ -1,0 +1,94 @@
+// A compression run over a model: select matrices, group them as the method asks, compress group
+// by group, and assemble the .pllm archive. Every finished group is written at once to a work
+// folder, so a run killed at any moment resumes (`resume`) and ends with the same archive, byte
+// for byte, as an uninterrupted run. The run records itself in the experiment store when asked.
+// Call from one thread (a worker thread in the GUI); progress is reported on that thread.
+//
+// The steps of runCompressJob, each a function of src/jobs/: planCompressJob (compress_plan.cpp),
+// CalibrationFeed (calibration_feed.cpp), WorkFolder (work_folder.cpp), then compressGroups and
+// assembleArchive (compress_job.cpp).
+#pragma once
+
+#include "pocket/archive/bit_accounting.h"
+#include "pocket/io/checkpoint.h"
+#include "pocket/io/dtype.h"
+#include "pocket/jobs/calibration.h"
+#include "pocket/jobs/run_recorder.h"
+#include "pocket/methods/layer_selection.h"
+#include "pocket/methods/method.h"
+#include "pocket/methods/method_registry.h"
+#include "pocket/support/result.h"
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace pocket {
+
+struct CompressJobParams {
+    std::string modelPath;
+    std::string methodId = "pocketllm";
+    std::vector<std::string> settings; // "name=value" for the method's parameters
+    // Per-matrix overrides (a bit allocation): tensor name -> "name=value" applied on top of
+    // `settings`. Matrices with equal effective settings are planned together (planGroups per set).
+    std::map<std::string, std::vector<std::string>> matrixSettings;
+    LayerSelection selection;          // default: every linear matrix of every block
+    DType keepDtype = DType::F16;      // dtype of the tensors left uncompressed (F16, BF16 or F32; "keep dtype")
+    std::string tokenizerPath;         // embedded tokenizer; "" = the one beside the model
+    std::string outPath;               // the .pllm archive ("output")
+    std::string workDir;               // "" = defaultWorkFolder(outPath)
+    bool resume = false;               // continue the work folder of an interrupted run
+    bool keepWorkDir = false;          // keep the work folder after success
+    CalibrationParams calibration;     // used when the method needs calibration ("calibration text", ...)
+};
+
+// The work folder of a job writing `archivePath` when none is given: "<archivePath>.work".
+std::string defaultWorkFolder(const std::string& archivePath);
+
+struct JobProgress {
+    enum class Phase { Training, Writing };
+    Phase phase = Phase::Training;
+    int groupIndex = 0;    // 0-based group in progress
+    int groupCount = 0;
+    int groupsResumed = 0; // groups taken from the work folder
+    TrainProgress train;   // the method's latest step (Training phase)
+    double elapsedSeconds = 0;
+    double etaSeconds = 0; // whole job, estimated from the weights still to do
+};
+
+struct CompressJobResult {
+    std::string archivePath;
+    std::uint64_t archiveBytes = 0;
+    ArchiveBits bits;
+    std::vector<GroupPayload> groups; // payloads without section bytes, with per-matrix results
+    std::vector<MatrixReport> matrices; // one per compressed matrix, in group order
+    int groupsResumed = 0;
+    double seconds = 0;
+    std::int64_t runId = 0;           // the run recorded in the store (0 = not recorded)
+};
+
+// A plan made without compressing anything: the groups and their estimated bits.
+struct JobPlan {
+    std::vector<std::vector<MatrixRef>> groups;
+    std::vector<std::string> groupIds;
+    std::vector<ParamSet> groupParams; // each group's resolved parameters
+    ArchiveBits estimatedBits;
+};
+
+// The matrices `selection` picks in `checkpoint`, as MatrixRefs.
+Result<std::vector<MatrixRef>> selectedMatrices(const Checkpoint& checkpoint, const LayerSelection& selection);
+
+// Checks everything that can be checked up front (model, method, parameters, selection, groups)
+// and estimates the bits. Errors name the file or the setting (Usage errors carry Error::setting).
+Result<JobPlan> planCompressJob(const CompressJobParams& params, const Checkpoint& checkpoint, const CompressionMethod& method);
+
+// Runs the whole job and, when `recording` is given and enabled, records it in the experiment
+// store (begun at the first progress report, so runs refused up front are not recorded).
+// `onProgress` returning false cancels: finished groups stay in the work folder (resume later), no
+// archive is written, the error is ErrorKind::Cancelled.
+Result<CompressJobResult> runCompressJob(const CompressJobParams& params, MethodRegistry& registry, const RecorderOptions* recording = nullptr,
+                                         const std::function<bool(const JobProgress&)>& onProgress = {});
+
+} // namespace pocket

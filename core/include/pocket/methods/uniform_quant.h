@@ -1,0 +1,179 @@
+// Asymmetric min/max uniform quantisation in groups of columns, shared by the rtn and gptq plugins.
+// Each row of a [rows, cols] matrix is cut into groups of `group` columns (the last one may be
+// shorter); a group stores an fp16 scale and an fp16 minimum (32 bits) and `bits`-bit codes:
+//   w_hat = fp16(q * scale + min),   q = clamp(round((w - min) / scale), 0, 2^bits - 1).
+// Payload of one matrix: sections "codes/<name>" (packed codes, row-major), "scales/<name>" and
+// "mins/<name>" (fp16, one per group, row-major over [rows, groups per row]); metaJson
+// {"bits": b, "groups": [columns per group of each matrix]}.
+// Header-only, no LibTorch; needs nlohmann_json (the plugins link it). Reentrant.
+#pragma once
+
+#include "pocket/io/dtype.h"
+#include "pocket/methods/method.h"
+#include "pocket/methods/vq_kernels.h"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace pocket::uniform {
+
+// Columns per group: `group`, or the whole row when group is 0 (or wider than the row).
+inline std::int64_t groupColumns(std::int64_t cols, std::int64_t group)
+{
+    return group <= 0 || group > cols ? cols : group;
+}
+
+// Groups of a matrix (rows * groups per row).
+inline std::int64_t groupCount(const MatrixRef& ref, std::int64_t groupCols)
+{
+    return ref.rows * ((ref.cols + groupCols - 1) / groupCols);
+}
+
+// Bits of one matrix: rows*cols*bits codes + 32 per group.
+inline BitCounts matrixBits(const MatrixRef& ref, int bits, std::int64_t groupCols)
+{
+    BitCounts b;
+    b.indexBits = static_cast<std::uint64_t>(ref.weights()) * static_cast<std::uint64_t>(bits);
+    b.scaleBits = 32ull * static_cast<std::uint64_t>(groupCount(ref, groupCols));
+    return b;
+}
+
+// CompressionMethod::estimateBits for methods whose parameters include `bits` and `group`: every
+// matrix quantised on its own, nothing shared.
+inline BitCounts estimateBits(const std::vector<MatrixRef>& group, const ParamSet& params, std::vector<BitCounts>& perMatrix)
+{
+    perMatrix.clear();
+    for (const MatrixRef& m : group)
+        perMatrix.push_back(matrixBits(m, static_cast<int>(params.getInt("bits")), groupColumns(m.cols, params.getInt("group"))));
+    return BitCounts{};
+}
+
+// The stored parameters of one group and the quantiser they define.
+struct GroupQuant {
+    std::uint16_t scaleHalf = 0;
+    std::uint16_t minHalf = 0;
+    float scale = 1;    // halfToFloat(scaleHalf)
+    float minValue = 0; // halfToFloat(minHalf)
+    int top = 15;       // 2^bits - 1
+
+    // Fitted to a group whose smallest value is `lo` and largest `hi`.
+    static GroupQuant fit(float lo, float hi, int bits)
+    {
+        GroupQuant q;
+        q.top = (1 << bits) - 1;
+        // The decoder sees the fp16 values, so codes are chosen against them.
+        q.minHalf = floatToHalf(lo);
+        q.minValue = halfToFloat(q.minHalf);
+        const float range = hi - q.minValue;
+        q.scaleHalf = floatToHalf(range > 0 ? range / static_cast<float>(q.top) : 1.0f);
+        if (halfToFloat(q.scaleHalf) == 0)
+            q.scaleHalf = floatToHalf(1e-7f); // smallest subnormal range: all codes 0
+        q.scale = halfToFloat(q.scaleHalf);
+        return q;
+    }
+    // Restores the quantiser from stored fp16 values.
+    static GroupQuant fromHalves(std::uint16_t scaleHalf, std::uint16_t minHalf, int bits)
+    {
+        GroupQuant q;
+        q.top = (1 << bits) - 1;
+        q.scaleHalf = scaleHalf;
+        q.minHalf = minHalf;
+        q.scale = halfToFloat(scaleHalf);
+        q.minValue = halfToFloat(minHalf);
+        return q;
+    }
+    // The nearest code of w.
+    std::int32_t code(float w) const
+    {
+        const long q = std::lround((w - minValue) / scale);
+        return static_cast<std::int32_t>(std::clamp<long>(q, 0, top));
+    }
+    // The decoded weight of a code.
+    float value(std::int32_t code) const { return halfToFloat(floatToHalf(static_cast<float>(code) * scale + minValue)); }
+};
+
+// One quantised matrix: codes row-major, scales and mins row-major over [rows, groups per row].
+struct QuantisedMatrix {
+    std::vector<std::int32_t> codes;
+    std::vector<std::uint16_t> scales;
+    std::vector<std::uint16_t> mins;
+};
+
+// The metaJson of a payload of matrices with these group widths.
+inline std::string metaJson(int bits, const std::vector<std::int64_t>& groupCols)
+{
+    return nlohmann::json{{"bits", bits}, {"groups", groupCols}}.dump();
+}
+
+// Appends the three sections of matrix `ref` and its MatrixResult (bits; errors are
+// filled later by measureReconstruction).
+inline void appendMatrix(GroupPayload& payload, const MatrixRef& ref, const QuantisedMatrix& q, int bits)
+{
+    const auto halfBytes = [](const std::vector<std::uint16_t>& h) {
+        std::vector<std::uint8_t> out(h.size() * 2);
+        std::memcpy(out.data(), h.data(), out.size());
+        return out;
+    };
+    MatrixResult result;
+    result.ref = ref;
+    result.bits.indexBits = static_cast<std::uint64_t>(q.codes.size()) * static_cast<std::uint64_t>(bits);
+    result.bits.scaleBits = 32ull * q.scales.size();
+    payload.matrices.push_back(result);
+    payload.sections.push_back({"codes/" + ref.name, packBits(q.codes.data(), static_cast<std::int64_t>(q.codes.size()), bits)});
+    payload.sections.push_back({"scales/" + ref.name, halfBytes(q.scales)});
+    payload.sections.push_back({"mins/" + ref.name, halfBytes(q.mins)});
+}
+
+// Decodes every matrix of a payload in this layout; errors start with "<methodId>: ".
+inline Result<std::vector<std::vector<float>>> decodePayload(const GroupPayload& p, const std::string& methodId)
+{
+    const auto meta = nlohmann::json::parse(p.metaJson, nullptr, false);
+    if (!meta.is_object() || !meta.contains("bits") || !meta["bits"].is_number_integer() || !meta.contains("groups") ||
+        !meta["groups"].is_array() || meta["groups"].size() != p.matrices.size())
+        return Error{methodId + ": group " + p.groupId + ": bad metadata"};
+    std::vector<std::vector<float>> out;
+    const int bits = meta["bits"].get<int>();
+    if (bits < 2 || bits > 8)
+        return Error{methodId + ": group " + p.groupId + ": bits out of range"};
+    for (std::size_t mi = 0; mi < p.matrices.size(); ++mi) {
+        const MatrixResult& r = p.matrices[mi];
+        const auto& gj = meta["groups"][mi];
+        const std::int64_t g = gj.is_number_integer() ? gj.get<std::int64_t>() : 0;
+        if (r.ref.rows < 1 || r.ref.cols < 1 || g < 1 || g > r.ref.cols)
+            return Error{methodId + ": " + r.ref.name + ": bad group size"};
+        const std::int64_t perRow = (r.ref.cols + g - 1) / g;
+        const auto groups = static_cast<std::uint64_t>(r.ref.rows * perRow);
+        const PayloadSection* codesSection = p.section("codes/" + r.ref.name);
+        const PayloadSection* scalesSection = p.section("scales/" + r.ref.name);
+        const PayloadSection* minsSection = p.section("mins/" + r.ref.name);
+        if (!codesSection || !scalesSection || !minsSection || scalesSection->bytes.size() != groups * 2 ||
+            minsSection->bytes.size() != groups * 2)
+            return Error{methodId + ": " + r.ref.name + ": sections missing or of the wrong size"};
+        std::vector<std::int32_t> codes(static_cast<std::size_t>(r.ref.weights()));
+        if (!unpackBits(codesSection->bytes.data(), codesSection->bytes.size(), r.ref.weights(), bits, codes.data()))
+            return Error{methodId + ": " + r.ref.name + ": codes section too short"};
+        std::vector<float> w(codes.size());
+        for (std::int64_t row = 0; row < r.ref.rows; ++row) {
+            for (std::int64_t b = 0; b < perRow; ++b) {
+                std::uint16_t s, mn;
+                const std::size_t k = static_cast<std::size_t>(row * perRow + b) * 2;
+                std::memcpy(&s, scalesSection->bytes.data() + k, 2);
+                std::memcpy(&mn, minsSection->bytes.data() + k, 2);
+                const GroupQuant q = GroupQuant::fromHalves(s, mn, bits);
+                const std::int64_t begin = row * r.ref.cols + b * g, end = row * r.ref.cols + std::min(r.ref.cols, (b + 1) * g);
+                for (std::int64_t i = begin; i < end; ++i)
+                    w[i] = q.value(codes[i]);
+            }
+        }
+        out.push_back(std::move(w));
+    }
+    return out;
+}
+
+} // namespace pocket::uniform

@@ -1,0 +1,61 @@
+// Perplexity of a model on a token stream, in windows of a fixed context length.
+#pragma once
+
+#include "pocket/model/llama_model.h"
+#include "pocket/support/result.h"
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+namespace pocket {
+
+struct EvalParams {
+    int ctx = 2048;             // tokens per window, BOS included
+    int stride = 0;             // text tokens between window starts; 0 = ctx - 1 (non-overlapping)
+    std::int64_t maxTokens = 0; // score at most this many text tokens (0 = all)
+    int batch = 0;              // windows per forward pass; 0 = chosen from ctx and vocabulary size
+};
+
+// One window: model input is BOS followed by text tokens [start, start + length); the
+// predictions of text tokens [scoreFrom, start + length) count (earlier ones were scored by an
+// earlier window, with more context).
+struct EvalWindow {
+    std::int64_t start = 0;
+    std::int64_t length = 0;
+    std::int64_t scoreFrom = 0;
+};
+
+// The windows for `textTokens` tokens. Non-overlapping by default (each text token is scored
+// exactly once, each window starts with BOS, as GPTQ and llama.cpp evaluate); with a smaller
+// stride, windows slide and only the tokens not yet scored count. Requires 2 <= ctx and
+// 1 <= stride <= ctx - 1 (checked by evaluatePerplexity).
+std::vector<EvalWindow> planWindows(std::int64_t textTokens, int ctx, int stride);
+
+struct EvalProgress {
+    int windowsDone = 0;
+    int windowsTotal = 0;
+    std::int64_t tokensScored = 0;
+    double elapsedSeconds = 0;
+    double perplexitySoFar = 0;
+};
+
+struct EvalResult {
+    double perplexity = 0;
+    double meanNll = 0;               // natural log, per scored token
+    std::int64_t tokensScored = 0;
+    std::int64_t tokensProcessed = 0; // tokens run through the model (BOS and overlaps included)
+    int windows = 0;
+    int ctx = 0;
+    int stride = 0;
+    int batch = 0;
+    double elapsedSeconds = 0;
+    double tokensPerSecond = 0;       // tokens processed per second
+};
+
+// Evaluates `model` on `textTokens` (no BOS; it is added to every window). `onProgress` is
+// called after each batch on the calling thread; returning false cancels ("cancelled" error).
+Result<EvalResult> evaluatePerplexity(const LlamaModel& model, const std::vector<std::int32_t>& textTokens, std::int32_t bosId,
+                                      const EvalParams& params, const std::function<bool(const EvalProgress&)>& onProgress = {});
+
+} // namespace pocket

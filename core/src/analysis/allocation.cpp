@@ -1,0 +1,56 @@
+// Bit allocation from measured sensitivities (pocket/analysis/allocation.h).
+#include "pocket/analysis/allocation.h"
+
+namespace pocket {
+
+Result<AllocationResult> planBitAllocation(const AllocationRequest& request, MethodRegistry& registry, const RecorderOptions* recording,
+                                           const std::function<bool(const AllocationProgress&)>& onProgress)
+{
+    if (request.menu.empty())
+        return Error::usage("menu: give at least one setting to choose from", "menu");
+    AllocationResult out;
+    AllocationProgress progress;
+    progress.optionCount = static_cast<int>(request.menu.size());
+    for (std::size_t k = 0; k < request.menu.size(); ++k) {
+        SensitivityParams p = request.base;
+        p.unit = SensitivityUnit::Matrix;
+        p.settings.insert(p.settings.end(), request.menu[k].begin(), request.menu[k].end());
+        progress.option = static_cast<int>(k);
+        auto r = runSensitivity(p, registry, recording, [&](const SensitivityProgress& s) {
+            progress.sensitivity = s;
+            return !onProgress || onProgress(progress);
+        });
+        if (!r)
+            return r.cancelled() ? r.error() : Error{"menu entry " + std::to_string(k + 1) + ": " + r.message(), r.kind(), "menu"};
+        out.basePerplexity = r->basePerplexity;
+        out.perOption.push_back(std::move(r->units));
+    }
+    const std::size_t n = out.perOption.front().size();
+    std::vector<MatrixOptions> options(n);
+    for (std::size_t i = 0; i < n; ++i) {
+        options[i].name = out.perOption.front()[i].unit;
+        options[i].weights = out.perOption.front()[i].weights;
+        for (const auto& perMatrix : out.perOption) {
+            options[i].bits.push_back(perMatrix[i].bpw * static_cast<double>(perMatrix[i].weights));
+            options[i].damage.push_back(perMatrix[i].klMean);
+        }
+    }
+    for (const auto& perMatrix : out.perOption) {
+        double bits = 0;
+        std::int64_t weights = 0;
+        for (const auto& u : perMatrix) {
+            bits += u.bpw * static_cast<double>(u.weights);
+            weights += u.weights;
+        }
+        out.uniformBpw.push_back(bits / static_cast<double>(weights));
+    }
+    auto plan = allocateBits(options, request.budgetBpw);
+    if (!plan)
+        return plan.error();
+    out.plan = *plan;
+    for (std::size_t i = 0; i < n; ++i)
+        out.matrixSettings[options[i].name] = request.menu[static_cast<std::size_t>(plan->choice[i])];
+    return out;
+}
+
+} // namespace pocket

@@ -1,0 +1,374 @@
+// Per-layer sensitivity (pocket/analysis/sensitivity.h), as named steps: checkRequest, buildUnits,
+// scoringWindows, measureBase, then for every unit compressUnit, scoreUnit and restoreUnit.
+#include "pocket/analysis/sensitivity.h"
+
+#include "sensitivity_recorder.h"
+
+#include "pocket/archive/bit_accounting.h"
+#include "pocket/archive/container.h"
+#include "pocket/io/checkpoint.h"
+#include "pocket/io/text.h"
+#include "pocket/io/tokenizer.h"
+#include "pocket/model/llama_model.h"
+#include "pocket/support/app_paths.h"
+#include "pocket/support/timing.h"
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+
+namespace pocket {
+
+namespace {
+
+using json = nlohmann::ordered_json;
+
+// log-softmax of one row of logits, in double for the sum.
+void logSoftmax(const float* logits, std::int64_t n, float* out)
+{
+    double maxValue = -INFINITY;
+    for (std::int64_t i = 0; i < n; ++i)
+        maxValue = std::max<double>(maxValue, logits[i]);
+    double sum = 0;
+    for (std::int64_t i = 0; i < n; ++i)
+        sum += std::exp(static_cast<double>(logits[i]) - maxValue);
+    const double logZ = maxValue + std::log(sum);
+    for (std::int64_t i = 0; i < n; ++i)
+        out[i] = static_cast<float>(logits[i] - logZ);
+}
+
+std::int64_t argmax(const float* v, std::int64_t n) { return std::max_element(v, v + n) - v; }
+
+struct Unit {
+    std::string name;
+    std::vector<MatrixRef> matrices;
+};
+
+// The scored text: windows of BOS + ctx-1 tokens from the text's start; ctx-1 predictions each.
+struct Windows {
+    std::vector<std::vector<std::int32_t>> inputs;
+    const std::vector<std::int32_t>* tokens = nullptr;
+    std::int64_t perWindow = 0;
+    int count() const { return static_cast<int>(inputs.size()); }
+    std::int32_t target(int w, std::int64_t pos) const { return (*tokens)[static_cast<std::size_t>(w * perWindow + pos)]; }
+};
+
+// The uncompressed model's log-probabilities and top-1 predictions, computed once.
+struct BaseScores {
+    std::vector<float> logp;
+    std::vector<std::int32_t> top;
+    double perplexity = 0;
+};
+
+// What one unit's compression did to the weights, kept until the unit is scored and restored.
+struct CompressedUnit {
+    std::map<std::string, std::vector<float>> originals;
+    std::vector<MatrixMetric> metrics;
+    double bits = 0;
+};
+
+Status checkRequest(const SensitivityParams& params, MethodRegistry& registry, CompressionMethod*& method, ParamSet& resolved)
+{
+    if (isPllmFile(params.modelPath))
+        return Error::usage(params.modelPath + ": sensitivity needs the original model, not a compressed archive", "model");
+    if (params.ctx < 2)
+        return Error::usage("ctx must be at least 2", "ctx");
+    if (params.windows < 1)
+        return Error::usage("windows must be at least 1", "windows");
+    auto found = registry.find(params.methodId);
+    if (!found)
+        return found.error();
+    method = *found;
+    auto r = ParamSet::resolve(method->info().params, params.settings);
+    if (!r)
+        return r.error();
+    resolved = *r;
+    if (method->needsCalibration(resolved))
+        return Error::usage("method " + params.methodId + ": these settings need calibration data, which sensitivity runs do not collect yet; "
+                            "use a method without it (rtn, vq, pocketllm)",
+                            "method");
+    return {};
+}
+
+// The units in model order (type units: q k v o gate up down).
+Result<std::vector<Unit>> buildUnits(const Checkpoint& c, const SensitivityParams& params)
+{
+    auto names = params.selection.select(c.config());
+    if (!names)
+        return names.error();
+    if (names->empty())
+        return Error::usage("the layer selection matches no matrix of " + c.path(), "selection");
+    std::vector<Unit> units;
+    std::map<std::string, std::size_t> unitIndex;
+    for (int layer = 0; layer < c.config().numLayers; ++layer)
+        for (const MatrixType type : kMatrixTypes) {
+            const std::string name = matrixTensorName(layer, type);
+            if (std::find(names->begin(), names->end(), name) == names->end())
+                continue;
+            const TensorInfo* info = c.find(name);
+            if (!info || info->shape.size() != 2)
+                return Error{c.path() + ": " + name + " is not a matrix"};
+            const MatrixRef ref{name, layer, type, info->shape[0], info->shape[1]};
+            std::string key = name;
+            if (params.unit == SensitivityUnit::Block)
+                key = "block " + std::to_string(layer);
+            else if (params.unit == SensitivityUnit::Type)
+                key = matrixTypeName(type);
+            auto [it, inserted] = unitIndex.emplace(key, units.size());
+            if (inserted)
+                units.push_back({key, {}});
+            units[it->second].matrices.push_back(ref);
+        }
+    if (params.unit == SensitivityUnit::Type) // q k v o gate up down, not first-seen order
+        std::stable_sort(units.begin(), units.end(), [](const Unit& a, const Unit& b) { return a.matrices[0].type < b.matrices[0].type; });
+    return units;
+}
+
+// As many windows as asked, the text holds, and the log-probability cache allows.
+Result<Windows> scoringWindows(const std::vector<std::int32_t>& tokens, std::int32_t bosId, std::int64_t vocab,
+                               const SensitivityParams& params)
+{
+    Windows w;
+    w.tokens = &tokens;
+    w.perWindow = params.ctx - 1;
+    int windows = static_cast<int>(std::min<std::int64_t>(params.windows, static_cast<std::int64_t>(tokens.size()) / w.perWindow));
+    if (windows < 1)
+        return Error{params.textPath + ": too short for one window of " + std::to_string(params.ctx) + " tokens (" +
+                     std::to_string(tokens.size()) + " tokens)"};
+    const std::uint64_t bytesPerWindow = static_cast<std::uint64_t>(w.perWindow * vocab) * sizeof(float);
+    if (static_cast<std::uint64_t>(windows) * bytesPerWindow > params.maxCacheBytes) {
+        const int fit = std::max<int>(1, static_cast<int>(params.maxCacheBytes / bytesPerWindow));
+        spdlog::warn("sensitivity: caching {} windows of log-probabilities would take {} MiB; using {} windows", windows,
+                     windows * bytesPerWindow >> 20, fit);
+        windows = fit;
+    }
+    w.inputs.resize(static_cast<std::size_t>(windows));
+    for (int i = 0; i < windows; ++i) {
+        w.inputs[i].push_back(bosId);
+        w.inputs[i].insert(w.inputs[i].end(), tokens.begin() + i * w.perWindow, tokens.begin() + (i + 1) * w.perWindow);
+    }
+    return w;
+}
+
+Result<BaseScores> measureBase(const LlamaModel& model, const Windows& w, std::int64_t vocab)
+{
+    BaseScores base;
+    base.logp.resize(static_cast<std::size_t>(w.count()) * w.perWindow * vocab);
+    base.top.resize(static_cast<std::size_t>(w.count()) * w.perWindow);
+    double nll = 0;
+    for (int i = 0; i < w.count(); ++i) {
+        auto logits = model.logits(w.inputs[i]);
+        if (!logits)
+            return logits.error();
+        for (std::int64_t p = 0; p < w.perWindow; ++p) {
+            float* row = base.logp.data() + (i * w.perWindow + p) * vocab;
+            logSoftmax(logits->data() + p * vocab, vocab, row);
+            nll -= row[w.target(i, p)];
+            base.top[i * w.perWindow + p] = static_cast<std::int32_t>(argmax(row, vocab));
+        }
+    }
+    base.perplexity = std::exp(nll / static_cast<double>(w.count() * w.perWindow));
+    return base;
+}
+
+// Compresses the unit's groups with the method and puts the decoded weights into the model.
+Result<CompressedUnit> compressUnit(const Unit& unit, const Checkpoint& c, CompressionMethod& method, const ParamSet& resolved,
+                                    LlamaModel& model, UnitSensitivity& u)
+{
+    auto groups = method.planGroups(unit.matrices, resolved);
+    if (!groups)
+        return groups.error();
+    CompressedUnit out;
+    double mseSum = 0, snrSum = 0;
+    for (std::size_t g = 0; g < groups->size(); ++g) {
+        MatrixGroup group;
+        group.id = unit.name + (groups->size() > 1 ? "#" + std::to_string(g) : std::string());
+        for (const MatrixRef& ref : (*groups)[g]) {
+            auto data = c.load(ref.name);
+            if (!data)
+                return data.error();
+            group.matrices.push_back({ref, data->toFloat(), {}});
+            out.originals[ref.name] = group.matrices.back().values;
+        }
+        CompressContext context;
+        context.threads = computeThreads();
+        auto payload = method.compress(group, resolved, context);
+        if (!payload)
+            return payload.error().prefixed(unit.name);
+        auto decoded = method.decode(*payload);
+        if (!decoded)
+            return decoded.error().prefixed(unit.name);
+        const std::vector<MatrixReport> reports = matrixReports(*payload);
+        for (std::size_t i = 0; i < reports.size(); ++i) {
+            const MatrixReport& m = reports[i];
+            out.bits += m.bpw * static_cast<double>(m.rows * m.cols);
+            mseSum += m.mse * static_cast<double>(m.rows * m.cols);
+            snrSum += m.snrDb;
+            u.weights += m.rows * m.cols;
+            u.matrices.push_back(m.name);
+            out.metrics.push_back(matrixMetricOf(m));
+            out.metrics.back().groupId = unit.name;
+            POCKET_TRY(model.setWeight(m.name, (*decoded)[i]));
+        }
+    }
+    u.bpw = u.weights > 0 ? out.bits / static_cast<double>(u.weights) : 0;
+    u.mse = u.weights > 0 ? mseSum / static_cast<double>(u.weights) : 0;
+    u.snrDb = out.metrics.empty() ? 0 : snrSum / static_cast<double>(out.metrics.size());
+    return out;
+}
+
+// Perplexity, KL from the base distributions and top-1 agreement of the model as it is now.
+Status scoreUnit(const LlamaModel& model, const Windows& w, const BaseScores& base, std::int64_t vocab, UnitSensitivity& u)
+{
+    std::vector<float> logp(static_cast<std::size_t>(vocab));
+    double nll = 0, kl = 0;
+    std::int64_t agree = 0;
+    for (int i = 0; i < w.count(); ++i) {
+        auto logits = model.logits(w.inputs[i]);
+        if (!logits)
+            return logits.error();
+        for (std::int64_t p = 0; p < w.perWindow; ++p) {
+            logSoftmax(logits->data() + p * vocab, vocab, logp.data());
+            const float* b = base.logp.data() + (i * w.perWindow + p) * vocab;
+            double k = 0;
+            for (std::int64_t v = 0; v < vocab; ++v)
+                k += std::exp(static_cast<double>(b[v])) * (static_cast<double>(b[v]) - logp[v]);
+            kl += std::max(0.0, k);
+            nll -= logp[w.target(i, p)];
+            agree += argmax(logp.data(), vocab) == base.top[i * w.perWindow + p];
+        }
+    }
+    const double n = static_cast<double>(w.count() * w.perWindow);
+    u.perplexity = std::exp(nll / n);
+    u.deltaPerplexity = u.perplexity - base.perplexity;
+    u.klMean = kl / n;
+    u.top1Agreement = static_cast<double>(agree) / n;
+    return {};
+}
+
+// Back to the exact model for the next unit.
+Status restoreUnit(const CompressedUnit& unit, LlamaModel& model)
+{
+    for (const auto& [name, values] : unit.originals)
+        POCKET_TRY(model.setWeight(name, values));
+    return {};
+}
+
+} // namespace
+
+const char* sensitivityUnitName(SensitivityUnit unit)
+{
+    switch (unit) {
+    case SensitivityUnit::Matrix: return "matrix";
+    case SensitivityUnit::Block: return "block";
+    case SensitivityUnit::Type: return "type";
+    }
+    return "matrix";
+}
+
+std::optional<SensitivityUnit> parseSensitivityUnit(const std::string& name)
+{
+    for (SensitivityUnit u : {SensitivityUnit::Matrix, SensitivityUnit::Block, SensitivityUnit::Type})
+        if (name == sensitivityUnitName(u))
+            return u;
+    return std::nullopt;
+}
+
+Result<SensitivityResult> runSensitivity(const SensitivityParams& params, MethodRegistry& registry, const RecorderOptions* recording,
+                                         const std::function<bool(const SensitivityProgress&)>& onProgress)
+{
+    const Stopwatch clock;
+    CompressionMethod* method = nullptr;
+    ParamSet resolved;
+    POCKET_TRY(checkRequest(params, registry, method, resolved));
+    auto ckpt = openCheckpoint(params.modelPath);
+    if (!ckpt)
+        return ckpt.error();
+    const Checkpoint& c = **ckpt;
+    const std::string tokenizerPath = params.tokenizerPath.empty() ? c.tokenizerPath() : params.tokenizerPath;
+    if (tokenizerPath.empty())
+        return Error{c.path() + ": no tokenizer found beside the model (tokenizer.model or tokenizer.bin), and none was given",
+                     ErrorKind::Input, "tokenizer"};
+    auto tokenizer = loadTokenizer(tokenizerPath);
+    if (!tokenizer)
+        return tokenizer.error();
+    auto text = readTextFile(params.textPath);
+    if (!text)
+        return text.error();
+    const std::vector<std::int32_t> tokens = (*tokenizer)->encode(*text);
+    auto units = buildUnits(c, params);
+    if (!units)
+        return units.error();
+    const std::int64_t vocab = c.config().vocabSize;
+    auto windows = scoringWindows(tokens, (*tokenizer)->bosId(), vocab, params);
+    if (!windows)
+        return windows.error();
+    auto model = LlamaModel::load(c);
+    if (!model)
+        return model.error();
+    auto base = measureBase(**model, *windows, vocab);
+    if (!base)
+        return base.error();
+
+    SensitivityResult result;
+    result.windows = windows->count();
+    result.tokensScored = windows->count() * windows->perWindow;
+    result.basePerplexity = base->perplexity;
+    json paramsJson{{"settings", params.settings}, {"method_params", json::parse(resolved.toJson(method->info().params))},
+                    {"unit", sensitivityUnitName(params.unit)}, {"ctx", params.ctx}, {"windows", result.windows},
+                    {"text", absolutePath(params.textPath)}, {"tokenizer", tokenizerPath}};
+    std::unique_ptr<SensitivityRecorder> recorder;
+    if (recording && recording->enabled)
+        recorder = std::make_unique<SensitivityRecorder>(*recording, c, params, paramsJson.dump());
+    // Everything after the base pass ends through here, so a begun run is always finished.
+    const auto fail = [&](const Error& e) {
+        if (recorder)
+            recorder->failed(e);
+        return e;
+    };
+
+    SensitivityProgress progress;
+    progress.unitCount = static_cast<int>(units->size());
+    progress.basePerplexity = result.basePerplexity;
+    if (recorder)
+        recorder->begin();
+    if (onProgress && !onProgress(progress))
+        return fail(Error::cancelled());
+
+    std::int64_t allWeights = 0;
+    double allBits = 0;
+    for (const Unit& unit : *units) {
+        const Stopwatch unitClock;
+        UnitSensitivity u;
+        u.unit = unit.name;
+        auto compressed = compressUnit(unit, c, *method, resolved, **model, u);
+        if (!compressed)
+            return fail(compressed.error());
+        allWeights += u.weights;
+        allBits += compressed->bits;
+        if (auto s = scoreUnit(**model, *windows, *base, vocab, u); !s)
+            return fail(s.error());
+        if (auto s = restoreUnit(*compressed, **model); !s)
+            return fail(s.error());
+        u.seconds = unitClock.seconds();
+        result.units.push_back(u);
+        if (recorder)
+            recorder->addUnit(u, compressed->metrics);
+
+        progress.unitsDone = static_cast<int>(result.units.size());
+        progress.elapsedSeconds = clock.seconds();
+        progress.etaSeconds = progress.elapsedSeconds / progress.unitsDone * (progress.unitCount - progress.unitsDone);
+        progress.latest = &result.units.back();
+        if (onProgress && !onProgress(progress))
+            return fail(Error::cancelled());
+    }
+    result.seconds = clock.seconds();
+    if (recorder)
+        result.runId = recorder->done(result, allWeights, allBits);
+    return result;
+}
+
+} // namespace pocket

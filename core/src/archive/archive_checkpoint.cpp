@@ -1,0 +1,185 @@
+// Reading a .pllm archive as a model (see pocket/archive/archive_checkpoint.h).
+#include "pocket/archive/archive_checkpoint.h"
+
+#include "pocket/archive/container.h"
+#include "pocket/archive/model_archive.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <mutex>
+
+namespace pocket {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+class ArchiveCheckpoint final : public Checkpoint {
+public:
+    static Result<std::unique_ptr<Checkpoint>> open(const std::string& path, const MethodRegistry& registry)
+    {
+        auto archive = Archive::open(path);
+        if (!archive)
+            return archive.error();
+        std::unique_ptr<ArchiveCheckpoint> ckpt(new ArchiveCheckpoint);
+        ckpt->m_archive = *archive;
+        const ArchiveManifest& manifest = ckpt->m_archive->manifest();
+        ckpt->m_config = manifest.config;
+        ckpt->m_format = CheckpointFormat::HfSafetensors;
+        ckpt->m_path = path;
+
+        std::map<std::string, TensorInfo> stored;
+        for (const ArchiveTensor& t : manifest.tensors)
+            stored[t.name] = {t.name, t.dtype, t.shape, static_cast<std::uint64_t>(elementCount(t.shape)) * dtypeSize(t.dtype)};
+        for (std::size_t g = 0; g < manifest.groups.size(); ++g) {
+            const GroupPayload& payload = manifest.groups[g].payload;
+            auto method = registry.find(payload.methodId);
+            if (!method)
+                return fileError(path, "group " + payload.groupId + " needs method '" + payload.methodId + "': " + method.message(),
+                                 ErrorKind::Unsupported);
+            if (payload.methodVersion > (*method)->info().version)
+                return fileError(path, "group " + payload.groupId + " was written by version " +
+                                           std::to_string(payload.methodVersion) + " of method '" + payload.methodId +
+                                           "'; this program has version " + std::to_string((*method)->info().version),
+                                 ErrorKind::Unsupported);
+            ckpt->m_methods.push_back(*method);
+            for (std::size_t m = 0; m < payload.matrices.size(); ++m) {
+                const MatrixRef& ref = payload.matrices[m].ref;
+                stored[ref.name] = {ref.name, DType::F32, {ref.rows, ref.cols},
+                                    static_cast<std::uint64_t>(ref.weights()) * 4};
+                ckpt->m_decoded[ref.name] = {g, m};
+            }
+        }
+        for (const TensorInfo& expected : expectedTensors(manifest.config)) {
+            const auto it = stored.find(expected.name);
+            if (it == stored.end())
+                return fileError(path, "the archive holds no tensor " + expected.name);
+            if (it->second.shape != expected.shape)
+                return fileError(path, expected.name + " has shape " + shapeString(it->second.shape) + ", the config needs " +
+                                           shapeString(expected.shape));
+            ckpt->m_tensors.push_back(it->second);
+        }
+        ckpt->buildIndex();
+        if (!manifest.tokenizerKind.empty()) {
+            auto status = ckpt->extractTokenizer();
+            if (!status)
+                return status.error();
+        }
+        return std::unique_ptr<Checkpoint>(std::move(ckpt));
+    }
+
+    ~ArchiveCheckpoint() override
+    {
+        if (!m_tokenizerDir.empty()) {
+            std::error_code ec;
+            fs::remove_all(m_tokenizerDir, ec);
+        }
+    }
+
+    std::string fileOf(const std::string&) const override { return m_path; }
+
+    Result<TensorData> load(const std::string& name) const override
+    {
+        const TensorInfo* info = find(name);
+        if (!info)
+            return fileError(m_path, "no tensor " + name);
+        const auto decodedAt = m_decoded.find(name);
+        if (decodedAt == m_decoded.end()) {
+            auto data = m_archive->tensor(name);
+            if (!data)
+                return data.error();
+            return data;
+        }
+        const auto [groupIndex, matrixIndex] = decodedAt->second;
+        std::lock_guard<std::mutex> lock(m_mutex);
+        auto& cache = m_cache[groupIndex];
+        if (!cache.matrices) {
+            auto payload = m_archive->groupPayload(groupIndex);
+            if (!payload)
+                return payload.error();
+            auto decoded = m_methods[groupIndex]->decode(*payload);
+            if (!decoded)
+                return decoded.error().prefixed(m_path);
+            cache.matrices = std::make_shared<std::vector<std::vector<float>>>(std::move(*decoded));
+            cache.served.assign(cache.matrices->size(), false);
+        }
+        auto matrices = cache.matrices;
+        const std::vector<float>& values = (*matrices)[matrixIndex];
+        TensorData data;
+        data.info = *info;
+        data.data = reinterpret_cast<const std::uint8_t*>(values.data());
+        data.owner = matrices;
+        // Drop the decoded group once each of its matrices was handed out (callers hold their copies).
+        cache.served[matrixIndex] = true;
+        if (std::all_of(cache.served.begin(), cache.served.end(), [](bool b) { return b; }))
+            m_cache.erase(groupIndex);
+        return data;
+    }
+
+private:
+    // The embedded tokenizer goes to a private temporary file, so tokenizerPath() works as for
+    // any checkpoint; it is removed with the checkpoint.
+    Status extractTokenizer()
+    {
+        auto bytes = m_archive->tokenizerBytes();
+        if (!bytes)
+            return bytes.error();
+        static std::atomic<int> counter{0};
+        std::error_code ec;
+        const fs::path dir = fs::temp_directory_path(ec) /
+                             ("pocketllm-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
+        fs::create_directories(dir, ec);
+        const std::string file = (dir / m_archive->manifest().tokenizerFileName).string();
+        std::ofstream out(file, std::ios::binary);
+        out.write(reinterpret_cast<const char*>(bytes->data()), static_cast<std::streamsize>(bytes->size()));
+        out.close();
+        if (ec || !out) {
+            fs::remove_all(dir, ec);
+            return fileError(file, "cannot write the archive's tokenizer to a temporary file", ErrorKind::Io);
+        }
+        m_tokenizerDir = dir.string();
+        m_tokenizerPath = file;
+        return {};
+    }
+
+    std::string m_tokenizerDir;
+    struct DecodedGroup {
+        std::shared_ptr<std::vector<std::vector<float>>> matrices;
+        std::vector<bool> served;
+    };
+    std::shared_ptr<Archive> m_archive;
+    std::vector<const CompressionMethod*> m_methods; // per group
+    std::map<std::string, std::pair<std::size_t, std::size_t>> m_decoded; // name -> (group, matrix)
+    mutable std::mutex m_mutex;
+    mutable std::map<std::size_t, DecodedGroup> m_cache;
+};
+
+} // namespace
+
+Result<std::unique_ptr<Checkpoint>> openArchiveCheckpoint(const std::string& path, const MethodRegistry& registry)
+{
+    return ArchiveCheckpoint::open(path, registry);
+}
+
+Result<std::unique_ptr<Checkpoint>> openModelOrArchive(const std::string& path, const MethodRegistry& registry)
+{
+    if (isPllmFile(path))
+        return openArchiveCheckpoint(path, registry);
+    return openCheckpoint(path);
+}
+
+Status decompressArchive(const std::string& archivePath, const MethodRegistry& registry, const std::string& outDir,
+                         HfWriteOptions options)
+{
+    auto checkpoint = openArchiveCheckpoint(archivePath, registry);
+    if (!checkpoint)
+        return checkpoint.error();
+    return convertToHf(**checkpoint, outDir, options);
+}
+
+} // namespace pocket

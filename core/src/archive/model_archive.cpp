@@ -1,0 +1,333 @@
+// The model archive on top of the container: the manifest (model config, embedded tokenizer,
+// stored tensors, compressed groups, layer selection), its validation, writing and reading.
+#include "pocket/archive/model_archive.h"
+
+#include "manifest_fields.h"
+
+#include "pocket/io/checkpoint.h"
+
+#include <algorithm>
+#include <limits>
+#include <map>
+#include <set>
+
+namespace pocket {
+
+using namespace archive_detail;
+
+namespace {
+
+std::string tensorSectionName(const std::string& tensor) { return "tensor/" + tensor; }
+std::string groupSectionName(std::size_t group, const std::string& name) { return "group/" + std::to_string(group) + "/" + name; }
+constexpr const char* kTokenizerSection = "tokenizer";
+
+// Byte size of `count` elements of `type`, or false on overflow.
+bool byteSize(const std::vector<std::int64_t>& shape, DType type, std::uint64_t& out)
+{
+    std::uint64_t count = 1;
+    for (const std::int64_t d : shape) {
+        if (d < 0)
+            return false;
+        const auto dim = static_cast<std::uint64_t>(d);
+        if (dim != 0 && count > std::numeric_limits<std::uint64_t>::max() / 16 / dim)
+            return false;
+        count *= dim;
+    }
+    out = count * dtypeSize(type);
+    return true;
+}
+
+// Every tensor of the architecture is either stored or compressed, exactly once, with its shape.
+Status checkModelLayout(const ArchiveManifest& m, const std::string& file)
+{
+    POCKET_TRY(m.config.validate(file));
+    std::map<std::string, std::vector<std::int64_t>> expected;
+    for (const TensorInfo& t : expectedTensors(m.config)) expected[t.name] = t.shape;
+    std::set<std::string> seen;
+    auto place = [&](const std::string& name, const std::vector<std::int64_t>& shape, const std::string& where) -> Status {
+        const auto it = expected.find(name);
+        if (it == expected.end())
+            return fileError(file, where + ": '" + name + "' is not a tensor of this " + m.config.architecture + " model");
+        if (it->second != shape)
+            return fileError(file, where + ": '" + name + "' has shape " + shapeString(shape) + " but the model needs " + shapeString(it->second));
+        if (!seen.insert(name).second)
+            return fileError(file, where + ": '" + name + "' is stored more than once");
+        return {};
+    };
+    for (const ArchiveTensor& t : m.tensors) {
+        if (!isFloatType(t.dtype))
+            return fileError(file, "tensor '" + t.name + "': dtype " + dtypeName(t.dtype) + " is not a float type");
+        POCKET_TRY(place(t.name, t.shape, "tensor '" + t.name + "'"));
+    }
+    std::set<std::string> ids;
+    for (std::size_t g = 0; g < m.groups.size(); ++g) {
+        const GroupPayload& p = m.groups[g].payload;
+        const std::string where = groupWhere(g, p.groupId);
+        if (!ids.insert(p.groupId).second)
+            return fileError(file, where + ": the group id appears twice");
+        if (m.groups[g].sectionNames.size() != p.sections.size())
+            return fileError(file, where + ": " + std::to_string(p.sections.size()) + " payload sections but " +
+                                       std::to_string(m.groups[g].sectionNames.size()) + " container sections");
+        for (const MatrixResult& r : p.matrices) {
+            if (r.ref.layer < 0 || r.ref.layer >= m.config.numLayers || r.ref.name != matrixTensorName(r.ref.layer, r.ref.type))
+                return fileError(file, where + ": matrix '" + r.ref.name + "' does not match its layer " + std::to_string(r.ref.layer) + " and type " + matrixTypeName(r.ref.type));
+            POCKET_TRY(place(r.ref.name, {r.ref.rows, r.ref.cols}, where));
+        }
+    }
+    for (const TensorInfo& t : expectedTensors(m.config))
+        if (!seen.count(t.name))
+            return fileError(file, "tensor '" + t.name + "' is neither stored nor compressed");
+    return {};
+}
+
+Status writeArchiveUnguarded(const std::string& path, ArchiveInput& input)
+{
+    ArchiveManifest& m = input.manifest;
+    for (ArchiveTensor& t : m.tensors) t.section = tensorSectionName(t.name);
+    for (std::size_t g = 0; g < m.groups.size(); ++g) {
+        auto& group = m.groups[g];
+        group.sectionNames.clear();
+        for (const PayloadSection& s : group.payload.sections) group.sectionNames.push_back(groupSectionName(g, s.name));
+    }
+    POCKET_TRY(checkModelLayout(m, path));
+    const bool hasTokenizer = !m.tokenizerKind.empty();
+    if (hasTokenizer && input.tokenizerBytes.empty())
+        return fileError(path, "tokenizer '" + m.tokenizerKind + "' has no bytes to embed");
+    if (!hasTokenizer && !input.tokenizerBytes.empty())
+        return fileError(path, "tokenizer bytes given without a tokenizer kind");
+    if (!m.tensors.empty() && !input.tensorBytes)
+        return fileError(path, "no source for the uncompressed tensors");
+
+    Json j = Json::object();
+    const std::string configText = hfConfigJson(m.config);
+    auto model = parseJson(configText.data(), configText.size(), path, "the model config");
+    if (!model)
+        return model.error();
+    j["model"] = std::move(*model);
+    j["source"] = m.sourceName;
+    j["creator"] = m.creator;
+    if (hasTokenizer)
+        j["tokenizer"] = Json{{"kind", m.tokenizerKind}, {"file_name", m.tokenizerFileName}, {"section", kTokenizerSection}};
+    else
+        j["tokenizer"] = nullptr;
+    Json tensors = Json::array();
+    for (const ArchiveTensor& t : m.tensors)
+        tensors.push_back(Json{{"name", t.name}, {"dtype", dtypeName(t.dtype)}, {"shape", t.shape}, {"section", t.section}});
+    j["tensors"] = std::move(tensors);
+    Json groups = Json::array();
+    for (const ArchiveGroup& g : m.groups) {
+        auto pj = payloadToJson(g.payload, path);
+        if (!pj)
+            return pj.error();
+        (*pj)["sections"] = g.sectionNames;
+        groups.push_back(std::move(*pj));
+    }
+    j["groups"] = std::move(groups);
+    auto selection = objectFromText(m.selectionJson, path, "the layer selection");
+    if (!selection)
+        return selection.error();
+    j["selection"] = std::move(*selection);
+    auto text = dumpStrict(j, path);
+    if (!text)
+        return text.error();
+
+    ContainerWriter writer(path, "model");
+    POCKET_TRY(writer.open());
+    if (hasTokenizer)
+        POCKET_TRY(writer.addSection(kTokenizerSection, input.tokenizerBytes.data(), input.tokenizerBytes.size()));
+    for (const ArchiveTensor& t : m.tensors) {
+        std::uint64_t size = 0;
+        if (!byteSize(t.shape, t.dtype, size))
+            return fileError(path, "tensor '" + t.name + "': shape " + shapeString(t.shape) + " is too large");
+        POCKET_TRY(writer.addSection(t.section, size, [&](const ContainerWriter::Sink& sink) { return input.tensorBytes(t, sink); }));
+    }
+    for (const ArchiveGroup& g : m.groups)
+        for (std::size_t k = 0; k < g.payload.sections.size(); ++k)
+            POCKET_TRY(writer.addSection(g.sectionNames[k], g.payload.sections[k].bytes.data(), g.payload.sections[k].bytes.size()));
+    return writer.finish(*text);
+}
+
+Status openArchiveManifest(const ContainerReader& c, ArchiveManifest& m)
+{
+    const std::string& path = c.path();
+    if (c.kind() != "model")
+        return fileError(path, "is a '" + c.kind() + "' container, not a model archive");
+    auto parsed = parseJson(c.manifestJson().data(), c.manifestJson().size(), path, "the manifest");
+    if (!parsed)
+        return parsed.error();
+    const Json& j = *parsed;
+    const Fields f{path, "manifest", j};
+    std::set<std::string> used; // container sections referenced so far
+    auto useSection = [&](const std::string& name, const std::string& where) -> Result<const ContainerSection*> {
+        const ContainerSection* s = c.find(name);
+        if (!s)
+            return fileError(path, where + ": section '" + name + "' does not exist");
+        if (!used.insert(name).second)
+            return fileError(path, where + ": section '" + name + "' is used twice");
+        return s;
+    };
+
+    auto model = f.object("model");
+    if (!model)
+        return model.error();
+    auto config = parseHfConfig((*model)->dump(), path + ": manifest 'model'");
+    if (!config)
+        return config.error();
+    m.config = std::move(*config);
+    POCKET_TRY(f.string("source", m.sourceName));
+    POCKET_TRY(f.string("creator", m.creator));
+
+    auto tokenizer = f.need("tokenizer");
+    if (!tokenizer)
+        return tokenizer.error();
+    if (!(*tokenizer)->is_null()) {
+        if (!(*tokenizer)->is_object())
+            return f.bad("key 'tokenizer' must be an object or null");
+        const Fields t{path, "manifest tokenizer", **tokenizer};
+        std::string section;
+        POCKET_TRY(t.string("kind", m.tokenizerKind));
+        POCKET_TRY(t.string("file_name", m.tokenizerFileName));
+        POCKET_TRY(t.string("section", section));
+        if (m.tokenizerKind.empty())
+            return t.bad("kind is empty");
+        POCKET_TRY(useSection(section, "tokenizer"));
+        if (section != kTokenizerSection)
+            return t.bad(std::string("section must be '") + kTokenizerSection + "'");
+    }
+
+    auto tensors = f.array("tensors");
+    if (!tensors)
+        return tensors.error();
+    for (std::size_t i = 0; i < (*tensors)->size(); ++i) {
+        const Json& e = (**tensors)[i];
+        if (!e.is_object())
+            return f.bad("tensors[" + std::to_string(i) + "] is not an object");
+        const Fields t{path, "manifest tensors[" + std::to_string(i) + "]", e};
+        ArchiveTensor tensor;
+        std::string dtype;
+        POCKET_TRY(t.string("name", tensor.name));
+        POCKET_TRY(t.string("dtype", dtype));
+        const auto parsedType = parseDType(dtype);
+        if (!parsedType)
+            return t.bad("unknown dtype '" + dtype + "'");
+        tensor.dtype = *parsedType;
+        auto shape = t.array("shape");
+        if (!shape)
+            return shape.error();
+        for (const Json& d : **shape) {
+            if (!d.is_number_unsigned() || d.get<std::uint64_t>() > static_cast<std::uint64_t>(kMaxMatrixDim))
+                return t.bad("shape entries must be integers in [0, " + std::to_string(kMaxMatrixDim) + "]");
+            tensor.shape.push_back(static_cast<std::int64_t>(d.get<std::uint64_t>()));
+        }
+        POCKET_TRY(t.string("section", tensor.section));
+        m.tensors.push_back(std::move(tensor));
+    }
+
+    auto groups = f.array("groups");
+    if (!groups)
+        return groups.error();
+    for (std::size_t g = 0; g < (*groups)->size(); ++g) {
+        const Json& e = (**groups)[g];
+        const std::string where = "group " + std::to_string(g);
+        if (!e.is_object())
+            return fileError(path, where + ": must be an object");
+        auto payload = payloadFromJson(e, path, where);
+        if (!payload)
+            return payload.error();
+        ArchiveGroup group;
+        group.payload = std::move(*payload);
+        POCKET_TRY((Fields{path, groupWhere(g, group.payload.groupId), e}.strings("sections", group.sectionNames)));
+        m.groups.push_back(std::move(group));
+    }
+
+    auto selection = f.object("selection");
+    if (!selection)
+        return selection.error();
+    m.selectionJson = (*selection)->dump();
+
+    POCKET_TRY(checkModelLayout(m, path));
+    for (const ArchiveTensor& t : m.tensors) {
+        auto s = useSection(t.section, "tensor '" + t.name + "'");
+        if (!s)
+            return s.error();
+        std::uint64_t size = 0;
+        if (!byteSize(t.shape, t.dtype, size) || size != (*s)->size)
+            return fileError(path, "tensor '" + t.name + "': shape " + shapeString(t.shape) + " of " + dtypeName(t.dtype) + " needs " +
+                                       std::to_string(size) + " bytes but section '" + t.section + "' holds " + std::to_string((*s)->size));
+    }
+    for (std::size_t g = 0; g < m.groups.size(); ++g)
+        for (const std::string& name : m.groups[g].sectionNames)
+            if (auto s = useSection(name, groupWhere(g, m.groups[g].payload.groupId)); !s)
+                return s.error();
+    for (const ContainerSection& s : c.sections())
+        if (!used.count(s.name))
+            return fileError(path, "section '" + s.name + "' is not referenced by the manifest");
+    return {};
+}
+} // namespace
+
+Status writeArchive(const std::string& path, ArchiveInput input)
+{
+    return guarded(path, [&]() { return writeArchiveUnguarded(path, input); });
+}
+
+Result<std::shared_ptr<Archive>> Archive::open(const std::string& path, ContainerReader::Verify verify)
+{
+    return guarded(path, [&]() -> Result<std::shared_ptr<Archive>> {
+        auto container = ContainerReader::open(path, verify);
+        if (!container)
+            return container.error();
+        auto archive = std::make_shared<Archive>();
+        archive->m_container = std::move(*container);
+        POCKET_TRY(openArchiveManifest(*archive->m_container, archive->m_manifest));
+        return archive;
+    });
+}
+
+Result<GroupPayload> Archive::groupPayload(std::size_t groupIndex) const
+{
+    const std::string& path = m_container->path();
+    return guarded(path, [&]() -> Result<GroupPayload> {
+        if (groupIndex >= m_manifest.groups.size())
+            return fileError(path, "no group " + std::to_string(groupIndex) + " (the archive has " + std::to_string(m_manifest.groups.size()) + ")");
+        const ArchiveGroup& g = m_manifest.groups[groupIndex];
+        GroupPayload p = g.payload;
+        for (std::size_t k = 0; k < p.sections.size(); ++k) {
+            auto bytes = m_container->section(g.sectionNames[k]);
+            if (!bytes)
+                return bytes.error();
+            p.sections[k].bytes.assign(bytes->data, bytes->data + bytes->info.byteSize);
+        }
+        return p;
+    });
+}
+
+Result<TensorData> Archive::tensor(const std::string& name) const
+{
+    const auto it = std::find_if(m_manifest.tensors.begin(), m_manifest.tensors.end(), [&](const ArchiveTensor& t) { return t.name == name; });
+    if (it == m_manifest.tensors.end())
+        return fileError(m_container->path(), "no stored tensor named '" + name + "'");
+    auto bytes = m_container->section(it->section);
+    if (!bytes)
+        return bytes.error();
+    TensorData out = std::move(*bytes);
+    out.info.name = it->name;
+    out.info.dtype = it->dtype;
+    out.info.shape = it->shape;
+    return out;
+}
+
+Result<std::vector<std::uint8_t>> Archive::tokenizerBytes() const
+{
+    if (m_manifest.tokenizerKind.empty())
+        return std::vector<std::uint8_t>();
+    return guarded(m_container->path(), [&]() -> Result<std::vector<std::uint8_t>> {
+        auto bytes = m_container->section(kTokenizerSection);
+        if (!bytes)
+            return bytes.error();
+        return std::vector<std::uint8_t>(bytes->data, bytes->data + bytes->info.byteSize);
+    });
+}
+
+
+} // namespace pocket

@@ -1,0 +1,61 @@
+#include "pocket/io/atomic_file.h"
+
+#include <cerrno>
+#include <cstring>
+#include <unistd.h>
+
+namespace pocket {
+
+AtomicFile::AtomicFile(std::string path)
+    : m_path(std::move(path)), m_tempPath(m_path + ".tmp-" + std::to_string(::getpid()))
+{
+}
+
+AtomicFile::~AtomicFile()
+{
+    if (m_file)
+        std::fclose(m_file);
+    if (!m_committed)
+        std::remove(m_tempPath.c_str());
+}
+
+Status AtomicFile::open()
+{
+    m_file = std::fopen(m_tempPath.c_str(), "wb");
+    if (!m_file)
+        return fileError(m_path, std::string("cannot create: ") + std::strerror(errno));
+    return {};
+}
+
+Status AtomicFile::write(const void* bytes, std::size_t count)
+{
+    if (count == 0)
+        return {};
+    if (std::fwrite(bytes, 1, count, m_file) != count)
+        return fileError(m_path, std::string("write failed: ") + std::strerror(errno));
+    return {};
+}
+
+Status AtomicFile::commit()
+{
+    if (std::fflush(m_file) != 0 || ::fsync(::fileno(m_file)) != 0)
+        return fileError(m_path, std::string("write failed: ") + std::strerror(errno));
+    const int rc = std::fclose(m_file);
+    m_file = nullptr;
+    if (rc != 0)
+        return fileError(m_path, std::string("write failed: ") + std::strerror(errno));
+    if (std::rename(m_tempPath.c_str(), m_path.c_str()) != 0)
+        return fileError(m_path, std::string("cannot rename into place: ") + std::strerror(errno));
+    m_committed = true;
+    return {};
+}
+
+Status writeFileAtomically(const std::string& path, const std::string& text)
+{
+    AtomicFile file(path);
+    if (auto s = file.open(); !s) return s;
+    if (auto s = file.write(text.data(), text.size()); !s) return s;
+    return file.commit();
+}
+
+} // namespace pocket

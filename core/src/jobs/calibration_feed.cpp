@@ -1,0 +1,143 @@
+#include "calibration_feed.h"
+
+#include "work_folder.h"
+
+#include "pocket/io/text.h"
+#include "pocket/io/tokenizer.h"
+#include "pocket/jobs/calibration.h"
+
+#include <algorithm>
+#include <random>
+#include <set>
+
+namespace pocket {
+
+Result<std::vector<std::vector<std::int32_t>>> calibrationWindows(const std::vector<std::int32_t>& tokens, std::int32_t bosId,
+                                                                  const CalibrationParams& params)
+{
+    if (params.samples < 1)
+        return Error::usage("calibration samples must be at least 1", "calibration samples");
+    if (params.length < 2)
+        return Error::usage("calibration length must be at least 2", "calibration length");
+    const std::size_t text = static_cast<std::size_t>(params.length - 1);
+    if (tokens.size() < text)
+        return fileError(params.textPath, "too short for calibration: " + std::to_string(tokens.size()) + " tokens, windows need " +
+                                              std::to_string(text));
+    std::mt19937_64 gen(params.seed);
+    std::uniform_int_distribution<std::size_t> start(0, tokens.size() - text);
+    std::vector<std::vector<std::int32_t>> windows;
+    for (int i = 0; i < params.samples; ++i) {
+        const std::size_t s = start(gen);
+        std::vector<std::int32_t> w{bosId};
+        w.insert(w.end(), tokens.begin() + static_cast<std::ptrdiff_t>(s), tokens.begin() + static_cast<std::ptrdiff_t>(s + text));
+        windows.push_back(std::move(w));
+    }
+    return windows;
+}
+
+CalibrationFeed::~CalibrationFeed() = default;
+
+Result<std::unique_ptr<CalibrationFeed>> CalibrationFeed::start(const CompressJobParams& params, const Checkpoint& ckpt,
+                                                                const CompressionMethod& method, const JobPlan& plan,
+                                                                const std::string& tokenizerPath)
+{
+    const bool needed = std::any_of(plan.groupParams.begin(), plan.groupParams.end(),
+                                    [&](const ParamSet& ps) { return method.needsCalibration(ps); });
+    if (!needed)
+        return std::unique_ptr<CalibrationFeed>();
+    const CalibrationParams& cp = params.calibration;
+    if (cp.textPath.empty())
+        return Error::usage("calibration text is needed by method '" + method.info().id + "'", "calibration text");
+    std::unique_ptr<CalibrationFeed> feed(new CalibrationFeed);
+    for (const auto& group : plan.groups)
+        for (const MatrixRef& m : group)
+            if (m.layer != group.front().layer)
+                feed->m_upFront = true;
+    if (tokenizerPath.empty())
+        return Error{ckpt.path() + ": calibration needs a tokenizer, and none was found beside the model or given", ErrorKind::Input,
+                     "tokenizer"};
+    auto tokenizer = loadTokenizer(tokenizerPath);
+    if (!tokenizer)
+        return tokenizer.error();
+    auto text = readTextFile(cp.textPath);
+    if (!text)
+        return text.error();
+    CalibrationParams capped = cp;
+    capped.length = static_cast<int>(std::min<std::int64_t>(cp.length, ckpt.config().maxPositions));
+    auto windows = calibrationWindows((*tokenizer)->encode(*text), (*tokenizer)->bosId(), capped);
+    if (!windows)
+        return windows.error();
+    auto loaded = LlamaModel::load(ckpt);
+    if (!loaded)
+        return loaded.error();
+    feed->m_model = std::move(*loaded);
+    auto run = feed->m_model->startCalibration(*windows);
+    if (!run)
+        return run.error();
+    feed->m_run = std::move(*run);
+    return feed;
+}
+
+Status CalibrationFeed::measureUpFront(const JobPlan& plan, int blockCount, const WorkFolder& work)
+{
+    if (!m_upFront)
+        return {};
+    std::set<std::pair<int, MatrixType>> needed;
+    for (const auto& group : plan.groups)
+        for (const MatrixRef& m : group)
+            needed.insert({m.layer, m.type});
+    for (int block = 0; block < blockCount; ++block) {
+        bool wanted = false;
+        for (MatrixType t : kMatrixTypes)
+            wanted = wanted || needed.count({block, t}) > 0;
+        if (wanted) {
+            auto h = m_run->hessians();
+            if (!h)
+                return h.error();
+            for (auto& [type, values] : *h)
+                if (needed.count({block, type}))
+                    POCKET_TRY(work.saveHessian(block, type, values));
+        }
+        if (block + 1 < blockCount)
+            POCKET_TRY(m_run->advance());
+    }
+    return {};
+}
+
+Status CalibrationFeed::beforeGroup(const std::vector<MatrixRef>& group)
+{
+    if (m_upFront)
+        return {};
+    const int block = group.front().layer;
+    while (m_run->nextBlock() < block)
+        POCKET_TRY(m_run->advance());
+    if (m_hessianBlock != block) {
+        auto h = m_run->hessians();
+        if (!h)
+            return h.error();
+        m_blockHessians = std::move(*h);
+        m_hessianBlock = block;
+    }
+    return {};
+}
+
+Result<std::vector<float>> CalibrationFeed::hessian(const MatrixRef& ref, const WorkFolder& work)
+{
+    if (m_upFront)
+        return work.loadHessian(ref);
+    return m_blockHessians[ref.type];
+}
+
+Status CalibrationFeed::afterGroup(const GroupPayload& payload, const CompressionMethod& method)
+{
+    if (m_upFront)
+        return {};
+    auto decoded = method.decode(payload);
+    if (!decoded)
+        return decoded.error();
+    for (std::size_t m = 0; m < payload.matrices.size(); ++m)
+        POCKET_TRY(m_model->setWeight(payload.matrices[m].ref.name, (*decoded)[m]));
+    return {};
+}
+
+} // namespace pocket

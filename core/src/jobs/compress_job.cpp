@@ -1,0 +1,357 @@
+// A compression run, as a list of named steps (runCompressJob at the end of this file):
+//   openJob           open the model, find the method, plan (compress_plan.cpp)
+//   readTokenizer     the bytes the archive will embed
+//   checkOutput       the output's folder exists
+//   CalibrationFeed   calibration windows and Hessians, if the method needs them
+//   WorkFolder        open or resume the work folder
+//   compressGroups    every group: resumed from the work folder, or compressed and saved there
+//   assembleArchive   write the .pllm archive from the groups and the uncompressed tensors
+#include "pocket/jobs/compress_job.h"
+
+#include "calibration_feed.h"
+#include "recorders.h"
+#include "work_folder.h"
+
+#include "pocket/archive/model_archive.h"
+#include "pocket/io/model_config.h"
+#include "pocket/support/timing.h"
+#include "pocket/version.h"
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <set>
+
+namespace pocket {
+
+namespace fs = std::filesystem;
+using json = nlohmann::ordered_json;
+
+namespace {
+
+// What a run works with once its request has been checked.
+struct OpenJob {
+    std::unique_ptr<Checkpoint> checkpoint;
+    CompressionMethod* method = nullptr;
+    JobPlan plan;
+    ParamSet resolved;
+    std::string tokenizerPath;
+    std::vector<std::uint8_t> tokenizerBytes;
+    fs::path outPath; // absolute
+};
+
+// What identifies a job: a work folder may only be resumed by the same model, method, parameters
+// and selection. The model is identified by its config and its files' sizes and times.
+json jobIdentity(const CompressJobParams& params, const Checkpoint& checkpoint, const CompressionMethod& method,
+                 const ParamSet& resolved, const std::vector<std::string>& groupIds)
+{
+    json files = json::array();
+    std::error_code ec;
+    const fs::path root = checkpoint.path();
+    std::vector<fs::path> paths;
+    if (fs::is_directory(root, ec)) {
+        for (const auto& item : fs::directory_iterator(root, ec))
+            if (item.is_regular_file(ec))
+                paths.push_back(item.path());
+    } else {
+        paths.push_back(root);
+    }
+    std::sort(paths.begin(), paths.end());
+    for (const fs::path& p : paths) {
+        const auto size = fs::file_size(p, ec);
+        const auto time = fs::last_write_time(p, ec).time_since_epoch().count();
+        files.push_back({{"name", p.filename().string()}, {"size", ec ? 0 : size}, {"mtime", static_cast<std::int64_t>(time)}});
+    }
+    json identity{{"model", fs::absolute(root, ec).string()},
+            {"model_files", files},
+            {"config", json::parse(hfConfigJson(checkpoint.config()))},
+            {"method", method.info().id},
+            {"method_version", method.info().version},
+            {"params", json::parse(resolved.toJson(method.info().params))},
+            {"selection", json::parse(layerSelectionJson(params.selection))},
+            {"keep_dtype", dtypeName(params.keepDtype)},
+            {"calibration", method.needsCalibration(resolved)
+                                ? json{{"text", params.calibration.textPath}, {"samples", params.calibration.samples},
+                                       {"length", params.calibration.length}, {"seed", params.calibration.seed}}
+                                : json()},
+            {"groups", groupIds}};
+    if (!params.matrixSettings.empty()) // only then, so older work folders keep their identity
+        identity["matrix_settings"] = params.matrixSettings;
+    return identity;
+}
+
+Status openJob(const CompressJobParams& params, MethodRegistry& registry, OpenJob& job)
+{
+    if (params.outPath.empty())
+        return Error::usage("no output archive given", "output");
+    auto checkpoint = openCheckpoint(params.modelPath);
+    if (!checkpoint)
+        return checkpoint.error();
+    job.checkpoint = std::move(*checkpoint);
+    auto method = registry.find(params.methodId);
+    if (!method)
+        return method.error();
+    job.method = *method;
+    auto plan = planCompressJob(params, *job.checkpoint, *job.method);
+    if (!plan)
+        return plan.error();
+    job.plan = std::move(*plan);
+    job.resolved = *ParamSet::resolve(job.method->info().params, params.settings);
+    return {};
+}
+
+// The tokenizer the archive embeds: the one given, else the one beside the model (none: a warning).
+Status readTokenizer(const CompressJobParams& params, OpenJob& job)
+{
+    job.tokenizerPath = params.tokenizerPath.empty() ? job.checkpoint->tokenizerPath() : params.tokenizerPath;
+    if (job.tokenizerPath.empty()) {
+        spdlog::warn("{}: no tokenizer found beside the model; the archive will not embed one", job.checkpoint->path());
+        return {};
+    }
+    auto bytes = readWholeFile(job.tokenizerPath);
+    if (!bytes)
+        return bytes.error();
+    job.tokenizerBytes = std::move(*bytes);
+    return {};
+}
+
+Status checkOutput(const CompressJobParams& params, OpenJob& job)
+{
+    std::error_code ec;
+    job.outPath = fs::absolute(params.outPath, ec);
+    if (!fs::is_directory(job.outPath.parent_path(), ec))
+        return fileError(params.outPath, "the folder " + job.outPath.parent_path().string() + " does not exist");
+    return {};
+}
+
+// Progress and ETA of the training phase: time per weight so far in this run (groups resumed
+// from the work folder cost nothing).
+class GroupProgress {
+public:
+    GroupProgress(const JobPlan& plan, std::function<bool(const JobProgress&)> onProgress, Stopwatch jobClock)
+        : m_onProgress(std::move(onProgress)), m_jobClock(jobClock)
+    {
+        for (const auto& group : plan.groups)
+            for (const MatrixRef& m : group)
+                m_totalWeights += static_cast<std::uint64_t>(m.weights());
+        m_progress.groupCount = static_cast<int>(plan.groups.size());
+    }
+    void startGroup(std::size_t index, const std::vector<MatrixRef>& group, int groupsResumed)
+    {
+        m_groupWeights = 0;
+        for (const MatrixRef& m : group)
+            m_groupWeights += static_cast<std::uint64_t>(m.weights());
+        m_progress.phase = JobProgress::Phase::Training;
+        m_progress.groupIndex = static_cast<int>(index);
+        m_progress.groupsResumed = groupsResumed;
+        m_loggedEpoch = 0;
+    }
+    void groupResumed() { m_weightsDone += m_groupWeights; }
+    void groupCompressed()
+    {
+        m_weightsDone += m_groupWeights;
+        m_weightsTrainedHere += m_groupWeights;
+    }
+    // The method's report of a training step; false cancels.
+    bool onTrain(const TrainProgress& train)
+    {
+        if (train.epoch != m_loggedEpoch) {
+            m_loggedEpoch = train.epoch;
+            spdlog::debug("{} epoch {}/{}: loss {:.4g} (reconstruction {:.4g}, codebook {:.4g}, commitment {:.4g}), SNR {:.2f} dB, "
+                          "{} dead codewords, lr {:.3g}",
+                          train.groupId, train.epoch, train.epochs, train.loss, train.reconstruction, train.codebookTerm,
+                          train.commitmentTerm, train.snrDb, train.deadCodewords, train.lr);
+        }
+        m_progress.train = train;
+        m_progress.elapsedSeconds = m_jobClock.seconds();
+        const double groupFraction = train.totalSteps > 0 ? static_cast<double>(train.step) / train.totalSteps : 0;
+        const double doneHere = static_cast<double>(m_weightsTrainedHere) + groupFraction * static_cast<double>(m_groupWeights);
+        const double remaining = static_cast<double>(m_totalWeights - m_weightsDone) - groupFraction * static_cast<double>(m_groupWeights);
+        m_progress.etaSeconds = doneHere > 0 ? m_trainingClock.seconds() / doneHere * remaining : 0;
+        return !m_onProgress || m_onProgress(m_progress);
+    }
+    // The writing phase begins; false cancels.
+    bool onWriting()
+    {
+        m_progress.phase = JobProgress::Phase::Writing;
+        m_progress.elapsedSeconds = m_jobClock.seconds();
+        m_progress.etaSeconds = 0;
+        return !m_onProgress || m_onProgress(m_progress);
+    }
+
+private:
+    std::function<bool(const JobProgress&)> m_onProgress;
+    Stopwatch m_jobClock;
+    Stopwatch m_trainingClock;
+    JobProgress m_progress;
+    std::uint64_t m_totalWeights = 0, m_weightsDone = 0, m_weightsTrainedHere = 0, m_groupWeights = 0;
+    int m_loggedEpoch = 0;
+};
+
+// Loads a group's matrices (and their Hessians when calibrating) and compresses it.
+Result<GroupPayload> compressGroup(const OpenJob& job, std::size_t index, CalibrationFeed* calibration, const WorkFolder& work,
+                                   GroupProgress& progress)
+{
+    MatrixGroup group;
+    group.id = job.plan.groupIds[index];
+    for (const MatrixRef& ref : job.plan.groups[index]) {
+        auto data = job.checkpoint->load(ref.name);
+        if (!data)
+            return data.error();
+        std::vector<float> hessian;
+        if (calibration) {
+            auto h = calibration->hessian(ref, work);
+            if (!h)
+                return h.error();
+            hessian = std::move(*h);
+        }
+        group.matrices.push_back({ref, data->toFloat(), std::move(hessian)});
+    }
+    CompressContext context;
+    context.onProgress = [&](const TrainProgress& train) { return progress.onTrain(train); };
+    return job.method->compress(group, job.plan.groupParams[index], context);
+}
+
+// Every group in plan order: taken from the work folder when finished earlier, else compressed
+// and saved there at once.
+Result<std::vector<GroupPayload>> compressGroups(const OpenJob& job, CalibrationFeed* calibration, const WorkFolder& work,
+                                                 GroupProgress& progress, int& groupsResumed)
+{
+    std::vector<GroupPayload> payloads;
+    for (std::size_t i = 0; i < job.plan.groups.size(); ++i) {
+        if (calibration)
+            POCKET_TRY(calibration->beforeGroup(job.plan.groups[i]));
+        progress.startGroup(i, job.plan.groups[i], groupsResumed);
+        if (auto saved = work.finishedGroup(i, job.plan.groupIds[i])) {
+            if (calibration)
+                POCKET_TRY(calibration->afterGroup(*saved, *job.method));
+            payloads.push_back(std::move(*saved));
+            ++groupsResumed;
+            progress.groupResumed();
+            continue;
+        }
+        auto payload = compressGroup(job, i, calibration, work, progress);
+        if (!payload)
+            return payload.error();
+        POCKET_TRY(work.saveGroup(i, *payload));
+        if (calibration)
+            POCKET_TRY(calibration->afterGroup(*payload, *job.method));
+        payloads.push_back(std::move(*payload));
+        progress.groupCompressed();
+    }
+    return payloads;
+}
+
+// Writes the archive: the groups' payloads, the uncompressed tensors at the kept dtype, the
+// tokenizer. Fills the result's archive facts and per-group summaries.
+Status assembleArchive(const CompressJobParams& params, OpenJob& job, std::vector<GroupPayload> payloads, CompressJobResult& result)
+{
+    const Checkpoint& ckpt = *job.checkpoint;
+    ArchiveInput input;
+    ArchiveManifest& manifest = input.manifest;
+    manifest.config = ckpt.config();
+    manifest.sourceName = fs::path(ckpt.path()).filename().string();
+    manifest.creator = std::string("pocketllm-workbench ") + POCKET_VERSION;
+    if (!job.tokenizerBytes.empty()) {
+        const bool sentencePiece = fs::path(job.tokenizerPath).extension() == ".model";
+        manifest.tokenizerKind = sentencePiece ? "sentencepiece" : "llama2c";
+        manifest.tokenizerFileName = sentencePiece ? "tokenizer.model" : "tokenizer.bin";
+        input.tokenizerBytes = std::move(job.tokenizerBytes);
+    }
+    manifest.selectionJson = layerSelectionJson(params.selection);
+    std::set<std::string> compressed;
+    for (const auto& group : job.plan.groups)
+        for (const MatrixRef& m : group)
+            compressed.insert(m.name);
+    for (const TensorInfo& t : expectedTensors(ckpt.config()))
+        if (!compressed.count(t.name))
+            manifest.tensors.push_back({t.name, params.keepDtype, t.shape, "tensor/" + t.name});
+    for (GroupPayload& p : payloads) {
+        ArchiveGroup g;
+        g.payload = std::move(p);
+        manifest.groups.push_back(std::move(g));
+    }
+    const DType keep = params.keepDtype;
+    input.tensorBytes = [&](const ArchiveTensor& tensor, const ContainerWriter::Sink& sink) -> Status {
+        auto data = ckpt.load(tensor.name);
+        if (!data)
+            return data.error();
+        const std::vector<float> values = data->toFloat();
+        std::vector<std::uint8_t> bytes(values.size() * dtypeSize(keep));
+        convertFromFloat(values.data(), values.size(), keep, bytes.data());
+        return sink(bytes.data(), bytes.size());
+    };
+    for (const ArchiveGroup& g : manifest.groups) {
+        GroupPayload summary = g.payload;
+        summary.sections.clear();
+        result.groups.push_back(std::move(summary));
+    }
+    result.matrices = matrixReports(result.groups);
+    result.bits = accountBits(manifest);
+    POCKET_TRY(writeArchive(job.outPath.string(), std::move(input)));
+    std::error_code ec;
+    result.archivePath = job.outPath.string();
+    result.archiveBytes = fs::file_size(job.outPath, ec);
+    return {};
+}
+
+Result<CompressJobResult> runSteps(const CompressJobParams& params, MethodRegistry& registry, CompressRecorder* recorder,
+                                   const std::function<bool(const JobProgress&)>& onProgress)
+{
+    const Stopwatch clock;
+    OpenJob job;
+    POCKET_TRY(openJob(params, registry, job));
+    // The tokenizer and the output folder are checked before hours of training.
+    POCKET_TRY(readTokenizer(params, job));
+    POCKET_TRY(checkOutput(params, job));
+    auto calibration = CalibrationFeed::start(params, *job.checkpoint, *job.method, job.plan, job.tokenizerPath);
+    if (!calibration)
+        return calibration.error();
+
+    const std::string workDir = params.workDir.empty() ? defaultWorkFolder(job.outPath.string()) : params.workDir;
+    auto work = WorkFolder::open(workDir, jobIdentity(params, *job.checkpoint, *job.method, job.resolved, job.plan.groupIds), params.resume);
+    if (!work)
+        return work.error();
+    if (*calibration)
+        POCKET_TRY((*calibration)->measureUpFront(job.plan, static_cast<int>(job.checkpoint->config().numLayers), **work));
+
+    const auto reported = [&](const JobProgress& p) {
+        if (recorder)
+            recorder->begin();
+        return !onProgress || onProgress(p);
+    };
+    GroupProgress progress(job.plan, reported, clock);
+    CompressJobResult result;
+    auto payloads = compressGroups(job, calibration->get(), **work, progress, result.groupsResumed);
+    if (!payloads)
+        return payloads.error();
+    if (!progress.onWriting())
+        return Error::cancelled();
+    POCKET_TRY(assembleArchive(params, job, std::move(*payloads), result));
+    if (!params.keepWorkDir)
+        (*work)->remove();
+    result.seconds = clock.seconds();
+    return result;
+}
+
+} // namespace
+
+Result<CompressJobResult> runCompressJob(const CompressJobParams& params, MethodRegistry& registry, const RecorderOptions* recording,
+                                         const std::function<bool(const JobProgress&)>& onProgress)
+{
+    std::unique_ptr<CompressRecorder> recorder;
+    if (recording && recording->enabled)
+        recorder = std::make_unique<CompressRecorder>(*recording, params);
+    auto result = runSteps(params, registry, recorder.get(), onProgress);
+    if (!recorder)
+        return result;
+    if (!result)
+        recorder->failed(result.error());
+    else
+        result->runId = recorder->done(*result);
+    return result;
+}
+
+} // namespace pocket

@@ -1,0 +1,148 @@
+// Step 1 of a compression run: what will be compressed, in which groups, with which parameters,
+// and what it will cost. Nothing is compressed here; the CLI's dry run and the workbench's
+// estimate call this alone.
+#include "pocket/jobs/compress_job.h"
+
+#include "pocket/io/checkpoint.h"
+
+#include <algorithm>
+#include <map>
+#include <set>
+
+namespace pocket {
+
+namespace {
+
+// A readable, stable id for a group: the matrix name, "type:<name>", "model", or "group<i>".
+std::string groupId(const std::vector<MatrixRef>& group, std::size_t index, std::size_t selectedCount)
+{
+    if (group.size() == 1)
+        return group.front().name;
+    bool sameType = true;
+    for (const MatrixRef& m : group)
+        sameType = sameType && m.type == group.front().type;
+    if (sameType)
+        return std::string("type:") + matrixTypeName(group.front().type);
+    if (group.size() == selectedCount)
+        return "model";
+    return "group" + std::to_string(index);
+}
+
+// Matrices with equal effective settings (the job's settings, then a matrix's own overrides) form
+// one partition, which the method plans as a whole.
+using Partition = std::pair<ParamSet, std::vector<MatrixRef>>;
+Result<std::vector<Partition>> partitionBySettings(const CompressJobParams& params, const CompressionMethod& method,
+                                                   const ParamSet& resolved, const std::vector<MatrixRef>& refs)
+{
+    std::vector<Partition> partitions;
+    std::map<std::string, std::size_t> partitionOf; // canonical parameters -> partition
+    for (const MatrixRef& ref : refs) {
+        ParamSet effective = resolved;
+        if (auto it = params.matrixSettings.find(ref.name); it != params.matrixSettings.end()) {
+            std::vector<std::string> merged = params.settings;
+            merged.insert(merged.end(), it->second.begin(), it->second.end());
+            auto r = ParamSet::resolve(method.info().params, merged);
+            if (!r)
+                return r.error().prefixed(method.info().id + ": " + ref.name);
+            effective = *r;
+        }
+        const std::string key = effective.toJson(method.info().params);
+        auto [it, inserted] = partitionOf.emplace(key, partitions.size());
+        if (inserted)
+            partitions.push_back({effective, {}});
+        partitions[it->second].second.push_back(ref);
+    }
+    return partitions;
+}
+
+// The method's groups of every partition, with unique ids and estimated bits.
+Status planGroups(const std::vector<Partition>& partitions, std::size_t selectedCount, const CompressionMethod& method, JobPlan& plan,
+                  std::set<std::string>& compressed)
+{
+    std::set<std::string> ids;
+    for (std::size_t p = 0; p < partitions.size(); ++p) {
+        const ParamSet& ps = partitions[p].first;
+        auto groups = method.planGroups(partitions[p].second, ps);
+        if (!groups)
+            return groups.error();
+        for (auto& g : *groups) {
+            const std::size_t i = plan.groups.size();
+            std::string id = groupId(g, i, selectedCount);
+            if (partitions.size() > 1 && g.size() > 1) // "type:q_proj" may recur in another partition
+                id += "#" + std::to_string(p);
+            while (!ids.insert(id).second)
+                id += "'";
+            std::vector<BitCounts> perMatrix;
+            auto shared = method.estimateBits(g, ps, perMatrix);
+            if (!shared)
+                return shared.error().prefixed(method.info().id);
+            plan.estimatedBits.compressed += *shared;
+            for (std::size_t j = 0; j < g.size(); ++j) {
+                plan.estimatedBits.compressed += perMatrix[j];
+                plan.estimatedBits.compressedWeights += static_cast<std::uint64_t>(g[j].weights());
+                compressed.insert(g[j].name);
+            }
+            plan.groupIds.push_back(id);
+            plan.groupParams.push_back(ps);
+            plan.groups.push_back(std::move(g));
+        }
+    }
+    return {};
+}
+
+} // namespace
+
+Result<std::vector<MatrixRef>> selectedMatrices(const Checkpoint& checkpoint, const LayerSelection& selection)
+{
+    auto names = selection.select(checkpoint.config());
+    if (!names)
+        return names.error();
+    const std::set<std::string> wanted(names->begin(), names->end());
+    std::vector<MatrixRef> refs;
+    for (int layer = 0; layer < checkpoint.config().numLayers; ++layer) {
+        for (MatrixType type : kMatrixTypes) {
+            const std::string name = matrixTensorName(layer, type);
+            if (!wanted.count(name))
+                continue;
+            const TensorInfo* info = checkpoint.find(name);
+            if (!info || info->shape.size() != 2)
+                return fileError(checkpoint.path(), "no 2-D tensor " + name);
+            refs.push_back({name, layer, type, info->shape[0], info->shape[1]});
+        }
+    }
+    return refs;
+}
+
+Result<JobPlan> planCompressJob(const CompressJobParams& params, const Checkpoint& checkpoint, const CompressionMethod& method)
+{
+    if (params.keepDtype != DType::F16 && params.keepDtype != DType::BF16 && params.keepDtype != DType::F32)
+        return Error::usage("keep dtype: uncompressed tensors can be kept as f16, bf16 or f32", "keep dtype");
+    auto resolved = ParamSet::resolve(method.info().params, params.settings);
+    if (!resolved)
+        return resolved.error().prefixed(method.info().id);
+    auto refs = selectedMatrices(checkpoint, params.selection);
+    if (!refs)
+        return refs.error();
+    if (refs->empty())
+        return Error::usage("the layer selection matches no matrix of " + checkpoint.path(), "selection");
+    for (const auto& [name, extra] : params.matrixSettings)
+        if (std::none_of(refs->begin(), refs->end(), [&](const MatrixRef& r) { return r.name == name; }))
+            return Error::usage("per-matrix settings name " + name + ", which is not a selected matrix of " + checkpoint.path(),
+                                "matrix settings");
+    auto partitions = partitionBySettings(params, method, *resolved, *refs);
+    if (!partitions)
+        return partitions.error();
+
+    JobPlan plan;
+    std::set<std::string> compressed;
+    POCKET_TRY(planGroups(*partitions, refs->size(), method, plan, compressed));
+    for (const TensorInfo& t : expectedTensors(checkpoint.config())) {
+        const auto n = static_cast<std::uint64_t>(elementCount(t.shape));
+        plan.estimatedBits.totalWeights += n;
+        if (!compressed.count(t.name))
+            plan.estimatedBits.uncompressedBits += n * 8 * dtypeSize(params.keepDtype);
+    }
+    return plan;
+}
+
+} // namespace pocket

@@ -1,0 +1,209 @@
+#include "recorders.h"
+
+#include "pocket/archive/model_archive.h"
+#include "pocket/io/checkpoint.h"
+#include "pocket/io/fingerprint.h"
+#include "pocket/io/model_config.h"
+#include "pocket/store/experiment_store.h"
+#include "pocket/support/app_paths.h"
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+namespace pocket {
+
+using nlohmann::ordered_json;
+
+namespace {
+
+ordered_json parseOrString(const std::string& text)
+{
+    if (text.empty())
+        return ordered_json::object();
+    ordered_json j = ordered_json::parse(text, nullptr, false);
+    return j.is_discarded() ? ordered_json(text) : j;
+}
+
+std::string evalParamsJson(const std::string& textPath, const std::string& tokenizerPath, const EvalParams& p)
+{
+    ordered_json j{{"ctx", p.ctx},
+                   {"stride", p.stride},
+                   {"max_tokens", p.maxTokens},
+                   {"batch", p.batch},
+                   {"text", absolutePath(textPath)},
+                   {"tokenizer", tokenizerPath}};
+    return j.dump();
+}
+
+} // namespace
+
+EvalRecorder::EvalRecorder(RecorderOptions options, const Checkpoint& checkpoint, const std::string& textPath, const std::string& tokenizerPath,
+                           const EvalParams& params)
+    : RunRecorder(std::move(options)),
+      m_modelPath(checkpoint.path()),
+      m_modelName(displayName(checkpoint.path())),
+      m_architecture(checkpoint.config().architecture),
+      m_textPath(textPath),
+      m_paramsJson(evalParamsJson(textPath, tokenizerPath, params))
+{
+    for (const auto& t : checkpoint.tensors())
+        m_parameters += elementCount(t.shape);
+    m_storedBytes = checkpoint.totalBytes();
+}
+
+Result<std::int64_t> EvalRecorder::insertRun(ExperimentStore& store)
+{
+    RunStart start;
+    start.kind = RunKind::Eval;
+    start.notes = m_options.notes;
+    std::optional<double> bpwCompressed;
+    std::optional<double> bpwAllIn;
+    if (isPllmFile(m_modelPath)) {
+        // An archive: the method, parameters and bits are in its manifest; the model is the one it
+        // was made from, through the compress run that wrote it when this store has it.
+        auto archive = Archive::open(m_modelPath, ContainerReader::Verify::ManifestOnly);
+        if (!archive)
+            return archive.error();
+        const ArchiveManifest& m = (*archive)->manifest();
+        start.archivePath = absolutePath(m_modelPath);
+        start.method = m.groups.empty() ? "none" : m.groups.front().payload.methodId;
+        ordered_json params = ordered_json::parse(m_paramsJson);
+        if (!m.groups.empty())
+            params["method"] = parseOrString(m.groups.front().payload.paramsJson);
+        start.paramsJson = params.dump();
+        start.selectionJson = m.selectionJson;
+        const ArchiveBits bits = accountBits(m);
+        bpwAllIn = bits.bpwAllIn();
+        if (bits.compressedWeights > 0)
+            bpwCompressed = bits.bpwCompressed();
+        auto parent = store.findCompressRun(start.archivePath, (*archive)->container().fileSize());
+        if (!parent)
+            return parent.error();
+        start.parentRunId = *parent;
+        if (*parent > 0) {
+            auto parentRun = store.run(*parent);
+            if (!parentRun)
+                return parentRun.error();
+            start.modelId = parentRun->modelId;
+        }
+        if (start.modelId == 0) {
+            // The source model is not on hand: identify it by its name and configuration.
+            const std::string key = m.sourceName + "\n" + hfConfigJson(m.config);
+            ModelInfo model{0, m.sourceName, m.config.architecture, m.config.parameterCount(), "source:" + textFingerprint(key), ""};
+            auto id = store.upsertModel(model);
+            if (!id)
+                return id.error();
+            start.modelId = *id;
+        }
+    } else {
+        auto hash = modelFingerprint(m_modelPath);
+        if (!hash)
+            return hash.error();
+        ModelInfo model{0, m_modelName, m_architecture, m_parameters, *hash, absolutePath(m_modelPath)};
+        auto id = store.upsertModel(model);
+        if (!id)
+            return id.error();
+        start.modelId = *id;
+        start.method = "none";
+        start.paramsJson = m_paramsJson;
+        if (m_parameters > 0)
+            bpwAllIn = 8.0 * static_cast<double>(m_storedBytes) / static_cast<double>(m_parameters);
+    }
+    m_bpwCompressed = bpwCompressed;
+    m_bpwAllIn = bpwAllIn;
+    return store.beginRun(start);
+}
+
+std::int64_t EvalRecorder::done(const EvalResult& r)
+{
+    begin();
+    m_finished = true;
+    if (!m_store || m_runId == 0)
+        return 0;
+    auto dataset = [&]() -> Result<std::int64_t> {
+        auto hash = fileFingerprint(m_textPath);
+        if (!hash)
+            return hash.error();
+        return m_store->upsertDataset({0, displayName(m_textPath), "", *hash, absolutePath(m_textPath)});
+    }();
+    if (!dataset)
+        return disable(dataset.message());
+    RunResult result;
+    result.datasetId = *dataset;
+    result.ctx = r.ctx;
+    result.stride = r.stride;
+    result.tokens = r.tokensScored;
+    result.metric = "perplexity";
+    result.value = r.perplexity;
+    if (auto s = m_store->addResult(m_runId, result); !s)
+        return disable(s.message());
+    result.metric = "nll";
+    result.value = r.meanNll;
+    if (auto s = m_store->addResult(m_runId, result); !s)
+        return disable(s.message());
+    RunFinish f;
+    f.status = RunStatus::Done;
+    f.wallSeconds = secondsSinceStart();
+    f.peakRssMb = peakRssMb();
+    f.bpwCompressed = m_bpwCompressed;
+    f.bpwAllIn = m_bpwAllIn;
+    if (auto s = m_store->finishRun(m_runId, f); !s)
+        return disable(s.message());
+    spdlog::info("recorded as run #{} in {}", m_runId, m_store->path());
+    return m_runId;
+}
+
+CompressRecorder::CompressRecorder(RecorderOptions options, CompressJobParams params)
+    : RunRecorder(std::move(options)), m_params(std::move(params))
+{
+}
+
+Result<std::int64_t> CompressRecorder::insertRun(ExperimentStore& store)
+{
+    auto checkpoint = openCheckpoint(m_params.modelPath);
+    if (!checkpoint)
+        return checkpoint.error();
+    auto modelId = upsertModelOf(store, **checkpoint);
+    if (!modelId)
+        return modelId.error();
+    RunStart start;
+    start.kind = RunKind::Compress;
+    start.method = m_params.methodId;
+    start.paramsJson = ordered_json{{"set", m_params.settings}}.dump();
+    start.modelId = *modelId;
+    // The selection as requested; replaced by the archive's resolved selection when the run succeeds.
+    start.selectionJson = layerSelectionJson(m_params.selection);
+    start.archivePath = absolutePath(m_params.outPath);
+    start.notes = m_options.notes;
+    return store.beginRun(start);
+}
+
+std::int64_t CompressRecorder::done(const CompressJobResult& r)
+{
+    begin();
+    m_finished = true;
+    if (!m_store || m_runId == 0)
+        return 0;
+    std::vector<MatrixMetric> metrics;
+    for (const MatrixReport& m : r.matrices)
+        metrics.push_back(matrixMetricOf(m));
+    if (auto s = m_store->addMatrixMetrics(m_runId, metrics); !s)
+        return disable(s.message());
+    RunFinish f;
+    f.status = RunStatus::Done;
+    f.wallSeconds = r.seconds;
+    f.peakRssMb = peakRssMb();
+    f.archiveBytes = r.archiveBytes;
+    f.bpwCompressed = r.bits.bpwCompressed();
+    f.bpwAllIn = r.bits.bpwAllIn();
+    if (!r.groups.empty())
+        f.paramsJson = r.groups.front().paramsJson;
+    if (auto archive = Archive::open(r.archivePath, ContainerReader::Verify::ManifestOnly))
+        f.selectionJson = (*archive)->manifest().selectionJson;
+    if (auto s = m_store->finishRun(m_runId, f); !s)
+        return disable(s.message());
+    spdlog::info("recorded as run #{} in {}", m_runId, m_store->path());
+    return m_runId;
+}
+
+} // namespace pocket

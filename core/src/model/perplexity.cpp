@@ -1,0 +1,112 @@
+#include "pocket/model/perplexity.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <map>
+
+namespace pocket {
+
+std::vector<EvalWindow> planWindows(std::int64_t textTokens, int ctx, int stride)
+{
+    std::vector<EvalWindow> windows;
+    const std::int64_t span = ctx - 1; // text tokens per window after BOS
+    std::int64_t scoredUpTo = 0;
+    for (std::int64_t start = 0; scoredUpTo < textTokens; start += stride) {
+        EvalWindow w;
+        w.start = start;
+        w.length = std::min(span, textTokens - start);
+        w.scoreFrom = scoredUpTo;
+        scoredUpTo = start + w.length;
+        windows.push_back(w);
+    }
+    return windows;
+}
+
+Result<EvalResult> evaluatePerplexity(const LlamaModel& model, const std::vector<std::int32_t>& textTokens, std::int32_t bosId,
+                                      const EvalParams& params, const std::function<bool(const EvalProgress&)>& onProgress)
+{
+    const ModelConfig& config = model.config();
+    if (params.ctx < 2)
+        return Error::usage("ctx must be at least 2 (got " + std::to_string(params.ctx) + ")", "ctx");
+    const int stride = params.stride > 0 ? params.stride : params.ctx - 1;
+    if (stride > params.ctx - 1)
+        return Error::usage("stride " + std::to_string(stride) + " must not exceed ctx - 1 = " + std::to_string(params.ctx - 1) + " (tokens would go unscored)",
+                            "stride");
+    if (params.maxTokens < 0)
+        return Error::usage("max tokens must not be negative", "max tokens");
+    if (bosId < 0 || bosId >= config.vocabSize)
+        return Error{"the tokenizer's BOS id " + std::to_string(bosId) + " is outside the model's vocabulary"};
+    std::int64_t count = static_cast<std::int64_t>(textTokens.size());
+    if (params.maxTokens > 0)
+        count = std::min(count, params.maxTokens);
+    if (count == 0)
+        return Error{"the text produced no tokens"};
+
+    int batch = params.batch;
+    if (batch <= 0) {
+        // Bound the per-batch activations: logits (ctx x vocab) near 128 MB and attention scores
+        // (heads x ctx x ctx) near 16 MB. Larger blocks fall out of the allocator's cache and are
+        // page-faulted in on every pass, which costs more than batching saves.
+        const double ctx = params.ctx;
+        const double logitBytes = ctx * static_cast<double>(config.vocabSize) * 4.0;
+        const double scoreBytes = static_cast<double>(config.numHeads) * ctx * ctx * 4.0;
+        batch = static_cast<int>(std::clamp(std::min(128e6 / logitBytes, 16e6 / scoreBytes), 1.0, 16.0));
+    }
+
+    const auto windows = planWindows(count, params.ctx, stride);
+    // Windows of equal length share a batch (only the last one is usually shorter).
+    std::map<std::int64_t, std::vector<std::size_t>, std::greater<>> byLength;
+    for (std::size_t i = 0; i < windows.size(); ++i) byLength[windows[i].length].push_back(i);
+
+    EvalResult result;
+    result.ctx = params.ctx;
+    result.stride = stride;
+    result.batch = batch;
+    result.windows = static_cast<int>(windows.size());
+    double nllSum = 0;
+    int done = 0;
+    const auto startTime = std::chrono::steady_clock::now();
+    for (const auto& [length, indices] : byLength) {
+        for (std::size_t first = 0; first < indices.size(); first += static_cast<std::size_t>(batch)) {
+            const std::size_t last = std::min(indices.size(), first + static_cast<std::size_t>(batch));
+            std::vector<std::vector<std::int32_t>> inputs;
+            for (std::size_t k = first; k < last; ++k) {
+                const EvalWindow& w = windows[indices[k]];
+                std::vector<std::int32_t> seq;
+                seq.reserve(static_cast<std::size_t>(w.length + 1));
+                seq.push_back(bosId);
+                seq.insert(seq.end(), textTokens.begin() + w.start, textTokens.begin() + w.start + w.length);
+                inputs.push_back(std::move(seq));
+            }
+            auto nll = model.nextTokenNll(inputs);
+            if (!nll)
+                return nll.error();
+            for (std::size_t k = first; k < last; ++k) {
+                const EvalWindow& w = windows[indices[k]];
+                const auto& row = (*nll)[k - first]; // row[p] is the NLL of text token w.start + p
+                for (std::int64_t t = w.scoreFrom; t < w.start + w.length; ++t) nllSum += row[static_cast<std::size_t>(t - w.start)];
+                result.tokensScored += w.start + w.length - w.scoreFrom;
+                result.tokensProcessed += w.length + 1;
+            }
+            done += static_cast<int>(last - first);
+            if (onProgress) {
+                EvalProgress p;
+                p.windowsDone = done;
+                p.windowsTotal = result.windows;
+                p.tokensScored = result.tokensScored;
+                p.elapsedSeconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - startTime).count();
+                p.perplexitySoFar = std::exp(nllSum / static_cast<double>(result.tokensScored));
+                if (!onProgress(p))
+                    return Error::cancelled();
+            }
+        }
+    }
+    result.elapsedSeconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - startTime).count();
+    result.meanNll = nllSum / static_cast<double>(result.tokensScored);
+    result.perplexity = std::exp(result.meanNll);
+    result.tokensPerSecond = result.elapsedSeconds > 0 ? static_cast<double>(result.tokensProcessed) / result.elapsedSeconds : 0;
+    return result;
+}
+
+} // namespace pocket
