@@ -96,7 +96,7 @@ public:
             progress.totalSteps = static_cast<int>(group.matrices.size());
             progress.epoch = progress.epochs = 1;
             if (context.onProgress && !context.onProgress(progress))
-                return pocket::Error{"cancelled"};
+                return pocket::Error::cancelled();
         }
         if (auto measured = pocket::measureByDecoding(*this, group, p); !measured)
             return measured.error();

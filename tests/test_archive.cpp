@@ -1,5 +1,6 @@
 // The .pllm container and model archive: round trips, the on-disk layout against
 // docs/archive-format.md, bit accounting, determinism, and every kind of damaged file.
+#include "pocket/archive/group_file.h"
 #include "pocket/archive/model_archive.h"
 #include "pocket/io/checkpoint.h"
 #include "test_support.h"

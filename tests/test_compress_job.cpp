@@ -2,6 +2,7 @@
 // with SIGKILL mid-run), cancel, the archive's bit accounting against its real section sizes,
 // reading an archive as a checkpoint, and decompression to a Hugging Face folder.
 #include "pocket/archive/model_archive.h"
+#include "pocket/archive/archive_checkpoint.h"
 #include "pocket/jobs/compress_job.h"
 #include "pocket/io/hf_writer.h"
 #include "pocket/model/llama_model.h"
@@ -203,14 +204,16 @@ private Q_SLOTS:
     {
         QTest::addColumn<QString>("setting");
         QTest::addColumn<QString>("expected");
-        QTest::newRow("unknown method") << "method=gptqq" << "unknown method 'gptqq'";
-        QTest::newRow("bad parameter") << "bits=12" << "fakequant: parameter 'bits': 12 is out of range";
-        QTest::newRow("unknown parameter") << "K=12" << "unknown parameter 'K'";
-        QTest::newRow("selection empty") << "include=nothing-matches" << "the layer selection matches no matrix";
-        QTest::newRow("block past end") << "blocks=7" << "block 7 is past the model's last block 2";
-        QTest::newRow("no output folder") << "out=/nonexistent/dir/a.pllm" << "/nonexistent/dir/a.pllm: the folder /nonexistent/dir does not exist";
-        QTest::newRow("missing model") << "model=/nonexistent/model" << "/nonexistent/model";
-        QTest::newRow("keep dtype") << "keep=i8" << "--keep-dtype";
+        QTest::addColumn<int>("kind");
+        const int usage = int(ErrorKind::Usage), input = int(ErrorKind::Input);
+        QTest::newRow("unknown method") << "method=gptqq" << "unknown method 'gptqq'" << usage;
+        QTest::newRow("bad parameter") << "bits=12" << "fakequant: parameter 'bits': 12 is out of range" << usage;
+        QTest::newRow("unknown parameter") << "K=12" << "unknown parameter 'K'" << usage;
+        QTest::newRow("selection empty") << "include=nothing-matches" << "the layer selection matches no matrix" << usage;
+        QTest::newRow("block past end") << "blocks=7" << "block 7 is past the model's last block 2" << usage;
+        QTest::newRow("no output folder") << "out=/nonexistent/dir/a.pllm" << "/nonexistent/dir/a.pllm: the folder /nonexistent/dir does not exist" << input;
+        QTest::newRow("missing model") << "model=/nonexistent/model" << "/nonexistent/model" << input;
+        QTest::newRow("keep dtype") << "keep=i8" << "keep dtype: uncompressed tensors can be kept as f16, bf16 or f32" << usage;
     }
     void badJobsAreRefusedUpFront()
     {
@@ -231,6 +234,9 @@ private Q_SLOTS:
         auto result = runCompressJob(p, f.registry);
         QVERIFY(!result.ok());
         QVERIFY2(result.message().find(expected.toStdString()) != std::string::npos, result.message().c_str());
+        QFETCH(int, kind);
+        QCOMPARE(int(result.kind()), kind);
+        QVERIFY2(result.message().find("--") == std::string::npos, result.message().c_str()); // core names no CLI flags
         QCOMPARE(f.fake->compressCalls, 0);
         QVERIFY(!fs::exists(p.outPath));
     }
@@ -346,18 +352,21 @@ private Q_SLOTS:
         const std::string out = dir.filePath("a.pllm").toStdString();
         Fixture f;
         int calls = 0;
-        auto cancelled = runCompressJob(params(model, out), f.registry, [&](const JobProgress& p) {
+        auto cancelled = runCompressJob(params(model, out), f.registry, nullptr, [&](const JobProgress& p) {
             return p.groupIndex < 5 || ++calls < 1; // stop during the sixth group
         });
         QVERIFY(!cancelled.ok());
         QCOMPARE(cancelled.message(), std::string("cancelled"));
+        QCOMPARE(cancelled.kind(), ErrorKind::Cancelled);
         QVERIFY(!fs::exists(out));
         QCOMPARE(countGroupFiles(out + ".work"), 5);
 
         // Without --resume the leftover work folder is not silently reused or overwritten.
         auto refused = runCompressJob(params(model, out), f.registry);
         QVERIFY(!refused.ok());
-        QVERIFY2(refused.message().find("--resume") != std::string::npos, refused.message().c_str());
+        QVERIFY2(refused.message().find("a work folder from an earlier run exists") != std::string::npos, refused.message().c_str());
+        QCOMPARE(refused.kind(), ErrorKind::Usage);
+        QCOMPARE(refused.error().setting, std::string("resume"));
 
         // A different job may not take over the work folder.
         auto other = params(model, out, {"bits=3"});
@@ -517,7 +526,7 @@ private Q_SLOTS:
             p.methodId = "fakecal";
             p.calibration = {text, 8, 32, 5};
             p.resume = true;
-            return runCompressJob(p, registry, onProgress);
+            return runCompressJob(p, registry, nullptr, onProgress);
         };
         MethodRegistry full;
         auto fake = std::make_unique<testsupport::FakeQuantMethod>("fakecal", true);
@@ -546,7 +555,9 @@ private Q_SLOTS:
         missing.methodId = "fakecal";
         auto refused = runCompressJob(missing, partial);
         QVERIFY(!refused.ok());
-        QVERIFY2(refused.message().find("needs calibration text: pass --calib-text") != std::string::npos, refused.message().c_str());
+        QVERIFY2(refused.message().find("calibration text is needed by method 'fakecal'") != std::string::npos, refused.message().c_str());
+        QCOMPARE(refused.kind(), ErrorKind::Usage);
+        QCOMPARE(refused.error().setting, std::string("calibration text"));
         QVERIFY(!fs::exists(missing.outPath + ".work"));
 
         // A run that fails before finishing any group leaves no work folder behind (no --resume owed).
@@ -561,7 +572,7 @@ private Q_SLOTS:
         QVERIFY(!fs::exists(badText.outPath + ".work"));
         Fixture plain;
         int calls = 0;
-        auto cancelledEarly = runCompressJob(params(model, dir.filePath("d.pllm").toStdString()), plain.registry, [&](const JobProgress&) {
+        auto cancelledEarly = runCompressJob(params(model, dir.filePath("d.pllm").toStdString()), plain.registry, nullptr, [&](const JobProgress&) {
             return ++calls < 1;
         });
         QVERIFY(!cancelledEarly.ok());
@@ -581,6 +592,14 @@ private Q_SLOTS:
         QTest::newRow("bad blocks") << QStringList{"compress", model, "-o", "x.pllm", "--blocks", "3-1"} << 2 << "--blocks";
         QTest::newRow("bad keep dtype") << QStringList{"compress", model, "-o", "x.pllm", "--keep-dtype", "q4"} << 2 << "--keep-dtype";
         QTest::newRow("missing model") << QStringList{"compress", "/nonexistent.bin", "-o", "x.pllm"} << 1 << "/nonexistent.bin";
+        // Core names settings in words; the CLI puts its flags back (Error::setting).
+        QTest::newRow("block past the end") << QStringList{"compress", model, "-o", "x.pllm", "--blocks", "99"} << 2
+                                            << "--blocks: block 99 is past the model's last block 4";
+        QTest::newRow("no calibration text") << QStringList{"compress", model, "-o", "x.pllm", "--method", "gptq"} << 2
+                                             << "--calib-text is needed by method 'gptq'";
+        QTest::newRow("stride past ctx") << QStringList{"eval", model, "--text", POCKET_RESOURCES_DIR "/text/tinystories_valid_30k.txt", "--ctx",
+                                                        "64", "--stride", "64"}
+                                         << 2 << "--stride 64 must not exceed ctx - 1 = 63";
         QTest::newRow("inspect a model") << QStringList{"inspect", model} << 1 << model + ": not a .pllm archive";
         QTest::newRow("decompress a model") << QStringList{"decompress", model, "-o", "out"} << 1 << model + ": not a .pllm archive";
         QTest::newRow("eval a text file") << QStringList{"eval", POCKET_RESOURCES_DIR "/README.md", "--text", POCKET_RESOURCES_DIR "/README.md"}

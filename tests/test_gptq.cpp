@@ -495,6 +495,7 @@ private Q_SLOTS:
         auto r = method("gptq").compress(groupOf({a, b}), params, context);
         QVERIFY(!r.ok());
         QCOMPARE(r.message(), std::string("cancelled"));
+        QCOMPARE(r.kind(), ErrorKind::Cancelled);
     }
 
     void badHessiansAreErrors_data()

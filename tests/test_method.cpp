@@ -7,6 +7,9 @@
 
 #include <QTemporaryDir>
 
+#include <new>
+#include <stdexcept>
+
 using namespace pocket;
 
 namespace {
@@ -14,6 +17,26 @@ std::vector<ParamSpec> schema()
 {
     return testsupport::FakeQuantMethod().info().params;
 }
+
+// A method whose every call throws, as a buggy plugin would (c10::Error, std::bad_alloc, ...).
+class ThrowingMethod final : public CompressionMethod {
+public:
+    ThrowingMethod() { m_info.id = "thrower"; }
+    const MethodInfo& info() const override { return m_info; }
+    Result<std::vector<std::vector<MatrixRef>>> planGroups(const std::vector<MatrixRef>&, const ParamSet&) const override
+    {
+        throw std::runtime_error("planGroups exploded");
+    }
+    Result<BitCounts> estimateBits(const std::vector<MatrixRef>&, const ParamSet&, std::vector<BitCounts>&) const override
+    {
+        throw std::out_of_range("estimateBits exploded");
+    }
+    Result<GroupPayload> compress(const MatrixGroup&, const ParamSet&, const CompressContext&) override { throw std::bad_alloc(); }
+    Result<std::vector<std::vector<float>>> decode(const GroupPayload&) const override { throw 42; }
+
+private:
+    MethodInfo m_info;
+};
 } // namespace
 
 class TestMethod : public QObject {
@@ -60,7 +83,7 @@ private Q_SLOTS:
         QTest::newRow("bad choice") << "sharing=layer" << "'layer' is not one of: matrix, model";
         QTest::newRow("bad bool") << "flag=maybe" << "'maybe' is not true or false";
         QTest::newRow("unknown") << "bitz=4" << "unknown parameter 'bitz' (known: bits, sharing, lr, flag)";
-        QTest::newRow("no equals") << "bits" << "--set 'bits': expected name=value";
+        QTest::newRow("no equals") << "bits" << "setting 'bits': expected name=value";
         QTest::newRow("no name") << "=4" << "expected name=value";
     }
     void badValuesAreRefusedWithTheReason()
@@ -70,6 +93,8 @@ private Q_SLOTS:
         auto set = ParamSet::resolve(schema(), std::vector<std::string>{assignment.toStdString()});
         QVERIFY(!set.ok());
         QVERIFY2(set.message().find(expected.toStdString()) != std::string::npos, set.message().c_str());
+        QCOMPARE(set.kind(), ErrorKind::Usage);
+        QCOMPARE(set.error().setting, std::string("settings"));
     }
 
     void bitCountsAddUpAndShareInProportion()
@@ -126,6 +151,39 @@ private Q_SLOTS:
         auto disabled = registry.find("fakequant");
         QVERIFY(!disabled.ok());
         QVERIFY(disabled.message().find("disabled") != std::string::npos);
+    }
+
+    void throwingMethodsBecomeInternalErrorsNamingTheMethod()
+    {
+        MethodRegistry registry;
+        QVERIFY(registry.addBuiltin(std::make_unique<ThrowingMethod>()).ok());
+        auto found = registry.find("thrower");
+        QVERIFY(found.ok());
+        CompressionMethod& m = **found;
+        const ParamSet params;
+        const std::vector<MatrixRef> refs{{"w", 0, MatrixType::Q, 2, 2}};
+        const auto expectInternal = [](const Error& e, const char* what) {
+            QCOMPARE(e.kind, ErrorKind::Internal);
+            QVERIFY2(e.message.find("method 'thrower'") != std::string::npos, e.message.c_str());
+            QVERIFY2(e.message.find(what) != std::string::npos, e.message.c_str());
+        };
+        auto groups = m.planGroups(refs, params);
+        QVERIFY(!groups.ok());
+        expectInternal(groups.error(), "planGroups exploded");
+        std::vector<BitCounts> perMatrix;
+        auto bits = m.estimateBits(refs, params, perMatrix);
+        QVERIFY(!bits.ok());
+        expectInternal(bits.error(), "estimateBits exploded");
+        MatrixGroup group;
+        group.id = "g1";
+        auto payload = m.compress(group, params, {});
+        QVERIFY(!payload.ok());
+        expectInternal(payload.error(), "out of memory compressing g1");
+        GroupPayload p;
+        p.groupId = "g2";
+        auto decoded = m.decode(p);
+        QVERIFY(!decoded.ok());
+        expectInternal(decoded.error(), "decoding g2 with an unknown exception");
     }
 
     void pluginFolderIsSearchedAndPocketLlmLoads()

@@ -174,10 +174,15 @@ private Q_SLOTS:
         const auto text = randomTokens(50, 37);
         EvalParams p;
         p.ctx = 1;
-        QVERIFY(evaluatePerplexity(*f->model, text, 1, p).message().find("--ctx") != std::string::npos);
+        const auto badCtx = evaluatePerplexity(*f->model, text, 1, p);
+        QCOMPARE(badCtx.kind(), ErrorKind::Usage);
+        QCOMPARE(badCtx.error().setting, std::string("ctx"));
+        QVERIFY(badCtx.message().find("ctx must be at least 2") != std::string::npos);
         p.ctx = 8;
         p.stride = 8;
-        QVERIFY(evaluatePerplexity(*f->model, text, 1, p).message().find("--stride") != std::string::npos);
+        const auto badStride = evaluatePerplexity(*f->model, text, 1, p);
+        QCOMPARE(badStride.kind(), ErrorKind::Usage);
+        QCOMPARE(badStride.error().setting, std::string("stride"));
         p.stride = 0;
         QVERIFY(!evaluatePerplexity(*f->model, {}, 1, p).ok());
         QVERIFY(!evaluatePerplexity(*f->model, text, 99, p).ok()); // BOS outside the vocabulary
@@ -186,6 +191,7 @@ private Q_SLOTS:
         auto cancelled = evaluatePerplexity(*f->model, text, 1, p, [&](const EvalProgress&) { return ++calls < 2; });
         QVERIFY(!cancelled.ok());
         QCOMPARE(cancelled.message(), std::string("cancelled"));
+        QCOMPARE(cancelled.kind(), ErrorKind::Cancelled);
         QCOMPARE(calls, 2);
     }
 

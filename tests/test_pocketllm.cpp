@@ -418,6 +418,7 @@ private Q_SLOTS:
         auto cancelled = method().compress(group, referenceParams({"K=16", "epochs=5", "batch=64"}), context);
         QVERIFY(!cancelled.ok());
         QCOMPARE(cancelled.message(), std::string("cancelled"));
+        QCOMPARE(cancelled.kind(), ErrorKind::Cancelled);
         QCOMPARE(calls, 3);
     }
 

@@ -9,6 +9,7 @@
 #include "pocket/model/llama_model.h"
 #include "pocket/methods/method_registry.h"
 #include "pocket/model/perplexity.h"
+#include "pocket/analysis/allocation.h"
 #include "pocket/analysis/sensitivity.h"
 #include "pocket/io/text.h"
 #include "pocket/io/tokenizer.h"
@@ -174,6 +175,7 @@ private Q_SLOTS:
         auto cancelled = runSensitivity(params("1", "q,k,v"), m_registry, &rec, [](const SensitivityProgress& s) { return s.unitsDone < 1; });
         QVERIFY(!cancelled);
         QCOMPARE(cancelled.message(), std::string("cancelled"));
+        QCOMPARE(cancelled.kind(), ErrorKind::Cancelled);
         auto runs = (*store)->listRuns({RunKind::Sensitivity, RunStatus::Cancelled, "", "", 0});
         QVERIFY(runs);
         QCOMPARE(runs->size(), std::size_t(1));

@@ -170,8 +170,11 @@ public:
         const double doneHere = static_cast<double>(m_weightsTrainedHere) + groupFraction * static_cast<double>(m_groupWeights);
         const double remaining = static_cast<double>(m_totalWeights - m_weightsDone) - groupFraction * static_cast<double>(m_groupWeights);
         m_progress.etaSeconds = doneHere > 0 ? m_trainingClock.seconds() / doneHere * remaining : 0;
-        return !m_onProgress || m_onProgress(m_progress);
+        m_stopRequested = m_onProgress && !m_onProgress(m_progress);
+        return !m_stopRequested;
     }
+    // Whether the caller asked to stop (a method's error after that is a cancellation).
+    bool stopRequested() const { return m_stopRequested; }
     // The writing phase begins; false cancels.
     bool onWriting()
     {
@@ -188,6 +191,7 @@ private:
     JobProgress m_progress;
     std::uint64_t m_totalWeights = 0, m_weightsDone = 0, m_weightsTrainedHere = 0, m_groupWeights = 0;
     int m_loggedEpoch = 0;
+    bool m_stopRequested = false;
 };
 
 // Loads a group's matrices (and their Hessians when calibrating) and compresses it.
@@ -234,7 +238,7 @@ Result<std::vector<GroupPayload>> compressGroups(const OpenJob& job, Calibration
         }
         auto payload = compressGroup(job, i, calibration, work, progress);
         if (!payload)
-            return payload.error();
+            return progress.stopRequested() ? Error::cancelled() : payload.error();
         POCKET_TRY(work.saveGroup(i, *payload));
         if (calibration)
             POCKET_TRY(calibration->afterGroup(*payload, *job.method));
