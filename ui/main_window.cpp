@@ -140,7 +140,19 @@ MainWindow::~MainWindow() = default;
 
 void MainWindow::buildLayout()
 {
-    // Left: the model and its layers.
+    buildDocks();
+    m_tabs = new QTabWidget;
+    setCentralWidget(m_tabs);
+    m_tabs->addTab(buildCompressTab(), tr("Compress"));
+    m_tabs->addTab(buildResultsTab(), tr("Results"));
+    buildAnalysisTabs();
+    m_jobLabel = new QLabel;
+    statusBar()->addPermanentWidget(m_jobLabel);
+}
+
+// The model and its layers on the left, the log at the bottom.
+void MainWindow::buildDocks()
+{
     auto* modelDock = new QDockWidget(tr("Model"), this);
     modelDock->setObjectName(QStringLiteral("modelDock"));
     auto* modelPane = new QWidget;
@@ -165,11 +177,11 @@ void MainWindow::buildLayout()
     addDockWidget(Qt::BottomDockWidgetArea, logDock);
     resizeDocks({logDock}, {120}, Qt::Vertical);
     resizeDocks({modelDock}, {380}, Qt::Horizontal);
+}
 
-    m_tabs = new QTabWidget;
-    setCentralWidget(m_tabs);
-
-    // Compress tab: settings on the left, run and curves on the right.
+// Settings on the left; paths, estimate, run buttons, progress and the live curves on the right.
+QWidget* MainWindow::buildCompressTab()
+{
     auto* compress = new QSplitter(Qt::Horizontal);
     auto* settingsBox = new QGroupBox(tr("Method and settings"));
     auto* settingsLayout = new QVBoxLayout(settingsBox);
@@ -221,9 +233,36 @@ void MainWindow::buildLayout()
     compress->addWidget(runPane);
     compress->setStretchFactor(0, 1);
     compress->setStretchFactor(1, 3);
-    m_tabs->addTab(compress, tr("Compress"));
 
-    // Results tab: perplexity before and after, and the last run's matrices.
+    connect(m_start, &QPushButton::clicked, this, [this] { startCompress(false); });
+    connect(m_resume, &QPushButton::clicked, this, [this] { startCompress(true); });
+    connect(m_cancel, &QPushButton::clicked, m_workbench, &Workbench::cancel);
+    connect(m_discard, &QPushButton::clicked, this, [this] {
+        if (QMessageBox::question(this, tr("Discard interrupted run"),
+                                  tr("Delete the finished groups of the interrupted run of %1? This cannot be undone.").arg(m_outPath->text())) !=
+            QMessageBox::Yes)
+            return;
+        QString error;
+        if (!Workbench::discardWorkFolder(m_outPath->text(), &error))
+            showError(tr("Discard interrupted run"), error);
+        updateActions();
+    });
+    connect(browseOut, &QPushButton::clicked, this, [this] {
+        const QString path = QFileDialog::getSaveFileName(this, tr("Archive to write"), m_outPath->text(), tr("PocketLLM archives (*.pllm)"));
+        if (!path.isEmpty()) {
+            m_outPath->setText(path.endsWith(QLatin1String(".pllm")) ? path : path + QStringLiteral(".pllm"));
+            m_outPathEdited = true;
+            updateActions();
+        }
+    });
+    connectTextBrowser(m_calibText, browseCalib);
+    connect(m_calibText, &QLineEdit::editingFinished, this, [this] { m_estimateTimer.start(); });
+    return compress;
+}
+
+// Perplexity before and after, and the last run's matrices.
+QWidget* MainWindow::buildResultsTab()
+{
     auto* results = new QWidget;
     auto* resultsLayout = new QVBoxLayout(results);
     auto* evalForm = new QFormLayout;
@@ -258,8 +297,16 @@ void MainWindow::buildLayout()
     m_matrices->setSortingEnabled(true);
     m_matrices->verticalHeader()->setVisible(false);
     resultsLayout->addWidget(m_matrices, 1);
-    m_tabs->addTab(results, tr("Results"));
 
+    connect(m_evalOriginal, &QPushButton::clicked, this, [this] { startEval(false); });
+    connect(m_evalCompressed, &QPushButton::clicked, this, [this] { startEval(true); });
+    connectTextBrowser(m_textPath, browseText);
+    return results;
+}
+
+// Compare (runs next to the published numbers) and Sensitivity (per-layer damage, allocation).
+void MainWindow::buildAnalysisTabs()
+{
     m_compare = new ComparePanel;
     m_tabs->addTab(m_compare, tr("Compare"));
 
@@ -273,42 +320,18 @@ void MainWindow::buildLayout()
             dock->show();
     });
     connect(m_sensitivity, &SensitivityPanel::runPlanRequested, this, [this] { startPlannedCompress(); });
+}
 
-    m_jobLabel = new QLabel;
-    statusBar()->addPermanentWidget(m_jobLabel);
-
-    connect(m_start, &QPushButton::clicked, this, [this] { startCompress(false); });
-    connect(m_resume, &QPushButton::clicked, this, [this] { startCompress(true); });
-    connect(m_cancel, &QPushButton::clicked, m_workbench, &Workbench::cancel);
-    connect(m_discard, &QPushButton::clicked, this, [this] {
-        if (QMessageBox::question(this, tr("Discard interrupted run"),
-                                  tr("Delete the finished groups of the interrupted run of %1? This cannot be undone.").arg(m_outPath->text())) !=
-            QMessageBox::Yes)
-            return;
-        QString error;
-        if (!Workbench::discardWorkFolder(m_outPath->text(), &error))
-            showError(tr("Discard interrupted run"), error);
-        updateActions();
+// A "…" button that picks a text file into `edit`.
+void MainWindow::connectTextBrowser(QLineEdit* edit, QPushButton* button)
+{
+    connect(button, &QPushButton::clicked, this, [this, edit] {
+        const QString path = QFileDialog::getOpenFileName(this, tr("Text file"), QFileInfo(edit->text()).absolutePath(),
+                                                          tr("Text (*.txt *.raw);;All files (*)"));
+        if (!path.isEmpty())
+            edit->setText(path);
+        m_estimateTimer.start();
     });
-    connect(m_evalOriginal, &QPushButton::clicked, this, [this] { startEval(false); });
-    connect(m_evalCompressed, &QPushButton::clicked, this, [this] { startEval(true); });
-    connect(browseOut, &QPushButton::clicked, this, [this] {
-        const QString path = QFileDialog::getSaveFileName(this, tr("Archive to write"), m_outPath->text(), tr("PocketLLM archives (*.pllm)"));
-        if (!path.isEmpty()) {
-            m_outPath->setText(path.endsWith(QLatin1String(".pllm")) ? path : path + QStringLiteral(".pllm"));
-            m_outPathEdited = true;
-            updateActions();
-        }
-    });
-    for (auto [edit, button] : {std::pair{m_calibText, browseCalib}, std::pair{m_textPath, browseText}})
-        connect(button, &QPushButton::clicked, this, [this, edit = edit] {
-            const QString path = QFileDialog::getOpenFileName(this, tr("Text file"), QFileInfo(edit->text()).absolutePath(),
-                                                              tr("Text (*.txt *.raw);;All files (*)"));
-            if (!path.isEmpty())
-                edit->setText(path);
-            m_estimateTimer.start();
-        });
-    connect(m_calibText, &QLineEdit::editingFinished, this, [this] { m_estimateTimer.start(); });
 }
 
 void MainWindow::buildActions()

@@ -75,6 +75,11 @@ protected:
 private:
     void buildActions();
     void buildLayout();
+    void buildDocks();
+    QWidget* buildCompressTab();
+    QWidget* buildResultsTab();
+    void buildAnalysisTabs();
+    void connectTextBrowser(QLineEdit* edit, QPushButton* button);
     void restoreSettings();
     void saveSettings();
     void updateSummary();

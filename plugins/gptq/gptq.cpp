@@ -59,6 +59,26 @@ std::int64_t blocksOf(std::int64_t cols, std::int64_t block)
     return (cols + block - 1) / block;
 }
 
+// U with U^T U = (H + damp * mean(diag H) * I)^-1 (upper), as fasterquant takes it. H is consumed
+// and freed as early as possible: for wide matrices each cols x cols copy is large.
+Result<at::Tensor> dampedInverseFactor(at::Tensor H, double damp, const std::string& name)
+{
+    const double meanDiag = H.diagonal().mean().item<double>();
+    H.diagonal().add_(damp * meanDiag);
+    const std::string notPd = "gptq: " + name + ": the Hessian is not positive definite after dampening (damp=" +
+                              std::to_string(damp) + "); try a larger damp";
+    at::Tensor U;
+    auto [L, info] = at::linalg_cholesky_ex(H);
+    H = at::Tensor();
+    if (info.item<int>() != 0)
+        return Error{notPd};
+    L = at::cholesky_inverse(L);
+    std::tie(U, info) = at::linalg_cholesky_ex(L, /*upper=*/true);
+    if (info.item<int>() != 0 || !at::isfinite(U).all().item<bool>())
+        return Error{notPd};
+    return U;
+}
+
 // Quantises one matrix; `onBlock` is called after each block and cancels when it returns false.
 Result<uniform::QuantisedMatrix> quantiseMatrix(const WeightMatrix& m, const Options& o, const std::function<bool()>& onBlock)
 {
@@ -123,21 +143,10 @@ Result<uniform::QuantisedMatrix> quantiseMatrix(const WeightMatrix& m, const Opt
         H = H.index_select(0, perm).index_select(1, perm).contiguous();
     }
 
-    const double meanDiag = H.diagonal().mean().item<double>();
-    H.diagonal().add_(o.damp * meanDiag);
-    const std::string notPd = "gptq: " + name + ": the Hessian is not positive definite after dampening (damp=" +
-                              std::to_string(o.damp) + "); try a larger damp";
-    at::Tensor U;
-    {
-        auto [L, info] = at::linalg_cholesky_ex(H);
-        H = at::Tensor(); // freed early: for wide matrices each cols x cols copy is large
-        if (info.item<int>() != 0)
-            return Error{notPd};
-        L = at::cholesky_inverse(L);
-        std::tie(U, info) = at::linalg_cholesky_ex(L, /*upper=*/true);
-        if (info.item<int>() != 0 || !at::isfinite(U).all().item<bool>())
-            return Error{notPd};
-    }
+    auto inverse = dampedInverseFactor(std::move(H), o.damp, name);
+    if (!inverse)
+        return inverse.error();
+    const at::Tensor U = std::move(*inverse);
     const at::Tensor diagU = U.diagonal().to(at::kDouble).contiguous();
     const double* dU = diagU.data_ptr<double>();
     at::Tensor e = at::empty({rows}, at::kDouble);
