@@ -33,7 +33,7 @@ generate() {
 `pocketllm-cli` is the command-line half of PocketLLM Workbench: it inspects, converts, evaluates and
 compresses Llama-family checkpoints, and lists the experiment store. The global options (`--json`,
 `--quiet`, `--log-level`, `--store`, `--no-store`) may be given before or after the subcommand.
-Exit codes: 0 success, 1 bad input (a file, a model), 2 bad usage (an option). `--json` prints one
+Exit codes: 0 success, 1 bad input (a file, a model), 2 bad usage (an option), 3 internal error (a bug). `--json` prints one
 JSON object on stdout, errors included (`{"error": ...}`). `pocketllm-cli --version` prints the version
 and the git revision of the build. See the [README](../README.md) for examples and the
 [user guide](user-guide.md) for the desktop application.

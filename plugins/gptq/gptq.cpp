@@ -1,5 +1,5 @@
 // GPTQ (Frantar et al. 2022, the reference implementation's `fasterquant`): columns are quantised
-// one at a time with the asymmetric min/max group quantiser of rtn (pocket/uniform_quant.h), and
+// one at a time with the asymmetric min/max group quantiser of rtn (pocket/methods/uniform_quant.h), and
 // each column's error, scaled by the inverse of the layer's input Hessian H = 2/n X^T X, is pushed
 // onto the columns not yet quantised, so that tr((W - Q) H (W - Q)^T) stays small. The inverse is
 // taken once as the upper Cholesky factor U of (H + damp * mean(diag H) * I)^-1; updates within a

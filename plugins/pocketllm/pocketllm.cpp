@@ -75,14 +75,14 @@ std::vector<ParamSpec> schema()
         P::boolean("reset_dead", true, "encoder=assign: move unused codewords onto the worst-served sub-vectors at each re-assignment"),
         P::choice("weighting", "none", {"none", "hessian_diag"},
                   "encoder=assign: weight the loss and k-means per input column by the calibration inputs' second "
-                  "moments (Hessian diagonal; needs --calib-text)"),
+                  "moments (Hessian diagonal; needs calibration text)"),
         P::boolean("feedback", false,
                    "encoder=assign: final codes chosen GPTVQ-style, column block by column block over the decoded "
-                   "codewords with each matrix's Hessian, errors pushed onto later columns (needs --calib-text)"),
+                   "codewords with each matrix's Hessian, errors pushed onto later columns (needs calibration text)"),
         P::real("damp", "0.01", 0, 1, "feedback: dampening, as a fraction of the mean Hessian diagonal"),
         P::integer("finetune", 0, 0, 100000,
                    "encoder=assign: full-batch steps fine-tuning decoder and codebook on the layers' output error "
-                   "tr(E H E^T) with the codes fixed (needs --calib-text)"),
+                   "tr(E H E^T) with the codes fixed (needs calibration text)"),
         P::real("finetune_lr", "0.002", 1e-7, 10, "finetune: Adam learning rate (cosine decay)", true),
         P::boolean("finetune_scales", true, "finetune: train the per-row scales too (with row_scale)"),
         P::integer("seed", 1, 0, 2147483647, "random seed (combined with the group id)"),
@@ -169,9 +169,9 @@ Result<std::int64_t> rlnGroup(const std::vector<MatrixRef>& matrices, const Para
     if (requested > 0) {
         for (const MatrixRef& m : matrices)
             if (subvectorCount(m, d) % requested != 0)
-                return Error{"parameter 'rln_group': " + std::to_string(requested) + " does not divide the " +
+                return Error::usage("parameter 'rln_group': " + std::to_string(requested) + " does not divide the " +
                              std::to_string(subvectorCount(m, d)) + " sub-vectors of " + m.name +
-                             " (use a divisor, or 0 for automatic)"};
+                             " (use a divisor, or 0 for automatic)", "settings");
         return requested;
     }
     const std::int64_t rowBlocks = (matrices.front().cols + d - 1) / d;
@@ -206,7 +206,7 @@ struct Layout {
 Result<Layout> layoutFor(const std::vector<MatrixRef>& matrices, const ParamSet& params)
 {
     if (matrices.empty())
-        return Error{"pocketllm: empty group"};
+        return Error::usage("pocketllm: empty group", "settings");
     Layout l;
     l.d = static_cast<int>(params.getInt("d"));
     l.latent = params.getInt("latent") > 0 ? static_cast<int>(params.getInt("latent")) : l.d;
@@ -224,17 +224,17 @@ Result<Layout> layoutFor(const std::vector<MatrixRef>& matrices, const ParamSet&
     l.format.outSkip = init == "vq";
     l.rowScale = params.getBool("row_scale");
     if (init == "vq" && !assign)
-        return Error{"pocketllm: init=vq needs encoder=assign (the trained encoder has no weight-space start)"};
+        return Error::usage("pocketllm: init=vq needs encoder=assign (the trained encoder has no weight-space start)", "settings");
     if (init == "kmeans" && assign)
         return Error{"pocketllm: init=kmeans (k-means on encoder latents) needs encoder=trained; use init=vq"};
     if (init == "vq" && l.latent != l.d)
-        return Error{"pocketllm: init=vq needs latent = d (the decoder starts as the identity)"};
+        return Error::usage("pocketllm: init=vq needs latent = d (the decoder starts as the identity)", "settings");
     if (init == "vq" && l.format.finalNorm)
-        return Error{"pocketllm: init=vq needs final_norm=false (a final LayerNorm cannot start as the identity)"};
+        return Error::usage("pocketllm: init=vq needs final_norm=false (a final LayerNorm cannot start as the identity)", "settings");
     if (assign && l.format.rlnAffine)
-        return Error{"pocketllm: encoder=assign needs rln_affine=false (codewords are decoded once per RLN group)"};
+        return Error::usage("pocketllm: encoder=assign needs rln_affine=false (codewords are decoded once per RLN group)", "settings");
     if (!assign && (params.getText("weighting") != "none" || params.getBool("feedback") || params.getInt("finetune") > 0))
-        return Error{"pocketllm: weighting, feedback and finetune need encoder=assign"};
+        return Error::usage("pocketllm: weighting, feedback and finetune need encoder=assign", "settings");
     return l;
 }
 
@@ -879,18 +879,26 @@ int resetDeadCodewords(AssignState& s, const at::Tensor& data, const at::Tensor&
     return static_cast<int>(nd);
 }
 
+// The assign path's trainable tensors: the codebook and, unless train_decoder=false, the decoder;
+// gradients switched on.
+std::vector<at::Tensor> codebookAndDecoder(const Network& net, bool trainDecoder)
+{
+    std::vector<at::Tensor> trainable{net.codebook};
+    if (trainDecoder)
+        for (const at::Tensor& t : net.decoderParameters())
+            trainable.push_back(t);
+    for (at::Tensor& t : trainable)
+        t.set_requires_grad(true);
+    return trainable;
+}
+
 // Weight-space training: codebook (and decoder) by Adam on the weighted reconstruction error, full
 // batch, the codes re-assigned every `assign_every` steps. False when cancelled.
 bool trainWeightSpace(AssignState& s, const at::Tensor& data, const at::Tensor& w, double wSum, const Layout& l, const ParamSet& params,
                       int firstStep, AssignProgress& report, json& extra)
 {
     const int epochs = static_cast<int>(params.getInt("epochs"));
-    std::vector<at::Tensor> trainable{s.net.codebook};
-    if (params.getBool("train_decoder"))
-        for (const at::Tensor& t : s.net.decoderParameters())
-            trainable.push_back(t);
-    for (at::Tensor& t : trainable)
-        t.set_requires_grad(true);
+    std::vector<at::Tensor> trainable = codebookAndDecoder(s.net, params.getBool("train_decoder"));
     torch::optim::Adam optimizer(trainable, torch::optim::AdamOptions(params.getFloat("lr")));
     const int every = static_cast<int>(params.getInt("assign_every"));
     for (int step = 0; step < epochs; ++step) {
@@ -960,12 +968,7 @@ bool finetuneOutputError(AssignState& s, const MatrixGroup& group, GroupData& g,
                                      : at::ones({m.ref.rows, 1}, at::kFloat));
         weightsTotal += static_cast<double>(m.ref.weights());
     }
-    std::vector<at::Tensor> trainable{s.net.codebook};
-    if (params.getBool("train_decoder"))
-        for (const at::Tensor& t : s.net.decoderParameters())
-            trainable.push_back(t);
-    for (at::Tensor& t : trainable)
-        t.set_requires_grad(true);
+    std::vector<at::Tensor> trainable = codebookAndDecoder(s.net, params.getBool("train_decoder"));
     const bool tuneScales = l.rowScale && params.getBool("finetune_scales");
     std::vector<at::Tensor> multipliers;
     for (const at::Tensor& t : scalesT)

@@ -2,7 +2,7 @@
 // (the last one may be shorter); each group is quantised asymmetrically between its minimum and
 // maximum to 2^bits levels. Stored per group: an fp16 scale and an fp16 minimum (32 bits), so
 //   w_hat = q * scale + min,   q = clamp(round((w - min) / scale), 0, 2^bits - 1).
-// The quantiser and the payload layout are pocket/uniform_quant.h (shared with gptq).
+// The quantiser and the payload layout are pocket/methods/uniform_quant.h (shared with gptq).
 // Plain C++ (no LibTorch).
 #include "pocket/methods/method_base.h"
 #include "pocket/methods/uniform_quant.h"

@@ -46,14 +46,14 @@ const MethodInfo& methodInfo()
                                        "GPTVQ-style error feedback: codes chosen column block by column block with the "
                                        "Hessian-weighted distance, each block's error pushed onto the columns not yet "
                                        "quantised; with sharing=type/model the codebook is fitted on the whole group and "
-                                       "each matrix's codes are chosen with its own Hessian (needs --calib-text)"),
+                                       "each matrix's codes are chosen with its own Hessian (needs calibration text)"),
                     ParamSpec::real("damp", "0.01", 0, 1, "feedback: dampening, as a fraction of the mean Hessian diagonal"),
                     ParamSpec::boolean("row_scale", false,
                                        "divide each output row by its RMS before clustering; the fp16 scales are stored "
                                        "(16 bits per row, counted)"),
                     ParamSpec::choice("weighting", "none", {"none", "hessian_diag"},
                                       "k-means distance and centroids weighted per input column by the calibration "
-                                      "inputs' second moments (the Hessian diagonal; needs --calib-text)")};
+                                      "inputs' second moments (the Hessian diagonal; needs calibration text)")};
         return m;
     }();
     return info;

@@ -30,14 +30,9 @@ void SensitivityRecorder::addUnit(const UnitSensitivity& u, const std::vector<Ma
 
 std::int64_t SensitivityRecorder::done(const SensitivityResult& r, std::int64_t bitsWeights, double bitsTotal)
 {
-    begin();
-    m_finished = true;
-    if (!m_store || m_runId == 0)
+    if (!startFinishing())
         return 0;
-    auto hash = fileFingerprint(m_params.textPath);
-    if (!hash)
-        return disable(hash.message());
-    auto dataset = m_store->upsertDataset({0, displayName(m_params.textPath), "", *hash, absolutePath(m_params.textPath)});
+    auto dataset = upsertTextDataset(m_params.textPath);
     if (!dataset)
         return disable(dataset.message());
     RunResult base;
@@ -49,14 +44,10 @@ std::int64_t SensitivityRecorder::done(const SensitivityResult& r, std::int64_t 
     if (auto s = m_store->addResult(m_runId, base); !s)
         return disable(s.message());
     RunFinish f;
-    f.status = RunStatus::Done;
     f.wallSeconds = r.seconds;
-    f.peakRssMb = peakRssMb();
     if (bitsWeights > 0)
         f.bpwCompressed = bitsTotal / static_cast<double>(bitsWeights);
-    if (auto s = m_store->finishRun(m_runId, f); !s)
-        return disable(s.message());
-    return m_runId;
+    return finishDone(f);
 }
 
 Result<std::int64_t> SensitivityRecorder::insertRun(ExperimentStore& store)

@@ -116,16 +116,9 @@ Result<std::int64_t> EvalRecorder::insertRun(ExperimentStore& store)
 
 std::int64_t EvalRecorder::done(const EvalResult& r)
 {
-    begin();
-    m_finished = true;
-    if (!m_store || m_runId == 0)
+    if (!startFinishing())
         return 0;
-    auto dataset = [&]() -> Result<std::int64_t> {
-        auto hash = fileFingerprint(m_textPath);
-        if (!hash)
-            return hash.error();
-        return m_store->upsertDataset({0, displayName(m_textPath), "", *hash, absolutePath(m_textPath)});
-    }();
+    auto dataset = upsertTextDataset(m_textPath);
     if (!dataset)
         return disable(dataset.message());
     RunResult result;
@@ -142,15 +135,10 @@ std::int64_t EvalRecorder::done(const EvalResult& r)
     if (auto s = m_store->addResult(m_runId, result); !s)
         return disable(s.message());
     RunFinish f;
-    f.status = RunStatus::Done;
     f.wallSeconds = secondsSinceStart();
-    f.peakRssMb = peakRssMb();
     f.bpwCompressed = m_bpwCompressed;
     f.bpwAllIn = m_bpwAllIn;
-    if (auto s = m_store->finishRun(m_runId, f); !s)
-        return disable(s.message());
-    spdlog::info("recorded as run #{} in {}", m_runId, m_store->path());
-    return m_runId;
+    return finishDone(f);
 }
 
 CompressRecorder::CompressRecorder(RecorderOptions options, CompressJobParams params)
@@ -180,9 +168,7 @@ Result<std::int64_t> CompressRecorder::insertRun(ExperimentStore& store)
 
 std::int64_t CompressRecorder::done(const CompressJobResult& r)
 {
-    begin();
-    m_finished = true;
-    if (!m_store || m_runId == 0)
+    if (!startFinishing())
         return 0;
     std::vector<MatrixMetric> metrics;
     for (const MatrixReport& m : r.matrices)
@@ -190,9 +176,7 @@ std::int64_t CompressRecorder::done(const CompressJobResult& r)
     if (auto s = m_store->addMatrixMetrics(m_runId, metrics); !s)
         return disable(s.message());
     RunFinish f;
-    f.status = RunStatus::Done;
     f.wallSeconds = r.seconds;
-    f.peakRssMb = peakRssMb();
     f.archiveBytes = r.archiveBytes;
     f.bpwCompressed = r.bits.bpwCompressed();
     f.bpwAllIn = r.bits.bpwAllIn();
@@ -200,10 +184,7 @@ std::int64_t CompressRecorder::done(const CompressJobResult& r)
         f.paramsJson = r.groups.front().paramsJson;
     if (auto archive = Archive::open(r.archivePath, ContainerReader::Verify::ManifestOnly))
         f.selectionJson = (*archive)->manifest().selectionJson;
-    if (auto s = m_store->finishRun(m_runId, f); !s)
-        return disable(s.message());
-    spdlog::info("recorded as run #{} in {}", m_runId, m_store->path());
-    return m_runId;
+    return finishDone(f);
 }
 
 } // namespace pocket

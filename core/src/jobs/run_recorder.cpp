@@ -61,6 +61,31 @@ std::int64_t RunRecorder::disable(const std::string& message)
     return 0;
 }
 
+bool RunRecorder::startFinishing()
+{
+    begin();
+    m_finished = true;
+    return m_store && m_runId != 0;
+}
+
+Result<std::int64_t> RunRecorder::upsertTextDataset(const std::string& textPath)
+{
+    auto hash = fileFingerprint(textPath);
+    if (!hash)
+        return hash.error();
+    return m_store->upsertDataset({0, displayName(textPath), "", *hash, absolutePath(textPath)});
+}
+
+std::int64_t RunRecorder::finishDone(RunFinish finish)
+{
+    finish.status = RunStatus::Done;
+    finish.peakRssMb = peakRssMb();
+    if (auto s = m_store->finishRun(m_runId, finish); !s)
+        return disable(s.message());
+    spdlog::info("recorded as run #{} in {}", m_runId, m_store->path());
+    return m_runId;
+}
+
 void RunRecorder::begin()
 {
     if (m_begun || !m_options.enabled)

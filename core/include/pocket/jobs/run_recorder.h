@@ -65,6 +65,13 @@ protected:
     void markEnded(RunStatus status, const std::string& error);
     // Logs a store problem once and stops recording; returns 0 (no run id).
     std::int64_t disable(const std::string& message);
+    // The start of every subclass's done(): begins the run if needed and marks it finished; false
+    // when nothing is being recorded.
+    bool startFinishing();
+    // Inserts (or finds) a text file as a dataset, identified by its fingerprint.
+    Result<std::int64_t> upsertTextDataset(const std::string& textPath);
+    // Finishes the run as done with `finish` (peak RSS filled in); returns the run id, 0 on a store problem.
+    std::int64_t finishDone(RunFinish finish);
     double secondsSinceStart() const;
 
     RecorderOptions m_options;
