@@ -133,19 +133,47 @@ int ComparePanel::pointCount() const
     return n;
 }
 
+// What refresh() draws: one series per (method, published or not), and the uncompressed models as
+// reference lines.
+struct ComparePanel::Plot {
+    struct Series {
+        QVector<double> x, y;
+        QVector<int> rows;
+    };
+    std::map<std::string, int> methodIndex;           // colour of each method
+    std::map<std::pair<std::string, bool>, Series> series;
+    QVector<QPair<double, QString>> references;       // uncompressed models: horizontal lines
+    int published = 0, local = 0;
+};
+
 bool ComparePanel::refresh()
 {
     m_chart->clearPlottables();
     m_pointRows.clear();
     m_table->setSortingEnabled(false);
     m_table->setRowCount(0);
+    auto rows = queryRows();
+    if (!rows) {
+        m_status->setText(QString::fromStdString(rows.message()));
+        m_chart->replot(QCustomPlot::rpQueuedReplot);
+        return false;
+    }
+    const Plot plot = fillTable(*rows);
+    const bool logY = plotSeries(plot);
+    drawReferences(plot, logY);
+    m_chart->replot(QCustomPlot::rpQueuedReplot);
+    m_table->setSortingEnabled(true);
+    m_table->resizeColumnsToContents();
+    m_status->setText(tr("%1 local results and %2 published figures (%3).").arg(plot.local).arg(plot.published).arg(m_storePath));
+    return true;
+}
+
+Result<std::vector<CompareRow>> ComparePanel::queryRows()
+{
     if (!m_store) {
         auto store = ExperimentStore::open(m_storePath.toStdString());
-        if (!store) {
-            m_status->setText(tr("Cannot read the experiment store: %1").arg(QString::fromStdString(store.message())));
-            m_chart->replot(QCustomPlot::rpQueuedReplot);
-            return false;
-        }
+        if (!store)
+            return Error{tr("Cannot read the experiment store: %1").arg(QString::fromStdString(store.message())).toStdString()};
         m_store = std::move(*store);
     }
     CompareFilter filter;
@@ -156,24 +184,17 @@ bool ComparePanel::refresh()
     filter.metric = m_metric->currentText().toStdString();
     filter.includePublished = m_published->isChecked();
     auto rows = m_store->compare(filter);
-    if (!rows) {
-        m_status->setText(QString::fromStdString(rows.message()));
+    if (!rows)
         m_store.reset(); // reopen next time (the file may have been replaced)
-        m_chart->replot(QCustomPlot::rpQueuedReplot);
-        return false;
-    }
-    m_table->setRowCount(static_cast<int>(rows->size()));
-    // Series: one colour per method; published and local points in separate curves.
-    std::map<std::string, int> methodIndex;
-    struct Series {
-        QVector<double> x, y;
-        QVector<int> rows;
-    };
-    std::map<std::pair<std::string, bool>, Series> series;
-    int published = 0, local = 0;
-    QVector<QPair<double, QString>> references; // uncompressed models: drawn as horizontal lines
-    for (std::size_t i = 0; i < rows->size(); ++i) {
-        const CompareRow& r = (*rows)[i];
+    return rows;
+}
+
+ComparePanel::Plot ComparePanel::fillTable(const std::vector<CompareRow>& rows)
+{
+    Plot plot;
+    m_table->setRowCount(static_cast<int>(rows.size()));
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+        const CompareRow& r = rows[i];
         const int row = static_cast<int>(i);
         auto* method = new QTableWidgetItem(QString::fromStdString(r.method));
         method->setData(Qt::UserRole, static_cast<qlonglong>(r.runId));
@@ -188,22 +209,27 @@ bool ComparePanel::refresh()
         auto* source = new QTableWidgetItem(r.published ? tr("published: %1").arg(QString::fromStdString(r.source)) : QString::fromStdString(r.source));
         source->setToolTip(QString::fromStdString(r.note));
         m_table->setItem(row, 7, source);
-        (r.published ? published : local)++;
+        (r.published ? plot.published : plot.local)++;
         if (!r.bpw)
             continue;
         if (r.method == "none") {
-            references.push_back({r.value, tr("%1, uncompressed (%2 bpw)").arg(QString::fromStdString(r.model)).arg(*r.bpw, 0, 'f', 0)});
+            plot.references.push_back({r.value, tr("%1, uncompressed (%2 bpw)").arg(QString::fromStdString(r.model)).arg(*r.bpw, 0, 'f', 0)});
             continue;
         }
-        methodIndex.emplace(r.method, static_cast<int>(methodIndex.size()));
-        Series& s = series[{r.method, r.published}];
+        plot.methodIndex.emplace(r.method, static_cast<int>(plot.methodIndex.size()));
+        Plot::Series& s = plot.series[{r.method, r.published}];
         s.x << *r.bpw;
         s.y << r.value;
         s.rows << row;
     }
+    return plot;
+}
+
+bool ComparePanel::plotSeries(const Plot& plot)
+{
     bool logY = m_metric->currentText() == QLatin1String("perplexity");
-    for (auto& [key, s] : series) {
-        const QColor color = seriesColor(methodIndex[key.first]);
+    for (const auto& [key, s] : plot.series) {
+        const QColor color = seriesColor(plot.methodIndex.at(key.first));
         auto* curve = new QCPCurve(m_chart->xAxis, m_chart->yAxis);
         QVector<double> t(s.x.size());
         for (int i = 0; i < t.size(); ++i)
@@ -225,9 +251,14 @@ bool ComparePanel::refresh()
     else
         m_chart->yAxis->setTicker(QSharedPointer<QCPAxisTicker>(new QCPAxisTicker));
     m_chart->yAxis->setLabel(m_metric->currentText());
+    return logY;
+}
+
+void ComparePanel::drawReferences(const Plot& plot, bool logY)
+{
     m_chart->clearItems();
     m_chart->rescaleAxes();
-    for (const auto& [value, label] : references) {
+    for (const auto& [value, label] : plot.references) {
         auto* line = new QCPItemStraightLine(m_chart);
         line->point1->setCoords(0, value);
         line->point2->setCoords(1, value);
@@ -255,11 +286,6 @@ bool ComparePanel::refresh()
         else
             m_chart->yAxis->scaleRange(1.1, r.center());
     }
-    m_chart->replot(QCustomPlot::rpQueuedReplot);
-    m_table->setSortingEnabled(true);
-    m_table->resizeColumnsToContents();
-    m_status->setText(tr("%1 local results and %2 published figures (%3).").arg(local).arg(published).arg(m_storePath));
-    return true;
 }
 
 void ComparePanel::selectPoint(QCPAbstractPlottable* plottable, int dataIndex)

@@ -5,15 +5,15 @@
 // row. Reads the store on the GUI thread (one short query per refresh). GUI thread only.
 #pragma once
 
+#include "pocket/store/experiment_store.h"
+#include "pocket/support/result.h"
+
 #include <QString>
-
-#include <memory>
-
-namespace pocket {
-class ExperimentStore;
-}
 #include <QVector>
 #include <QWidget>
+
+#include <memory>
+#include <vector>
 
 class QCheckBox;
 class QComboBox;
@@ -53,6 +53,14 @@ Q_SIGNALS:
     void runSelected(qint64 runId);
 
 private:
+    struct Plot;
+    // The steps of refresh(): the store's rows under the filters, the table (and what to plot),
+    // the series (returns whether the metric axis is logarithmic), the reference lines and ranges.
+    pocket::Result<std::vector<pocket::CompareRow>> queryRows();
+    Plot fillTable(const std::vector<pocket::CompareRow>& rows);
+    bool plotSeries(const Plot& plot);
+    void drawReferences(const Plot& plot, bool logY);
+
     QString m_storePath;
     // One connection, opened on first refresh and kept (opening checks the schema and the seed).
     std::unique_ptr<pocket::ExperimentStore> m_store;

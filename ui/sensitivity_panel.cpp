@@ -43,6 +43,15 @@ QTableWidgetItem* number(double v, int digits)
 SensitivityPanel::SensitivityPanel(Workbench* workbench, QWidget* parent) : QWidget(parent), m_workbench(workbench)
 {
     auto* layout = new QVBoxLayout(this);
+    layout->addLayout(buildAnalysisForm());
+    layout->addWidget(buildResultsView(), 3);
+    buildAllocation(layout);
+    connectSignals();
+}
+
+// Method, settings, unit, context, windows, the metric shown, and the Measure button.
+QHBoxLayout* SensitivityPanel::buildAnalysisForm()
+{
     auto* form = new QHBoxLayout;
     m_method = new QLineEdit(QStringLiteral("rtn"));
     m_method->setToolTip(tr("Method applied to each unit (a method without calibration: rtn, vq, pocketllm)"));
@@ -75,8 +84,12 @@ SensitivityPanel::SensitivityPanel(Workbench* workbench, QWidget* parent) : QWid
     form->addWidget(new QLabel(tr("Show:")));
     form->addWidget(m_metric);
     form->addWidget(m_run);
-    layout->addLayout(form);
+    return form;
+}
 
+// The heatmap (blocks x matrix types) beside the table of units.
+QSplitter* SensitivityPanel::buildResultsView()
+{
     auto* split = new QSplitter(Qt::Horizontal);
     m_plot = new QCustomPlot;
     m_plot->setMinimumSize(360, 260);
@@ -107,8 +120,12 @@ SensitivityPanel::SensitivityPanel(Workbench* workbench, QWidget* parent) : QWid
     split->addWidget(m_table);
     split->setStretchFactor(0, 2);
     split->setStretchFactor(1, 3);
-    layout->addWidget(split, 3);
+    return split;
+}
 
+// The allocation menu and budget, Plan and Run plan, and the plan's table.
+void SensitivityPanel::buildAllocation(QVBoxLayout* layout)
+{
     auto* alloc = new QHBoxLayout;
     m_menu = new QLineEdit(QStringLiteral("bits=2;bits=3;bits=4;bits=5"));
     m_menu->setToolTip(tr("Settings to choose from for each matrix, separated by ';' (each on top of the settings above), "
@@ -139,7 +156,10 @@ SensitivityPanel::SensitivityPanel(Workbench* workbench, QWidget* parent) : QWid
     m_planTable->setSortingEnabled(true);
     m_planTable->verticalHeader()->setVisible(false);
     layout->addWidget(m_planTable, 2);
+}
 
+void SensitivityPanel::connectSignals()
+{
     connect(m_run, &QPushButton::clicked, this, [this] {
         QString error;
         if (!startAnalysis(&error))

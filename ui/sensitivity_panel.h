@@ -20,11 +20,14 @@ class QComboBox;
 class QCustomPlot;
 class QCPColorMap;
 class QDoubleSpinBox;
+class QHBoxLayout;
 class QLabel;
 class QLineEdit;
 class QPushButton;
 class QSpinBox;
+class QSplitter;
 class QTableWidget;
+class QVBoxLayout;
 
 namespace pocket::ui {
 
@@ -64,6 +67,10 @@ Q_SIGNALS:
     void runPlanRequested();
 
 private:
+    QHBoxLayout* buildAnalysisForm();
+    QSplitter* buildResultsView();
+    void buildAllocation(QVBoxLayout* layout);
+    void connectSignals();
     void reset();
     void addUnits(const QVector<pocket::UnitSensitivity>& units);
     void redrawMap();
