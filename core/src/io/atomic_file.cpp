@@ -23,7 +23,7 @@ Status AtomicFile::open()
 {
     m_file = std::fopen(m_tempPath.c_str(), "wb");
     if (!m_file)
-        return fileError(m_path, std::string("cannot create: ") + std::strerror(errno));
+        return fileError(m_path, std::string("cannot create: ") + std::strerror(errno), ErrorKind::Io);
     return {};
 }
 
@@ -32,20 +32,20 @@ Status AtomicFile::write(const void* bytes, std::size_t count)
     if (count == 0)
         return {};
     if (std::fwrite(bytes, 1, count, m_file) != count)
-        return fileError(m_path, std::string("write failed: ") + std::strerror(errno));
+        return fileError(m_path, std::string("write failed: ") + std::strerror(errno), ErrorKind::Io);
     return {};
 }
 
 Status AtomicFile::commit()
 {
     if (std::fflush(m_file) != 0 || ::fsync(::fileno(m_file)) != 0)
-        return fileError(m_path, std::string("write failed: ") + std::strerror(errno));
+        return fileError(m_path, std::string("write failed: ") + std::strerror(errno), ErrorKind::Io);
     const int rc = std::fclose(m_file);
     m_file = nullptr;
     if (rc != 0)
-        return fileError(m_path, std::string("write failed: ") + std::strerror(errno));
+        return fileError(m_path, std::string("write failed: ") + std::strerror(errno), ErrorKind::Io);
     if (std::rename(m_tempPath.c_str(), m_path.c_str()) != 0)
-        return fileError(m_path, std::string("cannot rename into place: ") + std::strerror(errno));
+        return fileError(m_path, std::string("cannot rename into place: ") + std::strerror(errno), ErrorKind::Io);
     m_committed = true;
     return {};
 }

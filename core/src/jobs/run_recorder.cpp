@@ -4,6 +4,7 @@
 #include "pocket/io/checkpoint.h"
 #include "pocket/io/fingerprint.h"
 #include "pocket/store/experiment_store.h"
+#include "pocket/support/timing.h"
 
 #include <spdlog/spdlog.h>
 
@@ -43,7 +44,7 @@ std::string RunRecorder::storePath() const { return m_store ? m_store->path() : 
 
 double RunRecorder::secondsSinceStart() const
 {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - m_start).count();
+    return pocket::secondsSince(m_start);
 }
 
 RunRecorder::~RunRecorder()

@@ -1,5 +1,6 @@
 // The only translation unit of core that includes LibTorch headers (they are slow to compile).
 #include "pocket/model/llama_model.h"
+#include "pocket/support/timing.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -384,7 +385,7 @@ double measureMatmulGflops(int n, int repeats)
     at::Tensor c = at::matmul(a, b); // warm-up
     const auto start = std::chrono::steady_clock::now();
     for (int i = 0; i < repeats; ++i) c = at::matmul(a, b);
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double seconds = secondsSince(start);
     return 2.0 * n * static_cast<double>(n) * n * repeats / seconds / 1e9;
 }
 

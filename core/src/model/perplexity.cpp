@@ -1,4 +1,5 @@
 #include "pocket/model/perplexity.h"
+#include "pocket/support/timing.h"
 
 #include <algorithm>
 #include <chrono>
@@ -95,14 +96,14 @@ Result<EvalResult> evaluatePerplexity(const LlamaModel& model, const std::vector
                 p.windowsDone = done;
                 p.windowsTotal = result.windows;
                 p.tokensScored = result.tokensScored;
-                p.elapsedSeconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - startTime).count();
+                p.elapsedSeconds = secondsSince(startTime);
                 p.perplexitySoFar = std::exp(nllSum / static_cast<double>(result.tokensScored));
                 if (!onProgress(p))
                     return Error::cancelled();
             }
         }
     }
-    result.elapsedSeconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - startTime).count();
+    result.elapsedSeconds = secondsSince(startTime);
     result.meanNll = nllSum / static_cast<double>(result.tokensScored);
     result.perplexity = std::exp(result.meanNll);
     result.tokensPerSecond = result.elapsedSeconds > 0 ? static_cast<double>(result.tokensProcessed) / result.elapsedSeconds : 0;
