@@ -11,6 +11,7 @@
 #include "fake_method.h"
 #include "test_support.h"
 
+#include <QDir>
 #include <QElapsedTimer>
 #include <QProcess>
 #include <QThread>
@@ -597,6 +598,10 @@ private Q_SLOTS:
                                             << "--blocks: block 99 is past the model's last block 4";
         QTest::newRow("no calibration text") << QStringList{"compress", model, "-o", "x.pllm", "--method", "gptq"} << 2
                                              << "--calib-text is needed by method 'gptq'";
+        QTest::newRow("work folder exists") << QStringList{"compress", model, "-o", "x.pllm", "--method", "rtn"} << 2
+                                            << "x.pllm.work: a work folder from an earlier run exists; resume it, or delete it (--resume)";
+        QTest::newRow("empty selection") << QStringList{"compress", model, "-o", "x.pllm", "--include", "nothing-matches"} << 2
+                                         << "the layer selection matches no matrix";
         QTest::newRow("stride past ctx") << QStringList{"eval", model, "--text", POCKET_RESOURCES_DIR "/text/tinystories_valid_30k.txt", "--ctx",
                                                         "64", "--stride", "64"}
                                          << 2 << "--stride 64 must not exceed ctx - 1 = 63";
@@ -611,6 +616,9 @@ private Q_SLOTS:
         QFETCH(int, exitCode);
         QFETCH(QString, expected);
         QTemporaryDir dir;
+        const bool leftover = QTest::currentDataTag() == QLatin1String("work folder exists");
+        if (leftover) // an interrupted run's folder, which a new run must not take over or delete
+            QVERIFY(QDir(dir.path()).mkpath(QStringLiteral("x.pllm.work")));
         QProcess cli;
         cli.setWorkingDirectory(dir.path());
         cli.start(POCKET_CLI_PATH, QStringList{"--json", "-q"} << args);
@@ -620,6 +628,7 @@ private Q_SLOTS:
         const std::string error = json["error"];
         QVERIFY2(error.find(expected.toStdString()) != std::string::npos, error.c_str());
         QVERIFY(!QFileInfo::exists(dir.filePath("x.pllm")));
+        QCOMPARE(QFileInfo(dir.filePath("x.pllm.work")).isDir(), leftover);
     }
 };
 

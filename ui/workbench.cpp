@@ -483,8 +483,9 @@ bool Workbench::startExportArchive(const QString& archivePath, const QString& de
         const std::shared_ptr<std::atomic<bool>> stopFlag = m_stop;
         ExportOutcome o;
         o.path = destination;
-        const auto fail = [&](const QString& message) {
+        const auto fail = [&](const QString& message, ErrorKind kind = ErrorKind::Io) {
             o.message = message;
+            o.errorKind = kind;
             QFile::remove(destination + QStringLiteral(".part"));
         };
         JobStatus st;
@@ -492,8 +493,7 @@ bool Workbench::startExportArchive(const QString& archivePath, const QString& de
         st.text = tr("verifying %1").arg(archivePath);
         postStatus(st);
         if (auto verified = Archive::open(archivePath.toStdString(), ContainerReader::Verify::All); !verified) {
-            o.errorKind = verified.kind();
-            fail(QString::fromStdString(verified.message()));
+            fail(QString::fromStdString(verified.message()), verified.kind());
         } else {
             QFile in(archivePath);
             QFile out(destination + QStringLiteral(".part"));
@@ -518,8 +518,7 @@ bool Workbench::startExportArchive(const QString& archivePath, const QString& de
                     postStatus(st);
                     if (stopFlag->load()) {
                         o.cancelled = true;
-                        o.errorKind = ErrorKind::Cancelled;
-                        fail(tr("Export cancelled; nothing was left behind."));
+                        fail(tr("Export cancelled; nothing was left behind."), ErrorKind::Cancelled);
                         ok = false;
                     }
                 }

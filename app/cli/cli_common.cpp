@@ -21,7 +21,7 @@ const std::map<std::string, std::string>& flagOfSetting()
         {"max tokens", "--max-tokens"},
         {"menu", "--menu"},
         {"method", "--method"},
-        {"output", "-o"},
+        {"output", "--out"},
         {"overwrite", "--force"},
         {"pattern", "--include/--exclude"},
         {"preset", "--preset"},

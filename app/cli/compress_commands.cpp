@@ -142,6 +142,11 @@ int runCompress(const Globals& g, const CompressOptions& o)
         return kExitOk;
     }
 
+    // The selection as given; the store replaces it with the archive's resolved one on success.
+    params.requestedSelectionJson = ordered_json{{"preset", o.preset}, {"blocks", o.blocks}, {"types", o.types}, {"include", o.include},
+                                                 {"exclude", o.exclude}, {"skip_first", o.skipFirst}, {"skip_last", o.skipLast},
+                                                 {"keep_dtype", o.keepDtype}}
+                                        .dump();
     ProgressLine progress(!g.quiet);
     const pocket::RecorderOptions recording = recorderOptions(g);
     auto result = pocket::runCompressJob(params, registry(), &recording, [&](const pocket::JobProgress& p) {

@@ -19,6 +19,7 @@
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <chrono>
@@ -450,6 +451,11 @@ int main(int argc, char** argv)
                                    : g.logLevel == "off"   ? pocket::LogLevel::Off
                                                            : pocket::LogLevel::Info;
     pocket::initLogging("pocketllm-cli", level);
+    // On a terminal, a log line first clears the progress line it may land on (ProgressLine).
+    if (::isatty(STDERR_FILENO))
+        for (const auto& sink : spdlog::default_logger()->sinks())
+            if (auto* console = dynamic_cast<spdlog::sinks::stderr_color_sink_mt*>(sink.get()))
+                console->set_pattern("\r\x1b[K%^%l%$: %v");
     spdlog::debug("pocketllm-cli {} ({}) started", POCKET_VERSION, POCKET_GIT_REVISION);
     try {
         if (*infoCmd) return runInfo(g, info);

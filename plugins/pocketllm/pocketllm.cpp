@@ -226,7 +226,7 @@ Result<Layout> layoutFor(const std::vector<MatrixRef>& matrices, const ParamSet&
     if (init == "vq" && !assign)
         return Error::usage("pocketllm: init=vq needs encoder=assign (the trained encoder has no weight-space start)", "settings");
     if (init == "kmeans" && assign)
-        return Error{"pocketllm: init=kmeans (k-means on encoder latents) needs encoder=trained; use init=vq"};
+        return Error::usage("pocketllm: init=kmeans (k-means on encoder latents) needs encoder=trained; use init=vq", "settings");
     if (init == "vq" && l.latent != l.d)
         return Error::usage("pocketllm: init=vq needs latent = d (the decoder starts as the identity)", "settings");
     if (init == "vq" && l.format.finalNorm)
@@ -524,9 +524,8 @@ private:
 // in whole groups when asked, so training normalises the same groups decoding will). False when
 // cancelled.
 bool trainEncoder(Network& net, const at::Tensor& data, const Layout& l, const ParamSet& params, at::Generator& gen,
-                  const std::string& groupId, const CompressContext& context)
+                  const std::string& groupId, const CompressContext& context, const Stopwatch& clock)
 {
-    const Stopwatch clock;
     EncoderTraining t;
     t.ema = params.getText("update") == "ema";
     t.emaDecay = params.getFloat("ema_decay");
@@ -655,6 +654,7 @@ void writePayload(const Layout& l, const Network& net, float scale, const std::v
 Status PocketLlmMethod::compressTrained(const MatrixGroup& group, const ParamSet& params, const CompressContext& context, const Layout& l,
                                         GroupPayload& payload) const
 {
+    const Stopwatch clock;
     // Seeded from the group id so a group's result does not depend on which other groups run.
     at::Generator gen = at::detail::createCPUGenerator(groupSeed(params.getInt("seed"), group.id));
     at::NoGradGuard outerNoGrad; // gradients only where enabled in encoderStep
@@ -662,7 +662,7 @@ Status PocketLlmMethod::compressTrained(const MatrixGroup& group, const ParamSet
     Network net = Network::create(l.d, l.latent, l.hidden, l.group, l.codewords, gen, l.format);
     if (params.getText("init") == "kmeans")
         initLatentCodebook(net, g.x, l, static_cast<int>(params.getInt("kmeans_iters")), gen);
-    if (!trainEncoder(net, g.x, l, params, gen, group.id, context))
+    if (!trainEncoder(net, g.x, l, params, gen, group.id, context, clock))
         return Error::cancelled();
     // What the archive stores: fp16 decoder and codebook; indices found against the fp16 codebook.
     net.codebook.copy_(roundFp16(net.codebook));
@@ -799,8 +799,9 @@ at::Tensor elementWeights(const vqcommon::Weighting& weighting, std::int64_t n, 
 // Live metrics of the assign path: one step per k-means iteration, training step and fine-tune step.
 class AssignProgress {
 public:
-    AssignProgress(const std::string& groupId, int totalSteps, std::int64_t codewords, const CompressContext& context)
-        : m_codewords(codewords), m_context(context)
+    // `clock` started with the group.
+    AssignProgress(const std::string& groupId, int totalSteps, std::int64_t codewords, const CompressContext& context, Stopwatch clock)
+        : m_codewords(codewords), m_context(context), m_clock(clock)
     {
         progress.groupId = groupId;
         progress.totalSteps = totalSteps;
@@ -1014,6 +1015,7 @@ bool finetuneOutputError(AssignState& s, const MatrixGroup& group, GroupData& g,
 Status PocketLlmMethod::compressAssign(const MatrixGroup& group, const ParamSet& params, const CompressContext& context, const Layout& l,
                                        GroupPayload& payload) const
 {
+    const Stopwatch clock;
     const int threads = at::get_num_threads();
     const bool weighted = params.getText("weighting") != "none";
     const bool feedback = params.getBool("feedback");
@@ -1030,7 +1032,7 @@ Status PocketLlmMethod::compressAssign(const MatrixGroup& group, const ParamSet&
     const at::Tensor w = elementWeights(weighting, n, l.d);
     const double wSum = w.sum().item<double>();
     const int kmIters = params.getText("init") == "vq" ? static_cast<int>(params.getInt("kmeans_iters")) : 0;
-    AssignProgress report(group.id, kmIters + epochs + finetune, l.codewords, context);
+    AssignProgress report(group.id, kmIters + epochs + finetune, l.codewords, context, clock);
 
     at::Generator gen = at::detail::createCPUGenerator(groupSeed(params.getInt("seed"), group.id));
     AssignState s{Network::create(l.d, l.latent, l.hidden, l.group, l.codewords, gen, l.format), at::Tensor()};

@@ -144,6 +144,7 @@ public:
 protected:
     Status compressInto(const MatrixGroup& group, const ParamSet& params, const CompressContext& context, GroupPayload& p) override
     {
+        const Stopwatch clock;
         const int d = static_cast<int>(params.getInt("d"));
         const std::int64_t k = params.getInt("K");
         if (params.getText("weighting") != "none")
@@ -152,7 +153,7 @@ protected:
                     return Error{"vq: " + m.ref.name + ": weighting=hessian_diag needs calibration data", ErrorKind::Usage, "calibration text"};
         Points pts = stackPoints(group, params, d);
         std::vector<float> codebook;
-        if (!fitCodebook(group, params, context, pts, d, k, codebook))
+        if (!fitCodebook(group, params, context, clock, pts, d, k, codebook))
             return Error::cancelled();
         // What the archive stores: the fp16 codebook, and codes chosen against it.
         std::vector<std::uint8_t> codebookBytes(static_cast<std::size_t>(k * d) * 2);
@@ -216,11 +217,10 @@ private:
         return pts;
     }
 
-    // k-means with live progress; false when cancelled.
-    static bool fitCodebook(const MatrixGroup& group, const ParamSet& params, const CompressContext& context, const Points& pts, int d,
-                            std::int64_t k, std::vector<float>& codebook)
+    // k-means with live progress (elapsed time on `clock`, started with the group); false when cancelled.
+    static bool fitCodebook(const MatrixGroup& group, const ParamSet& params, const CompressContext& context, const Stopwatch& clock,
+                            const Points& pts, int d, std::int64_t k, std::vector<float>& codebook)
     {
-        const Stopwatch clock;
         const int iters = static_cast<int>(params.getInt("iters"));
         std::mt19937_64 gen(groupSeed(params.getInt("seed"), group.id));
         TrainProgress progress;

@@ -21,7 +21,9 @@ Result<AllocationResult> planBitAllocation(const AllocationRequest& request, Met
             return !onProgress || onProgress(progress);
         });
         if (!r)
-            return r.cancelled() ? r.error() : Error{"menu entry " + std::to_string(k + 1) + ": " + r.message(), r.kind(), "menu"};
+            return r.cancelled() ? r.error()
+                                 : Error{"menu entry " + std::to_string(k + 1) + ": " + r.message(), r.kind(),
+                                         r.error().setting.empty() ? std::string("menu") : r.error().setting};
         out.basePerplexity = r->basePerplexity;
         out.perOption.push_back(std::move(r->units));
     }

@@ -73,7 +73,7 @@ struct CompressedUnit {
 Status checkRequest(const SensitivityParams& params, MethodRegistry& registry, CompressionMethod*& method, ParamSet& resolved)
 {
     if (isPllmFile(params.modelPath))
-        return Error::usage(params.modelPath + ": sensitivity needs the original model, not a compressed archive", "model");
+        return fileError(params.modelPath, "sensitivity needs the original model, not a compressed archive");
     if (params.ctx < 2)
         return Error::usage("ctx must be at least 2", "ctx");
     if (params.windows < 1)

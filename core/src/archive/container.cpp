@@ -294,7 +294,7 @@ Result<std::shared_ptr<ContainerReader::Impl>> ContainerReader::Impl::load(const
     d->version = getLe32(base + 8);
     if (d->version != kArchiveFormatVersion)
         return fileError(path, "archive format version " + std::to_string(d->version) + " is not supported (this build reads version " +
-                                   std::to_string(kArchiveFormatVersion) + ")");
+                                   std::to_string(kArchiveFormatVersion) + ")", ErrorKind::Unsupported);
     if (const std::uint32_t reserved = getLe32(base + 12); reserved != 0)
         return fileError(path, "corrupt header: the reserved field is " + std::to_string(reserved) + ", not 0");
     if (size < kAlignment + kTrailerSize)

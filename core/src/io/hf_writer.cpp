@@ -110,7 +110,7 @@ Status writeHfFolderUnguarded(const ModelConfig& config, const std::function<Sta
         const fs::path target = tempDir / (sentencePiece ? "tokenizer.model" : "tokenizer.bin");
         fs::copy_file(options.tokenizerPath, target, fs::copy_options::overwrite_existing, ec);
         if (ec)
-            return fileError(options.tokenizerPath, "cannot copy tokenizer: " + ec.message());
+            return fileError(options.tokenizerPath, "cannot copy tokenizer: " + ec.message(), ErrorKind::Io);
     }
 
     // Swap into place: the old folder (if replacing) is removed only once the new one is complete.
@@ -119,7 +119,7 @@ Status writeHfFolderUnguarded(const ModelConfig& config, const std::function<Sta
     if (replacing) {
         fs::rename(finalDir, oldDir, ec);
         if (ec)
-            return fileError(outDir, "cannot move the existing folder aside: " + ec.message());
+            return fileError(outDir, "cannot move the existing folder aside: " + ec.message(), ErrorKind::Io);
     }
     fs::rename(tempDir, finalDir, ec);
     if (ec) {

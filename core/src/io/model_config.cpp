@@ -81,7 +81,7 @@ Result<ModelConfig> parseHfConfig(const std::string& jsonText, const std::string
             found = &row;
     if (!found) {
         std::string what = !arch.empty() ? "architecture '" + arch + "'" : (!modelType.empty() ? "model_type '" + modelType + "'" : "a config without 'architectures' or 'model_type'");
-        return fileError(sourcePath, "unsupported " + what + " (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)");
+        return fileError(sourcePath, "unsupported " + what + " (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)", ErrorKind::Unsupported);
     }
     c.architecture = found->architecture;
     c.modelType = found->modelType;
@@ -133,7 +133,7 @@ Result<ModelConfig> parseHfConfig(const std::string& jsonText, const std::string
         if (!use.is_boolean())
             return fileError(sourcePath, "key 'use_sliding_window' must be true or false");
         if (use.get<bool>())
-            return fileError(sourcePath, "use_sliding_window = true (Qwen2's per-layer sliding window) is not supported");
+            return fileError(sourcePath, "use_sliding_window = true (Qwen2's per-layer sliding window) is not supported", ErrorKind::Unsupported);
         c.slidingWindow = 0;
     }
     if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) {
@@ -143,10 +143,10 @@ Result<ModelConfig> parseHfConfig(const std::string& jsonText, const std::string
             if (rs.is_object() && rs.contains(key) && rs[key].is_string())
                 type = rs[key].get<std::string>();
         if (type != "default")
-            return fileError(sourcePath, "rope_scaling of type '" + type + "' is not supported");
+            return fileError(sourcePath, "rope_scaling of type '" + type + "' is not supported", ErrorKind::Unsupported);
     }
     if (j.contains("hidden_act") && j["hidden_act"].is_string() && j["hidden_act"] != "silu")
-        return fileError(sourcePath, "hidden_act '" + j["hidden_act"].get<std::string>() + "' is not supported (only silu)");
+        return fileError(sourcePath, "hidden_act '" + j["hidden_act"].get<std::string>() + "' is not supported (only silu)", ErrorKind::Unsupported);
     if (j.contains("bos_token_id") && j["bos_token_id"].is_number_integer())
         c.bosTokenId = j["bos_token_id"].get<std::int32_t>();
     if (j.contains("eos_token_id")) {

@@ -87,7 +87,7 @@ Result<std::shared_ptr<SafetensorsFile>> SafetensorsFile::open(const std::string
         const std::string dtypeName = v["dtype"].get<std::string>();
         const auto dtype = parseDType(dtypeName);
         if (!dtype)
-            return fileError(path, where + ": unknown or unsupported dtype '" + dtypeName + "'");
+            return fileError(path, where + ": unknown or unsupported dtype '" + dtypeName + "'", ErrorKind::Unsupported);
         const auto& shape = v["shape"];
         const auto& offsets = v["data_offsets"];
         if (!shape.is_array())

@@ -147,6 +147,7 @@ public:
         m_progress.groupIndex = static_cast<int>(index);
         m_progress.groupsResumed = groupsResumed;
         m_loggedEpoch = 0;
+        m_stopRequested = false;
     }
     void groupResumed() { m_weightsDone += m_groupWeights; }
     void groupCompressed()

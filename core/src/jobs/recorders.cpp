@@ -160,7 +160,8 @@ Result<std::int64_t> CompressRecorder::insertRun(ExperimentStore& store)
     start.paramsJson = ordered_json{{"set", m_params.settings}}.dump();
     start.modelId = *modelId;
     // The selection as requested; replaced by the archive's resolved selection when the run succeeds.
-    start.selectionJson = layerSelectionJson(m_params.selection);
+    start.selectionJson =
+        m_params.requestedSelectionJson.empty() ? layerSelectionJson(m_params.selection) : m_params.requestedSelectionJson;
     start.archivePath = absolutePath(m_params.outPath);
     start.notes = m_options.notes;
     return store.beginRun(start);

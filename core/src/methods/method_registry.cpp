@@ -56,9 +56,13 @@ private:
         try {
             return f();
         } catch (const std::bad_alloc&) {
-            return Error::internal("method '" + info().id + "' ran out of memory " + what);
+            return Error::io("method '" + info().id + "' ran out of memory " + what);
         } catch (const std::exception& e) {
-            return Error::internal("method '" + info().id + "' (" + m_origin + ") failed " + what + ": " + e.what());
+            // LibTorch reports an exhausted allocator as a c10::Error, not std::bad_alloc.
+            const std::string text = e.what();
+            if (text.find("can't allocate memory") != std::string::npos || text.find("not enough memory") != std::string::npos)
+                return Error::io("method '" + info().id + "' ran out of memory " + what + ": " + text);
+            return Error::internal("method '" + info().id + "' (" + m_origin + ") failed " + what + ": " + text);
         } catch (...) {
             return Error::internal("method '" + info().id + "' (" + m_origin + ") failed " + what + " with an unknown exception");
         }

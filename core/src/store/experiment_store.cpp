@@ -364,7 +364,7 @@ struct ExperimentStore::Impl {
             return fileError(path, "not a PocketLLM store (an SQLite database of another program)");
         if (*version > ExperimentStore::kSchemaVersion)
             return fileError(path, "schema version " + std::to_string(*version) + " is newer than this program's " +
-                                       std::to_string(ExperimentStore::kSchemaVersion) + " (update PocketLLM Workbench)");
+                                       std::to_string(ExperimentStore::kSchemaVersion) + " (update PocketLLM Workbench)", ErrorKind::Unsupported);
         needsMigration = *version < ExperimentStore::kSchemaVersion;
         return {};
     }
@@ -505,7 +505,7 @@ Result<std::unique_ptr<ExperimentStore>> ExperimentStore::open(const std::string
     if (!parent.empty() && !fs::exists(parent, ec)) {
         fs::create_directories(parent, ec);
         if (ec)
-            return fileError(parent.string(), "cannot create the folder: " + ec.message());
+            return fileError(parent.string(), "cannot create the folder: " + ec.message(), ErrorKind::Io);
     }
     if (fs::is_directory(path, ec))
         return fileError(path, "is a folder, not a PocketLLM store");

@@ -42,6 +42,10 @@ struct CompressJobParams {
     bool resume = false;               // continue the work folder of an interrupted run
     bool keepWorkDir = false;          // keep the work folder after success
     CalibrationParams calibration;     // used when the method needs calibration ("calibration text", ...)
+    // Optional: the selection as the front end phrased it (its own option names, a JSON object),
+    // recorded with the run until the run succeeds and records the archive's resolved selection.
+    // "" = layerSelectionJson(selection). Not part of the job's identity.
+    std::string requestedSelectionJson;
 };
 
 // The work folder of a job writing `archivePath` when none is given: "<archivePath>.work".
