@@ -29,6 +29,21 @@ struct SpmShim {
     std::string error;
 };
 
+// Loads the shim local and deep-bound, so that libsentencepiece keeps its embedded protobuf apart
+// from LibTorch's. AddressSanitizer's dlopen interceptor refuses RTLD_DEEPBIND (google/sanitizers
+// issue 611): in a sanitizer build (scripts/sanitize.sh) glibc's own dlopen is called instead, which
+// is safe there because the shim, built with the sanitizer too, binds to its runtime first.
+void* openDeepBound(const std::string& path)
+{
+    const int flags = RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND;
+#if defined(__SANITIZE_ADDRESS__)
+    if (void* libc = ::dlopen("libc.so.6", RTLD_NOW | RTLD_NOLOAD))
+        if (auto glibcDlopen = reinterpret_cast<void* (*)(const char*, int)>(::dlsym(libc, "dlopen")))
+            return glibcDlopen(path.c_str(), flags);
+#endif
+    return ::dlopen(path.c_str(), flags);
+}
+
 const SpmShim& spmShim()
 {
     static const SpmShim shim = [] {
@@ -47,7 +62,7 @@ const SpmShim& spmShim()
             std::error_code ec;
             if (!std::filesystem::exists(path, ec))
                 continue;
-            s.library = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+            s.library = openDeepBound(path);
             if (s.library)
                 break;
             s.error = ::dlerror();
