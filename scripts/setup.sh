@@ -10,7 +10,7 @@ PACKAGES=(
   libqcustomplot-dev libqcustomplot2.1-qt6
   libtorch-dev libopenblas0-pthread
   libspdlog-dev libfmt-dev libsqlite3-dev libsentencepiece-dev nlohmann-json3-dev
-  libzstd-dev libxxhash-dev libcli11-dev
+  libzstd-dev libxxhash-dev libcli11-dev libpcre2-dev libutf8proc-dev
   xvfb xauth
   dpkg-dev file
 )

@@ -188,9 +188,9 @@ namespace {
 
 void addAnalysisOptions(CLI::App* cmd, SensitivityOptions& o, bool withUnit)
 {
-    cmd->add_option("MODEL", o.model, "HF folder, .safetensors file in one, or llama2.c .bin")->required();
+    cmd->add_option("MODEL", o.model, "HF folder, .safetensors file in one, .gguf file, or llama2.c .bin")->required();
     cmd->add_option("--text", o.text, "UTF-8 text; its first windows are scored")->required();
-    cmd->add_option("--tokenizer", o.tokenizer, "tokenizer.model or tokenizer.bin (default: found beside the model)");
+    cmd->add_option("--tokenizer", o.tokenizer, "tokenizer.model, tokenizer.json, tokenizer.bin or a .gguf (default: found beside the model or in the GGUF)");
     cmd->add_option("--method", o.method, "Compression method applied to each unit (default: rtn with bits=3 group=32)")
         ->capture_default_str();
     cmd->add_option("--set", o.settings, "Method parameter name=value (repeatable)");

@@ -344,7 +344,7 @@ void addCompressCommands(CLI::App& app, CompressCommands& c)
 {
     CompressOptions& o = c.compressOptions;
     c.compress = app.add_subcommand("compress", "Compress a model's linear layers into a .pllm archive");
-    c.compress->add_option("MODEL", o.model, "HF folder, .safetensors file in one, or llama2.c .bin")->required();
+    c.compress->add_option("MODEL", o.model, "HF folder, .safetensors file in one, .gguf file, or llama2.c .bin")->required();
     c.compress->add_option("-o,--out", o.out, "Output archive (.pllm)")->required();
     c.compress->add_option("--method", o.method, "Compression method id (see `methods`)")->capture_default_str();
     c.compress->add_option("--set", o.settings, "Method parameter name=value (repeatable; see `methods`)");
@@ -356,7 +356,7 @@ void addCompressCommands(CLI::App& app, CompressCommands& c)
     c.compress->add_option("--skip-first", o.skipFirst, "Leave this many first blocks uncompressed")->check(CLI::Range(0, 100000));
     c.compress->add_option("--skip-last", o.skipLast, "Leave this many last blocks uncompressed")->check(CLI::Range(0, 100000));
     c.compress->add_option("--keep-dtype", o.keepDtype, "Dtype of uncompressed tensors: f16, bf16 or f32")->capture_default_str();
-    c.compress->add_option("--tokenizer", o.tokenizer, "Tokenizer to embed (default: the one beside the model)");
+    c.compress->add_option("--tokenizer", o.tokenizer, "Tokenizer to embed: tokenizer.model, tokenizer.json, tokenizer.bin or a .gguf (default: the model's own)");
     c.compress->add_option("--work-dir", o.workDir, "Work folder for finished groups (default: OUT.work)");
     c.compress->add_flag("--resume", o.resume, "Continue an interrupted run from its work folder");
     c.compress->add_flag("--keep-work", o.keepWork, "Keep the work folder after success");

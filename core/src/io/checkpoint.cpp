@@ -1,5 +1,9 @@
 #include "pocket/io/checkpoint.h"
 
+#include "checkpoint_formats.h"
+
+#include "pocket/io/gguf.h"
+
 #include "pocket/io/mapped_file.h"
 #include "pocket/io/safetensors.h"
 
@@ -14,6 +18,28 @@
 namespace fs = std::filesystem;
 
 namespace pocket {
+
+const char* checkpointFormatName(CheckpointFormat format)
+{
+    switch (format) {
+    case CheckpointFormat::HfSafetensors: return "hf-safetensors";
+    case CheckpointFormat::Llama2c: return "llama2.c";
+    case CheckpointFormat::Gguf: return "gguf";
+    }
+    return "?";
+}
+
+void interleavedToHalfRows(const float* in, float* out, std::int64_t rows, std::int64_t cols, std::int64_t heads)
+{
+    const std::int64_t hd = rows / heads;
+    for (std::int64_t h = 0; h < heads; ++h)
+        for (std::int64_t i = 0; i < hd / 2; ++i)
+            for (std::int64_t pair = 0; pair < 2; ++pair) {
+                const std::int64_t from = h * hd + 2 * i + pair;
+                const std::int64_t to = h * hd + pair * (hd / 2) + i;
+                std::memcpy(out + to * cols, in + from * cols, static_cast<std::size_t>(cols) * sizeof(float));
+            }
+}
 
 const char* matrixTypeName(MatrixType type)
 {
@@ -198,7 +224,7 @@ Result<std::unique_ptr<Checkpoint>> HfCheckpoint::open(const fs::path& dir)
         ckpt->m_tensors.push_back(*have);
     }
     ckpt->buildIndex();
-    ckpt->m_tokenizerPath = firstExisting(dir, {"tokenizer.model", "tokenizer.bin"});
+    ckpt->m_tokenizerPath = firstExisting(dir, {"tokenizer.model", "tokenizer.json", "tokenizer.bin"});
     return std::unique_ptr<Checkpoint>(std::move(ckpt));
 }
 
@@ -330,18 +356,9 @@ Result<TensorData> Llama2cCheckpoint::load(const std::string& name) const
     }
     // llama2.c rotates interleaved pairs (2i, 2i+1) of each head; the HF layout rotates halves
     // (i, i + hd/2). Reorder the rows of each head so both give the same model.
-    const std::int64_t heads = it->second.permuteHeads;
     const std::int64_t cols = info->shape[1];
-    const std::int64_t hd = info->shape[0] / heads;
     auto buffer = std::make_shared<std::vector<float>>(static_cast<std::size_t>(info->shape[0] * cols));
-    const float* in = reinterpret_cast<const float*>(src);
-    for (std::int64_t h = 0; h < heads; ++h)
-        for (std::int64_t i = 0; i < hd / 2; ++i)
-            for (std::int64_t pair = 0; pair < 2; ++pair) {
-                const std::int64_t from = h * hd + 2 * i + pair;
-                const std::int64_t to = h * hd + pair * (hd / 2) + i;
-                std::memcpy(buffer->data() + to * cols, in + from * cols, static_cast<std::size_t>(cols) * 4);
-            }
+    interleavedToHalfRows(reinterpret_cast<const float*>(src), buffer->data(), info->shape[0], cols, it->second.permuteHeads);
     m_file->release(it->second.offset, info->byteSize);
     out.data = reinterpret_cast<const std::uint8_t*>(buffer->data());
     out.owner = buffer;
@@ -361,6 +378,8 @@ Result<std::unique_ptr<Checkpoint>> openCheckpointUnguarded(const std::string& p
         return fileError(pathText, "no such file or folder");
     if (fs::is_directory(path, ec))
         return HfCheckpoint::open(path);
+    if (isGgufFile(pathText))
+        return openGgufCheckpoint(pathText);
     if (path.extension() == ".safetensors" || path.filename() == "config.json" || path.filename() == "model.safetensors.index.json")
         return HfCheckpoint::open(path.parent_path().empty() ? fs::path(".") : path.parent_path());
     return Llama2cCheckpoint::open(path);

@@ -66,4 +66,20 @@ __attribute__((visibility("default"))) int pocket_spm_eos_id(void* handle)
     return static_cast<sentencepiece::SentencePieceProcessor*>(handle)->eos_id();
 }
 
+// The piece of `id` ("▁" for spaces; valid while the processor lives), its score, and its kind:
+// 0 normal, 1 unknown, 2 control, 3 unused, 4 byte.
+__attribute__((visibility("default"))) const char* pocket_spm_piece(void* handle, int id)
+{
+    return static_cast<sentencepiece::SentencePieceProcessor*>(handle)->IdToPiece(id).c_str();
+}
+__attribute__((visibility("default"))) float pocket_spm_score(void* handle, int id)
+{
+    return static_cast<sentencepiece::SentencePieceProcessor*>(handle)->GetScore(id);
+}
+__attribute__((visibility("default"))) int pocket_spm_kind(void* handle, int id)
+{
+    const auto* p = static_cast<sentencepiece::SentencePieceProcessor*>(handle);
+    return p->IsUnknown(id) ? 1 : p->IsControl(id) ? 2 : p->IsUnused(id) ? 3 : p->IsByte(id) ? 4 : 0;
+}
+
 } // extern "C"

@@ -1,5 +1,8 @@
 #include "pocket/io/tokenizer.h"
 
+#include "pocket/io/bpe_tokenizer.h"
+#include "pocket/io/gguf.h"
+
 #include "pocket/support/app_paths.h"
 
 #include "pocket/io/mapped_file.h"
@@ -26,6 +29,9 @@ struct SpmShim {
     int (*vocabSize)(void*) = nullptr;
     int (*bosId)(void*) = nullptr;
     int (*eosId)(void*) = nullptr;
+    const char* (*piece)(void*, int) = nullptr;
+    float (*score)(void*, int) = nullptr;
+    int (*pieceKind)(void*, int) = nullptr;
     std::string error;
 };
 
@@ -79,7 +85,10 @@ const SpmShim& spmShim()
         s.vocabSize = reinterpret_cast<decltype(s.vocabSize)>(::dlsym(s.library, "pocket_spm_vocab_size"));
         s.bosId = reinterpret_cast<decltype(s.bosId)>(::dlsym(s.library, "pocket_spm_bos_id"));
         s.eosId = reinterpret_cast<decltype(s.eosId)>(::dlsym(s.library, "pocket_spm_eos_id"));
-        if (!s.load || !s.free || !s.encode || !s.decode || !s.vocabSize || !s.bosId || !s.eosId) {
+        s.piece = reinterpret_cast<decltype(s.piece)>(::dlsym(s.library, "pocket_spm_piece"));
+        s.score = reinterpret_cast<decltype(s.score)>(::dlsym(s.library, "pocket_spm_score"));
+        s.pieceKind = reinterpret_cast<decltype(s.pieceKind)>(::dlsym(s.library, "pocket_spm_kind"));
+        if (!s.load || !s.free || !s.encode || !s.decode || !s.vocabSize || !s.bosId || !s.eosId || !s.piece || !s.score || !s.pieceKind) {
             s.error = "the SentencePiece module lacks expected functions";
             s.library = nullptr;
         }
@@ -133,6 +142,19 @@ public:
     std::int32_t bosId() const override { return spmShim().bosId(m_handle); }
     std::int32_t eosId() const override { return spmShim().eosId(m_handle); }
     const char* kind() const override { return "sentencepiece"; }
+    SpmVocab vocabulary() const
+    {
+        SpmVocab v;
+        const SpmShim& shim = spmShim();
+        for (int id = 0; id < vocabSize(); ++id) {
+            v.pieces.emplace_back(shim.piece(m_handle, id));
+            v.scores.push_back(shim.score(m_handle, id));
+            v.kinds.push_back(shim.pieceKind(m_handle, id));
+        }
+        v.bos = bosId();
+        v.eos = eosId();
+        return v;
+    }
 
 private:
     void* m_handle = nullptr;
@@ -177,11 +199,55 @@ Result<std::unique_ptr<Llama2cTokenizer>> Llama2cTokenizer::load(const std::stri
     }
     if (tok->m_pieces.size() < 3 + 256)
         return fileError(path, "corrupt: only " + std::to_string(tok->m_pieces.size()) + " tokens; a llama2.c tokenizer has 3 specials and 256 byte tokens");
-    tok->m_sorted.resize(tok->m_pieces.size());
-    for (std::size_t i = 0; i < tok->m_sorted.size(); ++i) tok->m_sorted[i] = static_cast<std::int32_t>(i);
-    std::stable_sort(tok->m_sorted.begin(), tok->m_sorted.end(),
-                     [&](std::int32_t a, std::int32_t b) { return tok->m_pieces[a] < tok->m_pieces[b]; });
+    tok->index();
     return tok;
+}
+
+std::unique_ptr<Llama2cTokenizer> Llama2cTokenizer::fromPieces(std::vector<std::string> pieces, std::vector<float> scores, std::int32_t bos,
+                                                               std::int32_t eos, std::string kind)
+{
+    auto tok = std::make_unique<Llama2cTokenizer>();
+    tok->m_pieces = std::move(pieces);
+    tok->m_scores = std::move(scores);
+    tok->m_scores.resize(tok->m_pieces.size(), 0.0f);
+    tok->m_bos = bos;
+    tok->m_eos = eos;
+    tok->m_kind = std::move(kind);
+    tok->index();
+    return tok;
+}
+
+void Llama2cTokenizer::index()
+{
+    m_sorted.resize(m_pieces.size());
+    for (std::size_t i = 0; i < m_sorted.size(); ++i) m_sorted[i] = static_cast<std::int32_t>(i);
+    std::stable_sort(m_sorted.begin(), m_sorted.end(), [&](std::int32_t a, std::int32_t b) { return m_pieces[a] < m_pieces[b]; });
+    bool allBytes = true;
+    for (int b = 0; b < 256; ++b) {
+        char piece[8];
+        std::snprintf(piece, sizeof piece, "<0x%02X>", b);
+        m_byteIds[b] = lookup(piece);
+        allBytes = allBytes && m_byteIds[b] >= 0;
+    }
+    if (!allBytes)
+        for (int b = 0; b < 256; ++b) m_byteIds[b] = b + 3;
+}
+
+std::vector<std::uint8_t> Llama2cTokenizer::serialize() const
+{
+    std::int32_t maxLen = 1;
+    for (const std::string& p : m_pieces) maxLen = std::max<std::int32_t>(maxLen, static_cast<std::int32_t>(p.size()));
+    std::vector<std::uint8_t> out(4);
+    std::memcpy(out.data(), &maxLen, 4);
+    for (std::size_t i = 0; i < m_pieces.size(); ++i) {
+        const std::int32_t len = static_cast<std::int32_t>(m_pieces[i].size());
+        const std::size_t at = out.size();
+        out.resize(at + 8 + m_pieces[i].size());
+        std::memcpy(out.data() + at, &m_scores[i], 4);
+        std::memcpy(out.data() + at + 4, &len, 4);
+        std::memcpy(out.data() + at + 8, m_pieces[i].data(), m_pieces[i].size());
+    }
+    return out;
 }
 
 std::int32_t Llama2cTokenizer::lookup(std::string_view piece) const
@@ -196,7 +262,7 @@ std::int32_t Llama2cTokenizer::lookup(std::string_view piece) const
 std::vector<std::int32_t> Llama2cTokenizer::encode(std::string_view text) const
 {
     // 1. Initial tokens as run.c makes them: the dummy-prefix " ", then one token per UTF-8
-    //    code point, or its bytes (id = byte + 3) where the code point is not in the vocabulary.
+    //    code point, or its byte tokens (<0xXX>, else id = byte + 3) where it is not in the vocabulary.
     std::vector<std::int32_t> tokens;
     if (text.empty())
         return tokens;
@@ -211,7 +277,7 @@ std::vector<std::int32_t> Llama2cTokenizer::encode(std::string_view text) const
         if (id >= 0) {
             tokens.push_back(id);
         } else {
-            for (std::size_t b = 0; b < len; ++b) tokens.push_back(static_cast<unsigned char>(text[i + b]) + 3);
+            for (std::size_t b = 0; b < len; ++b) tokens.push_back(m_byteIds[static_cast<unsigned char>(text[i + b])]);
         }
         i += len;
     }
@@ -285,12 +351,58 @@ std::string Llama2cTokenizer::decode(const std::vector<std::int32_t>& ids) const
     return out;
 }
 
+Result<SpmVocab> sentencePieceVocab(const std::string& path)
+{
+    if (std::filesystem::path(path).extension() == ".model") {
+        auto tok = SentencePieceTokenizer::load(path);
+        if (!tok)
+            return tok.error();
+        return static_cast<const SentencePieceTokenizer&>(**tok).vocabulary();
+    }
+    auto tok = loadTokenizer(path);
+    if (!tok)
+        return tok.error();
+    const auto* llama = dynamic_cast<const Llama2cTokenizer*>(tok->get());
+    if (!llama)
+        return Error{path + ": not a SentencePiece-style tokenizer (pieces with scores)", ErrorKind::Unsupported};
+    SpmVocab v;
+    for (std::int32_t id = 0; id < llama->vocabSize(); ++id) {
+        std::string piece = llama->piece(id);
+        unsigned int byte = 0;
+        const bool isByte = piece.size() == 6 && std::sscanf(piece.c_str(), "<0x%02X>", &byte) == 1;
+        for (std::size_t pos = 0; !isByte && (pos = piece.find(' ', pos)) != std::string::npos; pos += 3)
+            piece.replace(pos, 1, "\xE2\x96\x81");
+        v.pieces.push_back(std::move(piece));
+        v.scores.push_back(llama->score(id));
+        v.kinds.push_back(isByte ? 4 : id == 0 ? 1 : id == llama->bosId() || id == llama->eosId() ? 2 : 0);
+    }
+    v.bos = llama->bosId();
+    v.eos = llama->eosId();
+    return v;
+}
+
+bool isTokenizerFile(const std::string& path)
+{
+    const std::filesystem::path p(path);
+    const std::string name = p.filename().string();
+    return p.extension() == ".model" || name == "tokenizer.json" || name == "tokenizer.bin" ||
+           (name.rfind("tok", 0) == 0 && p.extension() == ".bin" && name.find("stories") == std::string::npos);
+}
+
 Result<std::unique_ptr<Tokenizer>> loadTokenizer(const std::string& path)
 {
     if (path.empty())
         return Error{"no tokenizer found: put tokenizer.model or tokenizer.bin beside the model, or give one", ErrorKind::Input, "tokenizer"};
     if (std::filesystem::path(path).extension() == ".model")
         return SentencePieceTokenizer::load(path);
+    if (std::filesystem::path(path).extension() == ".gguf" || isGgufFile(path))
+        return loadGgufTokenizer(path);
+    if (std::filesystem::path(path).extension() == ".json") {
+        auto json = loadTokenizerJson(path);
+        if (!json)
+            return json.error();
+        return std::unique_ptr<Tokenizer>(std::move(json).value());
+    }
     auto tok = Llama2cTokenizer::load(path);
     if (!tok)
         return tok.error();

@@ -14,6 +14,7 @@
 
 #include "pocket/archive/model_archive.h"
 #include "pocket/io/model_config.h"
+#include "pocket/io/tokenizer.h"
 #include "pocket/support/timing.h"
 #include "pocket/version.h"
 
@@ -38,7 +39,7 @@ struct OpenJob {
     JobPlan plan;
     ParamSet resolved;
     std::string tokenizerPath;
-    std::vector<std::uint8_t> tokenizerBytes;
+    EmbeddableTokenizer tokenizer; // bytes empty: none embedded
     fs::path outPath; // absolute
 };
 
@@ -110,10 +111,10 @@ Status readTokenizer(const CompressJobParams& params, OpenJob& job)
         spdlog::warn("{}: no tokenizer found beside the model; the archive will not embed one", job.checkpoint->path());
         return {};
     }
-    auto bytes = readWholeFile(job.tokenizerPath);
-    if (!bytes)
-        return bytes.error();
-    job.tokenizerBytes = std::move(*bytes);
+    auto tokenizer = embeddableTokenizer(job.tokenizerPath);
+    if (!tokenizer)
+        return tokenizer.error();
+    job.tokenizer = std::move(*tokenizer);
     return {};
 }
 
@@ -259,11 +260,10 @@ Status assembleArchive(const CompressJobParams& params, OpenJob& job, std::vecto
     manifest.config = ckpt.config();
     manifest.sourceName = fs::path(ckpt.path()).filename().string();
     manifest.creator = std::string("pocketllm-workbench ") + POCKET_VERSION;
-    if (!job.tokenizerBytes.empty()) {
-        const bool sentencePiece = fs::path(job.tokenizerPath).extension() == ".model";
-        manifest.tokenizerKind = sentencePiece ? "sentencepiece" : "llama2c";
-        manifest.tokenizerFileName = sentencePiece ? "tokenizer.model" : "tokenizer.bin";
-        input.tokenizerBytes = std::move(job.tokenizerBytes);
+    if (!job.tokenizer.bytes.empty()) {
+        manifest.tokenizerKind = job.tokenizer.kind;
+        manifest.tokenizerFileName = job.tokenizer.fileName;
+        input.tokenizerBytes = std::move(job.tokenizer.bytes);
     }
     manifest.selectionJson = layerSelectionJson(params.selection);
     std::set<std::string> compressed;

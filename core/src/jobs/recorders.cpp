@@ -32,6 +32,8 @@ std::string evalParamsJson(const std::string& textPath, const std::string& token
                    {"batch", p.batch},
                    {"text", absolutePath(textPath)},
                    {"tokenizer", tokenizerPath}};
+    if (p.scoring != EvalScoring::AllTokens) // only then, so earlier records keep their parameters
+        j["scoring"] = evalScoringName(p.scoring);
     return j.dump();
 }
 

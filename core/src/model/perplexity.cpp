@@ -8,6 +8,28 @@
 
 namespace pocket {
 
+const char* evalScoringName(EvalScoring scoring) { return scoring == EvalScoring::SecondHalf ? "second-half" : "all"; }
+
+std::optional<EvalScoring> parseEvalScoring(const std::string& name)
+{
+    if (name == "all")
+        return EvalScoring::AllTokens;
+    if (name == "second-half")
+        return EvalScoring::SecondHalf;
+    return std::nullopt;
+}
+
+std::vector<EvalWindow> planSecondHalfWindows(std::int64_t textTokens, int ctx)
+{
+    std::vector<EvalWindow> windows;
+    const std::int64_t chunks = (textTokens + 1) / ctx; // of BOS + text
+    if (chunks < 2)
+        return windows;
+    for (std::int64_t c = 0; c < chunks; ++c)
+        windows.push_back({c * ctx, ctx - 1, c * ctx + ctx / 2});
+    return windows;
+}
+
 std::vector<EvalWindow> planWindows(std::int64_t textTokens, int ctx, int stride)
 {
     std::vector<EvalWindow> windows;
@@ -55,14 +77,18 @@ Result<EvalResult> evaluatePerplexity(const LlamaModel& model, const std::vector
         batch = static_cast<int>(std::clamp(std::min(128e6 / logitBytes, 16e6 / scoreBytes), 1.0, 16.0));
     }
 
-    const auto windows = planWindows(count, params.ctx, stride);
+    const bool secondHalf = params.scoring == EvalScoring::SecondHalf;
+    const auto windows = secondHalf ? planSecondHalfWindows(count, params.ctx) : planWindows(count, params.ctx, stride);
+    if (windows.empty())
+        return Error{"the text's " + std::to_string(count) + " tokens are fewer than the two chunks of " + std::to_string(params.ctx) +
+                     " that second-half scoring needs"};
     // Windows of equal length share a batch (only the last one is usually shorter).
     std::map<std::int64_t, std::vector<std::size_t>, std::greater<>> byLength;
     for (std::size_t i = 0; i < windows.size(); ++i) byLength[windows[i].length].push_back(i);
 
     EvalResult result;
     result.ctx = params.ctx;
-    result.stride = stride;
+    result.stride = secondHalf ? params.ctx : stride;
     result.batch = batch;
     result.windows = static_cast<int>(windows.size());
     double nllSum = 0;

@@ -16,7 +16,10 @@
 
 namespace pocket {
 
-enum class CheckpointFormat { HfSafetensors, Llama2c };
+enum class CheckpointFormat { HfSafetensors, Llama2c, Gguf };
+
+// "hf-safetensors", "llama2.c", "gguf".
+const char* checkpointFormatName(CheckpointFormat format);
 
 // The seven linear matrices of a decoder block, in HF naming order.
 enum class MatrixType { Q, K, V, O, Gate, Up, Down };
@@ -65,7 +68,8 @@ protected:
 };
 
 // Opens a Hugging Face folder (config.json + model.safetensors or a sharded
-// model.safetensors.index.json), a .safetensors file inside such a folder, or a llama2.c legacy
+// model.safetensors.index.json), a .safetensors file inside such a folder, a GGUF file (llama and
+// qwen2 architectures, any block type of ggml_types.h dequantised on load), or a llama2.c legacy
 // .bin file. Errors name the file and the problem.
 Result<std::unique_ptr<Checkpoint>> openCheckpoint(const std::string& path);
 

@@ -13,9 +13,13 @@ namespace pocket {
 // What a checkpoint says about one tensor, before any of its bytes are read.
 struct TensorInfo {
     std::string name;
-    DType dtype = DType::F32;
+    DType dtype = DType::F32;        // of the bytes load() returns
     std::vector<std::int64_t> shape;
-    std::uint64_t byteSize = 0;
+    std::uint64_t byteSize = 0;      // as stored in the file
+    // A stored type that is not a DType (a GGUF block type: "Q4_K", "IQ4_NL", ...): load() returns
+    // the tensor dequantised to `dtype` (F32). "" when the stored type is `dtype` itself.
+    std::string storedType;
+    double storedBitsPerWeight = 0;  // with `storedType`: bits per weight of that type
 };
 
 // The bytes of one tensor. `data` stays valid while this object (or a copy) lives: `owner`

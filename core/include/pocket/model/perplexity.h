@@ -6,15 +6,29 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
+#include <string>
 #include <vector>
 
 namespace pocket {
 
+// Which predictions of a window count.
+enum class EvalScoring {
+    AllTokens,  // every text token once (GPTQ's and AQLM's convention; with a stride, sliding windows)
+    SecondHalf, // llama.cpp's llama-perplexity: chunks of ctx tokens of BOS + text, each chunk's first
+                // token replaced by BOS, only the predictions of its second half scored
+};
+
+// "all" / "second-half", and back (nullopt for anything else).
+const char* evalScoringName(EvalScoring scoring);
+std::optional<EvalScoring> parseEvalScoring(const std::string& name);
+
 struct EvalParams {
     int ctx = 2048;             // tokens per window, BOS included
-    int stride = 0;             // text tokens between window starts; 0 = ctx - 1 (non-overlapping)
+    int stride = 0;             // text tokens between window starts; 0 = ctx - 1 (non-overlapping); AllTokens only
     std::int64_t maxTokens = 0; // score at most this many text tokens (0 = all)
     int batch = 0;              // windows per forward pass; 0 = chosen from ctx and vocabulary size
+    EvalScoring scoring = EvalScoring::AllTokens;
 };
 
 // One window: model input is BOS followed by text tokens [start, start + length); the
@@ -31,6 +45,11 @@ struct EvalWindow {
 // stride, windows slide and only the tokens not yet scored count. Requires 2 <= ctx and
 // 1 <= stride <= ctx - 1 (checked by evaluatePerplexity).
 std::vector<EvalWindow> planWindows(std::int64_t textTokens, int ctx, int stride);
+
+// llama-perplexity's chunks for `textTokens` tokens: chunk c holds BOS and text tokens
+// [c*ctx, c*ctx + ctx - 1) (the token before it gives way to BOS) and scores the predictions of
+// positions ctx/2 .. ctx-2. (textTokens + 1) / ctx chunks; none when that is below 2.
+std::vector<EvalWindow> planSecondHalfWindows(std::int64_t textTokens, int ctx);
 
 struct EvalProgress {
     int windowsDone = 0;

@@ -1,0 +1,240 @@
+// tokenizer.json (Hugging Face tokenizers) -> BpeSpec.
+#include "pocket/io/bpe_tokenizer.h"
+
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+
+namespace pocket {
+
+namespace {
+
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+const char* const kMetaspace = "\xE2\x96\x81";
+
+Result<json> readJson(const std::string& path)
+{
+    std::ifstream in(path, std::ios::binary);
+    if (!in)
+        return fileError(path, "cannot open");
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (text.empty())
+        return fileError(path, "empty file");
+    json j = json::parse(text, nullptr, false);
+    if (j.is_discarded() || !j.is_object())
+        return fileError(path, "not a JSON object");
+    return j;
+}
+
+Error unsupported(const std::string& path, const std::string& what)
+{
+    return Error{path + ": " + what + " is not supported", ErrorKind::Unsupported, {}};
+}
+
+// The pre-tokenizer: regex splits (Isolated), ByteLevel, Digits, Metaspace. Sets the mode.
+Status readPreTokenizer(const json& p, const std::string& path, BpeSpec& spec, bool& byteLevel, bool& metaspace)
+{
+    if (p.is_null())
+        return {};
+    const std::string type = p.value("type", "");
+    if (type == "Sequence") {
+        for (const json& q : p.value("pretokenizers", json::array()))
+            POCKET_TRY(readPreTokenizer(q, path, spec, byteLevel, metaspace));
+        return {};
+    }
+    if (type == "ByteLevel") {
+        byteLevel = true;
+        if (p.value("add_prefix_space", false))
+            return unsupported(path, "a ByteLevel pre-tokenizer with add_prefix_space");
+        if (p.value("use_regex", true))
+            spec.splitPatterns.push_back(bpePreTokenizerPatterns("gpt2").front());
+        return {};
+    }
+    if (type == "Split") {
+        const json& pattern = p.value("pattern", json::object());
+        if (!pattern.contains("Regex") || !pattern["Regex"].is_string())
+            return unsupported(path, "a Split pre-tokenizer without a regex");
+        if (p.value("behavior", "") != "Isolated" || p.value("invert", false))
+            return unsupported(path, "a Split pre-tokenizer with behavior '" + p.value("behavior", std::string()) + "'");
+        spec.splitPatterns.push_back(pattern["Regex"].get<std::string>());
+        return {};
+    }
+    if (type == "Digits") {
+        if (!p.value("individual_digits", false))
+            return unsupported(path, "a Digits pre-tokenizer that keeps digits together");
+        spec.splitPatterns.push_back(R"(\p{N})");
+        return {};
+    }
+    if (type == "Metaspace") {
+        metaspace = true;
+        if (p.value("replacement", std::string(kMetaspace)) != kMetaspace)
+            return unsupported(path, "a Metaspace pre-tokenizer with another replacement character");
+        spec.prependSpace = p.value("prepend_scheme", std::string("always")) != "never" && p.value("add_prefix_space", true);
+        return {};
+    }
+    return unsupported(path, "the pre-tokenizer '" + type + "'");
+}
+
+// The normaliser: NFC, or SentencePiece's Prepend("▁") + Replace(" ", "▁").
+Status readNormalizer(const json& n, const std::string& path, BpeSpec& spec, bool& metaspace, bool& prepend)
+{
+    if (n.is_null())
+        return {};
+    const std::string type = n.value("type", "");
+    if (type == "Sequence") {
+        for (const json& m : n.value("normalizers", json::array()))
+            POCKET_TRY(readNormalizer(m, path, spec, metaspace, prepend));
+        return {};
+    }
+    if (type == "NFC") {
+        spec.nfc = true;
+        return {};
+    }
+    if (type == "Prepend" && n.value("prepend", "") == kMetaspace) {
+        prepend = true;
+        return {};
+    }
+    if (type == "Replace" && n.value("content", "") == kMetaspace && n.value("pattern", json::object()).value("String", "") == " ") {
+        metaspace = true;
+        return {};
+    }
+    return unsupported(path, "the normalizer '" + type + "'");
+}
+
+// Vocabulary (id order), merges ("a b" strings or [a, b] pairs) and added tokens.
+Status readModel(const json& root, const std::string& path, BpeSpec& spec)
+{
+    const json& model = root.value("model", json::object());
+    if (model.value("type", "BPE") != "BPE")
+        return unsupported(path, "the tokenizer model '" + model.value("type", std::string()) + "' (only BPE)");
+    const json& vocab = model.value("vocab", json::object());
+    if (!vocab.is_object() || vocab.empty())
+        return fileError(path, "the model has no vocabulary");
+    std::int64_t size = 0;
+    for (auto it = vocab.begin(); it != vocab.end(); ++it)
+        if (it.value().is_number_integer())
+            size = std::max<std::int64_t>(size, it.value().get<std::int64_t>() + 1);
+    for (const json& a : root.value("added_tokens", json::array()))
+        size = std::max<std::int64_t>(size, a.value("id", std::int64_t{0}) + 1);
+    if (size > (1 << 24))
+        return fileError(path, "a vocabulary of " + std::to_string(size) + " ids is implausible");
+    spec.vocab.assign(static_cast<std::size_t>(size), std::string());
+    for (auto it = vocab.begin(); it != vocab.end(); ++it) {
+        if (!it.value().is_number_integer() || it.value().get<std::int64_t>() < 0)
+            return fileError(path, "vocabulary entry '" + it.key() + "' has no valid id");
+        spec.vocab[it.value().get<std::size_t>()] = it.key();
+    }
+    for (const json& m : model.value("merges", json::array())) {
+        if (m.is_string()) {
+            const std::string s = m.get<std::string>();
+            const std::size_t space = s.find(' ', 1);
+            if (space == std::string::npos)
+                return fileError(path, "merge '" + s + "' is not two pieces");
+            spec.merges.push_back({s.substr(0, space), s.substr(space + 1)});
+        } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
+            spec.merges.push_back({m[0].get<std::string>(), m[1].get<std::string>()});
+        } else {
+            return fileError(path, "a merge is neither \"a b\" nor [a, b]");
+        }
+    }
+    spec.ignoreMerges = model.value("ignore_merges", false);
+    spec.byteFallback = model.value("byte_fallback", false);
+    if (model.contains("unk_token") && model["unk_token"].is_string()) {
+        const auto it = vocab.find(model["unk_token"].get<std::string>());
+        if (it != vocab.end())
+            spec.unk = it.value().get<std::int32_t>();
+    }
+    for (const json& a : root.value("added_tokens", json::array())) {
+        BpeSpec::Added added{a.value("content", std::string()), a.value("id", std::int32_t{-1}), a.value("special", false)};
+        if (added.id >= 0 && static_cast<std::size_t>(added.id) < spec.vocab.size())
+            spec.vocab[static_cast<std::size_t>(added.id)] = added.content;
+        spec.added.push_back(std::move(added));
+    }
+    return {};
+}
+
+std::int32_t idOf(const BpeSpec& spec, const json& token)
+{
+    std::string content;
+    if (token.is_string())
+        content = token.get<std::string>();
+    else if (token.is_object() && token.contains("content") && token["content"].is_string())
+        content = token["content"].get<std::string>();
+    else
+        return -1;
+    for (const BpeSpec::Added& a : spec.added)
+        if (a.content == content)
+            return a.id;
+    for (std::size_t i = 0; i < spec.vocab.size(); ++i)
+        if (spec.vocab[i] == content)
+            return static_cast<std::int32_t>(i);
+    return -1;
+}
+
+// The special token a TemplateProcessing post-processor puts before the sequence, or -1.
+std::int32_t templateBos(const BpeSpec& spec, const json& root)
+{
+    json p = root.value("post_processor", json());
+    if (p.is_object() && p.value("type", "") == "Sequence")
+        for (const json& q : p.value("processors", json::array()))
+            if (q.value("type", "") == "TemplateProcessing")
+                p = q;
+    if (!p.is_object() || p.value("type", "") != "TemplateProcessing")
+        return -1;
+    const json single = p.value("single", json::array());
+    if (single.empty() || !single[0].is_object() || !single[0].contains("SpecialToken"))
+        return -1;
+    return idOf(spec, single[0]["SpecialToken"].value("id", json()));
+}
+
+// BOS and EOS from tokenizer_config.json; without a BOS (Qwen), "<|endoftext|>" stands in, as
+// llama.cpp does, so that every window can start with a known token.
+void readSpecialTokens(const fs::path& dir, const json& root, BpeSpec& spec)
+{
+    if (auto config = readJson((dir / "tokenizer_config.json").string())) {
+        spec.bos = idOf(spec, config->value("bos_token", json()));
+        spec.eos = idOf(spec, config->value("eos_token", json()));
+    }
+    if (spec.bos < 0) // the BOS the post-processor puts first (Llama-2, Llama-3)
+        spec.bos = templateBos(spec, root);
+    if (spec.bos < 0)
+        spec.bos = idOf(spec, json("<s>"));
+    if (spec.bos < 0)
+        spec.bos = idOf(spec, json("<|endoftext|>"));
+    if (spec.eos < 0)
+        spec.eos = idOf(spec, json("</s>"));
+    if (spec.eos < 0)
+        spec.eos = idOf(spec, json("<|end_of_text|>"));
+    if (spec.eos < 0)
+        spec.eos = idOf(spec, json("<|endoftext|>"));
+}
+
+} // namespace
+
+Result<std::unique_ptr<BpeTokenizer>> loadTokenizerJson(const std::string& path)
+{
+    auto root = readJson(path);
+    if (!root)
+        return root.error();
+    BpeSpec spec;
+    bool byteLevel = false, metaspace = false, prepend = false;
+    POCKET_TRY(readModel(*root, path, spec));
+    POCKET_TRY(readNormalizer(root->value("normalizer", json()), path, spec, metaspace, prepend));
+    POCKET_TRY(readPreTokenizer(root->value("pre_tokenizer", json()), path, spec, byteLevel, metaspace));
+    if (byteLevel == metaspace)
+        return unsupported(path, byteLevel ? "a tokenizer both byte-level and SentencePiece-style" : "a BPE tokenizer that is neither byte-level nor SentencePiece-style");
+    spec.mode = byteLevel ? BpeSpec::Mode::ByteLevel : BpeSpec::Mode::Metaspace;
+    if (metaspace && !root->value("pre_tokenizer", json()).is_null() && root->value("pre_tokenizer", json()).value("type", "") == "Metaspace")
+        prepend = spec.prependSpace;
+    spec.prependSpace = metaspace && prepend;
+    const fs::path dir = fs::path(path).parent_path().empty() ? fs::path(".") : fs::path(path).parent_path();
+    readSpecialTokens(dir, *root, spec);
+    spec.kind = "tokenizer.json";
+    return BpeTokenizer::create(std::move(spec), path);
+}
+
+} // namespace pocket
