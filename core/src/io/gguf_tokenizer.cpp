@@ -93,32 +93,31 @@ Result<std::vector<std::uint8_t>> readBytes(const std::string& path)
 // A tokenizer.json that describes `spec` (a byte-level BPE), for archives of GGUF models.
 std::vector<std::uint8_t> tokenizerJsonOf(const BpeSpec& spec)
 {
-    nlohmann::ordered_json vocab = nlohmann::ordered_json::object();
-    for (std::size_t i = 0; i < spec.vocab.size(); ++i)
-        if (!vocab.contains(spec.vocab[i]))
-            vocab[spec.vocab[i]] = i;
-    nlohmann::ordered_json merges = nlohmann::ordered_json::array();
+    nlohmann::json vocab = nlohmann::json::object();
+    for (std::size_t i = 0; i < spec.vocab.size(); ++i) // (a sorted map: an ordered_json object is quadratic here)
+        vocab.emplace(spec.vocab[i], i);                 // the first id of a duplicated piece stays
+    nlohmann::json merges = nlohmann::json::array();
     for (const auto& [a, b] : spec.merges)
         merges.push_back({a, b});
-    nlohmann::ordered_json pre = nlohmann::ordered_json::array();
+    nlohmann::json pre = nlohmann::json::array();
     for (const std::string& p : spec.splitPatterns)
         pre.push_back({{"type", "Split"}, {"pattern", {{"Regex", p}}}, {"behavior", "Isolated"}, {"invert", false}});
     pre.push_back({{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", false}, {"use_regex", false}});
-    nlohmann::ordered_json added = nlohmann::ordered_json::array();
+    nlohmann::json added = nlohmann::json::array();
     for (const BpeSpec::Added& a : spec.added)
         added.push_back({{"id", a.id}, {"content", a.content}, {"special", a.special}});
-    nlohmann::ordered_json single = nlohmann::ordered_json::array();
+    nlohmann::json single = nlohmann::json::array();
     if (spec.bos >= 0)
         single.push_back({{"SpecialToken", {{"id", spec.vocab[static_cast<std::size_t>(spec.bos)]}, {"type_id", 0}}}});
     single.push_back({{"Sequence", {{"id", "A"}, {"type_id", 0}}}});
-    nlohmann::ordered_json j{{"version", "1.0"},
+    nlohmann::json j{{"version", "1.0"},
                              {"added_tokens", added},
                              {"normalizer", nullptr},
                              {"pre_tokenizer", {{"type", "Sequence"}, {"pretokenizers", pre}}},
                              {"post_processor", {{"type", "TemplateProcessing"}, {"single", single}}},
                              {"decoder", {{"type", "ByteLevel"}}},
                              {"model", {{"type", "BPE"}, {"ignore_merges", spec.ignoreMerges}, {"vocab", vocab}, {"merges", merges}}}};
-    const std::string text = j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+    const std::string text = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     return std::vector<std::uint8_t>(text.begin(), text.end());
 }
 

@@ -201,16 +201,20 @@ void readSpecialTokens(const fs::path& dir, const json& root, BpeSpec& spec)
     }
     if (spec.bos < 0) // the BOS the post-processor puts first (Llama-2, Llama-3)
         spec.bos = templateBos(spec, root);
-    if (spec.bos < 0)
-        spec.bos = idOf(spec, json("<s>"));
-    if (spec.bos < 0)
-        spec.bos = idOf(spec, json("<|endoftext|>"));
-    if (spec.eos < 0)
-        spec.eos = idOf(spec, json("</s>"));
-    if (spec.eos < 0)
-        spec.eos = idOf(spec, json("<|end_of_text|>"));
-    if (spec.eos < 0)
-        spec.eos = idOf(spec, json("<|endoftext|>"));
+    // By name, among the added tokens only: a plain vocabulary piece spelled "<s>" (Qwen has
+    // one) is text, not a control token.
+    const auto addedId = [&spec](const char* content) {
+        for (const BpeSpec::Added& a : spec.added)
+            if (a.content == content)
+                return a.id;
+        return std::int32_t{-1};
+    };
+    for (const char* name : {"<s>", "<|begin_of_text|>", "<|endoftext|>"})
+        if (spec.bos < 0)
+            spec.bos = addedId(name);
+    for (const char* name : {"</s>", "<|end_of_text|>", "<|endoftext|>"})
+        if (spec.eos < 0)
+            spec.eos = addedId(name);
 }
 
 } // namespace
