@@ -51,6 +51,60 @@ const char* kOwnStory =
     "take a nap. One day, it was cloudy and the cat could not find the sun. The cat was sad. Then the sun "
     "came out again, and the cat was happy. It found a warm spot and went to sleep.\n";
 
+// A small byte-level BPE tokenizer.json in Qwen2's form (GPT-2 byte map, Qwen2's split regex, a
+// few merges, <|endoftext|> as an added special token), written here so that the test needs no
+// download. Returns its vocabulary size.
+int writeQwenStyleTokenizerJson(const std::string& dir)
+{
+    const auto utf8 = [](std::uint32_t cp) {
+        std::string s;
+        if (cp < 0x80) s += static_cast<char>(cp);
+        else { s += static_cast<char>(0xC0 | (cp >> 6)); s += static_cast<char>(0x80 | (cp & 0x3F)); }
+        return s;
+    };
+    std::vector<std::string> byteChar(256);
+    int next = 0;
+    for (int b = 0; b < 256; ++b) {
+        const bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174);
+        byteChar[static_cast<std::size_t>(b)] = utf8(printable ? static_cast<std::uint32_t>(b) : static_cast<std::uint32_t>(256 + next++));
+    }
+    json vocab = json::object();
+    int id = 0;
+    for (int b = 0; b < 256; ++b)
+        vocab[byteChar[static_cast<std::size_t>(b)]] = id++;
+    const std::string sp = byteChar[' '];
+    const std::vector<std::pair<std::string, std::string>> merges = {
+        {"h", "e"}, {sp, "t"}, {sp + "t", "he"}, {"a", "n"}, {sp, "a"}, {"i", "n"}, {sp, "s"}, {"e", "r"}, {"o", "n"}, {sp + "a", "n"},
+        {"an", "d"}, {sp, "w"}, {"a", "s"}, {sp + "an", "d"}};
+    json mergeList = json::array();
+    for (const auto& [a, b] : merges) {
+        if (!vocab.contains(a + b))
+            vocab[a + b] = id++;
+        mergeList.push_back(a + " " + b);
+    }
+    const int eot = id++;
+    const json tokenizer = {
+        {"version", "1.0"},
+        {"added_tokens", json::array({{{"id", eot}, {"content", "<|endoftext|>"}, {"single_word", false}, {"lstrip", false}, {"rstrip", false},
+                                       {"normalized", false}, {"special", true}}})},
+        {"normalizer", {{"type", "NFC"}}},
+        {"pre_tokenizer",
+         {{"type", "Sequence"},
+          {"pretokenizers",
+           json::array({{{"type", "Split"},
+                         {"pattern", {{"Regex", R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)"}}},
+                         {"behavior", "Isolated"},
+                         {"invert", false}},
+                        {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", false}, {"use_regex", false}}})}}},
+        {"decoder", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", false}, {"use_regex", false}}},
+        {"model", {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr}, {"fuse_unk", false}, {"byte_fallback", false},
+                   {"ignore_merges", false}, {"vocab", vocab}, {"merges", mergeList}}}};
+    testsupport::writeText(dir + "/tokenizer.json", tokenizer.dump());
+    testsupport::writeText(dir + "/tokenizer_config.json",
+                           json{{"bos_token", nullptr}, {"eos_token", "<|endoftext|>"}, {"add_bos_token", false}}.dump());
+    return id;
+}
+
 } // namespace
 
 class TestCli : public QObject {
@@ -326,6 +380,50 @@ private Q_SLOTS:
         QVERIFY2(!info.at("tokenizer").get<std::string>().empty(), qPrintable(ri.describe()));
         const double ppl = evalPerplexity(m_convertedF32);
         QVERIFY2(relClose(ppl, m_demoPerplexity, 1e-5), qPrintable(QString::number(ppl)));
+    }
+
+    // A Qwen2 folder whose only tokenizer is tokenizer.json works at every entry point: info names
+    // it, eval finds it (the same figure as passing it explicitly), sensitivity and allocate run,
+    // and convert --to gguf carries it into the GGUF in llama.cpp's gpt2 form (same perplexity).
+    void tokenizerJsonOnlyQwen2FolderWorksEverywhere()
+    {
+        const QString dir = path("qwen-tj");
+        QDir().mkpath(dir + "-tok");
+        const int vocab = writeQwenStyleTokenizerJson((dir + "-tok").toStdString());
+        Run r = run({"make-random", "--out", dir, "--vocab", QString::number(vocab), "--bias", "--seed", "9"});
+        QVERIFY2(r.code == 0, qPrintable(r.describe()));
+        json config = json::parse(testsupport::readText((dir + "/config.json").toStdString()));
+        config["model_type"] = "qwen2";
+        config["architectures"] = json::array({"Qwen2ForCausalLM"});
+        testsupport::writeText((dir + "/config.json").toStdString(), config.dump(2));
+        QVERIFY(QFile::copy(dir + "-tok/tokenizer.json", dir + "/tokenizer.json"));
+        QVERIFY(QFile::copy(dir + "-tok/tokenizer_config.json", dir + "/tokenizer_config.json"));
+
+        Run ri;
+        const json info = runJson({"info", dir}, &ri);
+        QVERIFY2(ri.code == 0 && info.is_object(), qPrintable(ri.describe()));
+        QCOMPARE(info.at("tokenizer_kind").get<std::string>(), std::string("tokenizer.json"));
+        QCOMPARE(info.at("tokenizer_vocab").get<int>(), vocab);
+        QCOMPARE(info.at("config").at("architecture").get<std::string>(), std::string("Qwen2ForCausalLM"));
+
+        const double found = evalPerplexity(dir), given = evalPerplexity(dir, dir + "-tok/tokenizer.json");
+        QVERIFY(std::isfinite(found) && found > 1);
+        QCOMPARE(found, given);
+
+        Run rs = run({"--json", "sensitivity", dir, "--text", m_text, "--ctx", "32", "--windows", "2", "--unit", "block"});
+        QVERIFY2(rs.code == 0, qPrintable(rs.describe()));
+        Run ra = run({"--json", "allocate", dir, "--text", m_text, "--ctx", "32", "--windows", "2", "--menu", "bits=2", "--menu", "bits=4",
+                      "--budget", "3.5", "--types", "mlp"});
+        QVERIFY2(ra.code == 0, qPrintable(ra.describe()));
+
+        const QString gguf = path("qwen-tj.gguf");
+        Run rc = run({"convert", dir, "--to", "gguf", "--dtype", "f32", "--out", gguf});
+        QVERIFY2(rc.code == 0, qPrintable(rc.describe()));
+        Run rg;
+        const json ginfo = runJson({"info", gguf}, &rg);
+        QVERIFY2(rg.code == 0 && ginfo.is_object(), qPrintable(rg.describe()));
+        QCOMPARE(ginfo.at("tokenizer_kind").get<std::string>(), std::string("gguf-gpt2"));
+        QVERIFY(relClose(evalPerplexity(gguf), found, 1e-5));
     }
 
     void convertRefusesToOverwrite()

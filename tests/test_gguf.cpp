@@ -10,8 +10,14 @@
 #include "pocket/io/gguf_export.h"
 #include "pocket/io/gguf_writer.h"
 #include "pocket/io/hf_writer.h"
+#include "pocket/jobs/compress_job.h"
+#include "pocket/jobs/eval_job.h"
 #include "pocket/model/llama_model.h"
+#include "pocket/store/experiment_store.h"
+#include "fake_method.h"
 #include "test_support.h"
+
+#include <nlohmann/json.hpp>
 
 #include <QTemporaryDir>
 
@@ -189,6 +195,47 @@ std::vector<std::uint8_t> smallGguf(const std::string& dir)
     return testsupport::readBytes(path);
 }
 
+// A tiny llama model (stories260K's 512-token tokenizer embedded) whose 2-D tensors are random
+// Q8_0 blocks, written by hand; general.file_type 7 (llama.cpp's MOSTLY_Q8_0) when `fileType`.
+// Returns the path; `quantised` gets each tensor's blocks.
+std::string writeQ8Model(const QTemporaryDir& dir, bool fileType, std::map<std::string, std::vector<std::uint8_t>>& quantised)
+{
+    ModelConfig c = tinyConfig("llama");
+    c.vocabSize = 512;
+    const std::string tag = fileType ? "typed" : "untyped";
+    const std::string hf = dir.filePath(QString::fromStdString("hf-" + tag)).toStdString();
+    const std::string f32 = dir.filePath(QString::fromStdString("f32-" + tag + ".gguf")).toStdString();
+    HfWriteOptions hfOptions;
+    hfOptions.tokenizerPath = testsupport::demoTokenizer();
+    if (!writeRandomCheckpoint(c, 3, hf, hfOptions).ok())
+        return {};
+    auto source = openCheckpoint(hf);
+    if (!source.ok() || !writeGgufModel(**source, f32, {DType::F32, "", false, {}}).ok())
+        return {};
+    auto plain = GgufFile::open(f32);
+    if (!plain.ok())
+        return {};
+    GgufWriter w;
+    for (const auto& [key, value] : (*plain)->metadata())
+        if (key != "general.file_type")
+            w.set(key, value);
+    if (fileType)
+        w.setU32("general.file_type", 7);
+    std::mt19937 gen(5);
+    for (const GgufTensor& t : (*plain)->tensors()) {
+        if (t.shape.size() != 2) {
+            const std::uint8_t* p = (*plain)->data(t);
+            w.addBytes(t.name, t.type, t.shape, std::vector<std::uint8_t>(p, p + t.bytes));
+            continue;
+        }
+        auto blocks = randomBlocks(typeCases()[4], static_cast<int>(t.elements() / 32), gen);
+        quantised[t.name] = blocks;
+        w.addBytes(t.name, GgmlType::Q8_0, t.shape, blocks);
+    }
+    const std::string q8 = dir.filePath(fileType ? "q8.gguf" : "q8-untyped.gguf").toStdString();
+    return w.write(q8).ok() ? q8 : std::string();
+}
+
 } // namespace
 
 class TestGguf : public QObject {
@@ -320,32 +367,10 @@ private Q_SLOTS:
     {
         // A model whose matrices are Q8_0 (written by hand) loads with every matrix dequantised,
         // reports the stored type, and runs a forward pass.
-        const ModelConfig c = tinyConfig("llama");
         QTemporaryDir dir;
-        const std::string hf = dir.filePath("hf").toStdString(), f32 = dir.filePath("f32.gguf").toStdString();
-        QVERIFY(writeRandomCheckpoint(c, 3, hf, {}).ok());
-        auto source = openCheckpoint(hf);
-        QVERIFY(source.ok());
-        QVERIFY(writeGgufModel(**source, f32, {DType::F32, "", false, {}}).ok());
-        auto plain = GgufFile::open(f32);
-        QVERIFY(plain.ok());
-        GgufWriter w;
-        for (const auto& [key, value] : (*plain)->metadata())
-            w.set(key, value);
-        std::mt19937 gen(5);
         std::map<std::string, std::vector<std::uint8_t>> quantised;
-        for (const GgufTensor& t : (*plain)->tensors()) {
-            if (t.shape.size() != 2) {
-                const std::uint8_t* p = (*plain)->data(t);
-                w.addBytes(t.name, t.type, t.shape, std::vector<std::uint8_t>(p, p + t.bytes));
-                continue;
-            }
-            auto blocks = randomBlocks(typeCases()[4], static_cast<int>(t.elements() / 32), gen);
-            quantised[t.name] = blocks;
-            w.addBytes(t.name, GgmlType::Q8_0, t.shape, blocks);
-        }
-        const std::string q8 = dir.filePath("q8.gguf").toStdString();
-        QVERIFY(w.write(q8).ok());
+        const std::string q8 = writeQ8Model(dir, true, quantised);
+        QVERIFY(!q8.empty());
         auto ckpt = openCheckpoint(q8);
         QVERIFY2(ckpt.ok(), ckpt.ok() ? "" : ckpt.message().c_str());
         const TensorInfo* v = (*ckpt)->find("model.layers.0.self_attn.v_proj.weight");
@@ -366,6 +391,79 @@ private Q_SLOTS:
         auto logits = (*model)->logits({1, 5, 9, 3});
         QVERIFY(logits.ok());
         QVERIFY(std::all_of(logits->begin(), logits->end(), [](float x) { return std::isfinite(x); }));
+    }
+
+    // A quantised GGUF is llama.cpp's result: its bits are counted as ours are (bits of the stored
+    // bytes over the weights), an eval of it is recorded as the method "llamacpp:<file type>", and a
+    // compression of it keeps the starting point in its parameters.
+    void quantisedGgufsAreRecordedAsLlamaCppRuns()
+    {
+        QTemporaryDir dir;
+        std::map<std::string, std::vector<std::uint8_t>> quantised;
+        const std::string q8 = writeQ8Model(dir, true, quantised), untyped = writeQ8Model(dir, false, quantised);
+        QVERIFY(!q8.empty() && !untyped.empty());
+        // The expected all-in figure straight from the file's tensor table.
+        auto file = GgufFile::open(q8);
+        QVERIFY(file.ok());
+        double bits = 0, weights = 0;
+        for (const GgufTensor& t : (*file)->tensors()) {
+            bits += 8.0 * static_cast<double>(t.bytes);
+            weights += static_cast<double>(t.elements());
+        }
+        auto ckpt = openCheckpoint(q8);
+        QVERIFY(ckpt.ok());
+        QCOMPARE((*ckpt)->fileType(), std::string("Q8_0"));
+        const StoredTypes stored = storedTypes(**ckpt);
+        QVERIFY(stored.quantized());
+        QCOMPARE(stored.linearBitsPerWeight, 8.5);
+        QCOMPARE(stored.linearMix(), std::string("Q8_0 100%"));
+        QVERIFY(std::abs(stored.allBitsPerWeight - bits / weights) < 1e-9);
+        QVERIFY(stored.allBitsPerWeight > 8.5); // the F32 norms cost more than 8.5 bits
+
+        const std::string text = dir.filePath("text.txt").toStdString(), storePath = dir.filePath("store.sqlite").toStdString();
+        testsupport::writeText(text, "Once upon a time there was a little dog. The dog liked to play in the sun with a ball.\n");
+        MethodRegistry registry;
+        (void)registry.addBuiltin(std::make_unique<testsupport::FakeQuantMethod>());
+        RecorderOptions recording;
+        recording.storePath = storePath;
+        for (const std::string& model : {q8, untyped}) {
+            EvalJobParams p;
+            p.modelPath = model;
+            p.textPath = text;
+            p.eval.ctx = 16;
+            auto evaluated = runEvalJob(p, registry, &recording);
+            QVERIFY2(evaluated.ok(), evaluated.ok() ? "" : evaluated.message().c_str());
+            QVERIFY(evaluated->runId > 0);
+        }
+        CompressJobParams cp;
+        cp.modelPath = q8;
+        cp.methodId = "fakequant";
+        cp.outPath = dir.filePath("out.pllm").toStdString();
+        auto compressed = runCompressJob(cp, registry, &recording);
+        QVERIFY2(compressed.ok(), compressed.ok() ? "" : compressed.message().c_str());
+
+        auto store = ExperimentStore::open(storePath);
+        QVERIFY(store.ok());
+        auto runs = (*store)->listRuns();
+        QVERIFY(runs.ok());
+        QCOMPARE(runs->size(), std::size_t{3});
+        int evals = 0;
+        for (const RunRecord& r : *runs) {
+            const auto params = nlohmann::json::parse(r.paramsJson);
+            if (r.kind == RunKind::Eval) {
+                ++evals;
+                QCOMPARE(r.method, std::string("llamacpp:Q8_0")); // the file type, or the commonest type without one
+                QVERIFY(r.bpwCompressed && *r.bpwCompressed == 8.5);
+                QVERIFY(r.bpwAllIn && std::abs(*r.bpwAllIn - bits / weights) < 1e-9);
+                QCOMPARE(params.value("stored_types", ""), std::string("Q8_0 100%"));
+            } else {
+                QCOMPARE(r.method, std::string("fakequant"));
+                QVERIFY2(params.contains("source"), r.paramsJson.c_str());
+                QCOMPARE(params["source"].value("bpw_linear", 0.0), 8.5);
+                QCOMPARE(params["source"].value("file_type", ""), std::string("Q8_0"));
+            }
+        }
+        QCOMPARE(evals, 2);
     }
 
     void unsupportedModelsAreRefusedByName()

@@ -11,6 +11,8 @@
 #include "workbench.h"
 
 #include "pocket/archive/model_archive.h"
+#include "pocket/io/checkpoint.h"
+#include "pocket/io/gguf_export.h"
 #include "pocket/jobs/compress_job.h"
 #include "pocket/store/experiment_store.h"
 #include "test_support.h"
@@ -325,6 +327,33 @@ private Q_SLOTS:
         QVERIFY(m_window->openPath(hf, true));
         QVERIFY(!m_wb->summary().isArchive);
         QCOMPARE(m_wb->summary().parameters, params);
+    }
+
+    // A GGUF opens like any model (its tokenizer is inside it) and evaluates to the original's
+    // perplexity up to F16 rounding.
+    void opensAndEvaluatesAGguf()
+    {
+        auto demo = openCheckpoint(testsupport::demoModel());
+        QVERIFY(bool(demo));
+        const QString gguf = m_tmp.filePath("demo-f16.gguf");
+        QVERIFY(writeGgufModel(**demo, gguf.toStdString(), {DType::F16, "", false, {}}).ok());
+        m_window->textPathEdit()->setText(m_text);
+        m_window->ctxSpin()->setValue(64);
+        QSignalSpy evals(m_wb.get(), &Workbench::evalFinished);
+        QVERIFY(m_window->openPath(QString::fromStdString(testsupport::demoModel()), true));
+        QVERIFY(m_window->startEval(false));
+        QVERIFY(m_wb->waitForIdle(120000));
+        QVERIFY(m_window->openPath(gguf, true));
+        QVERIFY2(m_wb->summary().format.startsWith("GGUF"), qPrintable(m_wb->summary().format));
+        QCOMPARE(m_wb->summary().tokenizerPath, QFileInfo(gguf).absoluteFilePath());
+        QCOMPARE(m_wb->summary().dtype, QStringLiteral("F16"));
+        QVERIFY(m_window->startEval(false));
+        QVERIFY(m_wb->waitForIdle(120000));
+        QCOMPARE(evals.size(), 2);
+        const auto original = evals.at(0).at(0).value<EvalOutcome>(), fromGguf = evals.at(1).at(0).value<EvalOutcome>();
+        QVERIFY2(original.ok && fromGguf.ok, qPrintable(original.message + " / " + fromGguf.message));
+        QVERIFY2(std::abs(fromGguf.perplexity / original.perplexity - 1) < 0.01,
+                 qPrintable(QString("%1 vs %2").arg(fromGguf.perplexity).arg(original.perplexity)));
     }
 
     void badInputKeepsTheOpenModel()

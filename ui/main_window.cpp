@@ -339,7 +339,7 @@ void MainWindow::buildActions()
     QMenu* file = menuBar()->addMenu(tr("&File"));
     QAction* openFile = file->addAction(tr("&Open model file…"), this, [this] {
         const QString path = QFileDialog::getOpenFileName(this, tr("Open a model"), m_lastDir,
-                                                          tr("Models (*.bin *.safetensors *.pllm config.json);;All files (*)"));
+                                                          tr("Models (*.gguf *.bin *.safetensors *.pllm config.json);;All files (*)"));
         if (!path.isEmpty())
             openPath(QFileInfo(path).fileName() == QLatin1String("config.json") ? QFileInfo(path).absolutePath() : path);
     });
@@ -473,7 +473,7 @@ void MainWindow::updateSummary()
                     .arg(s.archiveMethod)
                     .arg(s.archiveBpw, 0, 'f', 3);
     if (s.tokenizerPath.isEmpty() && !s.isArchive)
-        html += tr("<br><span style='color:#b00020'>No tokenizer beside the model: evaluation needs tokenizer.model or tokenizer.bin.</span>");
+        html += tr("<br><span style='color:#b00020'>No tokenizer beside the model: evaluation needs tokenizer.model, tokenizer.json or tokenizer.bin beside it.</span>");
     m_summary->setText(html);
     setWindowTitle(tr("%1 — PocketLLM Workbench").arg(s.name));
 }

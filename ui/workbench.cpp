@@ -24,9 +24,21 @@ namespace pocket::ui {
 
 namespace {
 
-const char* formatName(CheckpointFormat f)
+QString formatName(const Checkpoint& c)
 {
-    return f == CheckpointFormat::Llama2c ? "llama2.c" : "Hugging Face safetensors";
+    switch (c.format()) {
+    case CheckpointFormat::Llama2c: return QStringLiteral("llama2.c");
+    case CheckpointFormat::HfSafetensors: return QStringLiteral("Hugging Face safetensors");
+    case CheckpointFormat::Gguf: {
+        QString name = QStringLiteral("GGUF");
+        if (!c.fileType().empty())
+            name += QStringLiteral(" ") + QString::fromStdString(c.fileType());
+        if (const StoredTypes stored = storedTypes(c); stored.quantized())
+            name += QStringLiteral(" (%1 bits per weight in the linear matrices)").arg(stored.linearBitsPerWeight, 0, 'f', 2);
+        return name;
+    }
+    }
+    return QStringLiteral("?");
 }
 
 QString workFolderOf(const QString& archivePath) { return QString::fromStdString(defaultWorkFolder(archivePath.toStdString())); }
@@ -109,7 +121,7 @@ bool Workbench::openModel(const QString& path, QString* error)
     s.path = QFileInfo(path).absoluteFilePath();
     s.name = QString::fromStdString(displayName(path.toStdString()));
     s.isArchive = isPllmFile(path.toStdString());
-    s.format = s.isArchive ? tr(".pllm archive") : QString::fromLatin1(formatName(c.format()));
+    s.format = s.isArchive ? tr(".pllm archive") : formatName(c);
     s.architecture = QString::fromStdString(c.config().architecture);
     s.layers = static_cast<int>(c.config().numLayers);
     s.hidden = c.config().hiddenSize;
@@ -119,7 +131,7 @@ bool Workbench::openModel(const QString& path, QString* error)
     for (const TensorInfo& t : c.tensors()) {
         s.parameters += elementCount(t.shape);
         if (t.shape.size() == 2)
-            ++dtypes[dtypeName(t.dtype)];
+            ++dtypes[storedTypeName(t)]; // a GGUF's block types (Q4_K, ...) as stored
     }
     s.dtype = dtypes.size() == 1 ? QString::fromLatin1(dtypes.begin()->first.c_str()) : tr("mixed");
     s.bytes = c.totalBytes();

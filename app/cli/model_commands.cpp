@@ -63,8 +63,8 @@ int runInfo(const Globals& g, const InfoOptions& o)
     if (!ckpt)
         return fail(g, ckpt.error());
     const auto& c = (*ckpt)->config();
-    std::map<std::string, std::int64_t> dtypeCounts;
-    for (const auto& t : (*ckpt)->tensors()) dtypeCounts[pocket::dtypeName(t.dtype)] += pocket::elementCount(t.shape);
+    const pocket::StoredTypes stored = pocket::storedTypes(**ckpt);
+    const std::map<std::string, std::int64_t>& dtypeCounts = stored.all;
 
     ordered_json out;
     out["model"] = (*ckpt)->path();
@@ -72,8 +72,24 @@ int runInfo(const Globals& g, const InfoOptions& o)
     out["config"] = configJson(c);
     out["parameters"] = c.parameterCount();
     out["bytes"] = (*ckpt)->totalBytes();
-    out["dtypes"] = dtypeCounts;
+    out["dtypes"] = dtypeCounts; // as stored: F16, BF16, Q4_K, ...
+    if (!(*ckpt)->fileType().empty())
+        out["file_type"] = (*ckpt)->fileType();
+    out["bpw_linear"] = stored.linearBitsPerWeight;
+    out["bpw_all_in"] = stored.allBitsPerWeight;
     out["tokenizer"] = (*ckpt)->tokenizerPath();
+    std::string tokenizerLine = "(none found beside the model: pass --tokenizer tokenizer.model, tokenizer.json, tokenizer.bin or a .gguf)";
+    if (!(*ckpt)->tokenizerPath().empty()) {
+        auto tokenizer = pocket::loadTokenizer((*ckpt)->tokenizerPath());
+        if (tokenizer) {
+            out["tokenizer_kind"] = (*tokenizer)->kind();
+            out["tokenizer_vocab"] = (*tokenizer)->vocabSize();
+            tokenizerLine = (*ckpt)->tokenizerPath() + " (" + (*tokenizer)->kind() + ", " + std::to_string((*tokenizer)->vocabSize()) + " tokens)";
+        } else {
+            out["tokenizer_error"] = tokenizer.message();
+            tokenizerLine = (*ckpt)->tokenizerPath() + " (unreadable: " + tokenizer.message() + ")";
+        }
+    }
     ordered_json tensorRows = ordered_json::array();
     ProgressLine progress(!g.quiet);
     const auto start = std::chrono::steady_clock::now();
@@ -81,7 +97,7 @@ int runInfo(const Globals& g, const InfoOptions& o)
     const auto& infos = (*ckpt)->tensors();
     for (std::size_t i = 0; i < infos.size(); ++i) {
         const auto& t = infos[i];
-        ordered_json row{{"name", t.name}, {"dtype", pocket::dtypeName(t.dtype)}, {"shape", t.shape}, {"bytes", t.byteSize}};
+        ordered_json row{{"name", t.name}, {"dtype", pocket::storedTypeName(t)}, {"shape", t.shape}, {"bytes", t.byteSize}};
         if (o.walk) { // materialise one tensor at a time, then drop it
             auto data = (*ckpt)->load(t.name);
             if (!data)
@@ -118,7 +134,11 @@ int runInfo(const Globals& g, const InfoOptions& o)
          << static_cast<double>((*ckpt)->totalBytes()) / (1024.0 * 1024.0) << " MiB stored)\n"
          << "dtypes      ";
     for (const auto& [name, count] : dtypeCounts) text << " " << name << ":" << count;
-    text << "\ntokenizer    " << ((*ckpt)->tokenizerPath().empty() ? "(none found beside the model)" : (*ckpt)->tokenizerPath()) << "\n";
+    text << "\nstored bits  " << std::setprecision(2) << stored.linearBitsPerWeight << " per weight in the linear matrices ("
+         << stored.linearMix() << "), " << stored.allBitsPerWeight << " all-in";
+    if (!(*ckpt)->fileType().empty())
+        text << "; file type " << (*ckpt)->fileType();
+    text << "\ntokenizer    " << tokenizerLine << "\n";
     if (o.tensors)
         for (const auto& row : tensorRows) {
             text << "  " << row["name"].get<std::string>() << "  " << row["dtype"].get<std::string>() << " "

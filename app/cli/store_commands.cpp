@@ -189,12 +189,12 @@ int runRunsList(const Globals& g, const StoreOptions& o)
         t << "no runs recorded in " << (*store)->path() << "\n";
     else
         t << std::left << std::setw(6) << "id" << std::setw(9) << "kind" << std::setw(10) << "status" << std::setw(21) << "started (UTC)"
-          << std::setw(22) << "model" << std::setw(12) << "method" << std::right << std::setw(8) << "bpw" << std::setw(9) << "wall"
+          << std::setw(22) << "model" << std::setw(17) << "method" << std::right << std::setw(8) << "bpw" << std::setw(9) << "wall"
           << "  result\n";
     for (const auto& r : *runs) {
         const auto bpw = r.bpwCompressed ? r.bpwCompressed : r.bpwAllIn;
         t << std::left << std::setw(6) << r.id << std::setw(9) << pocket::runKindName(r.kind) << std::setw(10) << pocket::runStatusName(r.status)
-          << std::setw(21) << r.startedAt << std::setw(22) << clip(r.modelName, 21) << std::setw(12) << clip(r.method, 11) << std::right
+          << std::setw(21) << r.startedAt << std::setw(22) << clip(r.modelName, 21) << std::setw(17) << clip(r.method, 16) << std::right
           << std::setw(8) << fixed(bpw, 3) << std::setw(9) << (r.wallSeconds ? formatDuration(*r.wallSeconds) : "-") << "  " << runSummary(r)
           << "\n";
     }

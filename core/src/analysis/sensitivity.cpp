@@ -290,7 +290,7 @@ Result<SensitivityResult> runSensitivity(const SensitivityParams& params, Method
     const Checkpoint& c = **ckpt;
     const std::string tokenizerPath = params.tokenizerPath.empty() ? c.tokenizerPath() : params.tokenizerPath;
     if (tokenizerPath.empty())
-        return Error{c.path() + ": no tokenizer found beside the model (tokenizer.model or tokenizer.bin), and none was given",
+        return Error{c.path() + ": no tokenizer found beside the model (tokenizer.model, tokenizer.json or tokenizer.bin), and none was given: pass one (or a .gguf that carries one)",
                      ErrorKind::Input, "tokenizer"};
     auto tokenizer = loadTokenizer(tokenizerPath);
     if (!tokenizer)

@@ -35,7 +35,11 @@ public:
 
         std::map<std::string, TensorInfo> stored;
         for (const ArchiveTensor& t : manifest.tensors)
-            stored[t.name] = {t.name, t.dtype, t.shape, static_cast<std::uint64_t>(elementCount(t.shape)) * dtypeSize(t.dtype)};
+            stored[t.name] = {t.name, t.dtype, t.shape, static_cast<std::uint64_t>(elementCount(t.shape)) * dtypeSize(t.dtype), {}, 0};
+        std::map<std::string, double> matrixBits; // per matrix: own bits plus its share of its group's
+        for (const ArchiveGroup& group : manifest.groups)
+            for (const MatrixReport& report : matrixReports(group.payload))
+                matrixBits[report.name] = report.bpw;
         for (std::size_t g = 0; g < manifest.groups.size(); ++g) {
             const GroupPayload& payload = manifest.groups[g].payload;
             auto method = registry.find(payload.methodId);
@@ -50,8 +54,9 @@ public:
             ckpt->m_methods.push_back(*method);
             for (std::size_t m = 0; m < payload.matrices.size(); ++m) {
                 const MatrixRef& ref = payload.matrices[m].ref;
-                stored[ref.name] = {ref.name, DType::F32, {ref.rows, ref.cols},
-                                    static_cast<std::uint64_t>(ref.weights()) * 4};
+                // Decoded to float32 on load; stored as the method's payload.
+                stored[ref.name] = {ref.name, DType::F32, {ref.rows, ref.cols}, static_cast<std::uint64_t>(ref.weights()) * 4,
+                                    payload.methodId, matrixBits[ref.name]};
                 ckpt->m_decoded[ref.name] = {g, m};
             }
         }

@@ -9,6 +9,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -109,6 +111,71 @@ std::uint64_t Checkpoint::totalBytes() const
     std::uint64_t total = 0;
     for (const auto& t : m_tensors) total += t.byteSize;
     return total;
+}
+
+std::string storedTypeName(const TensorInfo& info)
+{
+    return info.storedType.empty() ? dtypeName(info.dtype) : info.storedType;
+}
+
+double storedBitsPerWeight(const TensorInfo& info)
+{
+    return info.storedType.empty() ? 8.0 * static_cast<double>(dtypeSize(info.dtype)) : info.storedBitsPerWeight;
+}
+
+bool StoredTypes::quantized() const
+{
+    // Block types are the stored types that are not a plain float format.
+    for (const auto& [type, count] : linear)
+        if (count > 0 && type != "F32" && type != "F16" && type != "BF16" && type != "F64")
+            return true;
+    return false;
+}
+
+std::string StoredTypes::linearMix() const
+{
+    std::int64_t total = 0;
+    std::vector<std::pair<std::int64_t, std::string>> shares;
+    for (const auto& [type, count] : linear) {
+        total += count;
+        shares.emplace_back(count, type);
+    }
+    std::sort(shares.begin(), shares.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+    std::string out;
+    for (const auto& [count, type] : shares) {
+        const double percent = total > 0 ? 100.0 * static_cast<double>(count) / static_cast<double>(total) : 0.0;
+        char buffer[32];
+        std::snprintf(buffer, sizeof buffer, " %.0f%%", percent);
+        out += (out.empty() ? "" : ", ") + type + buffer;
+    }
+    return out;
+}
+
+StoredTypes storedTypes(const Checkpoint& checkpoint)
+{
+    StoredTypes out;
+    std::set<std::string> linearNames;
+    for (int layer = 0; layer < checkpoint.config().numLayers; ++layer)
+        for (MatrixType type : kMatrixTypes) linearNames.insert(matrixTensorName(layer, type));
+    double allBits = 0, linearBits = 0;
+    std::int64_t allCount = 0, linearCount = 0;
+    for (const TensorInfo& t : checkpoint.tensors()) {
+        const std::int64_t n = elementCount(t.shape);
+        const std::string type = storedTypeName(t);
+        const double bits = storedBitsPerWeight(t) * static_cast<double>(n); // = 8 x the stored bytes for GGUF blocks
+
+        out.all[type] += n;
+        allBits += bits;
+        allCount += n;
+        if (linearNames.count(t.name)) {
+            out.linear[type] += n;
+            linearBits += bits;
+            linearCount += n;
+        }
+    }
+    out.allBitsPerWeight = allCount > 0 ? allBits / static_cast<double>(allCount) : 0.0;
+    out.linearBitsPerWeight = linearCount > 0 ? linearBits / static_cast<double>(linearCount) : 0.0;
+    return out;
 }
 
 void Checkpoint::buildIndex()

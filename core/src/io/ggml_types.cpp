@@ -329,4 +329,15 @@ bool dequantizeRow(GgmlType type, const std::uint8_t* src, float* dst, std::int6
     return true;
 }
 
+std::string ggufFileTypeName(std::uint32_t fileType)
+{
+    // llama.h, enum llama_ftype (4-6 and 33-35 were removed from llama.cpp).
+    static const char* const names[] = {"F32",    "F16",     "Q4_0",   "Q4_1",   "",       "",      "",       "Q8_0",  "Q5_0",
+                                        "Q5_1",   "Q2_K",    "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M",
+                                        "Q6_K",   "IQ2_XXS", "IQ2_XS", "Q2_K_S", "IQ3_XS", "IQ3_XXS", "IQ1_S", "IQ4_NL", "IQ3_S",
+                                        "IQ3_M",  "IQ2_S",   "IQ2_M",  "IQ4_XS", "IQ1_M",  "BF16",   "",       "",       "",
+                                        "TQ1_0",  "TQ2_0"};
+    return fileType < std::size(names) ? names[fileType] : "";
+}
+
 } // namespace pocket

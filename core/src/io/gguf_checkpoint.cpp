@@ -4,6 +4,7 @@
 // order (llama.cpp keeps Meta's interleaved order for "llama").
 #include "checkpoint_formats.h"
 
+#include "pocket/io/ggml_types.h"
 #include "pocket/io/gguf.h"
 #include "pocket/io/mapped_file.h"
 
@@ -152,6 +153,8 @@ Result<std::unique_ptr<Checkpoint>> GgufCheckpoint::open(const std::string& path
     POCKET_TRY(ckpt->mapTensors());
     if (ckpt->m_gguf->find("tokenizer.ggml.model"))
         ckpt->m_tokenizerPath = path; // the tokenizer is in the metadata
+    if (const auto fileType = ckpt->m_gguf->optionalInteger("general.file_type"); fileType && *fileType >= 0)
+        ckpt->m_fileType = ggufFileTypeName(static_cast<std::uint32_t>(*fileType));
     return std::unique_ptr<Checkpoint>(std::move(ckpt));
 }
 

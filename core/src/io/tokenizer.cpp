@@ -385,14 +385,17 @@ bool isTokenizerFile(const std::string& path)
 {
     const std::filesystem::path p(path);
     const std::string name = p.filename().string();
-    return p.extension() == ".model" || name == "tokenizer.json" || name == "tokenizer.bin" ||
+    // Any .json but a model folder's other JSON files is taken for a tokenizer.json by another name.
+    const bool json = p.extension() == ".json" && name != "config.json" && name != "tokenizer_config.json" && name != "generation_config.json" &&
+                      name != "special_tokens_map.json" && name.find(".index.json") == std::string::npos;
+    return p.extension() == ".model" || json || name == "tokenizer.bin" ||
            (name.rfind("tok", 0) == 0 && p.extension() == ".bin" && name.find("stories") == std::string::npos);
 }
 
 Result<std::unique_ptr<Tokenizer>> loadTokenizer(const std::string& path)
 {
     if (path.empty())
-        return Error{"no tokenizer found: put tokenizer.model or tokenizer.bin beside the model, or give one", ErrorKind::Input, "tokenizer"};
+        return Error{"no tokenizer found: put tokenizer.model, tokenizer.json or tokenizer.bin beside the model, or give one", ErrorKind::Input, "tokenizer"};
     if (std::filesystem::path(path).extension() == ".model")
         return SentencePieceTokenizer::load(path);
     if (std::filesystem::path(path).extension() == ".gguf" || isGgufFile(path))

@@ -91,6 +91,11 @@ Status openJob(const CompressJobParams& params, MethodRegistry& registry, OpenJo
     if (!checkpoint)
         return checkpoint.error();
     job.checkpoint = std::move(*checkpoint);
+    if (const StoredTypes stored = storedTypes(*job.checkpoint); stored.quantized())
+        spdlog::warn("{}: the input is already quantised ({}{}: {:.2f} bits per weight in the linear matrices); this run compresses its "
+                     "dequantised weights, so both errors add up, and its bits are counted afresh from them",
+                     job.checkpoint->path(), job.checkpoint->fileType().empty() ? "" : job.checkpoint->fileType() + ", ", stored.linearMix(),
+                     stored.linearBitsPerWeight);
     auto method = registry.find(params.methodId);
     if (!method)
         return method.error();

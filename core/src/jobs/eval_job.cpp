@@ -26,7 +26,7 @@ Result<EvalJobResult> runEvalJob(const EvalJobParams& params, const MethodRegist
     out.modelPath = (*ckpt)->path();
     out.tokenizerPath = params.tokenizerPath.empty() ? (*ckpt)->tokenizerPath() : params.tokenizerPath;
     if (out.tokenizerPath.empty())
-        return Error{(*ckpt)->path() + ": no tokenizer found beside the model (tokenizer.model or tokenizer.bin), and none was given",
+        return Error{(*ckpt)->path() + ": no tokenizer found beside the model (tokenizer.model, tokenizer.json or tokenizer.bin), and none was given: pass one (or a .gguf that carries one)",
                      ErrorKind::Input, "tokenizer"};
     auto tokenizer = loadTokenizer(out.tokenizerPath);
     if (!tokenizer)

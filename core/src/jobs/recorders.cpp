@@ -51,6 +51,24 @@ EvalRecorder::EvalRecorder(RecorderOptions options, const Checkpoint& checkpoint
     for (const auto& t : checkpoint.tensors())
         m_parameters += elementCount(t.shape);
     m_storedBytes = checkpoint.totalBytes();
+    // A GGUF in llama.cpp's block types is a result of llama.cpp's quantisation: it is recorded as
+    // the method family "llamacpp:<type>" with its bits counted as ours are (over the linear matrices).
+    const StoredTypes stored = storedTypes(checkpoint);
+    if (checkpoint.format() == CheckpointFormat::Gguf && stored.quantized()) {
+        std::string type = checkpoint.fileType();
+        if (type.empty()) { // no general.file_type: the linear matrices' commonest type
+            std::int64_t most = 0;
+            for (const auto& [name, count] : stored.linear)
+                if (count > most) {
+                    most = count;
+                    type = name;
+                }
+        }
+        m_storedMethod = "llamacpp:" + type;
+        m_storedTypes = stored.linearMix();
+        m_storedBpwLinear = stored.linearBitsPerWeight;
+        m_storedBpwAllIn = stored.allBitsPerWeight;
+    }
 }
 
 Result<std::int64_t> EvalRecorder::insertRun(ExperimentStore& store)
@@ -110,6 +128,14 @@ Result<std::int64_t> EvalRecorder::insertRun(ExperimentStore& store)
         start.paramsJson = m_paramsJson;
         if (m_parameters > 0)
             bpwAllIn = 8.0 * static_cast<double>(m_storedBytes) / static_cast<double>(m_parameters);
+        if (!m_storedMethod.empty()) {
+            start.method = m_storedMethod;
+            ordered_json params = ordered_json::parse(m_paramsJson);
+            params["stored_types"] = m_storedTypes;
+            start.paramsJson = params.dump();
+            bpwCompressed = m_storedBpwLinear;
+            bpwAllIn = m_storedBpwAllIn;
+        }
     }
     m_bpwCompressed = bpwCompressed;
     m_bpwAllIn = bpwAllIn;
@@ -159,7 +185,16 @@ Result<std::int64_t> CompressRecorder::insertRun(ExperimentStore& store)
     RunStart start;
     start.kind = RunKind::Compress;
     start.method = m_params.methodId;
-    start.paramsJson = ordered_json{{"set", m_params.settings}}.dump();
+    ordered_json params{{"set", m_params.settings}};
+    // An input already quantised (a GGUF's block types): its own bits are the starting point.
+    if (const StoredTypes stored = storedTypes(**checkpoint); stored.quantized()) {
+        ordered_json source{{"stored_types", stored.linearMix()}, {"bpw_linear", stored.linearBitsPerWeight}, {"bpw_all_in", stored.allBitsPerWeight}};
+        if (!(*checkpoint)->fileType().empty())
+            source["file_type"] = (*checkpoint)->fileType();
+        m_sourceJson = source.dump();
+        params["source"] = source;
+    }
+    start.paramsJson = params.dump();
     start.modelId = *modelId;
     // The selection as requested; replaced by the archive's resolved selection when the run succeeds.
     start.selectionJson =
@@ -183,8 +218,16 @@ std::int64_t CompressRecorder::done(const CompressJobResult& r)
     f.archiveBytes = r.archiveBytes;
     f.bpwCompressed = r.bits.bpwCompressed();
     f.bpwAllIn = r.bits.bpwAllIn();
-    if (!r.groups.empty())
+    if (!r.groups.empty()) {
         f.paramsJson = r.groups.front().paramsJson;
+        if (!m_sourceJson.empty()) {
+            ordered_json params = parseOrString(f.paramsJson);
+            if (params.is_object()) {
+                params["source"] = ordered_json::parse(m_sourceJson);
+                f.paramsJson = params.dump();
+            }
+        }
+    }
     if (auto archive = Archive::open(r.archivePath, ContainerReader::Verify::ManifestOnly))
         f.selectionJson = (*archive)->manifest().selectionJson;
     return finishDone(f);

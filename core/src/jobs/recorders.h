@@ -30,6 +30,10 @@ private:
     std::string m_architecture;
     std::int64_t m_parameters = 0;
     std::uint64_t m_storedBytes = 0;
+    std::string m_storedMethod;      // a quantised GGUF: "llamacpp:<file type>", else ""
+    std::string m_storedTypes;       // its linear matrices' types ("Q4_K 81%, Q6_K 19%")
+    double m_storedBpwLinear = 0;
+    double m_storedBpwAllIn = 0;
     std::string m_textPath;
     std::string m_paramsJson;
     std::optional<double> m_bpwCompressed; // from the archive, or the stored dtype's bits
@@ -49,6 +53,7 @@ protected:
 
 private:
     CompressJobParams m_params;
+    std::string m_sourceJson; // a quantised input's stored types and bits ("" otherwise)
 };
 
 } // namespace pocket

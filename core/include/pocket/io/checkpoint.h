@@ -55,6 +55,9 @@ public:
     const std::string& tokenizerPath() const { return m_tokenizerPath; }
     // Sum of the stored byte sizes of tensors().
     std::uint64_t totalBytes() const;
+    // The quantisation the file declares as a whole (a GGUF's general.file_type: "Q4_K_M",
+    // "F16", ...), or "" when it declares none.
+    const std::string& fileType() const { return m_fileType; }
 
 protected:
     Checkpoint() = default;
@@ -64,8 +67,30 @@ protected:
     std::vector<TensorInfo> m_tensors;
     std::map<std::string, std::size_t> m_index;
     std::string m_tokenizerPath;
+    std::string m_fileType;
     void buildIndex();
 };
+
+// A tensor's stored type: a GGUF block type ("Q4_K") or its dtype ("F16").
+std::string storedTypeName(const TensorInfo& info);
+// Bits per weight of a tensor as stored (4.5 for Q4_K, 16 for F16).
+double storedBitsPerWeight(const TensorInfo& info);
+
+// What a checkpoint's weights are stored as, over every tensor and over the block linear matrices
+// (the ones compression methods replace): element counts by stored type and bits per weight,
+// counted as the experiment store counts a compressed run's (bits of the matrices' stored bytes
+// over their weights). A quantised GGUF's starting point.
+struct StoredTypes {
+    std::map<std::string, std::int64_t> all;     // stored type -> elements
+    std::map<std::string, std::int64_t> linear;  // the same over the block linear matrices
+    double allBitsPerWeight = 0;
+    double linearBitsPerWeight = 0;
+    // Some block linear matrix is stored in a block type below 16 bits.
+    bool quantized() const;
+    // "Q4_K 81%, Q6_K 19%" over the linear matrices, largest share first.
+    std::string linearMix() const;
+};
+StoredTypes storedTypes(const Checkpoint& checkpoint);
 
 // Opens a Hugging Face folder (config.json + model.safetensors or a sharded
 // model.safetensors.index.json), a .safetensors file inside such a folder, a GGUF file (llama and

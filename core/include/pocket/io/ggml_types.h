@@ -32,6 +32,9 @@ GgmlTypeTraits ggmlTypeTraits(std::uint32_t type);
 std::optional<GgmlType> parseGgmlType(const std::string& name);
 // Bits per weight of a type (block bytes * 8 / block size).
 double ggmlBitsPerWeight(GgmlType type);
+// llama.cpp's name of a whole-file type (GGUF general.file_type, enum llama_ftype): 15 -> "Q4_K_M",
+// 1 -> "F16", 0 -> "F32"; "" for a value it does not define.
+std::string ggufFileTypeName(std::uint32_t fileType);
 // Bytes of a row of `n` weights, or nothing when n is not a multiple of the block size.
 std::optional<std::uint64_t> ggmlRowBytes(GgmlType type, std::int64_t n);
 

@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Our implementation against llama.cpp's on the same GGUF files (issue 14's agreement figures):
+#   1. stories260K F32, Q8_0, Q4_0 (+ Q4_0 and Q8_0 dequantised to F32 by llama-quantize): perplexity
+#      at ctx 256 on the TinyStories text, ours (eval --score second-half) and llama-perplexity's;
+#   2. the generated ~1 GB checkpoint in F16 and Q4_K_M: the same at ctx 512 on WikiText-2's first
+#      8,192 tokens (16 chunks);
+#   3. tokens/s: our eval on the ~1 GB F16 model against llama-bench -p 512, both with 2 threads;
+#   4. tokenization: our ids against llama-tokenize's on both texts and a hard string, per tokenizer.
+# Our evals are recorded in the experiment store given by POCKET_STORE (default: a scratch store in
+# the work folder) as llamacpp:<type> runs, so `pocketllm-cli --store FILE compare` shows them.
+# Prerequisite: bash bench/peer/llamacpp.sh (builds the tools and the models once).
+#   bash bench/peer/compare-llamacpp.sh [perplexity|speed|tokenize|all]     (default all)
+# Environment: POCKET_PEER_CACHE, POCKET_BUILD_DIR, POCKET_STORE, THREADS (default 2).
+set -euo pipefail
+here="$(cd "$(dirname "$0")/../.." && pwd)"
+cache="${POCKET_PEER_CACHE:-$HOME/.cache/pocketllm-peer}"
+bin="$cache/llama.cpp/build/bin"
+m="$cache/models"
+cli="$here/${POCKET_BUILD_DIR:-build}/bin/pocketllm-cli"
+threads="${THREADS:-2}"
+what="${1:-all}"
+work="$(mktemp -d /tmp/pocket-peer.XXXXXX)"
+trap 'rm -rf "$work"' EXIT
+store="${POCKET_STORE:-$work/store.sqlite}"
+assets="$here/../shared/assets/eval"
+stories="$assets/tinystories/tinystories_valid_part_a.txt"
+wiki="$assets/wikitext2/wiki.test.raw"
+
+[ -x "$bin/llama-perplexity" ] || { echo "peer: llama.cpp tools missing in $bin (bash bench/peer/llamacpp.sh)"; exit 1; }
+[ -x "$cli" ] || { echo "peer: build pocketllm-cli first ($cli)"; exit 1; }
+[ -f "$m/stories260K-Q4_0.gguf" ] && [ -f "$m/random-1gb-Q4_K_M.gguf" ] || { echo "peer: models missing in $m (bash bench/peer/llamacpp.sh models)"; exit 1; }
+
+# ours MODEL TEXT CTX [CHUNKS] -> perplexity with all digits (from the JSON report)
+ours() {
+  local max=()
+  [ -n "${4:-}" ] && max=(--max-tokens $(($4 * $3)))
+  "$cli" --store "$store" --json -q eval "$1" --text "$2" --ctx "$3" --score second-half --threads "$threads" "${max[@]}" \
+    | python3 -c 'import json,sys; r=json.load(sys.stdin); print("%.6f %.1f" % (r["perplexity"], r["tokens_per_s"]))'
+}
+# peer MODEL TEXT CTX [CHUNKS] -> llama-perplexity's final estimate
+peer() {
+  local chunks=()
+  [ -n "${4:-}" ] && chunks=(--chunks "$4")
+  "$bin/llama-perplexity" -m "$1" -f "$2" -c "$3" -t "$threads" "${chunks[@]}" 2>&1 | sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p'
+}
+row() { # LABEL MODEL TEXT CTX [CHUNKS]
+  local o p
+  read -r o speed < <(ours "$2" "$3" "$4" "${5:-}")
+  p="$(peer "$2" "$3" "$4" "${5:-}")"
+  python3 - "$1" "$o" "$p" <<'EOF'
+import sys
+label, ours, peer = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+same = "%.4g" % ours == "%.4g" % peer
+print("%-34s %10.4f %10.4f %+9.2e  %s" % (label, ours, peer, ours / peer - 1, "same to 4 digits" if same else "DIFFERENT at 4 digits"))
+EOF
+}
+
+perplexity() {
+  echo "== perplexity: ours (eval --score second-half) vs llama-perplexity, $threads threads"
+  printf '%-34s %10s %10s %9s\n' "model @ ctx, text" "ours" "llama.cpp" "rel.diff"
+  for t in F32 Q8_0 Q4_0; do
+    row "stories260K-$t @256 TinyStories" "$m/stories260K-$t.gguf" "$stories" 256
+  done
+  # The same quantised weights dequantised to F32 by llama.cpp itself: its residual difference on
+  # the quantised files is its 8-bit quantisation of the activations (Q8_0/Q8_1 dot products).
+  for t in Q8_0 Q4_0; do
+    "$bin/llama-quantize" --allow-requantize "$m/stories260K-$t.gguf" "$work/stories260K-$t-as-F32.gguf" F32 >/dev/null 2>&1
+    row "stories260K-$t->F32 @256 TinyStories" "$work/stories260K-$t-as-F32.gguf" "$stories" 256
+  done
+  for t in F16 Q4_K_M; do
+    row "random-1gb-$t @512 WikiText-2 8192" "$m/random-1gb-$t.gguf" "$wiki" 512 16
+  done
+}
+
+speed() {
+  echo "== speed on random-1gb, $threads threads: our eval (ctx 512, 4 windows) vs llama-bench -p 512 -n 0"
+  local o l
+  for t in F16 Q4_K_M; do
+    read -r _ o < <(ours "$m/random-1gb-$t.gguf" "$wiki" 512 4)
+    l="$("$bin/llama-bench" -m "$m/random-1gb-$t.gguf" -p 512 -n 0 -t "$threads" -o csv 2>/dev/null | tail -1 | python3 -c 'import csv,sys; r=next(csv.reader(sys.stdin)); print([x for x in r if x][-2])')"
+    python3 -c "import sys; o,l=float('$o'),float('$l'); print('%-8s ours %8.1f tokens/s   llama.cpp %8.1f tokens/s   ours/llama.cpp %.2f' % ('$t', o, l, o/l))"
+  done
+}
+
+tokenize() {
+  echo "== tokenization: our ids vs llama-tokenize's (BOS dropped from llama.cpp's)"
+  printf 'Hello world!  Two  spaces,\n\nnewlines\t\ttabs; digits 1234567 3.14; emoji 🦙🚀; CJK 日本語の文章; combining é ñ; Ωμέγα.' > "$work/hard.txt"
+  local model text
+  for model in stories260K-F32 random-1gb-F16; do
+    for text in "$work/hard.txt" "$stories" "$wiki"; do
+      "$cli" --json tokenize "$m/$model.gguf" --text "$text" > "$work/ours.json"
+      "$bin/llama-tokenize" -m "$m/$model.gguf" -f "$text" --ids --log-disable 2>/dev/null | tail -1 > "$work/peer.txt"
+      python3 - "$model" "$(basename "$text")" "$work/ours.json" "$work/peer.txt" <<'EOF'
+import ast, json, sys
+model, text, ours, peer = sys.argv[1:]
+o = json.load(open(ours))["ids"]
+p = ast.literal_eval(open(peer).read().strip())
+if p and p[0] == 1: p = p[1:]
+first = next((i for i, (a, b) in enumerate(zip(o, p)) if a != b), None)
+if first is None and len(o) == len(p):
+    print("%-16s %-32s %8d ids  identical" % (model, text, len(o)))
+else:
+    at = first if first is not None else min(len(o), len(p))
+    print("%-16s %-32s ours %d ids, llama.cpp %d: first difference at %d: %s vs %s" % (model, text, len(o), len(p), at, o[at:at+5], p[at:at+5]))
+EOF
+    done
+  done
+}
+
+case "$what" in
+  perplexity) perplexity ;;
+  speed) speed ;;
+  tokenize) tokenize ;;
+  all) perplexity; speed; tokenize ;;
+  *) echo "usage: $0 [perplexity|speed|tokenize|all]"; exit 2 ;;
+esac
+echo "store: $store"
