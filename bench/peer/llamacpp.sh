@@ -8,7 +8,7 @@
 #   the generated ~1 GB checkpoint (pocketllm-cli make-random --preset 1gb, Llama-2 tokenizer) ->
 #   GGUF F16 written by pocketllm-cli convert --to gguf, then Q8_0 Q4_K_M Q3_K_M Q2_K.
 # Everything is done once; later runs reuse the cache. Prints where things are.
-#   bash bench/peer/llamacpp.sh [tools|models|all]     (default all)
+#   bash bench/peer/llamacpp.sh [tools|models|small|all]     (default all; small: tools + the stories260K files)
 # Environment: POCKET_PEER_CACHE (default ~/.cache/pocketllm-peer), POCKET_BUILD_DIR (default build).
 set -euo pipefail
 here="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -63,6 +63,7 @@ make_models() {
   for t in Q8_0 Q5_1 Q5_0 Q4_1 Q4_0 IQ4_NL; do
     [ -f "$m/stories260K-$t.gguf" ] || "$bin/llama-quantize" "$m/stories260K-F32.gguf" "$m/stories260K-$t.gguf" "$t" >/dev/null 2>&1
   done
+  [ "${1:-}" = small ] && { echo "peer: models in $m"; return 0; }
   [ -x "$cli" ] || { echo "peer: build pocketllm-cli first ($cli)"; return 1; }
   if [ ! -f "$m/random-1gb-F16.gguf" ]; then
     local tok="$here/../shared/assets/tokenizers/llama2/tokenizer.model"
@@ -79,6 +80,7 @@ make_models() {
 case "$what" in
   tools) build_tools ;;
   models) make_models ;;
+  small) build_tools; make_models small ;;  # the stories260K files only (what compare-llamacpp.sh check needs)
   all) build_tools; make_models ;;
-  *) echo "usage: $0 [tools|models|all]"; exit 2 ;;
+  *) echo "usage: $0 [tools|models|small|all]"; exit 2 ;;
 esac

@@ -1,6 +1,8 @@
 #include "pocket/io/atomic_file.h"
 
 #include <cerrno>
+#include <fstream>
+#include <iterator>
 #include <cstring>
 #include <unistd.h>
 
@@ -56,6 +58,17 @@ Status writeFileAtomically(const std::string& path, const std::string& text)
     if (auto s = file.open(); !s) return s;
     if (auto s = file.write(text.data(), text.size()); !s) return s;
     return file.commit();
+}
+
+Result<std::vector<std::uint8_t>> readWholeFile(const std::string& path)
+{
+    std::ifstream in(path, std::ios::binary);
+    if (!in)
+        return fileError(path, "cannot open");
+    std::vector<std::uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (in.bad())
+        return fileError(path, "read error", ErrorKind::Io);
+    return bytes;
 }
 
 } // namespace pocket

@@ -14,29 +14,6 @@ namespace pocket {
 
 namespace {
 
-// llama.cpp's name of a Hugging Face tensor name ("" when it has none).
-std::string ggufNameOf(const std::string& hf)
-{
-    static const std::map<std::string, std::string> fixed{
-        {"model.embed_tokens.weight", "token_embd.weight"}, {"model.norm.weight", "output_norm.weight"}, {"lm_head.weight", "output.weight"}};
-    if (const auto it = fixed.find(hf); it != fixed.end())
-        return it->second;
-    const std::string prefix = "model.layers.";
-    if (hf.rfind(prefix, 0) != 0)
-        return {};
-    const std::size_t dot = hf.find('.', prefix.size());
-    const std::string layer = hf.substr(prefix.size(), dot - prefix.size());
-    static const std::map<std::string, std::string> perLayer{
-        {"input_layernorm.weight", "attn_norm.weight"},     {"post_attention_layernorm.weight", "ffn_norm.weight"},
-        {"self_attn.q_proj.weight", "attn_q.weight"},       {"self_attn.k_proj.weight", "attn_k.weight"},
-        {"self_attn.v_proj.weight", "attn_v.weight"},       {"self_attn.o_proj.weight", "attn_output.weight"},
-        {"self_attn.q_proj.bias", "attn_q.bias"},           {"self_attn.k_proj.bias", "attn_k.bias"},
-        {"self_attn.v_proj.bias", "attn_v.bias"},           {"mlp.gate_proj.weight", "ffn_gate.weight"},
-        {"mlp.up_proj.weight", "ffn_up.weight"},            {"mlp.down_proj.weight", "ffn_down.weight"}};
-    const auto it = perLayer.find(hf.substr(dot + 1));
-    return it == perLayer.end() ? std::string() : "blk." + layer + "." + it->second;
-}
-
 class GgufCheckpoint final : public Checkpoint {
 public:
     static Result<std::unique_ptr<Checkpoint>> open(const std::string& path);
@@ -111,7 +88,7 @@ Status GgufCheckpoint::mapTensors()
 {
     const bool interleaved = m_config.modelType == "llama";
     for (TensorInfo info : expectedTensors(m_config)) {
-        const std::string gname = ggufNameOf(info.name);
+        const std::string gname = ggufTensorName(info.name);
         const GgufTensor* t = gname.empty() ? nullptr : m_gguf->tensor(gname);
         if (!t)
             return fileError(m_path, "missing tensor '" + gname + "' (" + info.name + ") that the metadata's configuration needs");
@@ -187,5 +164,27 @@ Result<TensorData> GgufCheckpoint::load(const std::string& name) const
 } // namespace
 
 Result<std::unique_ptr<Checkpoint>> openGgufCheckpoint(const std::string& path) { return GgufCheckpoint::open(path); }
+
+std::string ggufTensorName(const std::string& hf)
+{
+    static const std::map<std::string, std::string> fixed{
+        {"model.embed_tokens.weight", "token_embd.weight"}, {"model.norm.weight", "output_norm.weight"}, {"lm_head.weight", "output.weight"}};
+    if (const auto it = fixed.find(hf); it != fixed.end())
+        return it->second;
+    const std::string prefix = "model.layers.";
+    if (hf.rfind(prefix, 0) != 0)
+        return {};
+    const std::size_t dot = hf.find('.', prefix.size());
+    const std::string layer = hf.substr(prefix.size(), dot - prefix.size());
+    static const std::map<std::string, std::string> perLayer{
+        {"input_layernorm.weight", "attn_norm.weight"},     {"post_attention_layernorm.weight", "ffn_norm.weight"},
+        {"self_attn.q_proj.weight", "attn_q.weight"},       {"self_attn.k_proj.weight", "attn_k.weight"},
+        {"self_attn.v_proj.weight", "attn_v.weight"},       {"self_attn.o_proj.weight", "attn_output.weight"},
+        {"self_attn.q_proj.bias", "attn_q.bias"},           {"self_attn.k_proj.bias", "attn_k.bias"},
+        {"self_attn.v_proj.bias", "attn_v.bias"},           {"mlp.gate_proj.weight", "ffn_gate.weight"},
+        {"mlp.up_proj.weight", "ffn_up.weight"},            {"mlp.down_proj.weight", "ffn_down.weight"}};
+    const auto it = perLayer.find(hf.substr(dot + 1));
+    return it == perLayer.end() ? std::string() : "blk." + layer + "." + it->second;
+}
 
 } // namespace pocket

@@ -1,5 +1,6 @@
 // The tokenizer in a GGUF file's metadata, and tokenizers in the form an archive embeds.
 #include "pocket/io/bpe_tokenizer.h"
+#include "pocket/io/atomic_file.h"
 #include "pocket/io/gguf.h"
 #include "pocket/io/tokenizer.h"
 
@@ -79,16 +80,6 @@ Result<BpeSpec> gpt2Spec(const GgufFile& g, const GgufValue& tokens)
     return spec;
 }
 
-Result<std::vector<std::uint8_t>> readBytes(const std::string& path)
-{
-    std::ifstream in(path, std::ios::binary);
-    if (!in)
-        return fileError(path, "cannot open");
-    std::vector<std::uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    if (in.bad())
-        return fileError(path, "read error", ErrorKind::Io);
-    return bytes;
-}
 
 // A tokenizer.json that describes `spec` (a byte-level BPE), for archives of GGUF models.
 std::vector<std::uint8_t> tokenizerJsonOf(const BpeSpec& spec)
@@ -153,7 +144,7 @@ Result<EmbeddableTokenizer> embeddableTokenizer(const std::string& path)
 {
     const fs::path p(path);
     if (p.extension() == ".model" || p.extension() == ".json" || !isGgufFile(path)) {
-        auto bytes = readBytes(path);
+        auto bytes = readWholeFile(path);
         if (!bytes)
             return bytes.error();
         if (p.extension() == ".model")

@@ -32,16 +32,6 @@ std::string firstDifference(const json& a, const json& b)
 
 std::string defaultWorkFolder(const std::string& archivePath) { return archivePath + ".work"; }
 
-Result<std::vector<std::uint8_t>> readWholeFile(const std::string& path)
-{
-    std::ifstream in(path, std::ios::binary);
-    if (!in)
-        return fileError(path, "cannot open");
-    std::vector<std::uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    if (in.bad())
-        return fileError(path, "read error", ErrorKind::Io);
-    return bytes;
-}
 
 Result<std::unique_ptr<WorkFolder>> WorkFolder::open(const std::string& dir, const json& identity, bool resume)
 {

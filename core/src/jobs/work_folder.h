@@ -53,7 +53,5 @@ private:
     bool m_created = false;
 };
 
-// The bytes of a whole file. Errors name the file.
-Result<std::vector<std::uint8_t>> readWholeFile(const std::string& path);
 
 } // namespace pocket

@@ -5,7 +5,9 @@
 #include "pocket/support/result.h"
 
 #include <cstdio>
+#include <cstdint>
 #include <string>
+#include <vector>
 
 namespace pocket {
 
@@ -32,5 +34,8 @@ private:
 
 // Writes `text` to `path` atomically.
 Status writeFileAtomically(const std::string& path, const std::string& text);
+
+// The bytes of a whole file. Errors name the file.
+Result<std::vector<std::uint8_t>> readWholeFile(const std::string& path);
 
 } // namespace pocket

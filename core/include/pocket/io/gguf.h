@@ -93,4 +93,8 @@ private:
 // True when the file starts with the GGUF magic (cheap; reads 4 bytes).
 bool isGgufFile(const std::string& path);
 
+// llama.cpp's GGUF name of a Hugging Face tensor name ("model.layers.3.mlp.up_proj.weight" ->
+// "blk.3.ffn_up.weight"); "" for a name it has none for.
+std::string ggufTensorName(const std::string& hfName);
+
 } // namespace pocket
