@@ -223,7 +223,16 @@ private Q_SLOTS:
         QTest::newRow("bad merge") << "{'model':{'type':'BPE','vocab':{'a':0},'merges':[3]},'pre_tokenizer':{'type':'ByteLevel','use_regex':true}}"
                                    << "merge";
         QTest::newRow("huge id") << "{'model':{'type':'BPE','vocab':{'a':99999999},'merges':[]},'pre_tokenizer':{'type':'ByteLevel'}}"
-                                 << "implausible";
+                                 << "has no valid id";
+        // Found by fuzz/fuzz_tokenizer_json: keys of the wrong JSON type threw out of the reader.
+        QTest::newRow("boolean added id") << "{'model':{'type':'BPE','vocab':{'a':0},'merges':[]},'added_tokens':[{'id':true,'content':'x'}],'pre_tokenizer':{'type':'ByteLevel'}}"
+                                          << "added token has no valid id";
+        QTest::newRow("added id past int32") << "{'model':{'type':'BPE','vocab':{'a':0},'merges':[]},'added_tokens':[{'id':9223372036854775807,'content':'x'}],'pre_tokenizer':{'type':'ByteLevel'}}"
+                                             << "added token has no valid id";
+        QTest::newRow("normalizers a number") << "{'model':{'type':'BPE','vocab':{'a':0},'merges':[]},'normalizer':{'type':'Sequence','normalizers':5},'pre_tokenizer':{'type':'ByteLevel'}}"
+                                              << "malformed tokenizer.json";
+        QTest::newRow("merges an object") << "{'model':{'type':'BPE','vocab':{'a':0},'merges':{}},'pre_tokenizer':{'type':'ByteLevel'}}"
+                                          << "merges is not an array";
     }
     void badTokenizerJsonIsRefusedNamingTheFile()
     {

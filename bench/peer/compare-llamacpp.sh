@@ -9,7 +9,11 @@
 # Our evals are recorded in the experiment store given by POCKET_STORE (default: a scratch store in
 # the work folder) as llamacpp:<type> runs, so `pocketllm-cli --store FILE compare` shows them.
 # Prerequisite: bash bench/peer/llamacpp.sh (builds the tools and the models once).
-#   bash bench/peer/compare-llamacpp.sh [perplexity|speed|tokenize|all]     (default all)
+#   bash bench/peer/compare-llamacpp.sh [perplexity|speed|tokenize|check|all]     (default all)
+# check: the quick part CI runs (stories260K perplexity on the first 16 chunks and the tokenization),
+# exiting 1 when a figure that must agree does not: the F32 files and llama.cpp's own dequantisation
+# to F32 within 1e-4 (the 4th significant digit), the quantised files within 1e-3 (llama.cpp rounds
+# the activations to 8 bits in its quantised dot products; we do not), identical token ids.
 # Environment: POCKET_PEER_CACHE, POCKET_BUILD_DIR, POCKET_STORE, THREADS (default 2).
 set -euo pipefail
 here="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -28,13 +32,16 @@ wiki="$assets/wikitext2/wiki.test.raw"
 
 [ -x "$bin/llama-perplexity" ] || { echo "peer: llama.cpp tools missing in $bin (bash bench/peer/llamacpp.sh)"; exit 1; }
 [ -x "$cli" ] || { echo "peer: build pocketllm-cli first ($cli)"; exit 1; }
-[ -f "$m/stories260K-Q4_0.gguf" ] && [ -f "$m/random-1gb-Q4_K_M.gguf" ] || { echo "peer: models missing in $m (bash bench/peer/llamacpp.sh models)"; exit 1; }
+[ -f "$m/stories260K-Q4_0.gguf" ] || { echo "peer: models missing in $m (bash bench/peer/llamacpp.sh models)"; exit 1; }
+[ "$what" = check ] || [ -f "$m/random-1gb-Q4_K_M.gguf" ] || { echo "peer: the ~1 GB models are missing in $m (bash bench/peer/llamacpp.sh models)"; exit 1; }
+disagreements=0
 
 # ours MODEL TEXT CTX [CHUNKS] -> perplexity with all digits (from the JSON report)
 ours() {
   local max=()
   [ -n "${4:-}" ] && max=(--max-tokens $(($4 * $3)))
-  "$cli" --store "$store" --json -q eval "$1" --text "$2" --ctx "$3" --score second-half --threads "$threads" "${max[@]}" \
+  # (stderr: llama-convert-llama2c-to-ggml writes context_length 128, so ctx 256 draws a warning)
+  "$cli" --store "$store" --json -q eval "$1" --text "$2" --ctx "$3" --score second-half --threads "$threads" "${max[@]}" 2>/dev/null \
     | python3 -c 'import json,sys; r=json.load(sys.stdin); print("%.6f %.1f" % (r["perplexity"], r["tokens_per_s"]))'
 }
 # peer MODEL TEXT CTX [CHUNKS] -> llama-perplexity's final estimate
@@ -43,32 +50,42 @@ peer() {
   [ -n "${4:-}" ] && chunks=(--chunks "$4")
   "$bin/llama-perplexity" -m "$1" -f "$2" -c "$3" -t "$threads" "${chunks[@]}" 2>&1 | sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p'
 }
-row() { # LABEL MODEL TEXT CTX [CHUNKS]
+row() { # LABEL TOLERANCE MODEL TEXT CTX [CHUNKS]: prints the row; counts a disagreement beyond TOLERANCE
   local o p
-  read -r o speed < <(ours "$2" "$3" "$4" "${5:-}")
-  p="$(peer "$2" "$3" "$4" "${5:-}")"
-  python3 - "$1" "$o" "$p" <<'EOF'
+  read -r o _ < <(ours "$3" "$4" "$5" "${6:-}")
+  p="$(peer "$3" "$4" "$5" "${6:-}")"
+  python3 - "$1" "$2" "$o" "$p" <<'EOF' || disagreements=$((disagreements + 1))
 import sys
-label, ours, peer = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
-same = "%.4g" % ours == "%.4g" % peer
-print("%-34s %10.4f %10.4f %+9.2e  %s" % (label, ours, peer, ours / peer - 1, "same to 4 digits" if same else "DIFFERENT at 4 digits"))
+label, tol, ours, peer = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+d = ours / peer - 1
+ok = abs(d) <= tol
+print("%-36s %10.4f %10.4f %+9.2e  %s" % (label, ours, peer, d, ("within %g" if ok else "BEYOND %g") % tol))
+sys.exit(0 if ok else 1)
 EOF
 }
 
-perplexity() {
-  echo "== perplexity: ours (eval --score second-half) vs llama-perplexity, $threads threads"
-  printf '%-34s %10s %10s %9s\n' "model @ ctx, text" "ours" "llama.cpp" "rel.diff"
-  for t in F32 Q8_0 Q4_0; do
-    row "stories260K-$t @256 TinyStories" "$m/stories260K-$t.gguf" "$stories" 256
+stories_rows() { # [CHUNKS]
+  local chunks="${1:-}" label="TinyStories${1:+ $1x256}"
+  printf '%-36s %10s %10s %9s\n' "model @ ctx, text" "ours" "llama.cpp" "rel.diff"
+  row "stories260K-F32 @256 $label" 1e-4 "$m/stories260K-F32.gguf" "$stories" 256 "$chunks"
+  for t in Q8_0 Q4_0; do
+    row "stories260K-$t @256 $label" 1e-3 "$m/stories260K-$t.gguf" "$stories" 256 "$chunks"
   done
   # The same quantised weights dequantised to F32 by llama.cpp itself: its residual difference on
   # the quantised files is its 8-bit quantisation of the activations (Q8_0/Q8_1 dot products).
   for t in Q8_0 Q4_0; do
     "$bin/llama-quantize" --allow-requantize "$m/stories260K-$t.gguf" "$work/stories260K-$t-as-F32.gguf" F32 >/dev/null 2>&1
-    row "stories260K-$t->F32 @256 TinyStories" "$work/stories260K-$t-as-F32.gguf" "$stories" 256
+    row "stories260K-$t->F32 @256 $label" 1e-4 "$work/stories260K-$t-as-F32.gguf" "$stories" 256 "$chunks"
   done
+}
+
+perplexity() {
+  echo "== perplexity: ours (eval --score second-half) vs llama-perplexity, $threads threads"
+  stories_rows
+  # F16: llama.cpp rounds the activations to F16 for its F16 matmuls (we compute in F32); Q4_K_M:
+  # its activations go to 8 bits (Q8_K).
   for t in F16 Q4_K_M; do
-    row "random-1gb-$t @512 WikiText-2 8192" "$m/random-1gb-$t.gguf" "$wiki" 512 16
+    row "random-1gb-$t @512 WikiText-2 8192" 1e-3 "$m/random-1gb-$t.gguf" "$wiki" 512 16
   done
 }
 
@@ -86,11 +103,13 @@ tokenize() {
   echo "== tokenization: our ids vs llama-tokenize's (BOS dropped from llama.cpp's)"
   printf 'Hello world!  Two  spaces,\n\nnewlines\t\ttabs; digits 1234567 3.14; emoji 🦙🚀; CJK 日本語の文章; combining é ñ; Ωμέγα.' > "$work/hard.txt"
   local model text
-  for model in stories260K-F32 random-1gb-F16; do
+  local models=("$@")
+  [ ${#models[@]} -gt 0 ] || models=("$m/stories260K-F32.gguf" "$m/random-1gb-F16.gguf")
+  for model in "${models[@]}"; do
     for text in "$work/hard.txt" "$stories" "$wiki"; do
-      "$cli" --json tokenize "$m/$model.gguf" --text "$text" > "$work/ours.json"
-      "$bin/llama-tokenize" -m "$m/$model.gguf" -f "$text" --ids --log-disable 2>/dev/null | tail -1 > "$work/peer.txt"
-      python3 - "$model" "$(basename "$text")" "$work/ours.json" "$work/peer.txt" <<'EOF'
+      "$cli" --json tokenize "$model" --text "$text" > "$work/ours.json"
+      "$bin/llama-tokenize" -m "$model" -f "$text" --ids --log-disable 2>/dev/null | tail -1 > "$work/peer.txt"
+      python3 - "$(basename "$model" .gguf)" "$(basename "$text")" "$work/ours.json" "$work/peer.txt" <<'EOF' || disagreements=$((disagreements + 1))
 import ast, json, sys
 model, text, ours, peer = sys.argv[1:]
 o = json.load(open(ours))["ids"]
@@ -102,6 +121,7 @@ if first is None and len(o) == len(p):
 else:
     at = first if first is not None else min(len(o), len(p))
     print("%-16s %-32s ours %d ids, llama.cpp %d: first difference at %d: %s vs %s" % (model, text, len(o), len(p), at, o[at:at+5], p[at:at+5]))
+    sys.exit(1)
 EOF
     done
   done
@@ -111,7 +131,16 @@ case "$what" in
   perplexity) perplexity ;;
   speed) speed ;;
   tokenize) tokenize ;;
+  check)
+    echo "== perplexity on the first 16 chunks: ours vs llama-perplexity"
+    stories_rows 16
+    # The Llama-2 tokenizer in a small GGUF (the ~1 GB model carries the same one).
+    "$cli" --no-store -q make-random --out "$work/llama2tok" --dim 16 --hidden 32 --layers 1 --heads 2 --kv-heads 1 --vocab 32000 \
+      --tokenizer "$here/../shared/assets/tokenizers/llama2/tokenizer.model" >/dev/null
+    "$cli" --no-store -q convert "$work/llama2tok" --to gguf --dtype f16 --out "$work/llama2-tokenizer.gguf" >/dev/null
+    tokenize "$m/stories260K-F32.gguf" "$work/llama2-tokenizer.gguf" ;;
   all) perplexity; speed; tokenize ;;
-  *) echo "usage: $0 [perplexity|speed|tokenize|all]"; exit 2 ;;
+  *) echo "usage: $0 [perplexity|speed|tokenize|check|all]"; exit 2 ;;
 esac
 echo "store: $store"
+[ "$disagreements" -eq 0 ] || { echo "peer: $disagreements figure(s) disagree"; exit 1; }

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
+#include <optional>
 #include <fstream>
 #include <iterator>
 
@@ -105,6 +106,19 @@ Status readNormalizer(const json& n, const std::string& path, BpeSpec& spec, boo
     return unsupported(path, "the normalizer '" + type + "'");
 }
 
+constexpr std::int64_t kMaxVocab = 1 << 24;
+
+// A token id: an integer in [0, kMaxVocab), else nothing.
+std::optional<std::int64_t> tokenId(const json& v)
+{
+    if (!v.is_number_integer())
+        return std::nullopt;
+    if (v.is_number_unsigned())
+        return v.get<std::uint64_t>() < static_cast<std::uint64_t>(kMaxVocab) ? std::optional<std::int64_t>(v.get<std::int64_t>()) : std::nullopt;
+    const std::int64_t id = v.get<std::int64_t>();
+    return id >= 0 && id < kMaxVocab ? std::optional<std::int64_t>(id) : std::nullopt;
+}
+
 // Vocabulary (id order), merges ("a b" strings or [a, b] pairs) and added tokens.
 Status readModel(const json& root, const std::string& path, BpeSpec& spec)
 {
@@ -114,21 +128,29 @@ Status readModel(const json& root, const std::string& path, BpeSpec& spec)
     const json& vocab = model.value("vocab", json::object());
     if (!vocab.is_object() || vocab.empty())
         return fileError(path, "the model has no vocabulary");
+    const json added = root.value("added_tokens", json::array());
+    if (!added.is_array())
+        return fileError(path, "added_tokens is not an array");
     std::int64_t size = 0;
-    for (auto it = vocab.begin(); it != vocab.end(); ++it)
-        if (it.value().is_number_integer())
-            size = std::max<std::int64_t>(size, it.value().get<std::int64_t>() + 1);
-    for (const json& a : root.value("added_tokens", json::array()))
-        size = std::max<std::int64_t>(size, a.value("id", std::int64_t{0}) + 1);
-    if (size > (1 << 24))
-        return fileError(path, "a vocabulary of " + std::to_string(size) + " ids is implausible");
-    spec.vocab.assign(static_cast<std::size_t>(size), std::string());
     for (auto it = vocab.begin(); it != vocab.end(); ++it) {
-        if (!it.value().is_number_integer() || it.value().get<std::int64_t>() < 0)
-            return fileError(path, "vocabulary entry '" + it.key() + "' has no valid id");
-        spec.vocab[it.value().get<std::size_t>()] = it.key();
+        const auto id = tokenId(it.value());
+        if (!id)
+            return fileError(path, "vocabulary entry '" + it.key() + "' has no valid id (an integer from 0 to " + std::to_string(kMaxVocab - 1) + ")");
+        size = std::max(size, *id + 1);
     }
-    for (const json& m : model.value("merges", json::array())) {
+    for (const json& a : added) {
+        const auto id = a.is_object() && a.contains("id") ? tokenId(a["id"]) : std::nullopt;
+        if (!id || !a.contains("content") || !a["content"].is_string())
+            return fileError(path, "an added token has no valid id and content");
+        size = std::max(size, *id + 1);
+    }
+    spec.vocab.assign(static_cast<std::size_t>(size), std::string());
+    for (auto it = vocab.begin(); it != vocab.end(); ++it)
+        spec.vocab[static_cast<std::size_t>(*tokenId(it.value()))] = it.key();
+    const json merges = model.value("merges", json::array());
+    if (!merges.is_array())
+        return fileError(path, "merges is not an array");
+    for (const json& m : merges) {
         if (m.is_string()) {
             const std::string s = m.get<std::string>();
             const std::size_t space = s.find(' ', 1);
@@ -141,18 +163,18 @@ Status readModel(const json& root, const std::string& path, BpeSpec& spec)
             return fileError(path, "a merge is neither \"a b\" nor [a, b]");
         }
     }
-    spec.ignoreMerges = model.value("ignore_merges", false);
-    spec.byteFallback = model.value("byte_fallback", false);
+    const auto flag = [](const json& o, const char* key) { return o.contains(key) && o[key].is_boolean() && o[key].get<bool>(); };
+    spec.ignoreMerges = flag(model, "ignore_merges");
+    spec.byteFallback = flag(model, "byte_fallback");
     if (model.contains("unk_token") && model["unk_token"].is_string()) {
         const auto it = vocab.find(model["unk_token"].get<std::string>());
         if (it != vocab.end())
-            spec.unk = it.value().get<std::int32_t>();
+            spec.unk = static_cast<std::int32_t>(*tokenId(it.value()));
     }
-    for (const json& a : root.value("added_tokens", json::array())) {
-        BpeSpec::Added added{a.value("content", std::string()), a.value("id", std::int32_t{-1}), a.value("special", false)};
-        if (added.id >= 0 && static_cast<std::size_t>(added.id) < spec.vocab.size())
-            spec.vocab[static_cast<std::size_t>(added.id)] = added.content;
-        spec.added.push_back(std::move(added));
+    for (const json& a : added) {
+        BpeSpec::Added token{a["content"].get<std::string>(), static_cast<std::int32_t>(*tokenId(a["id"])), flag(a, "special")};
+        spec.vocab[static_cast<std::size_t>(token.id)] = token.content;
+        spec.added.push_back(std::move(token));
     }
     return {};
 }
@@ -219,7 +241,7 @@ void readSpecialTokens(const fs::path& dir, const json& root, BpeSpec& spec)
 
 } // namespace
 
-Result<std::unique_ptr<BpeTokenizer>> loadTokenizerJson(const std::string& path)
+static Result<std::unique_ptr<BpeTokenizer>> loadTokenizerJsonChecked(const std::string& path)
 {
     auto root = readJson(path);
     if (!root)
@@ -239,6 +261,16 @@ Result<std::unique_ptr<BpeTokenizer>> loadTokenizerJson(const std::string& path)
     readSpecialTokens(dir, *root, spec);
     spec.kind = "tokenizer.json";
     return BpeTokenizer::create(std::move(spec), path);
+}
+
+Result<std::unique_ptr<BpeTokenizer>> loadTokenizerJson(const std::string& path)
+{
+    // A key of an unexpected JSON type anywhere below (nlohmann's type errors) is bad input too.
+    try {
+        return loadTokenizerJsonChecked(path);
+    } catch (const json::exception& e) {
+        return fileError(path, std::string("malformed tokenizer.json: ") + e.what());
+    }
 }
 
 } // namespace pocket
