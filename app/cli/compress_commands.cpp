@@ -3,6 +3,7 @@
 
 #include "pocket/jobs/eval_job.h"
 
+#include "pocket/archive/archive_gguf.h"
 #include "pocket/archive/model_archive.h"
 #include "pocket/jobs/compress_job.h"
 #include "pocket/io/hf_writer.h"
@@ -12,6 +13,8 @@
 
 #include <filesystem>
 #include <iomanip>
+#include <map>
+#include <optional>
 #include <sstream>
 
 namespace cli {
@@ -283,6 +286,97 @@ int runDecompress(const Globals& g, const ArchiveOptions& o)
     return kExitOk;
 }
 
+// export SOURCE --format gguf|hf: a GGUF that keeps rtn/gptq codes where a ggml block type fits,
+// or (hf) the decoded Hugging Face folder.
+int runExport(const Globals& g, const ExportOptions& o)
+{
+    const auto start = std::chrono::steady_clock::now();
+    if (o.format == "hf") {
+        if (!pocket::isPllmFile(o.source))
+            return fail(g, o.source + ": --format hf decodes a .pllm archive; convert a model with `convert`", kExitUsage);
+        ArchiveOptions a;
+        a.archive = o.source;
+        a.out = o.out;
+        a.force = o.force;
+        return runDecompress(g, a);
+    }
+    const auto type = [](const std::string& s) -> std::optional<pocket::GgmlType> {
+        if (s == "f16") return pocket::GgmlType::F16;
+        if (s == "bf16") return pocket::GgmlType::BF16;
+        if (s == "f32") return pocket::GgmlType::F32;
+        if (s == "q8_0") return pocket::GgmlType::Q8_0;
+        return std::nullopt;
+    };
+    pocket::ArchiveGgufOptions options;
+    const auto fallback = type(o.fallback), embedding = type(o.embedding);
+    if (!fallback)
+        return fail(g, "--fallback: '" + o.fallback + "' is not f16, bf16, q8_0 or f32", kExitUsage);
+    if (!embedding)
+        return fail(g, "--embedding: '" + o.embedding + "' is not f16, bf16, q8_0 or f32", kExitUsage);
+    options.fallback = *fallback;
+    options.embedding = *embedding;
+    options.exact = !o.noExact;
+    options.overwrite = o.force;
+    ProgressLine progress(!g.quiet);
+    options.onTensor = [&](int done, int total) {
+        progress.show("exporting " + std::to_string(done) + "/" + std::to_string(total));
+        return true;
+    };
+    auto report = pocket::exportGguf(o.source, o.out, registry(), options);
+    progress.finish();
+    if (!report)
+        return fail(g, report.error());
+    ordered_json tensors = ordered_json::array();
+    std::map<std::string, int> byType, decodedWhy;
+    double worst = 0;
+    int stored = 0;
+    for (const auto& t : report->tensors) {
+        tensors.push_back({{"name", t.name}, {"type", t.type}, {"how", t.how}, {"method", t.method}, {"reason", t.reason},
+                           {"max_deviation", t.maxDeviation}, {"weights", t.weights}, {"bytes", t.bytes}});
+        if (t.how == "exact") {
+            ++byType[t.type];
+            worst = std::max(worst, t.maxDeviation);
+        } else if (t.how == "decoded") {
+            ++decodedWhy[t.reason];
+        } else {
+            ++stored;
+        }
+    }
+    const double seconds = secondsSince(start);
+    ordered_json out{{"source", o.source}, {"out", o.out}, {"format", "gguf"}, {"bytes", report->fileBytes}, {"exact", report->exact},
+                     {"decoded", report->decoded}, {"max_deviation", worst}, {"bpw_linear", report->bpwLinear},
+                     {"bpw_all_in", report->bpwAllIn}, {"archive_bpw_c", report->archiveBpwLinear}, {"seconds", seconds},
+                     {"peak_rss_mb", peakRssMb()}, {"tensors", tensors}};
+    std::ostringstream t;
+    t << "wrote " << o.out << " (GGUF, " << std::fixed << std::setprecision(2) << static_cast<double>(report->fileBytes) / (1024.0 * 1024.0)
+      << " MiB) in " << std::setprecision(1) << seconds << " s\n";
+    t << "exact      " << report->exact << " matri" << (report->exact == 1 ? "x" : "ces") << " re-encoded";
+    for (const auto& [name, n] : byType)
+        t << ", " << n << " as " << name;
+    if (report->exact > 0)
+        t << " (codes copied; largest deviation from the archive's fp16-rounded weights " << std::scientific << std::setprecision(2) << worst
+          << std::fixed << ")";
+    t << "\n";
+    if (report->decoded > 0) {
+        t << "decoded    " << report->decoded << " compressed matri" << (report->decoded == 1 ? "x" : "ces") << " written as " << o.fallback << ":";
+        for (const auto& [why, n] : decodedWhy)
+            t << "\n             " << n << ": " << why;
+        t << "\n";
+    }
+    t << "stored     " << stored << " other tensor(s): embedding/head " << o.embedding << ", norms and biases F32, unselected matrices "
+      << o.fallback << "\n";
+    t << "bits       " << std::setprecision(3) << report->bpwLinear << " per weight over the linear matrices in the file";
+    if (report->archiveBpwLinear > 0)
+        t << " (the archive: " << report->archiveBpwLinear << " over its compressed matrices)";
+    t << ", " << report->bpwAllIn << " all-in\n";
+    if (o.tensors)
+        for (const auto& x : report->tensors)
+            t << "  " << std::left << std::setw(48) << x.name << std::setw(7) << x.type << std::setw(8) << x.how
+              << (x.how == "exact" ? "" : x.reason) << "\n";
+    emit(g, out, t.str());
+    return kExitOk;
+}
+
 const char* kindName(pocket::ParamKind kind)
 {
     switch (kind) {
@@ -381,6 +475,19 @@ void addCompressCommands(CLI::App& app, CompressCommands& c)
     c.decompress->add_option("--shard-size", a.shardMb, "Split into shards of at most this many MiB")->check(CLI::Range(0.0, 1e9));
     c.decompress->add_flag("--force", a.force, "Replace an existing output folder");
 
+    ExportOptions& e = c.exportOptions;
+    c.exportCommand = app.add_subcommand("export", "Write a model or archive for another runtime: a GGUF that llama.cpp loads still compressed, or the decoded Hugging Face folder");
+    c.exportCommand->add_option("SOURCE", e.source, ".pllm archive, or a model (HF folder, .gguf, llama2.c .bin)")->required();
+    c.exportCommand->add_option("--format", e.format, "gguf: llama.cpp's format, rtn/gptq 4- and 5-bit codes re-encoded exactly as Q4_1/Q5_1; hf: the decoded Hugging Face folder (archives)")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"gguf", "hf"}));
+    c.exportCommand->add_option("-o,--out", e.out, "Output file (gguf) or folder (hf)")->required();
+    c.exportCommand->add_option("--fallback", e.fallback, "Type of the matrices with no exact block type (decoded): f16, bf16, q8_0 or f32")->capture_default_str();
+    c.exportCommand->add_option("--embedding", e.embedding, "Type of the embedding and output head: f16, bf16, q8_0 or f32")->capture_default_str();
+    c.exportCommand->add_flag("--no-exact", e.noExact, "Decode every compressed matrix into the fallback type");
+    c.exportCommand->add_flag("--tensors", e.tensors, "List what each tensor became");
+    c.exportCommand->add_flag("--force", e.force, "Replace an existing output");
+
     c.methods = app.add_subcommand("methods", "List the compression methods found and their parameters");
 }
 
@@ -392,6 +499,8 @@ int runCompressCommands(const Globals& g, const CompressCommands& c)
         return runInspect(g, c.archiveOptions);
     if (*c.decompress)
         return runDecompress(g, c.archiveOptions);
+    if (*c.exportCommand)
+        return runExport(g, c.exportOptions);
     if (*c.methods)
         return runMethods(g);
     return -1;

@@ -1,4 +1,4 @@
-// pocketllm-cli's compression commands: compress, inspect, decompress, methods.
+// pocketllm-cli's compression commands: compress, inspect, decompress, export, methods.
 #pragma once
 
 #include "cli_common.h"
@@ -49,13 +49,26 @@ struct ArchiveOptions {
     bool matrices = false;
 };
 
+struct ExportOptions {
+    std::string source;
+    std::string format = "gguf";
+    std::string out;
+    std::string fallback = "f16";
+    std::string embedding = "f16";
+    bool noExact = false;
+    bool force = false;
+    bool tensors = false;
+};
+
 struct CompressCommands {
     CLI::App* compress = nullptr;
     CLI::App* inspect = nullptr;
     CLI::App* decompress = nullptr;
+    CLI::App* exportCommand = nullptr;
     CLI::App* methods = nullptr;
     CompressOptions compressOptions;
     ArchiveOptions archiveOptions;
+    ExportOptions exportOptions;
 };
 
 // Registers the subcommands on `app`; `commands` must outlive the parse.

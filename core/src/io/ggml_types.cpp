@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <cstring>
 
 namespace pocket {
@@ -295,6 +296,21 @@ std::optional<std::uint64_t> ggmlRowBytes(GgmlType type, std::int64_t n)
     if (t.blockSize <= 0 || n < 0 || n % t.blockSize != 0)
         return std::nullopt;
     return static_cast<std::uint64_t>(n / t.blockSize) * static_cast<std::uint64_t>(t.blockBytes);
+}
+
+void quantizeRowQ8_0(const float* src, std::uint8_t* dst, std::int64_t n)
+{
+    for (std::int64_t i = 0; i < n / 32; ++i, src += 32, dst += 34) {
+        float amax = 0.0f;
+        for (int j = 0; j < 32; ++j)
+            amax = std::max(amax, std::fabs(src[j]));
+        const float d = amax / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        const std::uint16_t h = floatToHalf(d);
+        std::memcpy(dst, &h, 2);
+        for (int j = 0; j < 32; ++j)
+            dst[2 + j] = static_cast<std::uint8_t>(static_cast<std::int8_t>(std::round(src[j] * id)));
+    }
 }
 
 bool dequantizeRow(GgmlType type, const std::uint8_t* src, float* dst, std::int64_t n)

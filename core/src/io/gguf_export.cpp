@@ -6,6 +6,7 @@
 #include "pocket/io/tokenizer.h"
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <memory>
 
@@ -13,42 +14,7 @@ namespace pocket {
 
 namespace {
 
-// llama.cpp's GGUF name of a Hugging Face tensor name.
-std::string ggufName(const std::string& hf)
-{
-    if (hf == "model.embed_tokens.weight") return "token_embd.weight";
-    if (hf == "model.norm.weight") return "output_norm.weight";
-    if (hf == "lm_head.weight") return "output.weight";
-    const std::string prefix = "model.layers.";
-    const std::size_t dot = hf.find('.', prefix.size());
-    const std::string layer = "blk." + hf.substr(prefix.size(), dot - prefix.size()) + ".";
-    const std::string rest = hf.substr(dot + 1);
-    static const std::pair<const char*, const char*> map[] = {
-        {"input_layernorm.weight", "attn_norm.weight"}, {"post_attention_layernorm.weight", "ffn_norm.weight"},
-        {"self_attn.q_proj.weight", "attn_q.weight"},   {"self_attn.k_proj.weight", "attn_k.weight"},
-        {"self_attn.v_proj.weight", "attn_v.weight"},   {"self_attn.o_proj.weight", "attn_output.weight"},
-        {"self_attn.q_proj.bias", "attn_q.bias"},       {"self_attn.k_proj.bias", "attn_k.bias"},
-        {"self_attn.v_proj.bias", "attn_v.bias"},       {"mlp.gate_proj.weight", "ffn_gate.weight"},
-        {"mlp.up_proj.weight", "ffn_up.weight"},        {"mlp.down_proj.weight", "ffn_down.weight"}};
-    for (const auto& [from, to] : map)
-        if (rest == from)
-            return layer + to;
-    return {};
-}
-
-// The inverse of interleavedToHalfRows: Hugging Face's rotate-half rows back to Meta's interleaved
-// order, which llama.cpp's "llama" architecture expects.
-void halfToInterleavedRows(const float* in, float* out, std::int64_t rows, std::int64_t cols, std::int64_t heads)
-{
-    const std::int64_t hd = rows / heads;
-    for (std::int64_t h = 0; h < heads; ++h)
-        for (std::int64_t i = 0; i < hd / 2; ++i)
-            for (std::int64_t pair = 0; pair < 2; ++pair)
-                std::copy(in + (h * hd + pair * (hd / 2) + i) * cols, in + (h * hd + pair * (hd / 2) + i + 1) * cols,
-                          out + (h * hd + 2 * i + pair) * cols);
-}
-
-Status writeModelMetadata(const ModelConfig& c, const std::string& name, DType dtype, GgufWriter& w)
+Status writeModelMetadata(const ModelConfig& c, const std::string& name, std::uint32_t fileType, GgufWriter& w)
 {
     const bool qwen = c.modelType == "qwen2";
     if (c.modelType != "llama" && !qwen && c.modelType != "mistral")
@@ -56,7 +22,7 @@ Status writeModelMetadata(const ModelConfig& c, const std::string& name, DType d
     const std::string a = qwen ? "qwen2" : "llama";
     w.setString("general.architecture", a);
     w.setString("general.name", name);
-    w.setU32("general.file_type", dtype == DType::F32 ? 0 : dtype == DType::F16 ? 1 : 32);
+    w.setU32("general.file_type", fileType);
     w.setU32(a + ".context_length", static_cast<std::uint32_t>(c.maxPositions));
     w.setU32(a + ".embedding_length", static_cast<std::uint32_t>(c.hiddenSize));
     w.setU32(a + ".block_count", static_cast<std::uint32_t>(c.numLayers));
@@ -141,47 +107,125 @@ Status writeTokenizer(const std::string& path, std::int64_t vocabSize, GgufWrite
 
 } // namespace
 
+namespace {
+
+// The bytes of `values` (rows x cols) as `type` (F32, F16, BF16 or Q8_0).
+Result<std::vector<std::uint8_t>> encodeAs(GgmlType type, const std::vector<float>& values, const std::string& name)
+{
+    if (type == GgmlType::Q8_0) {
+        if (values.size() % 32 != 0)
+            return Error{"GGUF export: " + name + " has " + std::to_string(values.size()) + " weights, not a multiple of Q8_0's 32", ErrorKind::Unsupported};
+        std::vector<std::uint8_t> bytes(values.size() / 32 * 34);
+        quantizeRowQ8_0(values.data(), bytes.data(), static_cast<std::int64_t>(values.size()));
+        return bytes;
+    }
+    const DType d = type == GgmlType::F32 ? DType::F32 : type == GgmlType::F16 ? DType::F16 : DType::BF16;
+    std::vector<std::uint8_t> bytes(values.size() * dtypeSize(d));
+    convertFromFloat(values.data(), values.size(), d, bytes.data());
+    return bytes;
+}
+
+// Rows of `rowBytes` bytes from Hugging Face's rotate-half order to llama.cpp's interleaved order.
+std::vector<std::uint8_t> interleaveRowBytes(const std::vector<std::uint8_t>& in, std::int64_t rows, std::int64_t heads)
+{
+    const std::size_t rowBytes = in.size() / static_cast<std::size_t>(rows);
+    const std::int64_t hd = rows / heads;
+    std::vector<std::uint8_t> out(in.size());
+    for (std::int64_t h = 0; h < heads; ++h)
+        for (std::int64_t i = 0; i < hd / 2; ++i)
+            for (std::int64_t pair = 0; pair < 2; ++pair)
+                std::memcpy(out.data() + static_cast<std::size_t>(h * hd + 2 * i + pair) * rowBytes,
+                            in.data() + static_cast<std::size_t>(h * hd + pair * (hd / 2) + i) * rowBytes, rowBytes);
+    return out;
+}
+
+std::uint32_t fileTypeOf(GgmlType type)
+{
+    switch (type) {
+    case GgmlType::F32: return 0;
+    case GgmlType::F16: return 1;
+    case GgmlType::Q8_0: return 7;
+    case GgmlType::BF16: return 32;
+    default: return 1;
+    }
+}
+
+} // namespace
+
 Status writeGgufModel(const Checkpoint& ckpt, const std::string& outPath, const GgufExportOptions& options)
 {
     if (options.dtype != DType::F32 && options.dtype != DType::F16 && options.dtype != DType::BF16)
         return Error::usage(std::string("dtype: a GGUF is written as f32, f16 or bf16, not ") + dtypeName(options.dtype), "dtype");
+    const GgmlType matrixType = options.matrixType.value_or(options.dtype == DType::F32   ? GgmlType::F32
+                                                            : options.dtype == DType::F16 ? GgmlType::F16
+                                                                                          : GgmlType::BF16);
+    const GgmlType embeddingType = options.embeddingType.value_or(matrixType);
+    for (const GgmlType t : {matrixType, embeddingType})
+        if (t != GgmlType::F32 && t != GgmlType::F16 && t != GgmlType::BF16 && t != GgmlType::Q8_0)
+            return Error::usage(std::string("a GGUF's plain matrices are written as F32, F16, BF16 or Q8_0, not ") +
+                                    ggmlTypeTraits(static_cast<std::uint32_t>(t)).name,
+                                "type");
     std::error_code ec;
     if (std::filesystem::exists(outPath, ec) && !options.overwrite)
         return Error{outPath + ": already exists; choose to overwrite it to replace it", ErrorKind::Input, "overwrite"};
     const ModelConfig& c = ckpt.config();
     GgufWriter w;
-    POCKET_TRY(writeModelMetadata(c, std::filesystem::path(ckpt.path()).filename().string(), options.dtype, w));
+    POCKET_TRY(writeModelMetadata(c, std::filesystem::path(ckpt.path()).filename().string(), options.fileType.value_or(fileTypeOf(matrixType)), w));
     const std::string tokenizer = options.tokenizerPath.empty() ? ckpt.tokenizerPath() : options.tokenizerPath;
     if (!tokenizer.empty())
         POCKET_TRY(writeTokenizer(tokenizer, c.vocabSize, w));
     const bool interleave = c.modelType != "qwen2";
     const int total = static_cast<int>(ckpt.tensors().size());
     auto done = std::make_shared<int>(0);
+    if (options.report)
+        options.report->clear();
     for (const TensorInfo& t : ckpt.tensors()) {
-        const std::string name = ggufName(t.name);
+        const std::string name = ggufTensorName(t.name);
         if (name.empty())
             return fileError(ckpt.path(), "tensor '" + t.name + "' has no GGUF name");
         const bool matrix = t.shape.size() == 2;
-        const DType stored = matrix ? options.dtype : DType::F32;
-        const GgmlType type = stored == DType::F32 ? GgmlType::F32 : stored == DType::F16 ? GgmlType::F16 : GgmlType::BF16;
+        const bool embedding = name == "token_embd.weight" || name == "output.weight";
+        std::optional<GgufEncodedTensor> encoded;
+        if (matrix && !embedding && options.encode) {
+            auto e = options.encode(t);
+            if (!e)
+                return e.error();
+            encoded = std::move(*e);
+        }
+        const GgmlType type = encoded ? encoded->type : !matrix ? GgmlType::F32 : embedding ? embeddingType : matrixType;
+        const GgmlTypeTraits traits = ggmlTypeTraits(static_cast<std::uint32_t>(type));
+        if (matrix && !ggmlRowBytes(type, t.shape[1]))
+            return Error{"GGUF export: " + t.name + " has rows of " + std::to_string(t.shape[1]) + " weights, not a multiple of " + traits.name +
+                             "'s block of " + std::to_string(traits.blockSize) + "; choose F16, BF16 or F32 for it",
+                         ErrorKind::Unsupported};
         std::int64_t heads = 0;
         if (interleave && name.find(".attn_q.") != std::string::npos)
             heads = c.numHeads;
         else if (interleave && name.find(".attn_k.") != std::string::npos)
             heads = c.numKvHeads;
-        w.add(name, type, t.shape, [&ckpt, &options, t, stored, heads, done, total](const GgufWriter::Sink& sink) -> Status {
-            auto data = ckpt.load(t.name);
-            if (!data)
-                return data.error();
-            std::vector<float> values = data->toFloat();
-            if (heads > 0) {
-                std::vector<float> reordered(values.size());
-                const std::int64_t rows = t.shape[0], cols = t.shape.size() == 2 ? t.shape[1] : 1;
-                halfToInterleavedRows(values.data(), reordered.data(), rows, cols, heads);
-                values = std::move(reordered);
+        if (options.report) {
+            const std::int64_t n = elementCount(t.shape);
+            options.report->push_back({t.name, name, traits.name, encoded.has_value(), n,
+                                       static_cast<std::uint64_t>(n / traits.blockSize * traits.blockBytes)});
+        }
+        auto shared = std::make_shared<std::optional<GgufEncodedTensor>>(std::move(encoded));
+        w.add(name, type, t.shape, [&ckpt, &options, t, type, heads, done, total, shared](const GgufWriter::Sink& sink) -> Status {
+            std::vector<std::uint8_t> bytes;
+            const std::int64_t rows = t.shape[0];
+            if (shared->has_value()) {
+                bytes = std::move((*shared)->bytes);
+                shared->reset();
+            } else {
+                auto data = ckpt.load(t.name);
+                if (!data)
+                    return data.error();
+                auto b = encodeAs(type, data->toFloat(), t.name);
+                if (!b)
+                    return b.error();
+                bytes = std::move(*b);
             }
-            std::vector<std::uint8_t> bytes(values.size() * dtypeSize(stored));
-            convertFromFloat(values.data(), values.size(), stored, bytes.data());
+            if (heads > 0)
+                bytes = interleaveRowBytes(bytes, rows, heads);
             POCKET_TRY(sink(bytes.data(), bytes.size()));
             if (options.onTensor && !options.onTensor(++*done, total))
                 return Error::cancelled();

@@ -42,6 +42,10 @@ std::optional<std::uint64_t> ggmlRowBytes(GgmlType type, std::int64_t n);
 // False for a type that cannot be dequantised here.
 bool dequantizeRow(GgmlType type, const std::uint8_t* src, float* dst, std::int64_t n);
 
+// Quantises `n` weights (a multiple of 32) to Q8_0 blocks exactly as ggml's quantize_row_q8_0_ref:
+// d = max|x| / 127 (stored fp16), q = round(x / d). `dst` holds n / 32 * 34 bytes.
+void quantizeRowQ8_0(const float* src, std::uint8_t* dst, std::int64_t n);
+
 // The 16 values of IQ4_NL's non-linear grid (ggml's kvalues_iq4nl).
 extern const std::int8_t kIq4nlValues[16];
 
