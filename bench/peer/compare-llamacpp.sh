@@ -9,7 +9,9 @@
 # Our evals are recorded in the experiment store given by POCKET_STORE (default: a scratch store in
 # the work folder) as llamacpp:<type> runs, so `pocketllm-cli --store FILE compare` shows them.
 # Prerequisite: bash bench/peer/llamacpp.sh (builds the tools and the models once).
-#   bash bench/peer/compare-llamacpp.sh [perplexity|speed|tokenize|check|all]     (default all)
+#   5. exports: llama-perplexity on our GGUF exports of stories260K archives against our eval of
+#      the archives.
+#   bash bench/peer/compare-llamacpp.sh [perplexity|speed|tokenize|exports|check|all]     (default all)
 # check: the quick part CI runs (stories260K perplexity on the first 16 chunks and the tokenization),
 # exiting 1 when a figure that must agree does not: the F32 files and llama.cpp's own dequantisation
 # to F32 within 1e-4 (the 4th significant digit), the quantised files within 1e-3 (llama.cpp rounds
@@ -48,7 +50,13 @@ ours() {
 peer() {
   local chunks=()
   [ -n "${4:-}" ] && chunks=(--chunks "$4")
-  "$bin/llama-perplexity" -m "$1" -f "$2" -c "$3" -t "$threads" "${chunks[@]}" 2>&1 | sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p'
+  # Into a file: through a pipe, llama.cpp's asynchronous log sometimes loses its last line at exit;
+  # the running estimate after the last chunk is the same figure.
+  "$bin/llama-perplexity" -m "$1" -f "$2" -c "$3" -t "$threads" "${chunks[@]}" >"$work/perplexity.log" 2>&1
+  local final
+  final="$(sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p' "$work/perplexity.log")"
+  [ -n "$final" ] || final="$(grep -o '\[[0-9]*\][0-9.]*' "$work/perplexity.log" | tail -1 | sed 's/.*\]//')"
+  echo "$final"
 }
 row() { # LABEL TOLERANCE MODEL TEXT CTX [CHUNKS]: prints the row; counts a disagreement beyond TOLERANCE
   local o p
@@ -152,10 +160,41 @@ EOF
   done
 }
 
+# Our GGUF exports of archives (issue 15) loaded by llama.cpp: its perplexity on the export against
+# ours on the archive (within 0.1%: llama.cpp rounds activations to 8 bits for Q4_1/Q5_1 and to F16
+# for F16 matrices), on stories260K at ctx 256 over the first 16 chunks.
+exports() {
+  echo "== exports: ours on the archive vs llama-perplexity on its GGUF export (stories260K, ctx 256, 16 chunks)"
+  printf '%-36s %10s %10s %9s\n' "archive -> export" "ours" "llama.cpp" "rel.diff"
+  local src="$here/resources/models/stories260K/stories260K.bin" spec name o p
+  for spec in "rtn-4b-g32:--method rtn --set bits=4 --set group=32" "rtn-5b-g64:--method rtn --set bits=5 --set group=64" \
+              "rtn-3b-g32:--method rtn --set bits=3 --set group=32" "vq-d4-K256:--method vq --set d=4 --set K=256"; do
+    name="${spec%%:*}"
+    # shellcheck disable=SC2086
+    "$cli" --no-store -q compress "$src" -o "$work/$name.pllm" ${spec#*:} >/dev/null 2>&1
+    "$cli" --no-store -q export "$work/$name.pllm" -o "$work/$name.gguf" >/dev/null
+    read -r o _ < <(ours "$work/$name.pllm" "$stories" 256 16)
+    p="$(peer "$work/$name.gguf" "$stories" 256 16)"
+    python3 - "$name ($("$cli" --no-store --json export "$work/$name.pllm" -o "$work/$name.gguf" --force | python3 -c 'import json,sys; r=json.load(sys.stdin); print("%d exact, %d decoded, %.2f bpw" % (r["exact"], r["decoded"], r["bpw_linear"]))'))" 1e-3 "$o" "$p" <<'EOF' || disagreements=$((disagreements + 1))
+import sys
+label, tol, ours, peer = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+d = ours / peer - 1
+ok = abs(d) <= tol
+print("%-52s %10.4f %10.4f %+9.2e  %s" % (label, ours, peer, d, ("within %g" if ok else "BEYOND %g") % tol))
+sys.exit(0 if ok else 1)
+EOF
+  done
+  # The Q4_1 export dequantised to F32 by llama.cpp itself: the weights are the archive's (to fp16
+  # rounding), so without llama.cpp's 8-bit activations the figures agree to the 4th digit.
+  "$bin/llama-quantize" --allow-requantize "$work/rtn-4b-g32.gguf" "$work/rtn-4b-g32-as-F32.gguf" F32 >/dev/null 2>&1
+  row "rtn-4b-g32 export -> F32 by llama.cpp" 1e-4 "$work/rtn-4b-g32-as-F32.gguf" "$stories" 256 16
+}
+
 case "$what" in
   perplexity) perplexity ;;
   speed) speed ;;
   tokenize) tokenize ;;
+  exports) exports ;;
   check)
     echo "== perplexity on the first 16 chunks: ours vs llama-perplexity"
     stories_rows 16
@@ -163,9 +202,10 @@ case "$what" in
     "$cli" --no-store -q make-random --out "$work/llama2tok" --dim 16 --hidden 32 --layers 1 --heads 2 --kv-heads 1 --vocab 32000 \
       --tokenizer "$here/../shared/assets/tokenizers/llama2/tokenizer.model" >/dev/null
     "$cli" --no-store -q convert "$work/llama2tok" --to gguf --dtype f16 --out "$work/llama2-tokenizer.gguf" >/dev/null
-    tokenize "$m/stories260K-F32.gguf" "$work/llama2-tokenizer.gguf" ;;
-  all) perplexity; speed; tokenize ;;
-  *) echo "usage: $0 [perplexity|speed|tokenize|check|all]"; exit 2 ;;
+    tokenize "$m/stories260K-F32.gguf" "$work/llama2-tokenizer.gguf"
+    exports ;;
+  all) perplexity; speed; tokenize; exports ;;
+  *) echo "usage: $0 [perplexity|speed|tokenize|exports|check|all]"; exit 2 ;;
 esac
 echo "store: $store"
 [ "$disagreements" -eq 0 ] || { echo "peer: $disagreements figure(s) disagree"; exit 1; }
