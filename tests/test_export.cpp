@@ -15,6 +15,7 @@
 
 #include <QTemporaryDir>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -208,6 +209,16 @@ private Q_SLOTS:
                 QCOMPARE(QString::fromStdString(t.type), type);
                 QVERIFY(t.maxDeviation <= 1.0 / 1024); // fp16 rounding of weights below 1
             }
+        // The preview says the same of every tensor as the export did.
+        auto plan = planGgufExport(archive, m_registry, {});
+        QVERIFY(plan.ok());
+        QCOMPARE(plan->size(), report->tensors.size());
+        for (const ArchiveGgufTensor& p : *plan) {
+            const auto it = std::find_if(report->tensors.begin(), report->tensors.end(), [&](const ArchiveGgufTensor& r) { return r.name == p.name; });
+            QVERIFY(it != report->tensors.end());
+            QCOMPARE(p.type, it->type);
+            QCOMPARE(p.how, it->how);
+        }
         // Q4_1: 20 bytes a 32-block = 5 bits a weight; Q5_1: 24 bytes = 6.
         QCOMPARE(report->bpwLinear, bits == 4 ? 5.0 : 6.0);
         int exact = 0, f16 = 0, q8 = 0;
@@ -266,6 +277,11 @@ private Q_SLOTS:
         ArchiveGgufOptions o;
         o.fallback = GgmlType::Q8_0;
         const std::string out = m_tmp.filePath("rows80.gguf").toStdString();
+        auto preview = planGgufExport(archive, m_registry, o);
+        QVERIFY(preview.ok());
+        QVERIFY(std::any_of(preview->begin(), preview->end(), [](const ArchiveGgufTensor& t) {
+            return t.how == "refused" && t.name.find("down_proj") != std::string::npos;
+        }));
         auto refused = exportGguf(archive, out, m_registry, o);
         QVERIFY(!refused.ok());
         QCOMPARE(refused.kind(), ErrorKind::Unsupported);

@@ -3,6 +3,7 @@
 // resume, evaluation before/after, the comparison table and chart, export (archive and Hugging
 // Face folder), reopening the exports, and bad input that leaves the open model alone.
 #include "compare_panel.h"
+#include "export_dialog.h"
 #include "layer_picker.h"
 #include "main_window.h"
 #include "method_form.h"
@@ -12,6 +13,7 @@
 
 #include "pocket/archive/model_archive.h"
 #include "pocket/io/checkpoint.h"
+#include "pocket/io/gguf.h"
 #include "pocket/io/gguf_export.h"
 #include "pocket/jobs/compress_job.h"
 #include "pocket/store/experiment_store.h"
@@ -317,6 +319,22 @@ private Q_SLOTS:
         QCOMPARE(testsupport::readBytes(copy.toStdString()), testsupport::readBytes(source.toStdString()));
         QVERIFY(QFileInfo::exists(hf + "/config.json"));
         QVERIFY(QFileInfo::exists(hf + "/model.safetensors"));
+
+        // GGUF for llama.cpp: the dialog's preview lists every tensor; the export writes a GGUF.
+        {
+            ExportGgufDialog dialog(m_window->ggufExportSource(), m_tmp.filePath("exported/model.gguf"), m_wb->registry());
+            auto plan = pocket::planGgufExport(source.toStdString(), m_wb->registry(), dialog.options());
+            QVERIFY(plan.ok());
+            QCOMPARE(dialog.preview()->rowCount(), int(plan->size()));
+            QVERIFY(dialog.writable());
+            QSignalSpy ggufExports(m_wb.get(), &Workbench::exportFinished);
+            QVERIFY(m_window->exportGgufTo(dialog.outputPath(), dialog.options()));
+            QVERIFY(m_wb->waitForIdle(120000));
+            QCOMPARE(ggufExports.size(), 1);
+            const auto o = ggufExports.at(0).at(0).value<ExportOutcome>();
+            QVERIFY2(o.ok, qPrintable(o.message));
+            QVERIFY(pocket::GgufFile::open(dialog.outputPath().toStdString()).ok());
+        }
 
         QVERIFY(m_window->openPath(copy, true));
         QVERIFY(m_wb->summary().isArchive);

@@ -1,5 +1,7 @@
 #include "main_window.h"
 
+#include "export_dialog.h"
+
 #include "compare_panel.h"
 #include "layer_picker.h"
 #include "log_bridge.h"
@@ -375,6 +377,18 @@ void MainWindow::buildActions()
             return;
         exportHfTo(dir);
     });
+    m_exportGgufAction = file->addAction(tr("Export &GGUF for llama.cpp…"), this, [this] {
+        const QString source = ggufExportSource();
+        ExportGgufDialog dialog(source, m_lastExportDir + QLatin1Char('/') + QFileInfo(source).completeBaseName() + QStringLiteral(".gguf"),
+                                m_workbench->registry(), this);
+        if (dialog.exec() != QDialog::Accepted)
+            return;
+        const QString out = dialog.outputPath();
+        if (QFileInfo::exists(out) &&
+            QMessageBox::question(this, tr("Export"), tr("%1 exists. Replace it once the new file is complete?").arg(out)) != QMessageBox::Yes)
+            return;
+        exportGgufTo(out, dialog.options());
+    });
     file->addSeparator();
     QAction* quit = file->addAction(tr("&Quit"), this, &QWidget::close);
     quit->setShortcut(QKeySequence::Quit);
@@ -537,6 +551,7 @@ void MainWindow::updateActions()
     const bool haveArchive = !m_lastArchive.isEmpty() && QFileInfo::exists(m_lastArchive);
     m_exportArchiveAction->setEnabled(!busy && haveArchive);
     m_exportHfAction->setEnabled(!busy && haveArchive);
+    m_exportGgufAction->setEnabled(!busy && !ggufExportSource().isEmpty());
     m_evalOriginal->setEnabled(!busy && m_workbench->hasModel() && !m_workbench->summary().isArchive);
     m_evalCompressed->setEnabled(!busy && haveArchive);
     m_sensitivity->setEnabled(!busy || m_workbench->runningKind() == JobStatus::Kind::Sensitivity);
@@ -640,6 +655,27 @@ bool MainWindow::exportHfTo(const QString& folder)
         return false;
     }
     m_lastExportDir = QFileInfo(folder).absolutePath();
+    m_jobLabel->setText(tr("Exporting"));
+    updateActions();
+    return true;
+}
+
+QString MainWindow::ggufExportSource() const
+{
+    if (!m_lastArchive.isEmpty() && QFileInfo::exists(m_lastArchive))
+        return m_lastArchive;
+    return m_workbench->hasModel() ? m_workbench->summary().path : QString();
+}
+
+bool MainWindow::exportGgufTo(const QString& file, const ArchiveGgufOptions& options)
+{
+    QString error;
+    if (!m_workbench->startExportGguf(ggufExportSource(), file, options, &error)) {
+        m_lastError = error;
+        showError(tr("Cannot export"), error);
+        return false;
+    }
+    m_lastExportDir = QFileInfo(file).absolutePath();
     m_jobLabel->setText(tr("Exporting"));
     updateActions();
     return true;

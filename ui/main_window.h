@@ -50,6 +50,10 @@ public:
     bool startEval(bool compressed);
     bool exportArchiveTo(const QString& destination);
     bool exportHfTo(const QString& folder);
+    // Writes the last archive (else the open model) as a GGUF for llama.cpp.
+    bool exportGgufTo(const QString& file, const pocket::ArchiveGgufOptions& options);
+    // What File ▸ Export GGUF exports: the last archive, else the open model ("" when neither).
+    QString ggufExportSource() const;
     QString lastArchive() const { return m_lastArchive; }
 
     // Widgets, for tests and the screenshot script.
@@ -130,6 +134,7 @@ private:
     QAction* m_cancelAction = nullptr;
     QAction* m_exportArchiveAction = nullptr;
     QAction* m_exportHfAction = nullptr;
+    QAction* m_exportGgufAction = nullptr;
     QTimer m_estimateTimer;
     pocket::CompressJobParams m_lastJob; // what Resume continues when the archive path is unchanged
     QStringList m_recent;

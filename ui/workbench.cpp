@@ -434,6 +434,65 @@ bool Workbench::startEval(const EvalJobParams& params, QString* error)
     return true;
 }
 
+bool Workbench::startExportGguf(const QString& source, const QString& outFile, const ArchiveGgufOptions& options, QString* error)
+{
+    if (busy()) {
+        *error = tr("A job is already running.");
+        return false;
+    }
+    if (!QFileInfo::exists(source)) {
+        *error = tr("There is nothing at %1 to export.").arg(source);
+        return false;
+    }
+    launch(JobStatus::Kind::Export, [this, source, outFile, options] {
+        const std::shared_ptr<std::atomic<bool>> stopFlag = m_stop;
+        ArchiveGgufOptions o = options;
+        o.overwrite = true; // the user confirmed replacing an existing file
+        o.onTensor = [&](int done, int total) {
+            JobStatus st;
+            st.kind = JobStatus::Kind::Export;
+            st.fraction = total ? double(done) / total : 0;
+            st.text = tr("writing tensor %1/%2").arg(done).arg(total);
+            postStatus(st);
+            return !stopFlag->load();
+        };
+        auto report = exportGguf(source.toStdString(), outFile.toStdString(), *m_registry, o);
+        ExportOutcome out;
+        out.path = outFile;
+        if (report) {
+            out.ok = true;
+            out.bytes = report->fileBytes;
+            std::map<QString, int> decodedWhy;
+            double worst = 0;
+            for (const ArchiveGgufTensor& t : report->tensors) {
+                if (t.how == "exact")
+                    worst = std::max(worst, t.maxDeviation);
+                if (t.how == "decoded")
+                    ++decodedWhy[QString::fromStdString(t.reason)];
+            }
+            out.message = tr("Wrote the GGUF %1 (%2): %3 matrices re-encoded exactly (largest deviation %4), %5 decoded; "
+                             "%6 bits per weight over the linear matrices, %7 all-in.")
+                              .arg(outFile, formatBytes(report->fileBytes))
+                              .arg(report->exact)
+                              .arg(worst, 0, 'g', 3)
+                              .arg(report->decoded)
+                              .arg(report->bpwLinear, 0, 'f', 3)
+                              .arg(report->bpwAllIn, 0, 'f', 3);
+            for (const auto& [why, n] : decodedWhy)
+                out.files << tr("decoded (%1): %2").arg(n).arg(why);
+        } else {
+            out.cancelled = report.kind() == ErrorKind::Cancelled;
+            out.errorKind = report.kind();
+            out.message = out.cancelled ? tr("Export cancelled; nothing was left behind.") : QString::fromStdString(report.message());
+        }
+        setDelivery([this, out] {
+            spdlog::log(out.ok || out.cancelled ? spdlog::level::info : spdlog::level::err, "export: {}", out.message.toStdString());
+            Q_EMIT exportFinished(out);
+        });
+    });
+    return true;
+}
+
 bool Workbench::startExportHf(const QString& archivePath, const QString& outDir, DType dtype, QString* error)
 {
     if (busy()) {

@@ -9,6 +9,7 @@
 // destructor cancels a running job and waits for it.
 #pragma once
 
+#include "pocket/archive/archive_gguf.h"
 #include "pocket/io/checkpoint.h"
 #include "pocket/jobs/compress_job.h"
 #include "pocket/io/dtype.h"
@@ -161,6 +162,9 @@ public:
     bool startEval(const pocket::EvalJobParams& params, QString* error);
     // Writes the archive's decoded model as a Hugging Face folder.
     bool startExportHf(const QString& archivePath, const QString& outDir, pocket::DType dtype, QString* error);
+    // Writes an archive (or a model) as a GGUF that llama.cpp loads (exportGguf: exact Q4_1/Q5_1
+    // where rtn/gptq codes fit, the rest decoded into the fallback type).
+    bool startExportGguf(const QString& source, const QString& outFile, const pocket::ArchiveGgufOptions& options, QString* error);
     // Copies an archive to `destination` (temporary name, then rename), verifying it first.
     bool startExportArchive(const QString& archivePath, const QString& destination, QString* error);
     // Measures the sensitivity of each unit (recorded in the store; units stream via sensitivityUnits()).

@@ -6,6 +6,7 @@
 #include "pocket/archive/model_archive.h"
 #include "pocket/io/checkpoint.h"
 #include "pocket/io/dtype.h"
+#include "pocket/io/gguf.h"
 #include "pocket/io/gguf_export.h"
 #include "pocket/methods/uniform_quant.h"
 
@@ -69,6 +70,25 @@ std::string noExactType(const std::string& method, int bits, std::int64_t groupC
     return {};
 }
 
+// The method, bits and group width of a compressed matrix as its manifest gives them.
+struct UniformLayout {
+    std::string method;
+    int bits = 0;
+    std::int64_t groupCols = 0;
+};
+UniformLayout layoutOf(const GroupPayload& payload, std::size_t k)
+{
+    UniformLayout l;
+    l.method = payload.methodId;
+    const auto meta = nlohmann::json::parse(payload.metaJson, nullptr, false);
+    if (meta.is_object() && meta.contains("bits") && meta["bits"].is_number_integer() && meta.contains("groups") && meta["groups"].is_array() &&
+        meta["groups"].size() > k && meta["groups"][k].is_number_integer()) {
+        l.bits = meta["bits"].get<int>();
+        l.groupCols = meta["groups"][k].get<std::int64_t>();
+    }
+    return l;
+}
+
 // The rows of one matrix as Q4_1 or Q5_1 blocks: codes, scales and minima copied.
 GgufEncodedTensor encodeBlocks(const MatrixRef& ref, int bits, std::int64_t groupCols, const std::vector<std::int32_t>& codes,
                                const std::uint8_t* scales, const std::uint8_t* mins)
@@ -105,14 +125,9 @@ Result<std::optional<GgufEncodedTensor>> exactEncoding(ArchiveCodes& codes, cons
     const GroupPayload& manifest = codes.manifestPayload(name);
     const std::size_t k = codes.indexInGroup(name);
     const MatrixRef& ref = manifest.matrices[k].ref;
-    const auto meta = nlohmann::json::parse(manifest.metaJson, nullptr, false);
-    int bits = 0;
-    std::int64_t groupCols = 0;
-    if (meta.is_object() && meta.contains("bits") && meta["bits"].is_number_integer() && meta.contains("groups") && meta["groups"].is_array() &&
-        meta["groups"].size() > k && meta["groups"][k].is_number_integer()) {
-        bits = meta["bits"].get<int>();
-        groupCols = meta["groups"][k].get<std::int64_t>();
-    }
+    const UniformLayout layout = layoutOf(manifest, k);
+    const int bits = layout.bits;
+    const std::int64_t groupCols = layout.groupCols;
     why = noExactType(manifest.methodId, bits, groupCols, ref.cols);
     if (!why.empty())
         return std::optional<GgufEncodedTensor>();
@@ -143,6 +158,53 @@ Result<std::optional<GgufEncodedTensor>> exactEncoding(ArchiveCodes& codes, cons
 }
 
 } // namespace
+
+Result<std::vector<ArchiveGgufTensor>> planGgufExport(const std::string& source, const MethodRegistry& registry, const ArchiveGgufOptions& options)
+{
+    auto ckpt = openModelOrArchive(source, registry);
+    if (!ckpt)
+        return ckpt.error();
+    std::map<std::string, std::pair<const GroupPayload*, std::size_t>> compressed;
+    std::shared_ptr<Archive> archive;
+    if (isPllmFile(source)) {
+        auto a = Archive::open(source, ContainerReader::Verify::ManifestOnly);
+        if (!a)
+            return a.error();
+        archive = *a;
+        for (const ArchiveGroup& g : archive->manifest().groups)
+            for (std::size_t k = 0; k < g.payload.matrices.size(); ++k)
+                compressed[g.payload.matrices[k].ref.name] = {&g.payload, k};
+    }
+    std::vector<ArchiveGgufTensor> plan;
+    for (const TensorInfo& t : (*ckpt)->tensors()) {
+        ArchiveGgufTensor p;
+        p.name = t.name;
+        p.weights = elementCount(t.shape);
+        const std::string gguf = ggufTensorName(t.name);
+        GgmlType type = GgmlType::F32;
+        p.how = "stored";
+        if (t.shape.size() == 2) {
+            type = gguf == "token_embd.weight" || gguf == "output.weight" ? options.embedding : options.fallback;
+            if (const auto it = compressed.find(t.name); it != compressed.end()) {
+                const UniformLayout l = layoutOf(*it->second.first, it->second.second);
+                p.method = l.method;
+                p.how = "decoded";
+                p.reason = options.exact ? noExactType(l.method, l.bits, l.groupCols, t.shape[1]) : "exact re-encoding turned off";
+                if (p.reason.empty()) {
+                    p.how = "exact";
+                    type = l.bits == 4 ? GgmlType::Q4_1 : GgmlType::Q5_1;
+                }
+            }
+            if (!ggmlRowBytes(type, t.shape[1])) {
+                p.how = "refused";
+                p.reason = "rows of " + std::to_string(t.shape[1]) + " weights do not fill " + ggmlTypeTraits(static_cast<std::uint32_t>(type)).name + " blocks";
+            }
+        }
+        p.type = ggmlTypeTraits(static_cast<std::uint32_t>(type)).name;
+        plan.push_back(std::move(p));
+    }
+    return plan;
+}
 
 Result<ArchiveGgufReport> exportGguf(const std::string& source, const std::string& outPath, const MethodRegistry& registry,
                                      const ArchiveGgufOptions& options)
@@ -181,17 +243,14 @@ Result<ArchiveGgufReport> exportGguf(const std::string& source, const std::strin
     if (archive && options.exact) {
         std::map<int, std::int64_t> byBits;
         std::int64_t compressedWeights = 0;
-        for (const ArchiveGroup& g : archive->manifest().groups) {
-            const auto meta = nlohmann::json::parse(g.payload.metaJson, nullptr, false);
+        for (const ArchiveGroup& g : archive->manifest().groups)
             for (std::size_t k = 0; k < g.payload.matrices.size(); ++k) {
                 const MatrixRef& ref = g.payload.matrices[k].ref;
+                const UniformLayout l = layoutOf(g.payload, k);
                 compressedWeights += ref.weights();
-                if (meta.is_object() && meta.value("bits", 0) > 0 && meta.contains("groups") && meta["groups"].is_array() &&
-                    meta["groups"].size() > k && meta["groups"][k].is_number_integer() &&
-                    noExactType(g.payload.methodId, meta["bits"].get<int>(), meta["groups"][k].get<std::int64_t>(), ref.cols).empty())
-                    byBits[meta["bits"].get<int>()] += ref.weights();
+                if (noExactType(l.method, l.bits, l.groupCols, ref.cols).empty())
+                    byBits[l.bits] += ref.weights();
             }
-        }
         for (const auto& [bits, weights] : byBits)
             if (2 * weights > compressedWeights)
                 o.fileType = bits == 4 ? 3u : 9u; // LLAMA_FTYPE_MOSTLY_Q4_1, LLAMA_FTYPE_MOSTLY_Q5_1

@@ -49,6 +49,12 @@ struct ArchiveGgufReport {
     std::uint64_t fileBytes = 0;
 };
 
+// What exportGguf would make of each tensor, without writing (a preview): type, how, method and
+// reason; maxDeviation and bytes are left 0. A tensor the chosen types cannot hold (Q8_0 on rows
+// that are not multiples of 32) has how "refused" and the reason.
+Result<std::vector<ArchiveGgufTensor>> planGgufExport(const std::string& modelOrArchive, const MethodRegistry& registry,
+                                                      const ArchiveGgufOptions& options);
+
 // Writes `modelOrArchive` (a .pllm archive, or any model openCheckpoint reads) to `outPath`.
 // Errors name the file; an option llama.cpp cannot load (a Q8_0 fallback on rows that are not
 // multiples of 32) is refused before anything is written. The file is written under a temporary
