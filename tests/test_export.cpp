@@ -5,13 +5,17 @@
 // a reference of ggml's quantize_row_q8_0_ref. Refusals leave nothing behind.
 #include "pocket/archive/archive_checkpoint.h"
 #include "pocket/archive/archive_gguf.h"
+#include "pocket/archive/archive_gptq.h"
 #include "pocket/io/checkpoint.h"
 #include "pocket/io/dtype.h"
 #include "pocket/io/gguf.h"
 #include "pocket/io/hf_writer.h"
+#include "pocket/io/safetensors.h"
 #include "pocket/jobs/compress_job.h"
 #include "pocket/methods/method_registry.h"
 #include "test_support.h"
+
+#include <nlohmann/json.hpp>
 
 #include <QTemporaryDir>
 
@@ -297,6 +301,113 @@ private Q_SLOTS:
         replace.overwrite = true;
         QVERIFY(exportGguf(archive, out, m_registry, replace).ok());
         QVERIFY(GgufFile::open(out).ok());
+    }
+
+    // GPTQ format: an independent dequantiser from AutoGPTQ's published rule,
+    // w[o, i] = scales[g_idx[i], o] * (q[i, o] - (qzeros[g_idx[i], o] + 1)), with q and qzeros
+    // unpacked LSB-first from int32, reproduces the archive's decoded weights exactly (in fp16).
+    void gptqFormatReproducesTheArchive_data()
+    {
+        QTest::addColumn<int>("bits");
+        QTest::addColumn<int>("group");
+        QTest::newRow("4-bit g32") << 4 << 32;
+        QTest::newRow("2-bit g16") << 2 << 16;
+        QTest::newRow("8-bit g32") << 8 << 32;
+    }
+    void gptqFormatReproducesTheArchive()
+    {
+        QFETCH(int, bits);
+        QFETCH(int, group);
+        const std::string archive = compress(model(96), QString("gptq-%1.pllm").arg(bits).toStdString(),
+                                             {"bits=" + std::to_string(bits), "group=" + std::to_string(group), "zero=int"});
+        QVERIFY(!archive.empty());
+        const std::string out = m_tmp.filePath(QString("gptq-%1").arg(bits)).toStdString();
+        auto report = exportGptq(archive, out, m_registry, {});
+        QVERIFY2(report.ok(), report.ok() ? "" : report.message().c_str());
+        QCOMPARE(report->quantized, 14);
+        const auto config = nlohmann::json::parse(testsupport::readText(out + "/config.json"));
+        const auto& q = config.at("quantization_config");
+        QCOMPARE(q.at("quant_method").get<std::string>(), std::string("gptq"));
+        QCOMPARE(q.at("bits").get<int>(), bits);
+        QCOMPARE(q.at("group_size").get<int>(), group);
+        QCOMPARE(q.at("desc_act").get<bool>(), false);
+        QCOMPARE(q.at("sym").get<bool>(), false);
+        QCOMPARE(q.at("checkpoint_format").get<std::string>(), std::string("gptq"));
+        QCOMPARE(nlohmann::json::parse(testsupport::readText(out + "/quantize_config.json")), q);
+        auto st = SafetensorsFile::open(out + "/model.safetensors");
+        QVERIFY(st.ok());
+        auto decoded = openArchiveCheckpoint(archive, m_registry);
+        QVERIFY(decoded.ok());
+        const int per = 32 / bits;
+        const std::uint32_t mask = (1u << bits) - 1;
+        int checked = 0;
+        for (const TensorInfo& t : (*decoded)->tensors()) {
+            const std::string base = t.name.substr(0, t.name.size() - 7); // without ".weight"
+            const TensorInfo* qw = (*st)->find(base + ".qweight");
+            if (!qw) {
+                const TensorInfo* plain = (*st)->find(t.name);
+                QVERIFY2(plain && plain->dtype == DType::F16, t.name.c_str());
+                continue;
+            }
+            const std::int64_t out_ = t.shape[0], in = t.shape[1], groups = in / group;
+            const TensorInfo* qz = (*st)->find(base + ".qzeros");
+            const TensorInfo* sc = (*st)->find(base + ".scales");
+            const TensorInfo* gi = (*st)->find(base + ".g_idx");
+            QVERIFY(qz && sc && gi);
+            QCOMPARE(qw->dtype, DType::I32);
+            QCOMPARE(qw->shape, (std::vector<std::int64_t>{in / per, out_}));
+            QCOMPARE(qz->dtype, DType::I32);
+            QCOMPARE(qz->shape, (std::vector<std::int64_t>{groups, out_ / per}));
+            QCOMPARE(sc->dtype, DType::F16);
+            QCOMPARE(sc->shape, (std::vector<std::int64_t>{groups, out_}));
+            QCOMPARE(gi->dtype, DType::I32);
+            QCOMPARE(gi->shape, (std::vector<std::int64_t>{in}));
+            const auto raw = [&](const TensorInfo* x) {
+                auto d = (*st)->load(x->name);
+                return std::vector<std::uint8_t>(d->data, d->data + d->info.byteSize);
+            };
+            const auto qwb = raw(qw), qzb = raw(qz), scb = raw(sc), gib = raw(gi);
+            const auto i32 = [](const std::vector<std::uint8_t>& b, std::int64_t k) {
+                std::uint32_t v;
+                std::memcpy(&v, b.data() + 4 * k, 4);
+                return v;
+            };
+            auto want = (*decoded)->load(t.name);
+            QVERIFY(want.ok());
+            const std::vector<float> w = want->toFloat();
+            for (std::int64_t o = 0; o < out_; ++o)
+                for (std::int64_t i = 0; i < in; ++i) {
+                    const std::int64_t g = static_cast<std::int32_t>(i32(gib, i));
+                    const std::uint32_t code = (i32(qwb, (i / per) * out_ + o) >> (bits * (i % per))) & mask;
+                    const std::uint32_t zero = ((i32(qzb, g * (out_ / per) + o / per) >> (bits * (o % per))) & mask) + 1;
+                    const float scale = h(scb.data() + 2 * (g * out_ + o));
+                    const float value = halfToFloat(floatToHalf(scale * (static_cast<float>(code) - static_cast<float>(zero))));
+                    if (value != w[static_cast<std::size_t>(o * in + i)])
+                        QFAIL(qPrintable(QString("%1[%2, %3]: %4 vs the archive's %5").arg(QString::fromStdString(t.name)).arg(o).arg(i).arg(value).arg(w[static_cast<std::size_t>(o * in + i)])));
+                }
+            ++checked;
+        }
+        QCOMPARE(checked, 14);
+    }
+
+    void gptqRefusesWhatItCannotHold()
+    {
+        // fp16 minima (the default): no integer zero point to store.
+        const std::string fp16 = compress(model(96), "gptq-fp16.pllm", {"bits=4", "group=32"});
+        auto refused = exportGptq(fp16, m_tmp.filePath("gptq-fp16").toStdString(), m_registry, {});
+        QVERIFY(!refused.ok());
+        QCOMPARE(refused.kind(), ErrorKind::Unsupported);
+        QVERIFY2(refused.message().find("zero=int") != std::string::npos, refused.message().c_str());
+        QVERIFY(!QFileInfo::exists(m_tmp.filePath("gptq-fp16")));
+        // 3-bit codes are not packed; and an integer-zero archive has no exact GGUF block type.
+        const std::string three = compress(model(96), "gptq-3.pllm", {"bits=3", "group=32", "zero=int"});
+        QVERIFY(!exportGptq(three, m_tmp.filePath("gptq-3").toStdString(), m_registry, {}).ok());
+        const std::string intZero = compress(model(96), "gguf-int.pllm", {"bits=4", "group=32", "zero=int"});
+        auto gguf = exportGguf(intZero, m_tmp.filePath("gguf-int.gguf").toStdString(), m_registry, {});
+        QVERIFY(gguf.ok());
+        QCOMPARE(gguf->exact, 0);
+        int exact = 0, f16 = 0, q8 = 0;
+        checkAgainstArchive(intZero, m_tmp.filePath("gguf-int.gguf").toStdString(), exact, f16, q8);
     }
 
     void plainModelsExportToo()

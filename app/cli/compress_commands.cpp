@@ -4,6 +4,7 @@
 #include "pocket/jobs/eval_job.h"
 
 #include "pocket/archive/archive_gguf.h"
+#include "pocket/archive/archive_gptq.h"
 #include "pocket/archive/model_archive.h"
 #include "pocket/jobs/compress_job.h"
 #include "pocket/io/hf_writer.h"
@@ -300,6 +301,32 @@ int runExport(const Globals& g, const ExportOptions& o)
         a.force = o.force;
         return runDecompress(g, a);
     }
+    if (o.format == "gptq") {
+        if (!pocket::isPllmFile(o.source))
+            return fail(g, o.source + ": --format gptq writes a .pllm archive's rtn/gptq codes; compress the model first (--set zero=int)", kExitUsage);
+        pocket::GptqExportOptions options;
+        options.overwrite = o.force;
+        ProgressLine progress(!g.quiet);
+        options.onTensor = [&](int done, int total) {
+            progress.show("exporting " + std::to_string(done) + "/" + std::to_string(total));
+            return true;
+        };
+        auto report = pocket::exportGptq(o.source, o.out, registry(), options);
+        progress.finish();
+        if (!report)
+            return fail(g, report.error());
+        const double seconds = secondsSince(start);
+        ordered_json out{{"source", o.source}, {"out", o.out}, {"format", "gptq"}, {"bits", report->bits}, {"group_size", report->groupSize},
+                         {"quantized", report->quantized}, {"bytes", report->bytes}, {"bpw_linear", report->bpwLinear},
+                         {"seconds", seconds}, {"peak_rss_mb", peakRssMb()}};
+        std::ostringstream t;
+        t << "wrote " << o.out << " (GPTQ format, " << report->bits << "-bit, group " << report->groupSize << ") in " << std::fixed
+          << std::setprecision(1) << seconds << " s\n"
+          << "quantised  " << report->quantized << " matrices as qweight/qzeros/scales/g_idx (codes copied), "
+          << std::setprecision(3) << report->bpwLinear << " bits per weight with their scales, zeros and g_idx\n";
+        emit(g, out, t.str());
+        return kExitOk;
+    }
     const auto type = [](const std::string& s) -> std::optional<pocket::GgmlType> {
         if (s == "f16") return pocket::GgmlType::F16;
         if (s == "bf16") return pocket::GgmlType::BF16;
@@ -478,9 +505,9 @@ void addCompressCommands(CLI::App& app, CompressCommands& c)
     ExportOptions& e = c.exportOptions;
     c.exportCommand = app.add_subcommand("export", "Write a model or archive for another runtime: a GGUF that llama.cpp loads still compressed, or the decoded Hugging Face folder");
     c.exportCommand->add_option("SOURCE", e.source, ".pllm archive, or a model (HF folder, .gguf, llama2.c .bin)")->required();
-    c.exportCommand->add_option("--format", e.format, "gguf: llama.cpp's format, rtn/gptq 4- and 5-bit codes re-encoded exactly as Q4_1/Q5_1; hf: the decoded Hugging Face folder (archives)")
+    c.exportCommand->add_option("--format", e.format, "gguf: llama.cpp's format, rtn/gptq 4- and 5-bit codes re-encoded exactly as Q4_1/Q5_1; gptq: AutoGPTQ's checkpoint format (rtn/gptq archives made with zero=int); hf: the decoded Hugging Face folder (archives)")
         ->capture_default_str()
-        ->check(CLI::IsMember({"gguf", "hf"}));
+        ->check(CLI::IsMember({"gguf", "gptq", "hf"}));
     c.exportCommand->add_option("-o,--out", e.out, "Output file (gguf) or folder (hf)")->required();
     c.exportCommand->add_option("--fallback", e.fallback, "Type of the matrices with no exact block type (decoded): f16, bf16, q8_0 or f32")->capture_default_str();
     c.exportCommand->add_option("--embedding", e.embedding, "Type of the embedding and output head: f16, bf16, q8_0 or f32")->capture_default_str();

@@ -40,7 +40,7 @@ const MethodInfo& methodInfo()
                     ParamSpec::integer("group", 128, 0, 1 << 20, "columns per group (0 = a whole row)"),
                     ParamSpec::real("damp", "0.01", 0, 1, "dampening added to diag(H), as a fraction of its mean"),
                     ParamSpec::integer("block", 128, 1, 1 << 20, "columns per lazy-update block (speed only)"),
-                    ParamSpec::boolean("act_order", false, "quantise columns in order of decreasing diag(H)")};
+                    ParamSpec::boolean("act_order", false, "quantise columns in order of decreasing diag(H)"), uniform::zeroParam()};
         return m;
     }();
     return info;
@@ -52,6 +52,7 @@ struct Options {
     double damp = 0.01;
     std::int64_t block = 128;
     bool actOrder = false;
+    bool intZero = false; // zero=int: AutoGPTQ's integer zero point
 };
 
 std::int64_t blocksOf(std::int64_t cols, std::int64_t block)
@@ -120,7 +121,7 @@ Result<uniform::QuantisedMatrix> quantiseMatrix(const WeightMatrix& m, const Opt
         const float* h = hi.data_ptr<float>();
         for (std::int64_t r = 0; r < rows; ++r) {
             const std::size_t k = static_cast<std::size_t>(r * perRow + groupIndex);
-            quant[k] = uniform::GroupQuant::fit(l[r], h[r], o.bits);
+            quant[k] = uniform::GroupQuant::fitFor(l[r], h[r], o.bits, o.intZero);
             out.scales[k] = quant[k].scaleHalf;
             out.mins[k] = quant[k].minHalf;
         }
@@ -216,6 +217,7 @@ protected:
         o.damp = params.getFloat("damp");
         o.block = params.getInt("block");
         o.actOrder = params.getBool("act_order");
+        o.intZero = params.getText("zero") == "int";
 
         std::vector<std::int64_t> groupCols;
         int totalSteps = 0;
@@ -223,7 +225,7 @@ protected:
             groupCols.push_back(uniform::groupColumns(m.ref.cols, o.group));
             totalSteps += static_cast<int>(blocksOf(m.ref.cols, o.block));
         }
-        p.metaJson = uniform::metaJson(o.bits, groupCols);
+        p.metaJson = uniform::metaJson(o.bits, groupCols, o.intZero);
 
         at::NoGradGuard noGrad;
         TrainProgress progress;

@@ -24,7 +24,7 @@ const MethodInfo& methodInfo()
         m.lossy = true;
         m.bitsFormula = "rows*cols*bits + 32 per group (fp16 scale + fp16 minimum)";
         m.params = {ParamSpec::integer("bits", 4, 2, 8, "bits per weight"),
-                    ParamSpec::integer("group", 128, 0, 1 << 20, "columns per group (0 = a whole row)")};
+                    ParamSpec::integer("group", 128, 0, 1 << 20, "columns per group (0 = a whole row)"), uniform::zeroParam()};
         return m;
     }();
     return info;
@@ -48,7 +48,8 @@ protected:
         std::vector<std::int64_t> groupCols;
         for (const WeightMatrix& m : group.matrices)
             groupCols.push_back(uniform::groupColumns(m.ref.cols, params.getInt("group")));
-        p.metaJson = uniform::metaJson(bits, groupCols);
+        const bool intZero = params.getText("zero") == "int";
+        p.metaJson = uniform::metaJson(bits, groupCols, intZero);
         int step = 0;
         for (const WeightMatrix& m : group.matrices) {
             const std::int64_t g = uniform::groupColumns(m.ref.cols, params.getInt("group"));
@@ -59,7 +60,7 @@ protected:
                 for (std::int64_t b = 0; b < perRow; ++b) {
                     const std::int64_t begin = r * m.ref.cols + b * g, end = r * m.ref.cols + std::min(m.ref.cols, (b + 1) * g);
                     const auto [lo, hi] = std::minmax_element(m.values.begin() + begin, m.values.begin() + end);
-                    const uniform::GroupQuant gq = uniform::GroupQuant::fit(*lo, *hi, bits);
+                    const uniform::GroupQuant gq = uniform::GroupQuant::fitFor(*lo, *hi, bits, intZero);
                     for (std::int64_t i = begin; i < end; ++i)
                         q.codes[i] = gq.code(m.values[i]);
                     q.scales.push_back(gq.scaleHalf);

@@ -59,10 +59,12 @@ private:
 };
 
 // Why a uniform-quantised matrix has no exact block type ("" when Q4_1/Q5_1 fits).
-std::string noExactType(const std::string& method, int bits, std::int64_t groupCols, std::int64_t cols)
+std::string noExactType(const std::string& method, int bits, std::int64_t groupCols, std::int64_t cols, bool intZero)
 {
     if (method != "rtn" && method != "gptq")
         return method + " has no ggml block type";
+    if (intZero)
+        return "integer zero points: Q4_1/Q5_1 store an fp16 minimum, which would round -zero*scale";
     if (bits != 4 && bits != 5)
         return std::to_string(bits) + "-bit codes: ggml's asymmetric 32-blocks are 4-bit (Q4_1) and 5-bit (Q5_1)";
     if (groupCols % 32 != 0 || cols % 32 != 0)
@@ -75,6 +77,7 @@ struct UniformLayout {
     std::string method;
     int bits = 0;
     std::int64_t groupCols = 0;
+    bool intZero = false;
 };
 UniformLayout layoutOf(const GroupPayload& payload, std::size_t k)
 {
@@ -86,6 +89,7 @@ UniformLayout layoutOf(const GroupPayload& payload, std::size_t k)
         l.bits = meta["bits"].get<int>();
         l.groupCols = meta["groups"][k].get<std::int64_t>();
     }
+    l.intZero = uniform::intZeroOf(meta);
     return l;
 }
 
@@ -128,7 +132,7 @@ Result<std::optional<GgufEncodedTensor>> exactEncoding(ArchiveCodes& codes, cons
     const UniformLayout layout = layoutOf(manifest, k);
     const int bits = layout.bits;
     const std::int64_t groupCols = layout.groupCols;
-    why = noExactType(manifest.methodId, bits, groupCols, ref.cols);
+    why = noExactType(manifest.methodId, bits, groupCols, ref.cols, layout.intZero);
     if (!why.empty())
         return std::optional<GgufEncodedTensor>();
     auto payload = codes.payload(name);
@@ -189,7 +193,7 @@ Result<std::vector<ArchiveGgufTensor>> planGgufExport(const std::string& source,
                 const UniformLayout l = layoutOf(*it->second.first, it->second.second);
                 p.method = l.method;
                 p.how = "decoded";
-                p.reason = options.exact ? noExactType(l.method, l.bits, l.groupCols, t.shape[1]) : "exact re-encoding turned off";
+                p.reason = options.exact ? noExactType(l.method, l.bits, l.groupCols, t.shape[1], l.intZero) : "exact re-encoding turned off";
                 if (p.reason.empty()) {
                     p.how = "exact";
                     type = l.bits == 4 ? GgmlType::Q4_1 : GgmlType::Q5_1;
@@ -248,7 +252,7 @@ Result<ArchiveGgufReport> exportGguf(const std::string& source, const std::strin
                 const MatrixRef& ref = g.payload.matrices[k].ref;
                 const UniformLayout l = layoutOf(g.payload, k);
                 compressedWeights += ref.weights();
-                if (noExactType(l.method, l.bits, l.groupCols, ref.cols).empty())
+                if (noExactType(l.method, l.bits, l.groupCols, ref.cols, l.intZero).empty())
                     byBits[l.bits] += ref.weights();
             }
         for (const auto& [bits, weights] : byBits)

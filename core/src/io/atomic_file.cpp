@@ -1,6 +1,7 @@
 #include "pocket/io/atomic_file.h"
 
 #include <cerrno>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <cstring>
@@ -69,6 +70,29 @@ Result<std::vector<std::uint8_t>> readWholeFile(const std::string& path)
     if (in.bad())
         return fileError(path, "read error", ErrorKind::Io);
     return bytes;
+}
+
+Status moveFolderIntoPlace(const std::string& tempDir, const std::string& finalDir)
+{
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    const fs::path oldDir = finalDir + ".old-" + std::to_string(::getpid());
+    const bool replacing = fs::exists(finalDir, ec);
+    if (replacing) {
+        fs::rename(finalDir, oldDir, ec);
+        if (ec)
+            return fileError(finalDir, "cannot move the existing folder aside: " + ec.message(), ErrorKind::Io);
+    }
+    fs::rename(tempDir, finalDir, ec);
+    if (ec) {
+        const std::string cause = ec.message();
+        if (replacing)
+            fs::rename(oldDir, finalDir, ec);
+        return fileError(finalDir, "cannot move the new folder into place: " + cause, ErrorKind::Io);
+    }
+    if (replacing)
+        fs::remove_all(oldDir, ec);
+    return {};
 }
 
 } // namespace pocket

@@ -106,31 +106,15 @@ Status writeHfFolderUnguarded(const ModelConfig& config, const std::function<Sta
     }
     if (!options.tokenizerPath.empty()) {
         // Stored under the name the folder reader looks for, whatever it was called before.
-        const bool sentencePiece = fs::path(options.tokenizerPath).extension() == ".model";
-        const fs::path target = tempDir / (sentencePiece ? "tokenizer.model" : "tokenizer.bin");
+        const fs::path ext = fs::path(options.tokenizerPath).extension();
+        const fs::path target = tempDir / (ext == ".model" ? "tokenizer.model" : ext == ".json" ? "tokenizer.json" : "tokenizer.bin");
         fs::copy_file(options.tokenizerPath, target, fs::copy_options::overwrite_existing, ec);
         if (ec)
             return fileError(options.tokenizerPath, "cannot copy tokenizer: " + ec.message(), ErrorKind::Io);
     }
 
-    // Swap into place: the old folder (if replacing) is removed only once the new one is complete.
-    const fs::path oldDir = finalDir.string() + ".old-" + std::to_string(::getpid());
-    const bool replacing = fs::exists(finalDir, ec);
-    if (replacing) {
-        fs::rename(finalDir, oldDir, ec);
-        if (ec)
-            return fileError(outDir, "cannot move the existing folder aside: " + ec.message(), ErrorKind::Io);
-    }
-    fs::rename(tempDir, finalDir, ec);
-    if (ec) {
-        const std::string cause = ec.message();
-        if (replacing)
-            fs::rename(oldDir, finalDir, ec);
-        return fileError(outDir, "cannot move the new folder into place: " + cause);
-    }
+    POCKET_TRY(moveFolderIntoPlace(tempDir.string(), finalDir.string()));
     cleanup.keep = true;
-    if (replacing)
-        fs::remove_all(oldDir, ec);
     return {};
 }
 

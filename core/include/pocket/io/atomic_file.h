@@ -35,6 +35,10 @@ private:
 // Writes `text` to `path` atomically.
 Status writeFileAtomically(const std::string& path, const std::string& text);
 
+// Moves a completed folder `tempDir` to `finalDir`; an existing `finalDir` is moved aside first and
+// removed only once the new one is in place (put back if the move fails). Errors name `finalDir`.
+Status moveFolderIntoPlace(const std::string& tempDir, const std::string& finalDir);
+
 // The bytes of a whole file. Errors name the file.
 Result<std::vector<std::uint8_t>> readWholeFile(const std::string& path);
 

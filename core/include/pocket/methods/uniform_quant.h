@@ -5,6 +5,10 @@
 // Payload of one matrix: sections "codes/<name>" (packed codes, row-major), "scales/<name>" and
 // "mins/<name>" (fp16, one per group, row-major over [rows, groups per row]); metaJson
 // {"bits": b, "groups": [columns per group of each matrix]}.
+// With "zero": "int" in metaJson (parameter zero=int), a group stores an integer zero point z
+// instead of a minimum (in "mins/<name>", as fp16, exact for z < 2048), the range is widened to
+// include 0, z is kept in [1, 2^bits - 1], and w_hat = fp16((q - z) * scale): AutoGPTQ's asymmetric
+// quantiser, so the codes map to the GPTQ (v1) checkpoint format exactly.
 // Header-only, no LibTorch; needs nlohmann_json (the plugins link it). Reentrant.
 #pragma once
 
@@ -59,8 +63,30 @@ struct GroupQuant {
     std::uint16_t scaleHalf = 0;
     std::uint16_t minHalf = 0;
     float scale = 1;    // halfToFloat(scaleHalf)
-    float minValue = 0; // halfToFloat(minHalf)
+    float minValue = 0; // halfToFloat(minHalf); with an integer zero point: the zero point
     int top = 15;       // 2^bits - 1
+    bool intZero = false;
+
+    // Fitted as AutoGPTQ's asymmetric quantiser: range widened to include 0, scale (hi-lo)/top,
+    // integer zero point round(-lo/scale), kept in [1, top] (GPTQ v1 stores zero - 1), stored in
+    // minHalf.
+    static GroupQuant fitIntZero(float lo, float hi, int bits)
+    {
+        GroupQuant q;
+        q.intZero = true;
+        q.top = (1 << bits) - 1;
+        lo = std::min(lo, 0.0f);
+        hi = std::max(hi, 0.0f);
+        q.scaleHalf = floatToHalf(hi > lo ? (hi - lo) / static_cast<float>(q.top) : 1.0f);
+        if (halfToFloat(q.scaleHalf) == 0)
+            q.scaleHalf = floatToHalf(1e-7f);
+        q.scale = halfToFloat(q.scaleHalf);
+        // z >= 1: the GPTQ v1 format stores z - 1 unsigned, so a zero point of 0 cannot be written.
+        const long z = std::clamp<long>(std::lround(-lo / q.scale), 1, q.top);
+        q.minHalf = floatToHalf(static_cast<float>(z));
+        q.minValue = static_cast<float>(z);
+        return q;
+    }
 
     // Fitted to a group whose smallest value is `lo` and largest `hi`.
     static GroupQuant fit(float lo, float hi, int bits)
@@ -78,9 +104,10 @@ struct GroupQuant {
         return q;
     }
     // Restores the quantiser from stored fp16 values.
-    static GroupQuant fromHalves(std::uint16_t scaleHalf, std::uint16_t minHalf, int bits)
+    static GroupQuant fromHalves(std::uint16_t scaleHalf, std::uint16_t minHalf, int bits, bool intZero = false)
     {
         GroupQuant q;
+        q.intZero = intZero;
         q.top = (1 << bits) - 1;
         q.scaleHalf = scaleHalf;
         q.minHalf = minHalf;
@@ -91,11 +118,18 @@ struct GroupQuant {
     // The nearest code of w.
     std::int32_t code(float w) const
     {
-        const long q = std::lround((w - minValue) / scale);
+        const long q = intZero ? std::lround(w / scale) + static_cast<long>(minValue) : std::lround((w - minValue) / scale);
         return static_cast<std::int32_t>(std::clamp<long>(q, 0, top));
     }
     // The decoded weight of a code.
-    float value(std::int32_t code) const { return halfToFloat(floatToHalf(static_cast<float>(code) * scale + minValue)); }
+    float value(std::int32_t code) const
+    {
+        if (intZero)
+            return halfToFloat(floatToHalf(static_cast<float>(code - static_cast<std::int32_t>(minValue)) * scale));
+        return halfToFloat(floatToHalf(static_cast<float>(code) * scale + minValue));
+    }
+    // Fitted by the payload's rule.
+    static GroupQuant fitFor(float lo, float hi, int bits, bool intZero) { return intZero ? fitIntZero(lo, hi, bits) : fit(lo, hi, bits); }
 };
 
 // One quantised matrix: codes row-major, scales and mins row-major over [rows, groups per row].
@@ -106,10 +140,23 @@ struct QuantisedMatrix {
 };
 
 // The metaJson of a payload of matrices with these group widths.
-inline std::string metaJson(int bits, const std::vector<std::int64_t>& groupCols)
+inline std::string metaJson(int bits, const std::vector<std::int64_t>& groupCols, bool intZero = false)
 {
-    return nlohmann::json{{"bits", bits}, {"groups", groupCols}}.dump();
+    nlohmann::json j{{"bits", bits}, {"groups", groupCols}};
+    if (intZero)
+        j["zero"] = "int";
+    return j.dump();
 }
+
+// The "zero" parameter both plugins take: fp16 (a minimum per group) or int (AutoGPTQ's zero point).
+inline ParamSpec zeroParam()
+{
+    return ParamSpec::choice("zero", "fp16", {"fp16", "int"},
+                             "fp16: an fp16 minimum per group; int: an integer zero point (AutoGPTQ's quantiser; exports to the GPTQ format exactly)");
+}
+
+// Whether a payload's metaJson says zero=int.
+inline bool intZeroOf(const nlohmann::json& meta) { return meta.is_object() && meta.value("zero", std::string()) == "int"; }
 
 // Appends the three sections of matrix `ref` and its MatrixResult (bits; errors are
 // filled later by measureReconstruction).
@@ -139,6 +186,7 @@ inline Result<std::vector<std::vector<float>>> decodePayload(const GroupPayload&
         return Error{methodId + ": group " + p.groupId + ": bad metadata"};
     std::vector<std::vector<float>> out;
     const int bits = meta["bits"].get<int>();
+    const bool intZero = intZeroOf(meta);
     if (bits < 2 || bits > 8)
         return Error{methodId + ": group " + p.groupId + ": bits out of range"};
     for (std::size_t mi = 0; mi < p.matrices.size(); ++mi) {
@@ -165,7 +213,7 @@ inline Result<std::vector<std::vector<float>>> decodePayload(const GroupPayload&
                 const std::size_t k = static_cast<std::size_t>(row * perRow + b) * 2;
                 std::memcpy(&s, scalesSection->bytes.data() + k, 2);
                 std::memcpy(&mn, minsSection->bytes.data() + k, 2);
-                const GroupQuant q = GroupQuant::fromHalves(s, mn, bits);
+                const GroupQuant q = GroupQuant::fromHalves(s, mn, bits, intZero);
                 const std::int64_t begin = row * r.ref.cols + b * g, end = row * r.ref.cols + std::min(r.ref.cols, (b + 1) * g);
                 for (std::int64_t i = begin; i < end; ++i)
                     w[i] = q.value(codes[i]);

@@ -1,0 +1,230 @@
+#include "pocket/archive/archive_gptq.h"
+
+#include "pocket/archive/archive_checkpoint.h"
+#include "pocket/archive/model_archive.h"
+#include "pocket/io/atomic_file.h"
+#include "pocket/io/checkpoint.h"
+#include "pocket/io/dtype.h"
+#include "pocket/io/model_config.h"
+#include "pocket/io/safetensors.h"
+#include "pocket/methods/uniform_quant.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <unistd.h>
+
+namespace pocket {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// One compressed matrix's codes, scales and integer zero points, as the archive stores them.
+struct IntZeroMatrix {
+    MatrixRef ref;
+    std::vector<std::int32_t> codes;   // [rows, cols]
+    std::vector<std::uint16_t> scales; // [rows, groups] fp16
+    std::vector<std::int32_t> zeros;   // [rows, groups]
+};
+
+Result<IntZeroMatrix> readMatrix(const GroupPayload& p, std::size_t k, int bits, std::int64_t group)
+{
+    IntZeroMatrix m;
+    m.ref = p.matrices[k].ref;
+    const std::string& name = m.ref.name;
+    const PayloadSection* c = p.section("codes/" + name);
+    const PayloadSection* s = p.section("scales/" + name);
+    const PayloadSection* z = p.section("mins/" + name);
+    const std::size_t groups = static_cast<std::size_t>(m.ref.rows * (m.ref.cols / group));
+    m.codes.resize(static_cast<std::size_t>(m.ref.weights()));
+    if (!c || !s || !z || s->bytes.size() != groups * 2 || z->bytes.size() != groups * 2 ||
+        !unpackBits(c->bytes.data(), c->bytes.size(), m.ref.weights(), bits, m.codes.data()))
+        return Error{name + ": the " + p.methodId + " payload's sections are missing or of the wrong size"};
+    m.scales.resize(groups);
+    std::memcpy(m.scales.data(), s->bytes.data(), groups * 2);
+    m.zeros.resize(groups);
+    for (std::size_t g = 0; g < groups; ++g) {
+        std::uint16_t h;
+        std::memcpy(&h, z->bytes.data() + 2 * g, 2);
+        m.zeros[g] = static_cast<std::int32_t>(halfToFloat(h));
+        if (m.zeros[g] < 1 || m.zeros[g] > (1 << bits) - 1)
+            return Error{name + ": a zero point of " + std::to_string(m.zeros[g]) + " cannot be stored in the GPTQ v1 format (it stores zero - 1, unsigned)",
+                         ErrorKind::Unsupported};
+    }
+    return m;
+}
+
+// AutoGPTQ's pack(): qweight [cols*bits/32, rows], qzeros [groups, rows*bits/32], scales
+// [groups, rows], g_idx [cols].
+void addPacked(SafetensorsWriter& w, const IntZeroMatrix& m, int bits, std::int64_t group)
+{
+    const std::string base = m.ref.name.substr(0, m.ref.name.size() - std::string(".weight").size());
+    const std::int64_t rows = m.ref.rows, cols = m.ref.cols, per = 32 / bits, groups = cols / group;
+    const std::uint32_t mask = (1u << bits) - 1;
+    std::vector<std::int32_t> qweight(static_cast<std::size_t>(cols / per * rows), 0);
+    for (std::int64_t j = 0; j < cols / per; ++j)
+        for (std::int64_t r = 0; r < rows; ++r) {
+            std::uint32_t v = 0;
+            for (std::int64_t k = 0; k < per; ++k)
+                v |= (static_cast<std::uint32_t>(m.codes[static_cast<std::size_t>(r * cols + j * per + k)]) & mask) << (bits * k);
+            qweight[static_cast<std::size_t>(j * rows + r)] = static_cast<std::int32_t>(v);
+        }
+    std::vector<std::int32_t> qzeros(static_cast<std::size_t>(groups * (rows / per)), 0);
+    std::vector<std::uint16_t> scales(static_cast<std::size_t>(groups * rows));
+    for (std::int64_t g = 0; g < groups; ++g) {
+        for (std::int64_t r = 0; r < rows; ++r)
+            scales[static_cast<std::size_t>(g * rows + r)] = m.scales[static_cast<std::size_t>(r * groups + g)];
+        for (std::int64_t j = 0; j < rows / per; ++j) {
+            std::uint32_t v = 0;
+            for (std::int64_t k = 0; k < per; ++k) // v1 stores zero - 1 (AutoGPTQ's `zeros -= 1`)
+                v |= (static_cast<std::uint32_t>(m.zeros[static_cast<std::size_t>((j * per + k) * groups + g)] - 1) & mask) << (bits * k);
+            qzeros[static_cast<std::size_t>(g * (rows / per) + j)] = static_cast<std::int32_t>(v);
+        }
+    }
+    std::vector<std::int32_t> gIdx(static_cast<std::size_t>(cols));
+    for (std::int64_t i = 0; i < cols; ++i)
+        gIdx[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(i / group);
+    const auto bytesOf = [](const auto& v) {
+        std::vector<std::uint8_t> b(v.size() * sizeof(v[0]));
+        std::memcpy(b.data(), v.data(), b.size());
+        return b;
+    };
+    w.addBytes(base + ".qweight", DType::I32, {cols / per, rows}, bytesOf(qweight));
+    w.addBytes(base + ".qzeros", DType::I32, {groups, rows / per}, bytesOf(qzeros));
+    w.addBytes(base + ".scales", DType::F16, {groups, rows}, bytesOf(scales));
+    w.addBytes(base + ".g_idx", DType::I32, {cols}, bytesOf(gIdx));
+}
+
+// Why the archive cannot be written as GPTQ ("" when it can); fills bits and group.
+std::string checkGptqLayout(const ArchiveManifest& m, int& bits, std::int64_t& group)
+{
+    std::size_t matrices = 0;
+    bits = 0;
+    group = 0;
+    for (const ArchiveGroup& g : m.groups) {
+        const auto meta = nlohmann::json::parse(g.payload.metaJson, nullptr, false);
+        if (g.payload.methodId != "rtn" && g.payload.methodId != "gptq")
+            return "method " + g.payload.methodId + " has no GPTQ form (rtn and gptq only)";
+        if (!uniform::intZeroOf(meta))
+            return g.payload.methodId + " with fp16 minima: the GPTQ format needs integer zero points (compress with --set zero=int)";
+        const int b = meta.value("bits", 0);
+        if (b != 2 && b != 4 && b != 8)
+            return std::to_string(b) + "-bit codes: this export packs 2, 4 and 8 bits";
+        for (std::size_t k = 0; k < g.payload.matrices.size(); ++k) {
+            const MatrixRef& ref = g.payload.matrices[k].ref;
+            const std::int64_t gc = meta["groups"].size() > k ? meta["groups"][k].get<std::int64_t>() : 0;
+            if ((bits && b != bits) || (group && gc != group))
+                return "matrices of different bits or group widths: the GPTQ config has one of each";
+            bits = b;
+            group = gc;
+            if (gc <= 0 || ref.cols % gc != 0)
+                return ref.name + ": groups of " + std::to_string(gc) + " do not divide its rows of " + std::to_string(ref.cols);
+            if (ref.rows % (32 / b) != 0)
+                return ref.name + ": " + std::to_string(ref.rows) + " output rows do not pack into int32 zero points";
+            ++matrices;
+        }
+    }
+    if (matrices != static_cast<std::size_t>(7 * m.config.numLayers))
+        return "the GPTQ format expects every linear matrix of every block quantised; the archive compressed " + std::to_string(matrices) +
+               " of " + std::to_string(7 * m.config.numLayers);
+    return {};
+}
+
+} // namespace
+
+Result<GptqExportReport> exportGptq(const std::string& archivePath, const std::string& outDir, const MethodRegistry& registry,
+                                    const GptqExportOptions& options)
+{
+    auto archive = Archive::open(archivePath, ContainerReader::Verify::All);
+    if (!archive)
+        return archive.error();
+    const ArchiveManifest& m = (*archive)->manifest();
+    GptqExportReport report;
+    if (const std::string why = checkGptqLayout(m, report.bits, report.groupSize); !why.empty())
+        return Error{archivePath + ": cannot be written in the GPTQ format: " + why, ErrorKind::Unsupported};
+    auto decoded = openArchiveCheckpoint(archivePath, registry); // the uncompressed tensors and the tokenizer
+    if (!decoded)
+        return decoded.error();
+    std::error_code ec;
+    const fs::path finalDir = fs::path(outDir).lexically_normal();
+    if (fs::exists(finalDir, ec) && !options.overwrite)
+        return Error{outDir + ": already exists; choose to overwrite it to replace it", ErrorKind::Input, "overwrite"};
+    const fs::path temp = finalDir.string() + ".partial-" + std::to_string(::getpid());
+    fs::remove_all(temp, ec);
+    if (!fs::create_directories(temp, ec) && ec)
+        return fileError(outDir, "cannot create the output folder: " + ec.message(), ErrorKind::Io);
+    struct Cleanup {
+        fs::path dir;
+        bool keep = false;
+        ~Cleanup()
+        {
+            std::error_code e;
+            if (!keep) fs::remove_all(dir, e);
+        }
+    } cleanup{temp};
+
+    SafetensorsWriter w;
+    w.setMetadata("format", "pt");
+    std::map<std::string, bool> compressed;
+    const int total = static_cast<int>((*decoded)->tensors().size());
+    int done = 0;
+    std::uint64_t quantBits = 0, quantWeights = 0;
+    for (std::size_t gi = 0; gi < m.groups.size(); ++gi) {
+        auto payload = (*archive)->groupPayload(gi);
+        if (!payload)
+            return payload.error();
+        for (std::size_t k = 0; k < payload->matrices.size(); ++k) {
+            auto matrix = readMatrix(*payload, k, report.bits, report.groupSize);
+            if (!matrix)
+                return matrix.error();
+            addPacked(w, *matrix, report.bits, report.groupSize);
+            compressed[matrix->ref.name] = true;
+            ++report.quantized;
+            const std::uint64_t n = static_cast<std::uint64_t>(matrix->ref.weights()), groups = n / static_cast<std::uint64_t>(report.groupSize);
+            quantWeights += n;
+            quantBits += n * static_cast<std::uint64_t>(report.bits) + groups * (16 + static_cast<std::uint64_t>(report.bits)) +
+                         32 * static_cast<std::uint64_t>(matrix->ref.cols);
+            if (options.onTensor && !options.onTensor(++done, total))
+                return Error::cancelled();
+        }
+    }
+    for (const TensorInfo& t : (*decoded)->tensors()) {
+        if (compressed.count(t.name))
+            continue;
+        auto data = (*decoded)->load(t.name);
+        if (!data)
+            return data.error();
+        w.addFloats(t.name, DType::F16, t.shape, data->toFloat());
+        if (options.onTensor && !options.onTensor(++done, total))
+            return Error::cancelled();
+    }
+    POCKET_TRY(w.write((temp / "model.safetensors").string()));
+    report.bytes = fs::file_size(temp / "model.safetensors", ec);
+    report.bpwLinear = quantWeights ? static_cast<double>(quantBits) / static_cast<double>(quantWeights) : 0;
+
+    const nlohmann::ordered_json quant{{"bits", report.bits},          {"group_size", report.groupSize}, {"desc_act", false},
+                                       {"sym", false},                 {"true_sequential", true},        {"damp_percent", 0.01},
+                                       {"static_groups", false},       {"checkpoint_format", "gptq"},    {"quant_method", "gptq"},
+                                       {"model_name_or_path", nullptr}, {"model_file_base_name", "model"}};
+    ModelConfig stored = m.config;
+    stored.torchDtype = "float16";
+    auto config = nlohmann::ordered_json::parse(hfConfigJson(stored));
+    config["quantization_config"] = quant;
+    POCKET_TRY(writeFileAtomically((temp / "config.json").string(), config.dump(2) + "\n"));
+    POCKET_TRY(writeFileAtomically((temp / "quantize_config.json").string(), quant.dump(2) + "\n"));
+    if (const std::string tok = (*decoded)->tokenizerPath(); !tok.empty()) {
+        const fs::path ext = fs::path(tok).extension();
+        fs::copy_file(tok, temp / (ext == ".model" ? "tokenizer.model" : ext == ".json" ? "tokenizer.json" : "tokenizer.bin"),
+                      fs::copy_options::overwrite_existing, ec);
+        if (ec)
+            return fileError(tok, "cannot copy the tokenizer: " + ec.message(), ErrorKind::Io);
+    }
+    POCKET_TRY(moveFolderIntoPlace(temp.string(), finalDir.string()));
+    cleanup.keep = true;
+    return report;
+}
+
+} // namespace pocket
