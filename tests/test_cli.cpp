@@ -424,6 +424,15 @@ private Q_SLOTS:
         QVERIFY2(rg.code == 0 && ginfo.is_object(), qPrintable(rg.describe()));
         QCOMPARE(ginfo.at("tokenizer_kind").get<std::string>(), std::string("gguf-gpt2"));
         QVERIFY(relClose(evalPerplexity(gguf), found, 1e-5));
+        // Converted to a Hugging Face folder, the tokenizer.json keeps its name and its kind.
+        const QString hf = path("qwen-tj-hf");
+        Run rh = run({"convert", dir, "--out", hf});
+        QVERIFY2(rh.code == 0, qPrintable(rh.describe()));
+        QVERIFY(QFileInfo::exists(hf + "/tokenizer.json"));
+        Run rhi;
+        const json hinfo = runJson({"info", hf}, &rhi);
+        QVERIFY2(rhi.code == 0 && hinfo.is_object(), qPrintable(rhi.describe()));
+        QCOMPARE(hinfo.at("tokenizer_kind").get<std::string>(), std::string("tokenizer.json"));
     }
 
     void convertRefusesToOverwrite()
