@@ -98,10 +98,10 @@ perplexity() {
 }
 
 speed() {
-  echo "== speed on random-1gb, $threads threads: our eval (ctx 512, 4 windows) vs llama-bench -p 512 -n 0"
+  echo "== speed on random-1gb, $threads threads: our eval (ctx 512, 16 windows) vs llama-bench -p 512 -n 0"
   local o l
   for t in F16 Q4_K_M; do
-    read -r _ o < <(ours "$m/random-1gb-$t.gguf" "$wiki" 512 4)
+    read -r _ o < <(ours "$m/random-1gb-$t.gguf" "$wiki" 512 16)
     l="$("$bin/llama-bench" -m "$m/random-1gb-$t.gguf" -p 512 -n 0 -t "$threads" -o csv 2>/dev/null | tail -1 | python3 -c 'import csv,sys; r=next(csv.reader(sys.stdin)); print([x for x in r if x][-2])')"
     python3 -c "import sys; o,l=float('$o'),float('$l'); print('%-8s ours %8.1f tokens/s   llama.cpp %8.1f tokens/s   ours/llama.cpp %.2f' % ('$t', o, l, o/l))"
   done

@@ -94,18 +94,16 @@ UniformLayout layoutOf(const GroupPayload& payload, std::size_t k)
 }
 
 // The rows of one matrix as Q4_1 or Q5_1 blocks: codes, scales and minima copied.
-GgufEncodedTensor encodeBlocks(const MatrixRef& ref, int bits, std::int64_t groupCols, const std::vector<std::int32_t>& codes,
-                               const std::uint8_t* scales, const std::uint8_t* mins)
+std::vector<std::uint8_t> encodeBlocks(const MatrixRef& ref, int bits, std::int64_t groupCols, const std::vector<std::int32_t>& codes,
+                                       const std::uint8_t* scales, const std::uint8_t* mins)
 {
     const bool five = bits == 5;
     const std::size_t blockBytes = five ? 24 : 20;
     const std::int64_t perRow = (ref.cols + groupCols - 1) / groupCols, blocksPerRow = ref.cols / 32;
-    GgufEncodedTensor out;
-    out.type = five ? GgmlType::Q5_1 : GgmlType::Q4_1;
-    out.bytes.assign(static_cast<std::size_t>(ref.rows * blocksPerRow) * blockBytes, 0);
+    std::vector<std::uint8_t> out(static_cast<std::size_t>(ref.rows * blocksPerRow) * blockBytes, 0);
     for (std::int64_t r = 0; r < ref.rows; ++r)
         for (std::int64_t b = 0; b < blocksPerRow; ++b) {
-            std::uint8_t* block = out.bytes.data() + static_cast<std::size_t>(r * blocksPerRow + b) * blockBytes;
+            std::uint8_t* block = out.data() + static_cast<std::size_t>(r * blocksPerRow + b) * blockBytes;
             const std::size_t group = static_cast<std::size_t>(r * perRow + b * 32 / groupCols) * 2;
             std::memcpy(block, scales + group, 2); // d
             std::memcpy(block + 2, mins + group, 2); // m
@@ -123,8 +121,21 @@ GgufEncodedTensor encodeBlocks(const MatrixRef& ref, int bits, std::int64_t grou
     return out;
 }
 
-// The exact encoding of a compressed matrix, or nothing (with the reason in `why`).
-Result<std::optional<GgufEncodedTensor>> exactEncoding(ArchiveCodes& codes, const std::string& name, std::string& why, double& deviation)
+// The block type a compressed matrix re-encodes into exactly, or nothing (with the reason in `why`).
+std::optional<GgmlType> exactType(const ArchiveCodes& codes, const std::string& name, std::string& why)
+{
+    const GroupPayload& manifest = codes.manifestPayload(name);
+    const std::size_t k = codes.indexInGroup(name);
+    const UniformLayout layout = layoutOf(manifest, k);
+    why = noExactType(manifest.methodId, layout.bits, layout.groupCols, manifest.matrices[k].ref.cols, layout.intZero);
+    if (!why.empty())
+        return std::nullopt;
+    return layout.bits == 4 ? GgmlType::Q4_1 : GgmlType::Q5_1;
+}
+
+// The blocks of a matrix exactType() accepted, and the largest deviation of llama.cpp's weights
+// from the archive's.
+Result<std::vector<std::uint8_t>> exactBlocks(ArchiveCodes& codes, const std::string& name, double& deviation)
 {
     const GroupPayload& manifest = codes.manifestPayload(name);
     const std::size_t k = codes.indexInGroup(name);
@@ -132,9 +143,6 @@ Result<std::optional<GgufEncodedTensor>> exactEncoding(ArchiveCodes& codes, cons
     const UniformLayout layout = layoutOf(manifest, k);
     const int bits = layout.bits;
     const std::int64_t groupCols = layout.groupCols;
-    why = noExactType(manifest.methodId, bits, groupCols, ref.cols, layout.intZero);
-    if (!why.empty())
-        return std::optional<GgufEncodedTensor>();
     auto payload = codes.payload(name);
     if (!payload)
         return payload.error();
@@ -147,18 +155,18 @@ Result<std::optional<GgufEncodedTensor>> exactEncoding(ArchiveCodes& codes, cons
     if (!c || !s || !m || s->bytes.size() != groups * 2 || m->bytes.size() != groups * 2 ||
         !unpackBits(c->bytes.data(), c->bytes.size(), ref.weights(), bits, q.data()))
         return Error{name + ": the " + manifest.methodId + " payload's sections are missing or of the wrong size"};
-    GgufEncodedTensor encoded = encodeBlocks(ref, bits, groupCols, q, s->bytes.data(), m->bytes.data());
+    std::vector<std::uint8_t> encoded = encodeBlocks(ref, bits, groupCols, q, s->bytes.data(), m->bytes.data());
     // What llama.cpp will compute from the blocks, against what the archive decodes to.
     auto decoded = uniform::decodePayload(p, manifest.methodId);
     if (!decoded)
         return decoded.error();
     const std::vector<float>& ours = (*decoded)[k];
     std::vector<float> theirs(ours.size());
-    dequantizeRow(encoded.type, encoded.bytes.data(), theirs.data(), static_cast<std::int64_t>(theirs.size()));
+    dequantizeRow(bits == 4 ? GgmlType::Q4_1 : GgmlType::Q5_1, encoded.data(), theirs.data(), static_cast<std::int64_t>(theirs.size()));
     deviation = 0;
     for (std::size_t i = 0; i < ours.size(); ++i)
         deviation = std::max(deviation, static_cast<double>(std::fabs(ours[i] - theirs[i])));
-    return std::optional<GgufEncodedTensor>(std::move(encoded));
+    return encoded;
 }
 
 } // namespace
@@ -241,7 +249,13 @@ Result<ArchiveGgufReport> exportGguf(const std::string& source, const std::strin
             note.reason = "exact re-encoding turned off";
             return std::optional<GgufEncodedTensor>();
         }
-        return exactEncoding(*codes, t.name, note.reason, note.maxDeviation);
+        const auto type = exactType(*codes, t.name, note.reason);
+        if (!type)
+            return std::optional<GgufEncodedTensor>();
+        GgufEncodedTensor e;
+        e.type = *type;
+        e.produce = [&codes, &note, name = t.name] { return exactBlocks(*codes, name, note.maxDeviation); };
+        return std::optional<GgufEncodedTensor>(std::move(e));
     };
     // general.file_type: Q4_1 or Q5_1 when exact matrices of that type hold most compressed weights.
     if (archive && options.exact) {

@@ -213,8 +213,10 @@ Status writeGgufModel(const Checkpoint& ckpt, const std::string& outPath, const 
             std::vector<std::uint8_t> bytes;
             const std::int64_t rows = t.shape[0];
             if (shared->has_value()) {
-                bytes = std::move((*shared)->bytes);
-                shared->reset();
+                auto produced = (*shared)->produce();
+                if (!produced)
+                    return produced.error();
+                bytes = std::move(*produced);
             } else {
                 auto data = ckpt.load(t.name);
                 if (!data)

@@ -19,10 +19,11 @@
 
 namespace pocket {
 
-// A matrix already in a ggml block type: its blocks, rows in the checkpoint's (Hugging Face) order.
+// A matrix already in a ggml block type: the type, and its blocks (rows in the checkpoint's Hugging
+// Face order) produced when the tensor is written, so that one tensor is in memory at a time.
 struct GgufEncodedTensor {
     GgmlType type = GgmlType::F16;
-    std::vector<std::uint8_t> bytes;
+    std::function<Result<std::vector<std::uint8_t>>()> produce;
 };
 
 // What became of one tensor.
