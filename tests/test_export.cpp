@@ -410,6 +410,91 @@ private Q_SLOTS:
         checkAgainstArchive(intZero, m_tmp.filePath("gguf-int.gguf").toStdString(), exact, f16, q8);
     }
 
+    // AQLM format: the published rule W[o, g*d:(g+1)*d] = scales[o] * codebooks[0, codes[o, g, 0]
+    // mod 2^b, 0, :] reproduces the archive's weights; names, dtypes, shapes and config keys as the
+    // format documents them; a shared codebook is copied into each matrix.
+    void aqlmFormatReproducesTheArchive_data()
+    {
+        QTest::addColumn<QString>("settings");
+        QTest::addColumn<int>("nbits");
+        QTest::newRow("d4 K256 (int8 codes, signed)") << "d=4,K=256" << 8;
+        QTest::newRow("d8 K16 type-shared") << "d=8,K=16,sharing=type" << 4;
+    }
+    void aqlmFormatReproducesTheArchive()
+    {
+        QFETCH(QString, settings);
+        QFETCH(int, nbits);
+        std::vector<std::string> set;
+        for (const QString& x : settings.split(','))
+            set.push_back(x.toStdString());
+        CompressJobParams cp;
+        cp.modelPath = model(96);
+        cp.methodId = "vq";
+        cp.settings = set;
+        cp.outPath = m_tmp.filePath("aqlm-" + QString::number(nbits) + ".pllm").toStdString();
+        auto compressed = runCompressJob(cp, m_registry);
+        QVERIFY2(compressed.ok(), compressed.ok() ? "" : compressed.message().c_str());
+        const std::string out = m_tmp.filePath("aqlm-" + QString::number(nbits)).toStdString();
+        auto report = exportAqlm(cp.outPath, out, m_registry, {});
+        QVERIFY2(report.ok(), report.ok() ? "" : report.message().c_str());
+        QCOMPARE(report->nbits, nbits);
+        QCOMPARE(report->quantized, 14);
+        QCOMPARE(report->sharedCodebooksCopied, settings.contains("sharing"));
+        const auto q = nlohmann::json::parse(testsupport::readText(out + "/config.json")).at("quantization_config");
+        QCOMPARE(q.at("quant_method").get<std::string>(), std::string("aqlm"));
+        QCOMPARE(q.at("nbits_per_codebook").get<int>(), nbits);
+        QCOMPARE(q.at("num_codebooks").get<int>(), 1);
+        QCOMPARE(q.at("out_group_size").get<int>(), 1);
+        const int d = q.at("in_group_size").get<int>();
+        QCOMPARE(q.at("linear_weights_not_to_quantize").size(), std::size_t{2});
+        auto st = SafetensorsFile::open(out + "/model.safetensors");
+        QVERIFY(st.ok());
+        auto decoded = openArchiveCheckpoint(cp.outPath, m_registry);
+        QVERIFY(decoded.ok());
+        int checked = 0;
+        for (const TensorInfo& t : (*decoded)->tensors()) {
+            const std::string base = t.name.substr(0, t.name.size() - 7);
+            const TensorInfo* codes = (*st)->find(base + ".codes");
+            if (!codes)
+                continue;
+            const std::int64_t rows = t.shape[0], blocks = t.shape[1] / d;
+            const TensorInfo* books = (*st)->find(base + ".codebooks");
+            const TensorInfo* scales = (*st)->find(base + ".scales");
+            QVERIFY(books && scales);
+            QCOMPARE(codes->dtype, nbits > 8 ? DType::I16 : DType::I8);
+            QCOMPARE(codes->shape, (std::vector<std::int64_t>{rows, blocks, 1}));
+            QCOMPARE(books->dtype, DType::F16);
+            QCOMPARE(books->shape, (std::vector<std::int64_t>{1, std::int64_t{1} << nbits, 1, d}));
+            QCOMPARE(scales->dtype, DType::F16);
+            QCOMPARE(scales->shape, (std::vector<std::int64_t>{rows, 1, 1, 1}));
+            auto c = (*st)->load(codes->name);
+            auto b = (*st)->load(books->name);
+            auto s = (*st)->load(scales->name);
+            auto want = (*decoded)->load(t.name);
+            QVERIFY(c.ok() && b.ok() && s.ok() && want.ok());
+            const std::vector<float> w = want->toFloat();
+            for (std::int64_t o = 0; o < rows; ++o)
+                for (std::int64_t g = 0; g < blocks; ++g) {
+                    const std::int64_t raw = nbits > 8 ? reinterpret_cast<const std::int16_t*>(c->data)[o * blocks + g]
+                                                       : reinterpret_cast<const std::int8_t*>(c->data)[o * blocks + g];
+                    const std::int64_t code = ((raw % (std::int64_t{1} << nbits)) + (std::int64_t{1} << nbits)) % (std::int64_t{1} << nbits);
+                    for (int j = 0; j < d; ++j) {
+                        const float value = h(s->data + 2 * o) * h(b->data + 2 * (code * d + j));
+                        const float archive = w[static_cast<std::size_t>(o * t.shape[1] + g * d + j)];
+                        if (halfToFloat(floatToHalf(value)) != halfToFloat(floatToHalf(archive)))
+                            QFAIL(qPrintable(QString("%1[%2, %3]: %4 vs the archive's %5").arg(QString::fromStdString(t.name)).arg(o).arg(g * d + j).arg(value).arg(archive)));
+                    }
+                }
+            ++checked;
+        }
+        QCOMPARE(checked, 14);
+        // Not vq: refused with the reason.
+        const std::string rtn = compress(model(96), "aqlm-rtn.pllm", {"bits=4", "group=32"});
+        auto refused = exportAqlm(rtn, m_tmp.filePath("aqlm-rtn").toStdString(), m_registry, {});
+        QVERIFY(!refused.ok());
+        QVERIFY2(refused.message().find("vq only") != std::string::npos, refused.message().c_str());
+    }
+
     void plainModelsExportToo()
     {
         // A model that is not an archive: every matrix in the fallback type ("stored").

@@ -327,6 +327,29 @@ int runExport(const Globals& g, const ExportOptions& o)
         emit(g, out, t.str());
         return kExitOk;
     }
+    if (o.format == "aqlm") {
+        if (!pocket::isPllmFile(o.source))
+            return fail(g, o.source + ": --format aqlm writes a .pllm archive's vq codes; compress the model with --method vq first", kExitUsage);
+        pocket::GptqExportOptions options;
+        options.overwrite = o.force;
+        auto report = pocket::exportAqlm(o.source, o.out, registry(), options);
+        if (!report)
+            return fail(g, report.error());
+        const double seconds = secondsSince(start);
+        ordered_json out{{"source", o.source}, {"out", o.out}, {"format", "aqlm"}, {"nbits_per_codebook", report->nbits},
+                         {"in_group_size", report->inGroupSize}, {"quantized", report->quantized},
+                         {"shared_codebooks_copied", report->sharedCodebooksCopied}, {"bytes", report->bytes},
+                         {"bpw_linear", report->bpwLinear}, {"seconds", seconds}, {"peak_rss_mb", peakRssMb()}};
+        std::ostringstream t;
+        t << "wrote " << o.out << " (AQLM format, 1x" << report->nbits << " bits, in_group_size " << report->inGroupSize << ") in " << std::fixed
+          << std::setprecision(1) << seconds << " s\n"
+          << "quantised  " << report->quantized << " matrices as codes/codebooks/scales (codes copied), " << std::setprecision(3)
+          << report->bpwLinear << " bits per weight with each matrix's own codebook\n";
+        if (report->sharedCodebooksCopied)
+            t << "note       the archive shares codebooks between matrices; AQLM has one a matrix, so each got a copy\n";
+        emit(g, out, t.str());
+        return kExitOk;
+    }
     const auto type = [](const std::string& s) -> std::optional<pocket::GgmlType> {
         if (s == "f16") return pocket::GgmlType::F16;
         if (s == "bf16") return pocket::GgmlType::BF16;
@@ -505,9 +528,9 @@ void addCompressCommands(CLI::App& app, CompressCommands& c)
     ExportOptions& e = c.exportOptions;
     c.exportCommand = app.add_subcommand("export", "Write a model or archive for another runtime: a GGUF that llama.cpp loads still compressed, or the decoded Hugging Face folder");
     c.exportCommand->add_option("SOURCE", e.source, ".pllm archive, or a model (HF folder, .gguf, llama2.c .bin)")->required();
-    c.exportCommand->add_option("--format", e.format, "gguf: llama.cpp's format, rtn/gptq 4- and 5-bit codes re-encoded exactly as Q4_1/Q5_1; gptq: AutoGPTQ's checkpoint format (rtn/gptq archives made with zero=int); hf: the decoded Hugging Face folder (archives)")
+    c.exportCommand->add_option("--format", e.format, "gguf: llama.cpp's format, rtn/gptq 4- and 5-bit codes re-encoded exactly as Q4_1/Q5_1; gptq: AutoGPTQ's checkpoint format (rtn/gptq archives made with zero=int); aqlm: AQLM's format (vq archives); hf: the decoded Hugging Face folder (archives)")
         ->capture_default_str()
-        ->check(CLI::IsMember({"gguf", "gptq", "hf"}));
+        ->check(CLI::IsMember({"gguf", "gptq", "aqlm", "hf"}));
     c.exportCommand->add_option("-o,--out", e.out, "Output file (gguf) or folder (hf)")->required();
     c.exportCommand->add_option("--fallback", e.fallback, "Type of the matrices with no exact block type (decoded): f16, bf16, q8_0 or f32")->capture_default_str();
     c.exportCommand->add_option("--embedding", e.embedding, "Type of the embedding and output head: f16, bf16, q8_0 or f32")->capture_default_str();

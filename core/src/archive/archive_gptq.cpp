@@ -135,22 +135,23 @@ std::string checkGptqLayout(const ArchiveManifest& m, int& bits, std::int64_t& g
 
 } // namespace
 
-Result<GptqExportReport> exportGptq(const std::string& archivePath, const std::string& outDir, const MethodRegistry& registry,
-                                    const GptqExportOptions& options)
+namespace {
+
+// Writes a quantised Hugging Face folder: `addQuantised` puts each compressed matrix's tensors into
+// the writer (one group payload at a time) and names the matrices it covered; every other tensor
+// is written fp16; config.json gets `quant` as its quantization_config (and quantize_config.json
+// when `quantizeConfigFile`); the tokenizer is copied. Temporary folder, then moved into place.
+Status writeQuantisedFolder(const std::string& archivePath, const MethodRegistry& registry, const std::string& outDir, bool overwrite,
+                            const std::function<bool(int, int)>& onTensor, const nlohmann::ordered_json& quant, bool quantizeConfigFile,
+                            const std::function<Status(SafetensorsWriter&, std::map<std::string, bool>&, const std::function<bool()>&)>& addQuantised,
+                            std::uint64_t& bytes)
 {
-    auto archive = Archive::open(archivePath, ContainerReader::Verify::All);
-    if (!archive)
-        return archive.error();
-    const ArchiveManifest& m = (*archive)->manifest();
-    GptqExportReport report;
-    if (const std::string why = checkGptqLayout(m, report.bits, report.groupSize); !why.empty())
-        return Error{archivePath + ": cannot be written in the GPTQ format: " + why, ErrorKind::Unsupported};
     auto decoded = openArchiveCheckpoint(archivePath, registry); // the uncompressed tensors and the tokenizer
     if (!decoded)
         return decoded.error();
     std::error_code ec;
     const fs::path finalDir = fs::path(outDir).lexically_normal();
-    if (fs::exists(finalDir, ec) && !options.overwrite)
+    if (fs::exists(finalDir, ec) && !overwrite)
         return Error{outDir + ": already exists; choose to overwrite it to replace it", ErrorKind::Input, "overwrite"};
     const fs::path temp = finalDir.string() + ".partial-" + std::to_string(::getpid());
     fs::remove_all(temp, ec);
@@ -165,56 +166,32 @@ Result<GptqExportReport> exportGptq(const std::string& archivePath, const std::s
             if (!keep) fs::remove_all(dir, e);
         }
     } cleanup{temp};
-
     SafetensorsWriter w;
     w.setMetadata("format", "pt");
-    std::map<std::string, bool> compressed;
+    std::map<std::string, bool> covered;
     const int total = static_cast<int>((*decoded)->tensors().size());
     int done = 0;
-    std::uint64_t quantBits = 0, quantWeights = 0;
-    for (std::size_t gi = 0; gi < m.groups.size(); ++gi) {
-        auto payload = (*archive)->groupPayload(gi);
-        if (!payload)
-            return payload.error();
-        for (std::size_t k = 0; k < payload->matrices.size(); ++k) {
-            auto matrix = readMatrix(*payload, k, report.bits, report.groupSize);
-            if (!matrix)
-                return matrix.error();
-            addPacked(w, *matrix, report.bits, report.groupSize);
-            compressed[matrix->ref.name] = true;
-            ++report.quantized;
-            const std::uint64_t n = static_cast<std::uint64_t>(matrix->ref.weights()), groups = n / static_cast<std::uint64_t>(report.groupSize);
-            quantWeights += n;
-            quantBits += n * static_cast<std::uint64_t>(report.bits) + groups * (16 + static_cast<std::uint64_t>(report.bits)) +
-                         32 * static_cast<std::uint64_t>(matrix->ref.cols);
-            if (options.onTensor && !options.onTensor(++done, total))
-                return Error::cancelled();
-        }
-    }
+    const auto progress = [&] { return !onTensor || onTensor(++done, total); };
+    POCKET_TRY(addQuantised(w, covered, progress));
     for (const TensorInfo& t : (*decoded)->tensors()) {
-        if (compressed.count(t.name))
+        if (covered.count(t.name))
             continue;
         auto data = (*decoded)->load(t.name);
         if (!data)
             return data.error();
         w.addFloats(t.name, DType::F16, t.shape, data->toFloat());
-        if (options.onTensor && !options.onTensor(++done, total))
+        if (!progress())
             return Error::cancelled();
     }
     POCKET_TRY(w.write((temp / "model.safetensors").string()));
-    report.bytes = fs::file_size(temp / "model.safetensors", ec);
-    report.bpwLinear = quantWeights ? static_cast<double>(quantBits) / static_cast<double>(quantWeights) : 0;
-
-    const nlohmann::ordered_json quant{{"bits", report.bits},          {"group_size", report.groupSize}, {"desc_act", false},
-                                       {"sym", false},                 {"true_sequential", true},        {"damp_percent", 0.01},
-                                       {"static_groups", false},       {"checkpoint_format", "gptq"},    {"quant_method", "gptq"},
-                                       {"model_name_or_path", nullptr}, {"model_file_base_name", "model"}};
-    ModelConfig stored = m.config;
+    bytes = fs::file_size(temp / "model.safetensors", ec);
+    ModelConfig stored = (*decoded)->config();
     stored.torchDtype = "float16";
     auto config = nlohmann::ordered_json::parse(hfConfigJson(stored));
     config["quantization_config"] = quant;
     POCKET_TRY(writeFileAtomically((temp / "config.json").string(), config.dump(2) + "\n"));
-    POCKET_TRY(writeFileAtomically((temp / "quantize_config.json").string(), quant.dump(2) + "\n"));
+    if (quantizeConfigFile)
+        POCKET_TRY(writeFileAtomically((temp / "quantize_config.json").string(), quant.dump(2) + "\n"));
     if (const std::string tok = (*decoded)->tokenizerPath(); !tok.empty()) {
         const fs::path ext = fs::path(tok).extension();
         fs::copy_file(tok, temp / (ext == ".model" ? "tokenizer.model" : ext == ".json" ? "tokenizer.json" : "tokenizer.bin"),
@@ -224,6 +201,167 @@ Result<GptqExportReport> exportGptq(const std::string& archivePath, const std::s
     }
     POCKET_TRY(moveFolderIntoPlace(temp.string(), finalDir.string()));
     cleanup.keep = true;
+    return {};
+}
+
+} // namespace
+
+Result<GptqExportReport> exportGptq(const std::string& archivePath, const std::string& outDir, const MethodRegistry& registry,
+                                    const GptqExportOptions& options)
+{
+    auto archive = Archive::open(archivePath, ContainerReader::Verify::All);
+    if (!archive)
+        return archive.error();
+    const ArchiveManifest& m = (*archive)->manifest();
+    GptqExportReport report;
+    if (const std::string why = checkGptqLayout(m, report.bits, report.groupSize); !why.empty())
+        return Error{archivePath + ": cannot be written in the GPTQ format: " + why, ErrorKind::Unsupported};
+    std::uint64_t quantBits = 0, quantWeights = 0;
+    const auto add = [&](SafetensorsWriter& w, std::map<std::string, bool>& covered, const std::function<bool()>& progress) -> Status {
+        for (std::size_t gi = 0; gi < m.groups.size(); ++gi) {
+            auto payload = (*archive)->groupPayload(gi);
+            if (!payload)
+                return payload.error();
+            for (std::size_t k = 0; k < payload->matrices.size(); ++k) {
+                auto matrix = readMatrix(*payload, k, report.bits, report.groupSize);
+                if (!matrix)
+                    return matrix.error();
+                addPacked(w, *matrix, report.bits, report.groupSize);
+                covered[matrix->ref.name] = true;
+                ++report.quantized;
+                const std::uint64_t n = static_cast<std::uint64_t>(matrix->ref.weights()), groups = n / static_cast<std::uint64_t>(report.groupSize);
+                quantWeights += n;
+                quantBits += n * static_cast<std::uint64_t>(report.bits) + groups * (16 + static_cast<std::uint64_t>(report.bits)) +
+                             32 * static_cast<std::uint64_t>(matrix->ref.cols);
+                if (!progress())
+                    return Error::cancelled();
+            }
+        }
+        return {};
+    };
+    const nlohmann::ordered_json quant{{"bits", report.bits},          {"group_size", report.groupSize}, {"desc_act", false},
+                                       {"sym", false},                 {"true_sequential", true},        {"damp_percent", 0.01},
+                                       {"static_groups", false},       {"checkpoint_format", "gptq"},    {"quant_method", "gptq"},
+                                       {"pack_dtype", "int32"},        {"model_name_or_path", nullptr},  {"model_file_base_name", "model"}};
+    POCKET_TRY(writeQuantisedFolder(archivePath, registry, outDir, options.overwrite, options.onTensor, quant, true, add, report.bytes));
+    report.bpwLinear = quantWeights ? static_cast<double>(quantBits) / static_cast<double>(quantWeights) : 0;
+    return report;
+}
+
+Result<AqlmExportReport> exportAqlm(const std::string& archivePath, const std::string& outDir, const MethodRegistry& registry,
+                                    const GptqExportOptions& options)
+{
+    auto archive = Archive::open(archivePath, ContainerReader::Verify::All);
+    if (!archive)
+        return archive.error();
+    const ArchiveManifest& m = (*archive)->manifest();
+    AqlmExportReport report;
+    std::size_t matrices = 0;
+    std::string why;
+    for (const ArchiveGroup& g : m.groups) {
+        const auto meta = nlohmann::json::parse(g.payload.metaJson, nullptr, false);
+        if (g.payload.methodId != "vq") {
+            why = "method " + g.payload.methodId + " has no AQLM form (vq only)";
+            break;
+        }
+        const int d = meta.value("d", 0);
+        const std::int64_t k = meta.value("K", std::int64_t{0});
+        const int nbits = k > 1 ? indexBits(k) : 0;
+        if (d < 1 || nbits < 1 || nbits > 16) {
+            why = "a codebook of " + std::to_string(k) + " entries: AQLM holds up to 2^16";
+            break;
+        }
+        if ((report.nbits && nbits != report.nbits) || (report.inGroupSize && d != report.inGroupSize)) {
+            why = "groups of different d or codebook sizes: the AQLM config has one of each";
+            break;
+        }
+        report.nbits = nbits;
+        report.inGroupSize = d;
+        report.sharedCodebooksCopied = report.sharedCodebooksCopied || g.payload.matrices.size() > 1;
+        for (const MatrixResult& r : g.payload.matrices) {
+            if (r.ref.cols % d != 0)
+                why = r.ref.name + ": rows of " + std::to_string(r.ref.cols) + " do not divide into sub-vectors of " + std::to_string(d);
+            ++matrices;
+        }
+        if (!why.empty())
+            break;
+    }
+    if (why.empty() && matrices != static_cast<std::size_t>(7 * m.config.numLayers))
+        why = "the AQLM format expects every linear matrix of every block quantised; the archive compressed " + std::to_string(matrices) + " of " +
+              std::to_string(7 * m.config.numLayers);
+    if (!why.empty())
+        return Error{archivePath + ": cannot be written in the AQLM format: " + why, ErrorKind::Unsupported};
+    const int d = report.inGroupSize, nbits = report.nbits;
+    const std::int64_t entries = std::int64_t{1} << nbits;
+    std::uint64_t quantBits = 0, quantWeights = 0;
+    const auto add = [&](SafetensorsWriter& w, std::map<std::string, bool>& covered, const std::function<bool()>& progress) -> Status {
+        for (std::size_t gi = 0; gi < m.groups.size(); ++gi) {
+            auto p = (*archive)->groupPayload(gi);
+            if (!p)
+                return p.error();
+            const auto meta = nlohmann::json::parse(p->metaJson, nullptr, false);
+            const std::int64_t k = meta.value("K", std::int64_t{0});
+            const bool rowScaled = meta.value("row_scale", false);
+            const PayloadSection* codebook = p->section("codebook");
+            if (!codebook || codebook->bytes.size() != static_cast<std::size_t>(k * d) * 2)
+                return Error{archivePath + ": group " + p->groupId + ": the codebook section is missing or of the wrong size"};
+            std::vector<std::uint8_t> padded(static_cast<std::size_t>(entries * d) * 2, 0); // fp16 zeros
+            std::memcpy(padded.data(), codebook->bytes.data(), codebook->bytes.size());
+            for (const MatrixResult& r : p->matrices) {
+                const std::string base = r.ref.name.substr(0, r.ref.name.size() - std::string(".weight").size());
+                const std::int64_t rows = r.ref.rows, blocks = r.ref.cols / d, count = rows * blocks;
+                const PayloadSection* indices = p->section("indices/" + r.ref.name);
+                std::vector<std::int32_t> idx(static_cast<std::size_t>(count));
+                if (!indices || !unpackBits(indices->bytes.data(), indices->bytes.size(), count, nbits, idx.data()))
+                    return Error{archivePath + ": " + r.ref.name + ": the index section is missing or too short"};
+                // codes[o, g, 0] = the index of sub-vector (g * rows + o), stored signed.
+                const bool wide = nbits > 8;
+                std::vector<std::uint8_t> codes(static_cast<std::size_t>(count) * (wide ? 2 : 1));
+                for (std::int64_t o = 0; o < rows; ++o)
+                    for (std::int64_t g = 0; g < blocks; ++g) {
+                        std::int32_t v = idx[static_cast<std::size_t>(g * rows + o)];
+                        if (v >= (1 << (nbits - 1)) && (wide ? nbits == 16 : nbits == 8))
+                            v -= 1 << nbits;
+                        const std::size_t at = static_cast<std::size_t>(o * blocks + g);
+                        if (wide) {
+                            const auto s16 = static_cast<std::int16_t>(v);
+                            std::memcpy(codes.data() + 2 * at, &s16, 2);
+                        } else {
+                            codes[at] = static_cast<std::uint8_t>(static_cast<std::int8_t>(v));
+                        }
+                    }
+                std::vector<std::uint8_t> scales(static_cast<std::size_t>(rows) * 2);
+                if (rowScaled) {
+                    const PayloadSection* rs = p->section("row_scales/" + r.ref.name);
+                    if (!rs || rs->bytes.size() != scales.size())
+                        return Error{archivePath + ": " + r.ref.name + ": the row scale section is missing or of the wrong size"};
+                    scales = rs->bytes;
+                } else {
+                    const std::uint16_t one = floatToHalf(1.0f);
+                    for (std::int64_t o = 0; o < rows; ++o)
+                        std::memcpy(scales.data() + 2 * o, &one, 2);
+                }
+                w.addBytes(base + ".codes", wide ? DType::I16 : DType::I8, {rows, blocks, 1}, std::move(codes));
+                w.addBytes(base + ".codebooks", DType::F16, {1, entries, 1, d}, padded);
+                w.addBytes(base + ".scales", DType::F16, {rows, 1, 1, 1}, std::move(scales));
+                covered[r.ref.name] = true;
+                ++report.quantized;
+                quantWeights += static_cast<std::uint64_t>(r.ref.weights());
+                quantBits += static_cast<std::uint64_t>(count * nbits + entries * d * 16 + rows * 16);
+                if (!progress())
+                    return Error::cancelled();
+            }
+        }
+        return {};
+    };
+    const nlohmann::ordered_json quant{{"quant_method", "aqlm"},
+                                       {"nbits_per_codebook", nbits},
+                                       {"num_codebooks", 1},
+                                       {"out_group_size", 1},
+                                       {"in_group_size", d},
+                                       {"linear_weights_not_to_quantize", {"model.embed_tokens.weight", "lm_head.weight"}}};
+    POCKET_TRY(writeQuantisedFolder(archivePath, registry, outDir, options.overwrite, options.onTensor, quant, false, add, report.bytes));
+    report.bpwLinear = quantWeights ? static_cast<double>(quantBits) / static_cast<double>(quantWeights) : 0;
     return report;
 }
 

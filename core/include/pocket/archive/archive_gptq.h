@@ -1,4 +1,4 @@
-// A .pllm archive written in the GPTQ checkpoint format that transformers, vLLM and GPTQModel load
+// A .pllm archive written in the GPTQ (or AQLM, below) checkpoint format that transformers, vLLM and GPTQModel load
 // (AutoGPTQ's "gptq" v1 layout): for each linear matrix of each block, `qweight` (int32 [in*bits/32,
 // out], codes of W^T packed LSB-first along the input dimension), `qzeros` (int32 [groups,
 // out*bits/32], the zero point minus one, packed the same way along the output dimension),
@@ -32,6 +32,23 @@ struct GptqExportReport {
 };
 
 Result<GptqExportReport> exportGptq(const std::string& archivePath, const std::string& outDir, const MethodRegistry& registry,
+                                    const GptqExportOptions& options);
+
+// The AQLM checkpoint format (transformers / vLLM's "aqlm") for k-means VQ archives: one codebook a
+// matrix (num_codebooks 1, out_group_size 1, in_group_size d), `codes` [out, in/d, 1] int8 (<= 8
+// bits) or int16 stored signed, `codebooks` fp16 [1, 2^nbits, 1, d] (the codebook padded with zero
+// entries to 2^nbits), `scales` fp16 [out, 1, 1, 1] (the row scales, or 1); the embedding and head
+// listed in linear_weights_not_to_quantize. A codebook shared by several matrices (sharing=type or
+// model) is copied into each. W[o, g*d:(g+1)*d] = scales[o] * codebooks[0, codes[o, g, 0] mod 2^nbits, 0, :].
+struct AqlmExportReport {
+    int nbits = 0;
+    int inGroupSize = 0;
+    int quantized = 0;
+    bool sharedCodebooksCopied = false;
+    std::uint64_t bytes = 0;
+    double bpwLinear = 0;     // codes + codebooks + scales over the matrices' weights
+};
+Result<AqlmExportReport> exportAqlm(const std::string& archivePath, const std::string& outDir, const MethodRegistry& registry,
                                     const GptqExportOptions& options);
 
 } // namespace pocket
