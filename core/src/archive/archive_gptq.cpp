@@ -58,10 +58,9 @@ Result<IntZeroMatrix> readMatrix(const GroupPayload& p, std::size_t k, int bits,
 }
 
 // AutoGPTQ's pack(): qweight [cols*bits/32, rows], qzeros [groups, rows*bits/32], scales
-// [groups, rows], g_idx [cols].
-void addPacked(SafetensorsWriter& w, const IntZeroMatrix& m, int bits, std::int64_t group)
+// [groups, rows], g_idx [cols], in that order.
+std::vector<std::vector<std::uint8_t>> packMatrix(const IntZeroMatrix& m, int bits, std::int64_t group)
 {
-    const std::string base = m.ref.name.substr(0, m.ref.name.size() - std::string(".weight").size());
     const std::int64_t rows = m.ref.rows, cols = m.ref.cols, per = 32 / bits, groups = cols / group;
     const std::uint32_t mask = (1u << bits) - 1;
     std::vector<std::int32_t> qweight(static_cast<std::size_t>(cols / per * rows), 0);
@@ -92,11 +91,59 @@ void addPacked(SafetensorsWriter& w, const IntZeroMatrix& m, int bits, std::int6
         std::memcpy(b.data(), v.data(), b.size());
         return b;
     };
-    w.addBytes(base + ".qweight", DType::I32, {cols / per, rows}, bytesOf(qweight));
-    w.addBytes(base + ".qzeros", DType::I32, {groups, rows / per}, bytesOf(qzeros));
-    w.addBytes(base + ".scales", DType::F16, {groups, rows}, bytesOf(scales));
-    w.addBytes(base + ".g_idx", DType::I32, {cols}, bytesOf(gIdx));
+    return {bytesOf(qweight), bytesOf(qzeros), bytesOf(scales), bytesOf(gIdx)};
 }
+
+// One tensor of a matrix's quantised form.
+struct Part {
+    std::string name;
+    DType dtype;
+    std::vector<std::int64_t> shape;
+};
+
+// Adds the parts of one matrix, whose bytes `make` produces together, when the first is written:
+// one matrix in memory at a time.
+void addParts(SafetensorsWriter& w, const std::vector<Part>& parts, std::function<Result<std::vector<std::vector<std::uint8_t>>>()> make)
+{
+    auto made = std::make_shared<std::vector<std::vector<std::uint8_t>>>();
+    for (std::size_t i = 0; i < parts.size(); ++i)
+        w.add(parts[i].name, parts[i].dtype, parts[i].shape, [made, make, i, last = parts.size() - 1](const SafetensorsWriter::Sink& sink) -> Status {
+            if (made->empty()) {
+                auto bytes = make();
+                if (!bytes)
+                    return bytes.error();
+                *made = std::move(*bytes);
+            }
+            const std::vector<std::uint8_t> bytes = std::move((*made)[i]);
+            if (i == last)
+                made->clear();
+            return sink(bytes.data(), bytes.size());
+        });
+}
+
+// The archive's group payloads, the last one kept (a group's matrices are written one after another).
+class PayloadCache {
+public:
+    explicit PayloadCache(std::shared_ptr<Archive> archive) : m_archive(std::move(archive)) {}
+    Result<const GroupPayload*> get(std::size_t group)
+    {
+        if (!m_payload || m_group != group) {
+            auto p = m_archive->groupPayload(group);
+            if (!p)
+                return p.error();
+            m_payload = std::make_unique<GroupPayload>(std::move(*p));
+            m_group = group;
+        }
+        return m_payload.get();
+    }
+
+private:
+    std::shared_ptr<Archive> m_archive;
+    std::unique_ptr<GroupPayload> m_payload;
+    std::size_t m_group = 0;
+};
+
+std::string baseName(const std::string& weightName) { return weightName.substr(0, weightName.size() - std::string(".weight").size()); }
 
 // Why the archive cannot be written as GPTQ ("" when it can); fills bits and group.
 std::string checkGptqLayout(const ArchiveManifest& m, int& bits, std::int64_t& group)
@@ -176,12 +223,17 @@ Status writeQuantisedFolder(const std::string& archivePath, const MethodRegistry
     for (const TensorInfo& t : (*decoded)->tensors()) {
         if (covered.count(t.name))
             continue;
-        auto data = (*decoded)->load(t.name);
-        if (!data)
-            return data.error();
-        w.addFloats(t.name, DType::F16, t.shape, data->toFloat());
-        if (!progress())
-            return Error::cancelled();
+        const Checkpoint& source = **decoded;
+        w.add(t.name, DType::F16, t.shape, [&source, &progress, name = t.name](const SafetensorsWriter::Sink& sink) -> Status {
+            auto data = source.load(name);
+            if (!data)
+                return data.error();
+            const std::vector<float> values = data->toFloat();
+            std::vector<std::uint8_t> bytes(values.size() * 2);
+            convertFromFloat(values.data(), values.size(), DType::F16, bytes.data());
+            POCKET_TRY(sink(bytes.data(), bytes.size()));
+            return progress() ? Status{} : Status{Error::cancelled()};
+        });
     }
     POCKET_TRY(w.write((temp / "model.safetensors").string()));
     bytes = fs::file_size(temp / "model.safetensors", ec);
@@ -209,7 +261,7 @@ Status writeQuantisedFolder(const std::string& archivePath, const MethodRegistry
 Result<GptqExportReport> exportGptq(const std::string& archivePath, const std::string& outDir, const MethodRegistry& registry,
                                     const GptqExportOptions& options)
 {
-    auto archive = Archive::open(archivePath, ContainerReader::Verify::All);
+    auto archive = Archive::open(archivePath, ContainerReader::Verify::ManifestOnly); // openArchiveCheckpoint verifies every section
     if (!archive)
         return archive.error();
     const ArchiveManifest& m = (*archive)->manifest();
@@ -217,26 +269,37 @@ Result<GptqExportReport> exportGptq(const std::string& archivePath, const std::s
     if (const std::string why = checkGptqLayout(m, report.bits, report.groupSize); !why.empty())
         return Error{archivePath + ": cannot be written in the GPTQ format: " + why, ErrorKind::Unsupported};
     std::uint64_t quantBits = 0, quantWeights = 0;
+    auto payloads = std::make_shared<PayloadCache>(*archive);
     const auto add = [&](SafetensorsWriter& w, std::map<std::string, bool>& covered, const std::function<bool()>& progress) -> Status {
-        for (std::size_t gi = 0; gi < m.groups.size(); ++gi) {
-            auto payload = (*archive)->groupPayload(gi);
-            if (!payload)
-                return payload.error();
-            for (std::size_t k = 0; k < payload->matrices.size(); ++k) {
-                auto matrix = readMatrix(*payload, k, report.bits, report.groupSize);
-                if (!matrix)
-                    return matrix.error();
-                addPacked(w, *matrix, report.bits, report.groupSize);
-                covered[matrix->ref.name] = true;
+        const int bits = report.bits;
+        const std::int64_t group = report.groupSize, per = 32 / bits;
+        for (std::size_t gi = 0; gi < m.groups.size(); ++gi)
+            for (std::size_t k = 0; k < m.groups[gi].payload.matrices.size(); ++k) {
+                const MatrixRef& ref = m.groups[gi].payload.matrices[k].ref;
+                const std::string base = baseName(ref.name);
+                const std::int64_t groups = ref.cols / group;
+                addParts(w,
+                         {{base + ".qweight", DType::I32, {ref.cols / per, ref.rows}},
+                          {base + ".qzeros", DType::I32, {groups, ref.rows / per}},
+                          {base + ".scales", DType::F16, {groups, ref.rows}},
+                          {base + ".g_idx", DType::I32, {ref.cols}}},
+                         [payloads, gi, k, bits, group, progress]() -> Result<std::vector<std::vector<std::uint8_t>>> {
+                             auto p = payloads->get(gi);
+                             if (!p)
+                                 return p.error();
+                             auto matrix = readMatrix(**p, k, bits, group);
+                             if (!matrix)
+                                 return matrix.error();
+                             if (!progress())
+                                 return Error::cancelled();
+                             return packMatrix(*matrix, bits, group);
+                         });
+                covered[ref.name] = true;
                 ++report.quantized;
-                const std::uint64_t n = static_cast<std::uint64_t>(matrix->ref.weights()), groups = n / static_cast<std::uint64_t>(report.groupSize);
+                const std::uint64_t n = static_cast<std::uint64_t>(ref.weights()), g = n / static_cast<std::uint64_t>(group);
                 quantWeights += n;
-                quantBits += n * static_cast<std::uint64_t>(report.bits) + groups * (16 + static_cast<std::uint64_t>(report.bits)) +
-                             32 * static_cast<std::uint64_t>(matrix->ref.cols);
-                if (!progress())
-                    return Error::cancelled();
+                quantBits += n * static_cast<std::uint64_t>(bits) + g * (16 + static_cast<std::uint64_t>(bits)) + 32 * static_cast<std::uint64_t>(ref.cols);
             }
-        }
         return {};
     };
     const nlohmann::ordered_json quant{{"bits", report.bits},          {"group_size", report.groupSize}, {"desc_act", false},
@@ -251,7 +314,7 @@ Result<GptqExportReport> exportGptq(const std::string& archivePath, const std::s
 Result<AqlmExportReport> exportAqlm(const std::string& archivePath, const std::string& outDir, const MethodRegistry& registry,
                                     const GptqExportOptions& options)
 {
-    auto archive = Archive::open(archivePath, ContainerReader::Verify::All);
+    auto archive = Archive::open(archivePath, ContainerReader::Verify::ManifestOnly); // openArchiveCheckpoint verifies every section
     if (!archive)
         return archive.error();
     const ArchiveManifest& m = (*archive)->manifest();
@@ -294,64 +357,74 @@ Result<AqlmExportReport> exportAqlm(const std::string& archivePath, const std::s
     const int d = report.inGroupSize, nbits = report.nbits;
     const std::int64_t entries = std::int64_t{1} << nbits;
     std::uint64_t quantBits = 0, quantWeights = 0;
-    const auto add = [&](SafetensorsWriter& w, std::map<std::string, bool>& covered, const std::function<bool()>& progress) -> Status {
-        for (std::size_t gi = 0; gi < m.groups.size(); ++gi) {
-            auto p = (*archive)->groupPayload(gi);
-            if (!p)
-                return p.error();
-            const auto meta = nlohmann::json::parse(p->metaJson, nullptr, false);
-            const std::int64_t k = meta.value("K", std::int64_t{0});
-            const bool rowScaled = meta.value("row_scale", false);
-            const PayloadSection* codebook = p->section("codebook");
-            if (!codebook || codebook->bytes.size() != static_cast<std::size_t>(k * d) * 2)
-                return Error{archivePath + ": group " + p->groupId + ": the codebook section is missing or of the wrong size"};
-            std::vector<std::uint8_t> padded(static_cast<std::size_t>(entries * d) * 2, 0); // fp16 zeros
-            std::memcpy(padded.data(), codebook->bytes.data(), codebook->bytes.size());
-            for (const MatrixResult& r : p->matrices) {
-                const std::string base = r.ref.name.substr(0, r.ref.name.size() - std::string(".weight").size());
-                const std::int64_t rows = r.ref.rows, blocks = r.ref.cols / d, count = rows * blocks;
-                const PayloadSection* indices = p->section("indices/" + r.ref.name);
-                std::vector<std::int32_t> idx(static_cast<std::size_t>(count));
-                if (!indices || !unpackBits(indices->bytes.data(), indices->bytes.size(), count, nbits, idx.data()))
-                    return Error{archivePath + ": " + r.ref.name + ": the index section is missing or too short"};
-                // codes[o, g, 0] = the index of sub-vector (g * rows + o), stored signed.
-                const bool wide = nbits > 8;
-                std::vector<std::uint8_t> codes(static_cast<std::size_t>(count) * (wide ? 2 : 1));
-                for (std::int64_t o = 0; o < rows; ++o)
-                    for (std::int64_t g = 0; g < blocks; ++g) {
-                        std::int32_t v = idx[static_cast<std::size_t>(g * rows + o)];
-                        if (v >= (1 << (nbits - 1)) && (wide ? nbits == 16 : nbits == 8))
-                            v -= 1 << nbits;
-                        const std::size_t at = static_cast<std::size_t>(o * blocks + g);
-                        if (wide) {
-                            const auto s16 = static_cast<std::int16_t>(v);
-                            std::memcpy(codes.data() + 2 * at, &s16, 2);
-                        } else {
-                            codes[at] = static_cast<std::uint8_t>(static_cast<std::int8_t>(v));
-                        }
-                    }
-                std::vector<std::uint8_t> scales(static_cast<std::size_t>(rows) * 2);
-                if (rowScaled) {
-                    const PayloadSection* rs = p->section("row_scales/" + r.ref.name);
-                    if (!rs || rs->bytes.size() != scales.size())
-                        return Error{archivePath + ": " + r.ref.name + ": the row scale section is missing or of the wrong size"};
-                    scales = rs->bytes;
+    auto payloads = std::make_shared<PayloadCache>(*archive);
+    const std::string source = archivePath;
+    // One matrix's codes [rows, cols/d, 1] (signed), padded codebook [1, 2^nbits, 1, d], scales [rows, 1, 1, 1].
+    const auto makeParts = [payloads, source, d, nbits, entries](std::size_t gi, const MatrixRef& ref) -> Result<std::vector<std::vector<std::uint8_t>>> {
+        auto pr = payloads->get(gi);
+        if (!pr)
+            return pr.error();
+        const GroupPayload& p = **pr;
+        const auto meta = nlohmann::json::parse(p.metaJson, nullptr, false);
+        const std::int64_t k = meta.value("K", std::int64_t{0});
+        const PayloadSection* codebook = p.section("codebook");
+        if (!codebook || codebook->bytes.size() != static_cast<std::size_t>(k * d) * 2)
+            return Error{source + ": group " + p.groupId + ": the codebook section is missing or of the wrong size"};
+        std::vector<std::uint8_t> padded(static_cast<std::size_t>(entries * d) * 2, 0); // fp16 zeros
+        std::memcpy(padded.data(), codebook->bytes.data(), codebook->bytes.size());
+        const std::int64_t rows = ref.rows, blocks = ref.cols / d, count = rows * blocks;
+        const PayloadSection* indices = p.section("indices/" + ref.name);
+        std::vector<std::int32_t> idx(static_cast<std::size_t>(count));
+        if (!indices || !unpackBits(indices->bytes.data(), indices->bytes.size(), count, nbits, idx.data()))
+            return Error{source + ": " + ref.name + ": the index section is missing or too short"};
+        // codes[o, g, 0] = the index of sub-vector (g * rows + o), stored signed.
+        const bool wide = nbits > 8;
+        std::vector<std::uint8_t> codes(static_cast<std::size_t>(count) * (wide ? 2 : 1));
+        for (std::int64_t o = 0; o < rows; ++o)
+            for (std::int64_t g = 0; g < blocks; ++g) {
+                std::int32_t v = idx[static_cast<std::size_t>(g * rows + o)];
+                if (v >= (1 << (nbits - 1)) && (wide ? nbits == 16 : nbits == 8))
+                    v -= 1 << nbits;
+                const std::size_t at = static_cast<std::size_t>(o * blocks + g);
+                if (wide) {
+                    const auto s16 = static_cast<std::int16_t>(v);
+                    std::memcpy(codes.data() + 2 * at, &s16, 2);
                 } else {
-                    const std::uint16_t one = floatToHalf(1.0f);
-                    for (std::int64_t o = 0; o < rows; ++o)
-                        std::memcpy(scales.data() + 2 * o, &one, 2);
+                    codes[at] = static_cast<std::uint8_t>(static_cast<std::int8_t>(v));
                 }
-                w.addBytes(base + ".codes", wide ? DType::I16 : DType::I8, {rows, blocks, 1}, std::move(codes));
-                w.addBytes(base + ".codebooks", DType::F16, {1, entries, 1, d}, padded);
-                w.addBytes(base + ".scales", DType::F16, {rows, 1, 1, 1}, std::move(scales));
+            }
+        std::vector<std::uint8_t> scales(static_cast<std::size_t>(rows) * 2);
+        if (meta.value("row_scale", false)) {
+            const PayloadSection* rs = p.section("row_scales/" + ref.name);
+            if (!rs || rs->bytes.size() != scales.size())
+                return Error{source + ": " + ref.name + ": the row scale section is missing or of the wrong size"};
+            scales = rs->bytes;
+        } else {
+            const std::uint16_t one = floatToHalf(1.0f);
+            for (std::int64_t o = 0; o < rows; ++o)
+                std::memcpy(scales.data() + 2 * o, &one, 2);
+        }
+        return std::vector<std::vector<std::uint8_t>>{std::move(codes), std::move(padded), std::move(scales)};
+    };
+    const auto add = [&](SafetensorsWriter& w, std::map<std::string, bool>& covered, const std::function<bool()>& progress) -> Status {
+        for (std::size_t gi = 0; gi < m.groups.size(); ++gi)
+            for (const MatrixResult& r : m.groups[gi].payload.matrices) {
+                const std::string base = baseName(r.ref.name);
+                const std::int64_t rows = r.ref.rows, blocks = r.ref.cols / d;
+                addParts(w,
+                         {{base + ".codes", nbits > 8 ? DType::I16 : DType::I8, {rows, blocks, 1}},
+                          {base + ".codebooks", DType::F16, {1, entries, 1, d}},
+                          {base + ".scales", DType::F16, {rows, 1, 1, 1}}},
+                         [makeParts, gi, ref = r.ref, progress]() -> Result<std::vector<std::vector<std::uint8_t>>> {
+                             if (!progress())
+                                 return Error::cancelled();
+                             return makeParts(gi, ref);
+                         });
                 covered[r.ref.name] = true;
                 ++report.quantized;
                 quantWeights += static_cast<std::uint64_t>(r.ref.weights());
-                quantBits += static_cast<std::uint64_t>(count * nbits + entries * d * 16 + rows * 16);
-                if (!progress())
-                    return Error::cancelled();
+                quantBits += static_cast<std::uint64_t>(rows * blocks * nbits + entries * d * 16 + rows * 16);
             }
-        }
         return {};
     };
     const nlohmann::ordered_json quant{{"quant_method", "aqlm"},
