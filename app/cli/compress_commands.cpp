@@ -287,7 +287,60 @@ int runDecompress(const Globals& g, const ArchiveOptions& o)
     return kExitOk;
 }
 
-// export SOURCE --format gguf|hf: a GGUF that keeps rtn/gptq codes where a ggml block type fits,
+int runExportGptq(const Globals& g, const ExportOptions& o, std::chrono::steady_clock::time_point start)
+{
+    if (!pocket::isPllmFile(o.source))
+        return fail(g, o.source + ": --format gptq writes a .pllm archive's rtn/gptq codes; compress the model first (--set zero=int)", kExitUsage);
+    pocket::GptqExportOptions options;
+    options.overwrite = o.force;
+    ProgressLine progress(!g.quiet);
+    options.onTensor = [&](int done, int total) {
+        progress.show("exporting " + std::to_string(done) + "/" + std::to_string(total));
+        return true;
+    };
+    auto report = pocket::exportGptq(o.source, o.out, registry(), options);
+    progress.finish();
+    if (!report)
+        return fail(g, report.error());
+    const double seconds = secondsSince(start);
+    ordered_json out{{"source", o.source}, {"out", o.out}, {"format", "gptq"}, {"bits", report->bits}, {"group_size", report->groupSize},
+                     {"quantized", report->quantized}, {"bytes", report->bytes}, {"bpw_linear", report->bpwLinear},
+                     {"seconds", seconds}, {"peak_rss_mb", peakRssMb()}};
+    std::ostringstream t;
+    t << "wrote " << o.out << " (GPTQ format, " << report->bits << "-bit, group " << report->groupSize << ") in " << std::fixed
+      << std::setprecision(1) << seconds << " s\n"
+      << "quantised  " << report->quantized << " matrices as qweight/qzeros/scales/g_idx (codes copied), "
+      << std::setprecision(3) << report->bpwLinear << " bits per weight with their scales, zeros and g_idx\n";
+    emit(g, out, t.str());
+    return kExitOk;
+}
+
+int runExportAqlm(const Globals& g, const ExportOptions& o, std::chrono::steady_clock::time_point start)
+{
+    if (!pocket::isPllmFile(o.source))
+        return fail(g, o.source + ": --format aqlm writes a .pllm archive's vq codes; compress the model with --method vq first", kExitUsage);
+    pocket::GptqExportOptions options;
+    options.overwrite = o.force;
+    auto report = pocket::exportAqlm(o.source, o.out, registry(), options);
+    if (!report)
+        return fail(g, report.error());
+    const double seconds = secondsSince(start);
+    ordered_json out{{"source", o.source}, {"out", o.out}, {"format", "aqlm"}, {"nbits_per_codebook", report->nbits},
+                     {"in_group_size", report->inGroupSize}, {"quantized", report->quantized},
+                     {"shared_codebooks_copied", report->sharedCodebooksCopied}, {"bytes", report->bytes},
+                     {"bpw_linear", report->bpwLinear}, {"seconds", seconds}, {"peak_rss_mb", peakRssMb()}};
+    std::ostringstream t;
+    t << "wrote " << o.out << " (AQLM format, 1x" << report->nbits << " bits, in_group_size " << report->inGroupSize << ") in " << std::fixed
+      << std::setprecision(1) << seconds << " s\n"
+      << "quantised  " << report->quantized << " matrices as codes/codebooks/scales (codes copied), " << std::setprecision(3)
+      << report->bpwLinear << " bits per weight with each matrix's own codebook\n";
+    if (report->sharedCodebooksCopied)
+        t << "note       the archive shares codebooks between matrices; AQLM has one a matrix, so each got a copy\n";
+    emit(g, out, t.str());
+    return kExitOk;
+}
+
+// export SOURCE --format gguf|gptq|aqlm|hf: a GGUF that keeps rtn/gptq codes where a ggml block type fits,
 // or (hf) the decoded Hugging Face folder.
 int runExport(const Globals& g, const ExportOptions& o)
 {
@@ -301,55 +354,10 @@ int runExport(const Globals& g, const ExportOptions& o)
         a.force = o.force;
         return runDecompress(g, a);
     }
-    if (o.format == "gptq") {
-        if (!pocket::isPllmFile(o.source))
-            return fail(g, o.source + ": --format gptq writes a .pllm archive's rtn/gptq codes; compress the model first (--set zero=int)", kExitUsage);
-        pocket::GptqExportOptions options;
-        options.overwrite = o.force;
-        ProgressLine progress(!g.quiet);
-        options.onTensor = [&](int done, int total) {
-            progress.show("exporting " + std::to_string(done) + "/" + std::to_string(total));
-            return true;
-        };
-        auto report = pocket::exportGptq(o.source, o.out, registry(), options);
-        progress.finish();
-        if (!report)
-            return fail(g, report.error());
-        const double seconds = secondsSince(start);
-        ordered_json out{{"source", o.source}, {"out", o.out}, {"format", "gptq"}, {"bits", report->bits}, {"group_size", report->groupSize},
-                         {"quantized", report->quantized}, {"bytes", report->bytes}, {"bpw_linear", report->bpwLinear},
-                         {"seconds", seconds}, {"peak_rss_mb", peakRssMb()}};
-        std::ostringstream t;
-        t << "wrote " << o.out << " (GPTQ format, " << report->bits << "-bit, group " << report->groupSize << ") in " << std::fixed
-          << std::setprecision(1) << seconds << " s\n"
-          << "quantised  " << report->quantized << " matrices as qweight/qzeros/scales/g_idx (codes copied), "
-          << std::setprecision(3) << report->bpwLinear << " bits per weight with their scales, zeros and g_idx\n";
-        emit(g, out, t.str());
-        return kExitOk;
-    }
-    if (o.format == "aqlm") {
-        if (!pocket::isPllmFile(o.source))
-            return fail(g, o.source + ": --format aqlm writes a .pllm archive's vq codes; compress the model with --method vq first", kExitUsage);
-        pocket::GptqExportOptions options;
-        options.overwrite = o.force;
-        auto report = pocket::exportAqlm(o.source, o.out, registry(), options);
-        if (!report)
-            return fail(g, report.error());
-        const double seconds = secondsSince(start);
-        ordered_json out{{"source", o.source}, {"out", o.out}, {"format", "aqlm"}, {"nbits_per_codebook", report->nbits},
-                         {"in_group_size", report->inGroupSize}, {"quantized", report->quantized},
-                         {"shared_codebooks_copied", report->sharedCodebooksCopied}, {"bytes", report->bytes},
-                         {"bpw_linear", report->bpwLinear}, {"seconds", seconds}, {"peak_rss_mb", peakRssMb()}};
-        std::ostringstream t;
-        t << "wrote " << o.out << " (AQLM format, 1x" << report->nbits << " bits, in_group_size " << report->inGroupSize << ") in " << std::fixed
-          << std::setprecision(1) << seconds << " s\n"
-          << "quantised  " << report->quantized << " matrices as codes/codebooks/scales (codes copied), " << std::setprecision(3)
-          << report->bpwLinear << " bits per weight with each matrix's own codebook\n";
-        if (report->sharedCodebooksCopied)
-            t << "note       the archive shares codebooks between matrices; AQLM has one a matrix, so each got a copy\n";
-        emit(g, out, t.str());
-        return kExitOk;
-    }
+    if (o.format == "gptq")
+        return runExportGptq(g, o, start);
+    if (o.format == "aqlm")
+        return runExportAqlm(g, o, start);
     const auto type = [](const std::string& s) -> std::optional<pocket::GgmlType> {
         if (s == "f16") return pocket::GgmlType::F16;
         if (s == "bf16") return pocket::GgmlType::BF16;

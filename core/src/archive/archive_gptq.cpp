@@ -197,22 +197,10 @@ Status writeQuantisedFolder(const std::string& archivePath, const MethodRegistry
     if (!decoded)
         return decoded.error();
     std::error_code ec;
-    const fs::path finalDir = fs::path(outDir).lexically_normal();
-    if (fs::exists(finalDir, ec) && !overwrite)
-        return Error{outDir + ": already exists; choose to overwrite it to replace it", ErrorKind::Input, "overwrite"};
-    const fs::path temp = finalDir.string() + ".partial-" + std::to_string(::getpid());
-    fs::remove_all(temp, ec);
-    if (!fs::create_directories(temp, ec) && ec)
-        return fileError(outDir, "cannot create the output folder: " + ec.message(), ErrorKind::Io);
-    struct Cleanup {
-        fs::path dir;
-        bool keep = false;
-        ~Cleanup()
-        {
-            std::error_code e;
-            if (!keep) fs::remove_all(dir, e);
-        }
-    } cleanup{temp};
+    auto folder = TempFolder::create(outDir, overwrite);
+    if (!folder)
+        return folder.error();
+    const fs::path temp = (*folder)->path();
     SafetensorsWriter w;
     w.setMetadata("format", "pt");
     std::map<std::string, bool> covered;
@@ -251,9 +239,7 @@ Status writeQuantisedFolder(const std::string& archivePath, const MethodRegistry
         if (ec)
             return fileError(tok, "cannot copy the tokenizer: " + ec.message(), ErrorKind::Io);
     }
-    POCKET_TRY(moveFolderIntoPlace(temp.string(), finalDir.string()));
-    cleanup.keep = true;
-    return {};
+    return (*folder)->commit();
 }
 
 } // namespace
@@ -311,14 +297,10 @@ Result<GptqExportReport> exportGptq(const std::string& archivePath, const std::s
     return report;
 }
 
-Result<AqlmExportReport> exportAqlm(const std::string& archivePath, const std::string& outDir, const MethodRegistry& registry,
-                                    const GptqExportOptions& options)
+// Why the archive cannot be written as AQLM ("" when it can); fills nbits, d and whether codebooks
+// are shared.
+std::string checkAqlmLayout(const ArchiveManifest& m, AqlmExportReport& report)
 {
-    auto archive = Archive::open(archivePath, ContainerReader::Verify::ManifestOnly); // openArchiveCheckpoint verifies every section
-    if (!archive)
-        return archive.error();
-    const ArchiveManifest& m = (*archive)->manifest();
-    AqlmExportReport report;
     std::size_t matrices = 0;
     std::string why;
     for (const ArchiveGroup& g : m.groups) {
@@ -352,6 +334,18 @@ Result<AqlmExportReport> exportAqlm(const std::string& archivePath, const std::s
     if (why.empty() && matrices != static_cast<std::size_t>(7 * m.config.numLayers))
         why = "the AQLM format expects every linear matrix of every block quantised; the archive compressed " + std::to_string(matrices) + " of " +
               std::to_string(7 * m.config.numLayers);
+    return why;
+}
+
+Result<AqlmExportReport> exportAqlm(const std::string& archivePath, const std::string& outDir, const MethodRegistry& registry,
+                                    const GptqExportOptions& options)
+{
+    auto archive = Archive::open(archivePath, ContainerReader::Verify::ManifestOnly); // openArchiveCheckpoint verifies every section
+    if (!archive)
+        return archive.error();
+    const ArchiveManifest& m = (*archive)->manifest();
+    AqlmExportReport report;
+    const std::string why = checkAqlmLayout(m, report);
     if (!why.empty())
         return Error{archivePath + ": cannot be written in the AQLM format: " + why, ErrorKind::Unsupported};
     const int d = report.inGroupSize, nbits = report.nbits;

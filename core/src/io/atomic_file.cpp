@@ -72,6 +72,40 @@ Result<std::vector<std::uint8_t>> readWholeFile(const std::string& path)
     return bytes;
 }
 
+Result<std::unique_ptr<TempFolder>> TempFolder::create(const std::string& finalDir, bool overwrite)
+{
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    fs::path target = fs::path(finalDir).lexically_normal();
+    if (!target.has_filename()) // "out/" names the folder "out"
+        target = target.parent_path();
+    if (target.empty())
+        return Error::usage("no output folder given", "output");
+    if (fs::exists(target, ec) && !overwrite && !(fs::is_directory(target, ec) && fs::is_empty(target, ec)))
+        return Error{finalDir + ": already exists; choose to overwrite it to replace it", ErrorKind::Input, "overwrite"};
+    std::unique_ptr<TempFolder> f(new TempFolder);
+    f->m_final = target.string();
+    f->m_temp = target.string() + ".partial-" + std::to_string(::getpid());
+    fs::remove_all(f->m_temp, ec);
+    if (!fs::create_directories(f->m_temp, ec) && ec)
+        return fileError(finalDir, "cannot create the output folder: " + ec.message(), ErrorKind::Io);
+    return f;
+}
+
+TempFolder::~TempFolder()
+{
+    std::error_code ec;
+    if (!m_committed)
+        std::filesystem::remove_all(m_temp, ec);
+}
+
+Status TempFolder::commit()
+{
+    POCKET_TRY(moveFolderIntoPlace(m_temp, m_final));
+    m_committed = true;
+    return {};
+}
+
 Status moveFolderIntoPlace(const std::string& tempDir, const std::string& finalDir)
 {
     namespace fs = std::filesystem;

@@ -21,26 +21,10 @@ Status writeHfFolderUnguarded(const ModelConfig& config, const std::function<Sta
     if (!isFloatType(options.dtype) || options.dtype == DType::F64)
         return Error::usage(std::string("dtype: cannot write weights as ") + dtypeName(options.dtype) + " (use f32, f16 or bf16)", "dtype");
     std::error_code ec;
-    fs::path finalDir = fs::path(outDir).lexically_normal();
-    if (!finalDir.has_filename()) // "out/" names the folder "out"
-        finalDir = finalDir.parent_path();
-    if (finalDir.empty())
-        return Error::usage("no output folder given", "output");
-    if (fs::exists(finalDir, ec) && !options.overwrite && !(fs::is_directory(finalDir, ec) && fs::is_empty(finalDir, ec)))
-        return Error{outDir + ": already exists; choose to overwrite it to replace it", ErrorKind::Input, "overwrite"};
-    const fs::path tempDir = finalDir.string() + ".partial-" + std::to_string(::getpid());
-    fs::remove_all(tempDir, ec);
-    if (!fs::create_directories(tempDir, ec) && ec)
-        return fileError(outDir, "cannot create the output folder: " + ec.message(), ErrorKind::Io);
-    struct Cleanup {
-        fs::path dir;
-        bool keep = false;
-        ~Cleanup()
-        {
-            std::error_code e;
-            if (!keep) fs::remove_all(dir, e);
-        }
-    } cleanup{tempDir};
+    auto folder = TempFolder::create(outDir, options.overwrite);
+    if (!folder)
+        return folder.error();
+    const fs::path tempDir = (*folder)->path();
 
     ModelConfig stored = config;
     stored.torchDtype = options.dtype == DType::F32 ? "float32" : options.dtype == DType::F16 ? "float16" : "bfloat16";
@@ -113,9 +97,7 @@ Status writeHfFolderUnguarded(const ModelConfig& config, const std::function<Sta
             return fileError(options.tokenizerPath, "cannot copy tokenizer: " + ec.message(), ErrorKind::Io);
     }
 
-    POCKET_TRY(moveFolderIntoPlace(tempDir.string(), finalDir.string()));
-    cleanup.keep = true;
-    return {};
+    return (*folder)->commit();
 }
 
 } // namespace

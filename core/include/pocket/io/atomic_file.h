@@ -6,6 +6,7 @@
 
 #include <cstdio>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -34,6 +35,25 @@ private:
 
 // Writes `text` to `path` atomically.
 Status writeFileAtomically(const std::string& path, const std::string& text);
+
+// A folder written under a temporary name beside `finalDir` and moved into place by commit()
+// (moveFolderIntoPlace); removed with what is in it unless committed.
+class TempFolder {
+public:
+    // Refuses an existing non-empty `finalDir` unless `overwrite`; errors name `finalDir`.
+    static Result<std::unique_ptr<TempFolder>> create(const std::string& finalDir, bool overwrite);
+    ~TempFolder();
+    TempFolder(const TempFolder&) = delete;
+    TempFolder& operator=(const TempFolder&) = delete;
+    const std::string& path() const { return m_temp; }
+    Status commit();
+
+private:
+    TempFolder() = default;
+    std::string m_final;
+    std::string m_temp;
+    bool m_committed = false;
+};
 
 // Moves a completed folder `tempDir` to `finalDir`; an existing `finalDir` is moved aside first and
 // removed only once the new one is in place (put back if the move fails). Errors name `finalDir`.
