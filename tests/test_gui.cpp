@@ -335,6 +335,19 @@ private Q_SLOTS:
             QVERIFY2(o.ok, qPrintable(o.message));
             QVERIFY(pocket::GgufFile::open(dialog.outputPath().toStdString()).ok());
         }
+        // GPTQ / AQLM folder: the archive here (rtn with fp16 minima, or another method) cannot be
+        // represented; the export fails with the reason and leaves nothing behind.
+        {
+            QSignalSpy folderExports(m_wb.get(), &Workbench::exportFinished);
+            const QString dir = m_tmp.filePath("exported/gptq");
+            QVERIFY(m_window->exportQuantisedFolderTo(dir, QStringLiteral("gptq")));
+            QVERIFY(m_wb->waitForIdle(120000));
+            QCOMPARE(folderExports.size(), 1);
+            const auto o = folderExports.at(0).at(0).value<ExportOutcome>();
+            QVERIFY(!o.ok);
+            QVERIFY2(o.message.contains("GPTQ format"), qPrintable(o.message));
+            QVERIFY(!QFileInfo::exists(dir));
+        }
 
         QVERIFY(m_window->openPath(copy, true));
         QVERIFY(m_wb->summary().isArchive);

@@ -1,6 +1,7 @@
 #include "main_window.h"
 
 #include "export_dialog.h"
+#include "pocket/archive/model_archive.h"
 
 #include "compare_panel.h"
 #include "layer_picker.h"
@@ -389,6 +390,20 @@ void MainWindow::buildActions()
             return;
         exportGgufTo(out, dialog.options());
     });
+    m_exportQuantisedAction = file->addAction(tr("Export GPTQ / AQLM &folder…"), this, [this] {
+        // The format follows the archive's method: rtn/gptq -> GPTQ, vq -> AQLM.
+        auto archive = Archive::open(m_lastArchive.toStdString(), ContainerReader::Verify::ManifestOnly);
+        const bool vq = archive && !(*archive)->manifest().groups.empty() && (*archive)->manifest().groups.front().payload.methodId == "vq";
+        const QString format = vq ? QStringLiteral("aqlm") : QStringLiteral("gptq");
+        const QString dir = QFileDialog::getSaveFileName(this, tr("Folder to create (%1 format)").arg(format.toUpper()),
+                                                         m_lastExportDir + QLatin1Char('/') + QFileInfo(m_lastArchive).completeBaseName() + QLatin1Char('-') + format);
+        if (dir.isEmpty())
+            return;
+        if (QFileInfo::exists(dir) &&
+            QMessageBox::question(this, tr("Export"), tr("%1 exists. Replace it once the new folder is complete?").arg(dir)) != QMessageBox::Yes)
+            return;
+        exportQuantisedFolderTo(dir, format);
+    });
     file->addSeparator();
     QAction* quit = file->addAction(tr("&Quit"), this, &QWidget::close);
     quit->setShortcut(QKeySequence::Quit);
@@ -552,6 +567,7 @@ void MainWindow::updateActions()
     m_exportArchiveAction->setEnabled(!busy && haveArchive);
     m_exportHfAction->setEnabled(!busy && haveArchive);
     m_exportGgufAction->setEnabled(!busy && !ggufExportSource().isEmpty());
+    m_exportQuantisedAction->setEnabled(!busy && haveArchive);
     m_evalOriginal->setEnabled(!busy && m_workbench->hasModel() && !m_workbench->summary().isArchive);
     m_evalCompressed->setEnabled(!busy && haveArchive);
     m_sensitivity->setEnabled(!busy || m_workbench->runningKind() == JobStatus::Kind::Sensitivity);
@@ -650,6 +666,20 @@ bool MainWindow::exportHfTo(const QString& folder)
 {
     QString error;
     if (!m_workbench->startExportHf(m_lastArchive, folder, DType::F16, &error)) {
+        m_lastError = error;
+        showError(tr("Cannot export"), error);
+        return false;
+    }
+    m_lastExportDir = QFileInfo(folder).absolutePath();
+    m_jobLabel->setText(tr("Exporting"));
+    updateActions();
+    return true;
+}
+
+bool MainWindow::exportQuantisedFolderTo(const QString& folder, const QString& format)
+{
+    QString error;
+    if (!m_workbench->startExportQuantisedFolder(m_lastArchive, folder, format, &error)) {
         m_lastError = error;
         showError(tr("Cannot export"), error);
         return false;

@@ -52,6 +52,8 @@ public:
     bool exportHfTo(const QString& folder);
     // Writes the last archive (else the open model) as a GGUF for llama.cpp.
     bool exportGgufTo(const QString& file, const pocket::ArchiveGgufOptions& options);
+    // Writes the last archive as a GPTQ ("gptq") or AQLM ("aqlm") folder.
+    bool exportQuantisedFolderTo(const QString& folder, const QString& format);
     // What File ▸ Export GGUF exports: the last archive, else the open model ("" when neither).
     QString ggufExportSource() const;
     QString lastArchive() const { return m_lastArchive; }
@@ -135,6 +137,7 @@ private:
     QAction* m_exportArchiveAction = nullptr;
     QAction* m_exportHfAction = nullptr;
     QAction* m_exportGgufAction = nullptr;
+    QAction* m_exportQuantisedAction = nullptr;
     QTimer m_estimateTimer;
     pocket::CompressJobParams m_lastJob; // what Resume continues when the archive path is unchanged
     QStringList m_recent;

@@ -493,6 +493,71 @@ bool Workbench::startExportGguf(const QString& source, const QString& outFile, c
     return true;
 }
 
+bool Workbench::startExportQuantisedFolder(const QString& archivePath, const QString& outDir, const QString& format, QString* error)
+{
+    if (busy()) {
+        *error = tr("A job is already running.");
+        return false;
+    }
+    if (!QFileInfo(archivePath).isFile()) {
+        *error = tr("There is no archive at %1 to export.").arg(archivePath);
+        return false;
+    }
+    if (format != QLatin1String("gptq") && format != QLatin1String("aqlm")) {
+        *error = tr("Unknown export format %1.").arg(format);
+        return false;
+    }
+    launch(JobStatus::Kind::Export, [this, archivePath, outDir, format] {
+        const std::shared_ptr<std::atomic<bool>> stopFlag = m_stop;
+        GptqExportOptions options;
+        options.overwrite = true; // the user confirmed replacing an existing folder
+        options.onTensor = [&](int done, int total) {
+            JobStatus st;
+            st.kind = JobStatus::Kind::Export;
+            st.fraction = total ? double(done) / total : 0;
+            st.text = tr("writing tensor %1/%2").arg(done).arg(total);
+            postStatus(st);
+            return !stopFlag->load();
+        };
+        ExportOutcome out;
+        out.path = outDir;
+        Error failure;
+        if (format == QLatin1String("gptq")) {
+            auto r = exportGptq(archivePath.toStdString(), outDir.toStdString(), *m_registry, options);
+            if (r)
+                out.message = tr("Wrote the GPTQ folder %1: %2 matrices, %3-bit in groups of %4, %5 bits per weight with scales and zeros.")
+                                  .arg(outDir).arg(r->quantized).arg(r->bits).arg(r->groupSize).arg(r->bpwLinear, 0, 'f', 3);
+            else
+                failure = r.error();
+        } else {
+            auto r = exportAqlm(archivePath.toStdString(), outDir.toStdString(), *m_registry, options);
+            if (r)
+                out.message = tr("Wrote the AQLM folder %1: %2 matrices, one codebook of 2^%3 entries each (%4), %5 bits per weight.")
+                                  .arg(outDir).arg(r->quantized).arg(r->nbits)
+                                  .arg(r->sharedCodebooksCopied ? tr("the archive's shared codebooks copied into each") : tr("as in the archive"))
+                                  .arg(r->bpwLinear, 0, 'f', 3);
+            else
+                failure = r.error();
+        }
+        out.ok = out.message.size() > 0;
+        if (out.ok) {
+            for (const QFileInfo& f : QDir(outDir).entryInfoList(QDir::Files, QDir::Name)) {
+                out.bytes += static_cast<quint64>(f.size());
+                out.files << QStringLiteral("%1 (%2)").arg(f.fileName(), formatBytes(static_cast<quint64>(f.size())));
+            }
+        } else {
+            out.cancelled = failure.kind == ErrorKind::Cancelled;
+            out.errorKind = failure.kind;
+            out.message = out.cancelled ? tr("Export cancelled; nothing was left behind.") : QString::fromStdString(failure.message);
+        }
+        setDelivery([this, out] {
+            spdlog::log(out.ok || out.cancelled ? spdlog::level::info : spdlog::level::err, "export: {}", out.message.toStdString());
+            Q_EMIT exportFinished(out);
+        });
+    });
+    return true;
+}
+
 bool Workbench::startExportHf(const QString& archivePath, const QString& outDir, DType dtype, QString* error)
 {
     if (busy()) {

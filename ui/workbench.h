@@ -10,6 +10,7 @@
 #pragma once
 
 #include "pocket/archive/archive_gguf.h"
+#include "pocket/archive/archive_gptq.h"
 #include "pocket/io/checkpoint.h"
 #include "pocket/jobs/compress_job.h"
 #include "pocket/io/dtype.h"
@@ -165,6 +166,9 @@ public:
     // Writes an archive (or a model) as a GGUF that llama.cpp loads (exportGguf: exact Q4_1/Q5_1
     // where rtn/gptq codes fit, the rest decoded into the fallback type).
     bool startExportGguf(const QString& source, const QString& outFile, const pocket::ArchiveGgufOptions& options, QString* error);
+    // Writes an archive as a quantised Hugging Face folder: "gptq" (rtn/gptq archives made with
+    // zero=int) or "aqlm" (vq archives); what cannot be represented fails with the reason.
+    bool startExportQuantisedFolder(const QString& archivePath, const QString& outDir, const QString& format, QString* error);
     // Copies an archive to `destination` (temporary name, then rename), verifying it first.
     bool startExportArchive(const QString& archivePath, const QString& destination, QString* error);
     // Measures the sensitivity of each unit (recorded in the store; units stream via sensitivityUnits()).

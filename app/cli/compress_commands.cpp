@@ -340,6 +340,13 @@ int runExportAqlm(const Globals& g, const ExportOptions& o, std::chrono::steady_
     return kExitOk;
 }
 
+std::string fixedSci(double v)
+{
+    std::ostringstream o;
+    o << std::scientific << std::setprecision(2) << v;
+    return o.str();
+}
+
 // export SOURCE --format gguf|gptq|aqlm|hf: a GGUF that keeps rtn/gptq codes where a ggml block type fits,
 // or (hf) the decoded Hugging Face folder.
 int runExport(const Globals& g, const ExportOptions& o)
@@ -430,7 +437,7 @@ int runExport(const Globals& g, const ExportOptions& o)
     if (o.tensors)
         for (const auto& x : report->tensors)
             t << "  " << std::left << std::setw(48) << x.name << std::setw(7) << x.type << std::setw(8) << x.how
-              << (x.how == "exact" ? "" : x.reason) << "\n";
+              << (x.how == "exact" ? "codes copied, largest deviation " + fixedSci(x.maxDeviation) : x.reason) << "\n";
     emit(g, out, t.str());
     return kExitOk;
 }

@@ -50,12 +50,14 @@ ours() {
 peer() {
   local chunks=()
   [ -n "${4:-}" ] && chunks=(--chunks "$4")
-  # Into a file: through a pipe, llama.cpp's asynchronous log sometimes loses its last line at exit;
-  # the running estimate after the last chunk is the same figure.
-  "$bin/llama-perplexity" -m "$1" -f "$2" -c "$3" -t "$threads" "${chunks[@]}" >"$work/perplexity.log" 2>&1
-  local final
-  final="$(sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p' "$work/perplexity.log")"
-  [ -n "$final" ] || final="$(grep -o '\[[0-9]*\][0-9.]*' "$work/perplexity.log" | tail -1 | sed 's/.*\]//')"
+  # llama.cpp's asynchronous log now and then loses its last lines at exit (seen through a pipe and
+  # into a file alike), so a run without its "Final estimate" line is run again (three tries).
+  local final="" try
+  for try in 1 2 3; do
+    "$bin/llama-perplexity" -m "$1" -f "$2" -c "$3" -t "$threads" "${chunks[@]}" >"$work/perplexity.log" 2>&1 || true
+    final="$(sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p' "$work/perplexity.log")"
+    [ -n "$final" ] && break
+  done
   echo "$final"
 }
 row() { # LABEL TOLERANCE MODEL TEXT CTX [CHUNKS]: prints the row; counts a disagreement beyond TOLERANCE
@@ -183,6 +185,17 @@ ok = abs(d) <= tol
 print("%-52s %10.4f %10.4f %+9.2e  %s" % (label, ours, peer, d, ("within %g" if ok else "BEYOND %g") % tol))
 sys.exit(0 if ok else 1)
 EOF
+  done
+  # llama.cpp generates from every export (llama-simple, greedy, 24 tokens).
+  for spec in rtn-4b-g32 rtn-5b-g64 rtn-3b-g32 vq-d4-K256; do
+    local text
+    if [ -x "$bin/llama-simple" ] && text="$("$bin/llama-simple" -m "$work/$spec.gguf" -n 24 "Once upon a time" 2>/dev/null | tr '\n' ' ')" &&
+       [ "$(echo "$text" | wc -w)" -ge 10 ]; then
+      echo "generates  $spec: ${text:0:110}"
+    else
+      echo "generates  $spec: FAILED (llama-simple${bin:+ in $bin})"
+      disagreements=$((disagreements + 1))
+    fi
   done
   # The Q4_1 export dequantised to F32 by llama.cpp itself: the weights are the archive's (to fp16
   # rounding), so without llama.cpp's 8-bit activations the figures agree to the 4th digit.

@@ -40,14 +40,14 @@ build_tools() {
     git clone -q "$cache/npm/node_modules/node-llama-cpp/llama/gitRelease.bundle" "$cache/llama.cpp"
   fi
   local b="$cache/llama.cpp/build"
-  if [ ! -x "$b/bin/llama-perplexity" ] || [ ! -x "$b/bin/llama-tokenize" ] || ! grep -q "mno-amx" "$b/CMakeCache.txt" 2>/dev/null; then
+  if [ ! -x "$b/bin/llama-perplexity" ] || [ ! -x "$b/bin/llama-tokenize" ] || [ ! -x "$b/bin/llama-simple" ] || ! grep -q "mno-amx" "$b/CMakeCache.txt" 2>/dev/null; then
     # -march=native, but without AMX: where the kernel does not grant the tile state (seen here:
     # SIGILL on tilezero in ggml's AMX matmul for Q8_0) the quantised paths would crash.
     local noamx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
     cmake -S "$cache/llama.cpp" -B "$b" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF \
       -DCMAKE_C_FLAGS="$noamx" -DCMAKE_CXX_FLAGS="$noamx" -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TESTS=OFF >/dev/null
     cmake --build "$b" -j"$(nproc)" --target llama-quantize llama-perplexity llama-imatrix llama-bench \
-      llama-convert-llama2c-to-ggml llama-tokenize >/dev/null
+      llama-convert-llama2c-to-ggml llama-tokenize llama-simple >/dev/null
   fi
   echo "peer: tools in $b/bin"
 }
