@@ -648,46 +648,35 @@ bool MainWindow::startEval(bool compressed)
     return true;
 }
 
-bool MainWindow::exportArchiveTo(const QString& destination)
+bool MainWindow::exportStarted(bool started, const QString& error, const QString& target)
 {
-    QString error;
-    if (!m_workbench->startExportArchive(m_lastArchive, destination, &error)) {
+    if (!started) {
         m_lastError = error;
         showError(tr("Cannot export"), error);
         return false;
     }
-    m_lastExportDir = QFileInfo(destination).absolutePath();
+    m_lastExportDir = QFileInfo(target).absolutePath();
     m_jobLabel->setText(tr("Exporting"));
     updateActions();
     return true;
+}
+
+bool MainWindow::exportArchiveTo(const QString& destination)
+{
+    QString error;
+    return exportStarted(m_workbench->startExportArchive(m_lastArchive, destination, &error), error, destination);
 }
 
 bool MainWindow::exportHfTo(const QString& folder)
 {
     QString error;
-    if (!m_workbench->startExportHf(m_lastArchive, folder, DType::F16, &error)) {
-        m_lastError = error;
-        showError(tr("Cannot export"), error);
-        return false;
-    }
-    m_lastExportDir = QFileInfo(folder).absolutePath();
-    m_jobLabel->setText(tr("Exporting"));
-    updateActions();
-    return true;
+    return exportStarted(m_workbench->startExportHf(m_lastArchive, folder, DType::F16, &error), error, folder);
 }
 
 bool MainWindow::exportQuantisedFolderTo(const QString& folder, const QString& format)
 {
     QString error;
-    if (!m_workbench->startExportQuantisedFolder(m_lastArchive, folder, format, &error)) {
-        m_lastError = error;
-        showError(tr("Cannot export"), error);
-        return false;
-    }
-    m_lastExportDir = QFileInfo(folder).absolutePath();
-    m_jobLabel->setText(tr("Exporting"));
-    updateActions();
-    return true;
+    return exportStarted(m_workbench->startExportQuantisedFolder(m_lastArchive, folder, format, &error), error, folder);
 }
 
 QString MainWindow::ggufExportSource() const
@@ -700,15 +689,7 @@ QString MainWindow::ggufExportSource() const
 bool MainWindow::exportGgufTo(const QString& file, const ArchiveGgufOptions& options)
 {
     QString error;
-    if (!m_workbench->startExportGguf(ggufExportSource(), file, options, &error)) {
-        m_lastError = error;
-        showError(tr("Cannot export"), error);
-        return false;
-    }
-    m_lastExportDir = QFileInfo(file).absolutePath();
-    m_jobLabel->setText(tr("Exporting"));
-    updateActions();
-    return true;
+    return exportStarted(m_workbench->startExportGguf(ggufExportSource(), file, options, &error), error, file);
 }
 
 void MainWindow::onProgress(const JobStatus& status)

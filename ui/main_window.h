@@ -79,6 +79,8 @@ protected:
     void dropEvent(QDropEvent* event) override;
 
 private:
+    // After an export was asked to start: the error shown, or the job shown as running.
+    bool exportStarted(bool started, const QString& error, const QString& target);
     void buildActions();
     void buildLayout();
     void buildDocks();

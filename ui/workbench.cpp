@@ -434,6 +434,42 @@ bool Workbench::startEval(const EvalJobParams& params, QString* error)
     return true;
 }
 
+std::function<bool(int, int)> Workbench::exportProgress(const QString& text, std::shared_ptr<std::atomic<bool>> stop)
+{
+    return [this, text, stop](int done, int total) {
+        JobStatus st;
+        st.kind = JobStatus::Kind::Export;
+        st.fraction = total ? double(done) / total : 0;
+        st.text = text.arg(done).arg(total);
+        postStatus(st);
+        return !stop->load();
+    };
+}
+
+void Workbench::exportFailed(ExportOutcome& outcome, const Error& error)
+{
+    outcome.ok = false;
+    outcome.cancelled = error.kind == ErrorKind::Cancelled;
+    outcome.errorKind = error.kind;
+    outcome.message = outcome.cancelled ? tr("Export cancelled; nothing was left behind.") : QString::fromStdString(error.message);
+}
+
+void Workbench::listWrittenFiles(ExportOutcome& outcome, const QString& folder)
+{
+    for (const QFileInfo& f : QDir(folder).entryInfoList(QDir::Files, QDir::Name)) {
+        outcome.bytes += static_cast<quint64>(f.size());
+        outcome.files << QStringLiteral("%1 (%2)").arg(f.fileName(), formatBytes(static_cast<quint64>(f.size())));
+    }
+}
+
+void Workbench::deliverExport(const ExportOutcome& outcome)
+{
+    setDelivery([this, outcome] {
+        spdlog::log(outcome.ok || outcome.cancelled ? spdlog::level::info : spdlog::level::err, "export: {}", outcome.message.toStdString());
+        Q_EMIT exportFinished(outcome);
+    });
+}
+
 bool Workbench::startExportGguf(const QString& source, const QString& outFile, const ArchiveGgufOptions& options, QString* error)
 {
     if (busy()) {
@@ -448,14 +484,7 @@ bool Workbench::startExportGguf(const QString& source, const QString& outFile, c
         const std::shared_ptr<std::atomic<bool>> stopFlag = m_stop;
         ArchiveGgufOptions o = options;
         o.overwrite = true; // the user confirmed replacing an existing file
-        o.onTensor = [&](int done, int total) {
-            JobStatus st;
-            st.kind = JobStatus::Kind::Export;
-            st.fraction = total ? double(done) / total : 0;
-            st.text = tr("writing tensor %1/%2").arg(done).arg(total);
-            postStatus(st);
-            return !stopFlag->load();
-        };
+        o.onTensor = exportProgress(tr("writing tensor %1/%2"), stopFlag);
         auto report = exportGguf(source.toStdString(), outFile.toStdString(), *m_registry, o);
         ExportOutcome out;
         out.path = outFile;
@@ -481,14 +510,9 @@ bool Workbench::startExportGguf(const QString& source, const QString& outFile, c
             for (const auto& [why, n] : decodedWhy)
                 out.files << tr("decoded (%1): %2").arg(n).arg(why);
         } else {
-            out.cancelled = report.kind() == ErrorKind::Cancelled;
-            out.errorKind = report.kind();
-            out.message = out.cancelled ? tr("Export cancelled; nothing was left behind.") : QString::fromStdString(report.message());
+            exportFailed(out, report.error());
         }
-        setDelivery([this, out] {
-            spdlog::log(out.ok || out.cancelled ? spdlog::level::info : spdlog::level::err, "export: {}", out.message.toStdString());
-            Q_EMIT exportFinished(out);
-        });
+        deliverExport(out);
     });
     return true;
 }
@@ -511,14 +535,7 @@ bool Workbench::startExportQuantisedFolder(const QString& archivePath, const QSt
         const std::shared_ptr<std::atomic<bool>> stopFlag = m_stop;
         GptqExportOptions options;
         options.overwrite = true; // the user confirmed replacing an existing folder
-        options.onTensor = [&](int done, int total) {
-            JobStatus st;
-            st.kind = JobStatus::Kind::Export;
-            st.fraction = total ? double(done) / total : 0;
-            st.text = tr("writing tensor %1/%2").arg(done).arg(total);
-            postStatus(st);
-            return !stopFlag->load();
-        };
+        options.onTensor = exportProgress(tr("writing tensor %1/%2"), stopFlag);
         ExportOutcome out;
         out.path = outDir;
         Error failure;
@@ -540,20 +557,11 @@ bool Workbench::startExportQuantisedFolder(const QString& archivePath, const QSt
                 failure = r.error();
         }
         out.ok = out.message.size() > 0;
-        if (out.ok) {
-            for (const QFileInfo& f : QDir(outDir).entryInfoList(QDir::Files, QDir::Name)) {
-                out.bytes += static_cast<quint64>(f.size());
-                out.files << QStringLiteral("%1 (%2)").arg(f.fileName(), formatBytes(static_cast<quint64>(f.size())));
-            }
-        } else {
-            out.cancelled = failure.kind == ErrorKind::Cancelled;
-            out.errorKind = failure.kind;
-            out.message = out.cancelled ? tr("Export cancelled; nothing was left behind.") : QString::fromStdString(failure.message);
-        }
-        setDelivery([this, out] {
-            spdlog::log(out.ok || out.cancelled ? spdlog::level::info : spdlog::level::err, "export: {}", out.message.toStdString());
-            Q_EMIT exportFinished(out);
-        });
+        if (out.ok)
+            listWrittenFiles(out, outDir);
+        else
+            exportFailed(out, failure);
+        deliverExport(out);
     });
     return true;
 }
@@ -573,34 +581,18 @@ bool Workbench::startExportHf(const QString& archivePath, const QString& outDir,
         HfWriteOptions options;
         options.dtype = dtype;
         options.overwrite = true; // the user confirmed replacing an existing folder
-        options.onTensor = [&](int done, int total) {
-            JobStatus st;
-            st.kind = JobStatus::Kind::Export;
-            st.fraction = total ? double(done) / total : 0;
-            st.text = tr("decoding and writing tensor %1/%2").arg(done).arg(total);
-            postStatus(st);
-            return !stopFlag->load();
-        };
+        options.onTensor = exportProgress(tr("decoding and writing tensor %1/%2"), stopFlag);
         const Status status = decompressArchive(archivePath.toStdString(), *m_registry, outDir.toStdString(), options);
         ExportOutcome o;
         o.path = outDir;
         if (status) {
             o.ok = true;
-            const QFileInfoList files = QDir(outDir).entryInfoList(QDir::Files, QDir::Name);
-            for (const QFileInfo& f : files) {
-                o.bytes += static_cast<quint64>(f.size());
-                o.files << QStringLiteral("%1 (%2)").arg(f.fileName(), formatBytes(static_cast<quint64>(f.size())));
-            }
-            o.message = tr("Wrote the Hugging Face folder %1: %2 files, %3.").arg(outDir).arg(files.size()).arg(formatBytes(o.bytes));
+            listWrittenFiles(o, outDir);
+            o.message = tr("Wrote the Hugging Face folder %1: %2 files, %3.").arg(outDir).arg(o.files.size()).arg(formatBytes(o.bytes));
         } else {
-            o.cancelled = status.cancelled();
-            o.errorKind = status.kind();
-            o.message = o.cancelled ? tr("Export cancelled; nothing was left behind.") : QString::fromStdString(status.message());
+            exportFailed(o, status.error());
         }
-        setDelivery([this, o] {
-            spdlog::log(o.ok || o.cancelled ? spdlog::level::info : spdlog::level::err, "export: {}", o.message.toStdString());
-            Q_EMIT exportFinished(o);
-        });
+        deliverExport(o);
     });
     return true;
 }
@@ -676,10 +668,7 @@ bool Workbench::startExportArchive(const QString& archivePath, const QString& de
                 }
             }
         }
-        setDelivery([this, o] {
-            spdlog::log(o.ok || o.cancelled ? spdlog::level::info : spdlog::level::err, "export: {}", o.message.toStdString());
-            Q_EMIT exportFinished(o);
-        });
+        deliverExport(o);
     });
     return true;
 }

@@ -215,6 +215,12 @@ private:
     void setDelivery(std::function<void()> deliver);
     void drainMetrics();
     void postStatus(const JobStatus& status);
+    // The export jobs' shared parts: per-tensor progress ("%1/%2" in `text`) that stops when asked,
+    // an outcome failed by `error`, the files of a written folder, and the delivery on the GUI thread.
+    std::function<bool(int, int)> exportProgress(const QString& text, std::shared_ptr<std::atomic<bool>> stop);
+    static void exportFailed(ExportOutcome& outcome, const pocket::Error& error);
+    static void listWrittenFiles(ExportOutcome& outcome, const QString& folder);
+    void deliverExport(const ExportOutcome& outcome);
 
     std::unique_ptr<pocket::MethodRegistry> m_registry;
     std::unique_ptr<pocket::Checkpoint> m_checkpoint;

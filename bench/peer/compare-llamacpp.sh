@@ -60,23 +60,27 @@ peer() {
   done
   echo "$final"
 }
-row() { # LABEL TOLERANCE MODEL TEXT CTX [CHUNKS]: prints the row; counts a disagreement beyond TOLERANCE
+pair_row() { # LABEL TOLERANCE OURS_MODEL PEER_MODEL TEXT CTX [CHUNKS]: our figure on one file, llama.cpp's on
+  # another (an archive and its export); prints the row; counts a disagreement beyond TOLERANCE
   local o p
-  read -r o _ < <(ours "$3" "$4" "$5" "${6:-}")
-  p="$(peer "$3" "$4" "$5" "${6:-}")"
+  read -r o _ < <(ours "$3" "$5" "$6" "${7:-}")
+  p="$(peer "$4" "$5" "$6" "${7:-}")"
   python3 - "$1" "$2" "$o" "$p" <<'EOF' || disagreements=$((disagreements + 1))
 import sys
 label, tol, ours, peer = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
 d = ours / peer - 1
 ok = abs(d) <= tol
-print("%-36s %10.4f %10.4f %+9.2e  %s" % (label, ours, peer, d, ("within %g" if ok else "BEYOND %g") % tol))
+print("%-52s %10.4f %10.4f %+9.2e  %s" % (label, ours, peer, d, ("within %g" if ok else "BEYOND %g") % tol))
 sys.exit(0 if ok else 1)
 EOF
+}
+row() { # LABEL TOLERANCE MODEL TEXT CTX [CHUNKS]: both figures on the same file
+  pair_row "$1" "$2" "$3" "$3" "${@:4}"
 }
 
 stories_rows() { # [CHUNKS]
   local chunks="${1:-}" label="TinyStories${1:+ $1x256}"
-  printf '%-36s %10s %10s %9s\n' "model @ ctx, text" "ours" "llama.cpp" "rel.diff"
+  printf '%-52s %10s %10s %9s\n' "model @ ctx, text" "ours" "llama.cpp" "rel.diff"
   row "stories260K-F32 @256 $label" 1e-4 "$m/stories260K-F32.gguf" "$stories" 256 "$chunks"
   for t in Q8_0 Q4_0; do
     row "stories260K-$t @256 $label" 1e-3 "$m/stories260K-$t.gguf" "$stories" 256 "$chunks"
@@ -167,24 +171,16 @@ EOF
 # for F16 matrices), on stories260K at ctx 256 over the first 16 chunks.
 exports() {
   echo "== exports: ours on the archive vs llama-perplexity on its GGUF export (stories260K, ctx 256, 16 chunks)"
-  printf '%-36s %10s %10s %9s\n' "archive -> export" "ours" "llama.cpp" "rel.diff"
-  local src="$here/resources/models/stories260K/stories260K.bin" spec name o p
+  printf '%-52s %10s %10s %9s\n' "archive -> export" "ours" "llama.cpp" "rel.diff"
+  local src="$here/resources/models/stories260K/stories260K.bin" spec name summary
   for spec in "rtn-4b-g32:--method rtn --set bits=4 --set group=32" "rtn-5b-g64:--method rtn --set bits=5 --set group=64" \
               "rtn-3b-g32:--method rtn --set bits=3 --set group=32" "vq-d4-K256:--method vq --set d=4 --set K=256"; do
     name="${spec%%:*}"
     # shellcheck disable=SC2086
     "$cli" --no-store -q compress "$src" -o "$work/$name.pllm" ${spec#*:} >/dev/null 2>&1
-    "$cli" --no-store -q export "$work/$name.pllm" -o "$work/$name.gguf" >/dev/null
-    read -r o _ < <(ours "$work/$name.pllm" "$stories" 256 16)
-    p="$(peer "$work/$name.gguf" "$stories" 256 16)"
-    python3 - "$name ($("$cli" --no-store --json export "$work/$name.pllm" -o "$work/$name.gguf" --force | python3 -c 'import json,sys; r=json.load(sys.stdin); print("%d exact, %d decoded, %.2f bpw" % (r["exact"], r["decoded"], r["bpw_linear"]))'))" 1e-3 "$o" "$p" <<'EOF' || disagreements=$((disagreements + 1))
-import sys
-label, tol, ours, peer = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
-d = ours / peer - 1
-ok = abs(d) <= tol
-print("%-52s %10.4f %10.4f %+9.2e  %s" % (label, ours, peer, d, ("within %g" if ok else "BEYOND %g") % tol))
-sys.exit(0 if ok else 1)
-EOF
+    summary="$("$cli" --no-store --json export "$work/$name.pllm" -o "$work/$name.gguf" |
+      python3 -c 'import json,sys; r=json.load(sys.stdin); print("%d exact, %d decoded, %.2f bpw" % (r["exact"], r["decoded"], r["bpw_linear"]))')"
+    pair_row "$name ($summary)" 1e-3 "$work/$name.pllm" "$work/$name.gguf" "$stories" 256 16
   done
   # llama.cpp generates from every export (llama-simple, greedy, 24 tokens).
   for spec in rtn-4b-g32 rtn-5b-g64 rtn-3b-g32 vq-d4-K256; do
