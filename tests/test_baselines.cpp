@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cmath>
+#include <cstring>
 #include <map>
 #include <random>
 
@@ -410,6 +411,68 @@ private Q_SLOTS:
         auto r = method(id).decode(p);
         QVERIFY(!r.ok());
         QVERIFY2(r.message().find(expected.toStdString()) != std::string::npos, r.message().c_str());
+        // The fast decoder refuses the same payload, when it is prepared or when the matrix is decoded.
+        auto decoder = method(id).prepareDecoder(p);
+        Status status = decoder ? Status{} : Status{decoder.error()};
+        if (decoder) {
+            std::vector<float> out(8 * 16);
+            status = (*decoder)->decodeMatrix(0, out.data(), 2);
+        }
+        QVERIFY(!status.ok());
+        QVERIFY2(status.message().find(expected.toStdString()) != std::string::npos, status.message().c_str());
+    }
+
+    // The payload decoders inference uses give decode()'s weights bit for bit, whatever the
+    // thread count, bit width, group width, odd shapes and row scales.
+    void fastDecodersMatchDecodeBitForBit_data()
+    {
+        QTest::addColumn<QString>("methodId");
+        QTest::addColumn<QString>("settings");
+        QTest::addColumn<int>("cols");
+        for (int bits = 2; bits <= 8; ++bits)
+            for (const char* group : {"0", "7", "32", "128"})
+                QTest::newRow(qPrintable(QString("rtn %1 bits g%2").arg(bits).arg(group)))
+                    << "rtn" << QString("bits=%1 group=%2").arg(bits).arg(group) << 172;
+        QTest::newRow("rtn odd cols") << "rtn" << "bits=4 group=16" << 173;
+        QTest::newRow("rtn zero=int") << "rtn" << "bits=4 group=32 zero=int" << 172;
+        QTest::newRow("rtn 3 bits zero=int") << "rtn" << "bits=3 group=64 zero=int" << 171;
+        for (const char* d : {"1", "2", "3", "4", "8"})
+            QTest::newRow(qPrintable(QString("vq d%1").arg(d))) << "vq" << QString("d=%1 K=300").arg(d) << 172;
+        QTest::newRow("vq row scales") << "vq" << "d=4 K=64 row_scale=true" << 173;
+        QTest::newRow("vq 2 codewords") << "vq" << "d=2 K=2" << 64;
+        QTest::newRow("pocketllm") << "pocketllm" << "d=4 K=64 epochs=1" << 64;
+    }
+    void fastDecodersMatchDecodeBitForBit()
+    {
+        QFETCH(QString, methodId);
+        QFETCH(QString, settings);
+        QFETCH(int, cols);
+        const std::string id = methodId.toStdString();
+        std::vector<std::string> assignments;
+        for (const QString& s : settings.split(' ', Qt::SkipEmptyParts))
+            assignments.push_back(s.toStdString());
+        const MatrixGroup group = groupOf({randomMatrix("a", 40, cols, 11), randomMatrix("b", 24, cols, 12)});
+        const GroupPayload p = compressOrDie(id, group, paramsOf(id, assignments));
+        auto want = method(id).decode(p);
+        if (!want)
+            QFAIL(want.message().c_str());
+        auto decoder = method(id).prepareDecoder(p);
+        if (!decoder)
+            QFAIL(decoder.message().c_str());
+        QCOMPARE((*decoder)->matrixCount(), p.matrices.size());
+        QVERIFY((*decoder)->bytes() > 0);
+        for (std::size_t i = 0; i < p.matrices.size(); ++i)
+            for (int threads : {1, 3}) {
+                std::vector<float> got(static_cast<std::size_t>(p.matrices[i].ref.weights()), -1234.5f);
+                auto status = (*decoder)->decodeMatrix(i, got.data(), threads);
+                if (!status)
+                    QFAIL(status.message().c_str());
+                QCOMPARE(got.size(), (*want)[i].size());
+                QVERIFY2(std::memcmp(got.data(), (*want)[i].data(), got.size() * sizeof(float)) == 0,
+                         qPrintable(QString("matrix %1, %2 threads differs").arg(i).arg(threads)));
+            }
+        std::vector<float> out(1);
+        QVERIFY(!(*decoder)->decodeMatrix(p.matrices.size(), out.data(), 1).ok());
     }
 };
 

@@ -2,10 +2,12 @@
 // how core's errors are shown (exit code from the error's kind, core's setting names as flags).
 #pragma once
 
+#include "pocket/archive/archive_checkpoint.h"
 #include "pocket/support/app_paths.h"
 #include "pocket/support/result.h"
 #include "pocket/support/timing.h"
 
+#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
@@ -82,6 +84,13 @@ std::string cliMessage(const pocket::Error& error);
 
 // Reports a core error with cliMessage() and returns exitCodeOf().
 int fail(const Globals& g, const pocket::Error& error);
+
+// --precision and --memory-budget, shared by eval and generate.
+void addRunOptions(CLI::App* command, std::string& precision, std::string& memoryBudget);
+pocket::Result<pocket::RunOptions> runOptions(const std::string& precision, const std::string& memoryBudget);
+// Where the weight memory went: JSON and one line of text.
+ordered_json memoryJson(const pocket::WeightMemory& memory);
+std::string memoryText(const pocket::WeightMemory& memory);
 
 inline void emit(const Globals& g, const ordered_json& object, const std::string& text)
 {

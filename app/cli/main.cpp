@@ -8,6 +8,7 @@
 #include "cli_common.h"
 #include "compress_commands.h"
 #include "model_commands.h"
+#include "generate_commands.h"
 #include "store_commands.h"
 
 #include <CLI/CLI.hpp>
@@ -39,6 +40,8 @@ int main(int argc, char** argv)
 
     ModelCommands modelCommands;
     addModelCommands(app, modelCommands);
+    GenerateCommands generateCommands;
+    addGenerateCommands(app, generateCommands);
     CompressCommands compressCommands;
     addCompressCommands(app, compressCommands);
     StoreCommands storeCommands;
@@ -76,6 +79,7 @@ int main(int argc, char** argv)
     spdlog::debug("pocketllm-cli {} ({}) started", POCKET_VERSION, POCKET_GIT_REVISION);
     try {
         if (const int code = runModelCommands(g, modelCommands); code >= 0) return code;
+        if (const int code = runGenerateCommands(g, generateCommands); code >= 0) return code;
         if (const int code = runCompressCommands(g, compressCommands); code >= 0) return code;
         if (const int code = runStoreCommands(g, storeCommands); code >= 0) return code;
         if (const int code = runAnalysisCommands(g, analysisCommands); code >= 0) return code;

@@ -170,6 +170,10 @@ int runEval(const Globals& g, const EvalOptions& o)
     params.eval.scoring = *scoring;
     params.eval.maxTokens = o.maxTokens;
     params.eval.batch = o.batch;
+    auto run = runOptions(o.precision, o.memoryBudget);
+    if (!run)
+        return fail(g, run.error());
+    params.run = *run;
     pocket::setComputeThreads(o.threads);
 
     ProgressLine progress(!g.quiet);
@@ -213,7 +217,9 @@ int runEval(const Globals& g, const EvalOptions& o)
                      {"load_s", loadSeconds},
                      {"tokenize_s", tokenizeSeconds},
                      {"total_s", job->totalSeconds},
-                     {"peak_rss_mb", peakRssMb()}};
+                     {"peak_rss_mb", peakRssMb()},
+                     {"precision", pocket::computePrecisionName(params.run.precision)},
+                     {"memory", memoryJson(job->memory)}};
     if (job->runId > 0)
         out["run_id"] = job->runId;
     std::ostringstream t;
@@ -222,7 +228,8 @@ int runEval(const Globals& g, const EvalOptions& o)
       << "tokens       " << r.tokensScored << " scored in " << r.windows << " windows of ctx " << r.ctx << " (stride " << r.stride << ")\n"
       << std::setprecision(1) << "speed        " << r.tokensPerSecond << " tokens/s over " << r.elapsedSeconds << " s (" << pocket::computeThreads()
       << " threads, batch " << r.batch << "); load " << loadSeconds << " s\n"
-      << "peak RSS     " << peakRssMb() << " MiB\n";
+      << "peak RSS     " << peakRssMb() << " MiB\n"
+      << "weights      " << memoryText(job->memory) << " (" << pocket::computePrecisionName(params.run.precision) << ")\n";
     emit(g, out, t.str());
     spdlog::debug("eval {} on {}: ppl {:.4f} over {} tokens", o.model, o.text, r.perplexity, r.tokensScored);
     return kExitOk;
@@ -418,6 +425,7 @@ void addModelCommands(CLI::App& app, ModelCommands& c)
     c.eval->add_option("--max-tokens", c.evalOptions.maxTokens, "Score at most this many tokens (default: all)")->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 40));
     c.eval->add_option("--batch", c.evalOptions.batch, "Windows per forward pass (default: automatic)")->check(CLI::Range(1, 4096));
     c.eval->add_option("--threads", c.evalOptions.threads, "Compute threads (default: one per core)")->check(CLI::Range(1, 1024));
+    addRunOptions(c.eval, c.evalOptions.precision, c.evalOptions.memoryBudget);
 
     c.convert = app.add_subcommand("convert", "Convert a checkpoint (llama2.c, GGUF, ...) to a Hugging Face folder or a GGUF file");
     c.convert->add_option("MODEL", c.convertModel, "Model to convert: HF folder, llama2.c .bin, or .gguf")->required();

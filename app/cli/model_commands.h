@@ -26,6 +26,8 @@ struct EvalOptions {
     std::int64_t maxTokens = 0;
     int batch = 0;
     int threads = 0;
+    std::string precision = "fp32";
+    std::string memoryBudget;
 };
 
 struct WriteOptions {

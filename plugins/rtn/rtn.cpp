@@ -40,6 +40,7 @@ public:
     }
 
     Result<std::vector<std::vector<float>>> decode(const GroupPayload& p) const override { return uniform::decodePayload(p, "rtn"); }
+    Result<std::unique_ptr<PayloadDecoder>> prepareDecoder(GroupPayload p) const override { return uniform::UniformDecoder::make(std::move(p), "rtn"); }
 
 protected:
     Status compressInto(const MatrixGroup& group, const ParamSet& params, const CompressContext& context, GroupPayload& p) override

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -61,6 +62,117 @@ const MethodInfo& methodInfo()
 
 using namespace vqcommon;
 
+// The checked layout of a vq payload: codebook (as float), index width, sections per matrix.
+struct VqLayout {
+    int d = 0;
+    std::int64_t k = 0;
+    int bits = 0;
+    std::vector<float> codebook;                      // K * d
+    std::vector<const PayloadSection*> indices;       // per matrix
+    std::vector<std::vector<float>> rowScales;        // per matrix; empty without row scales
+
+    static Result<VqLayout> check(const GroupPayload& p)
+    {
+        const auto meta = nlohmann::json::parse(p.metaJson, nullptr, false);
+        if (!meta.is_object() || !meta.contains("d") || !meta["d"].is_number_integer() || !meta.contains("K") ||
+            !meta["K"].is_number_integer())
+            return Error{"vq: group " + p.groupId + ": bad metadata"};
+        VqLayout l;
+        l.d = meta["d"].get<int>();
+        l.k = meta["K"].get<std::int64_t>();
+        if (l.d < 1 || l.d > 64 || l.k < 2 || l.k > (1 << 20))
+            return Error{"vq: group " + p.groupId + ": metadata out of range"};
+        const PayloadSection* codebookSection = p.section("codebook");
+        if (!codebookSection || codebookSection->bytes.size() != static_cast<std::size_t>(l.k * l.d) * 2)
+            return Error{"vq: group " + p.groupId + ": codebook section missing or of the wrong size"};
+        l.codebook.resize(static_cast<std::size_t>(l.k * l.d));
+        convertToFloat(DType::F16, codebookSection->bytes.data(), l.codebook.size(), l.codebook.data());
+        l.bits = indexBits(l.k);
+        const bool rowScaled = meta.contains("row_scale") && meta["row_scale"].is_boolean() && meta["row_scale"].get<bool>();
+        for (const MatrixResult& r : p.matrices) {
+            if (r.ref.rows < 1 || r.ref.cols < 1)
+                return Error{"vq: " + r.ref.name + ": bad shape"};
+            const PayloadSection* section = p.section("indices/" + r.ref.name);
+            const auto count = static_cast<std::uint64_t>(subvectorCount(r.ref, l.d));
+            if (!section || section->bytes.size() < (count * static_cast<std::uint64_t>(l.bits) + 7) / 8)
+                return Error{"vq: " + r.ref.name + ": index section missing or too short"};
+            l.indices.push_back(section);
+            l.rowScales.emplace_back();
+            if (rowScaled) {
+                const PayloadSection* scales = p.section("row_scales/" + r.ref.name);
+                if (!scales || scales->bytes.size() != static_cast<std::size_t>(r.ref.rows) * 2)
+                    return Error{"vq: " + r.ref.name + ": row scale section missing or of the wrong size"};
+                l.rowScales.back().resize(static_cast<std::size_t>(r.ref.rows));
+                convertToFloat(DType::F16, scales->bytes.data(), l.rowScales.back().size(), l.rowScales.back().data());
+            }
+        }
+        return l;
+    }
+};
+
+// The fast decoder: each row is gathered straight from the codebook (no sub-vector copy of the
+// matrix, no unpacked index array), rows split over threads.
+class VqDecoder final : public PayloadDecoder {
+public:
+    static Result<std::unique_ptr<PayloadDecoder>> make(GroupPayload p)
+    {
+        std::unique_ptr<VqDecoder> dec(new VqDecoder);
+        dec->m_payload = std::move(p);
+        auto layout = VqLayout::check(dec->m_payload);
+        if (!layout)
+            return layout.error();
+        dec->m_layout = std::move(*layout);
+        return std::unique_ptr<PayloadDecoder>(std::move(dec));
+    }
+    std::size_t matrixCount() const override { return m_payload.matrices.size(); }
+    const MatrixRef& matrix(std::size_t index) const override { return m_payload.matrices.at(index).ref; }
+    std::uint64_t bytes() const override
+    {
+        std::uint64_t n = payloadBytes(m_payload) + m_layout.codebook.size() * sizeof(float);
+        for (const auto& rs : m_layout.rowScales)
+            n += rs.size() * sizeof(float);
+        return n;
+    }
+    Status decodeMatrix(std::size_t index, float* out, int threads) const override
+    {
+        if (index >= m_payload.matrices.size())
+            return Error::internal("decodeMatrix: no matrix " + std::to_string(index) + " in group " + m_payload.groupId);
+        const MatrixRef& ref = m_payload.matrices[index].ref;
+        const int d = m_layout.d;
+        const std::int64_t blocks = (ref.cols + d - 1) / d;
+        const PayloadSection& section = *m_layout.indices[index];
+        const std::vector<float>& rs = m_layout.rowScales[index];
+        std::atomic<bool> outOfRange{false};
+        parallelFor(ref.rows, threads, std::max<std::int64_t>(1, 65536 / ref.cols), [&](std::int64_t r0, std::int64_t r1) {
+            for (std::int64_t row = r0; row < r1; ++row) {
+                float* dst = out + row * ref.cols;
+                for (std::int64_t b = 0; b < blocks; ++b) {
+                    const std::uint32_t code = packedValue(section.bytes.data(), section.bytes.size(),
+                                                           static_cast<std::uint64_t>(b * ref.rows + row), m_layout.bits);
+                    if (code >= static_cast<std::uint64_t>(m_layout.k)) {
+                        outOfRange = true;
+                        return;
+                    }
+                    const std::int64_t width = std::min<std::int64_t>(d, ref.cols - b * d);
+                    std::memcpy(dst + b * d, &m_layout.codebook[static_cast<std::size_t>(code) * static_cast<std::size_t>(d)],
+                                sizeof(float) * static_cast<std::size_t>(width));
+                }
+                if (!rs.empty())
+                    for (std::int64_t c = 0; c < ref.cols; ++c)
+                        dst[c] *= rs[static_cast<std::size_t>(row)];
+            }
+        });
+        if (outOfRange)
+            return Error{"vq: " + ref.name + ": index out of the codebook's range"};
+        return {};
+    }
+
+private:
+    VqDecoder() = default;
+    GroupPayload m_payload;
+    VqLayout m_layout;
+};
+
 class VqMethod final : public MethodBase {
 public:
     VqMethod() : MethodBase(methodInfo()) {}
@@ -94,52 +206,36 @@ public:
 
     Result<std::vector<std::vector<float>>> decode(const GroupPayload& p) const override
     {
-        const auto meta = nlohmann::json::parse(p.metaJson, nullptr, false);
-        if (!meta.is_object() || !meta.contains("d") || !meta["d"].is_number_integer() || !meta.contains("K") ||
-            !meta["K"].is_number_integer())
-            return Error{"vq: group " + p.groupId + ": bad metadata"};
-        const int d = meta["d"].get<int>();
-        const std::int64_t k = meta["K"].get<std::int64_t>();
-        if (d < 1 || d > 64 || k < 2 || k > (1 << 20))
-            return Error{"vq: group " + p.groupId + ": metadata out of range"};
-        const PayloadSection* codebookSection = p.section("codebook");
-        if (!codebookSection || codebookSection->bytes.size() != static_cast<std::size_t>(k * d) * 2)
-            return Error{"vq: group " + p.groupId + ": codebook section missing or of the wrong size"};
-        std::vector<float> codebook(static_cast<std::size_t>(k * d));
-        convertToFloat(DType::F16, codebookSection->bytes.data(), codebook.size(), codebook.data());
-        const int bits = indexBits(k);
-        const bool rowScaled = meta.contains("row_scale") && meta["row_scale"].is_boolean() && meta["row_scale"].get<bool>();
+        auto layout = VqLayout::check(p);
+        if (!layout)
+            return layout.error();
+        const int d = layout->d;
         std::vector<std::vector<float>> out;
-        for (const MatrixResult& r : p.matrices) {
-            const std::int64_t count = subvectorCount(r.ref, d);
-            if (r.ref.rows < 1 || r.ref.cols < 1)
-                return Error{"vq: " + r.ref.name + ": bad shape"};
-            const PayloadSection* section = p.section("indices/" + r.ref.name);
+        for (std::size_t mi = 0; mi < p.matrices.size(); ++mi) {
+            const MatrixRef& ref = p.matrices[mi].ref;
+            const std::int64_t count = subvectorCount(ref, d);
             std::vector<std::int32_t> idx(static_cast<std::size_t>(count));
-            if (!section || !unpackBits(section->bytes.data(), section->bytes.size(), count, bits, idx.data()))
-                return Error{"vq: " + r.ref.name + ": index section missing or too short"};
+            const PayloadSection* section = layout->indices[mi];
+            if (!unpackBits(section->bytes.data(), section->bytes.size(), count, layout->bits, idx.data()))
+                return Error{"vq: " + ref.name + ": index section missing or too short"};
             std::vector<float> sub(static_cast<std::size_t>(count * d));
             for (std::int64_t i = 0; i < count; ++i) {
-                if (idx[i] >= k)
-                    return Error{"vq: " + r.ref.name + ": index out of the codebook's range"};
-                std::memcpy(&sub[i * d], &codebook[idx[i] * d], sizeof(float) * d);
+                if (idx[i] >= layout->k)
+                    return Error{"vq: " + ref.name + ": index out of the codebook's range"};
+                std::memcpy(&sub[i * d], &layout->codebook[idx[i] * d], sizeof(float) * d);
             }
-            std::vector<float> w(static_cast<std::size_t>(r.ref.weights()));
-            fromSubvectors(sub.data(), r.ref.rows, r.ref.cols, d, w.data());
-            if (rowScaled) {
-                const PayloadSection* scales = p.section("row_scales/" + r.ref.name);
-                if (!scales || scales->bytes.size() != static_cast<std::size_t>(r.ref.rows) * 2)
-                    return Error{"vq: " + r.ref.name + ": row scale section missing or of the wrong size"};
-                std::vector<float> rs(static_cast<std::size_t>(r.ref.rows));
-                convertToFloat(DType::F16, scales->bytes.data(), rs.size(), rs.data());
-                for (std::int64_t row = 0; row < r.ref.rows; ++row)
-                    for (std::int64_t c = 0; c < r.ref.cols; ++c)
-                        w[row * r.ref.cols + c] *= rs[static_cast<std::size_t>(row)];
-            }
+            std::vector<float> w(static_cast<std::size_t>(ref.weights()));
+            fromSubvectors(sub.data(), ref.rows, ref.cols, d, w.data());
+            if (!layout->rowScales[mi].empty())
+                for (std::int64_t row = 0; row < ref.rows; ++row)
+                    for (std::int64_t c = 0; c < ref.cols; ++c)
+                        w[row * ref.cols + c] *= layout->rowScales[mi][static_cast<std::size_t>(row)];
             out.push_back(std::move(w));
         }
         return out;
     }
+
+    Result<std::unique_ptr<PayloadDecoder>> prepareDecoder(GroupPayload p) const override { return VqDecoder::make(std::move(p)); }
 
 protected:
     Status compressInto(const MatrixGroup& group, const ParamSet& params, const CompressContext& context, GroupPayload& p) override

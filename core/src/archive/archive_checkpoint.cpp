@@ -166,6 +166,106 @@ private:
 
 } // namespace
 
+namespace {
+// One matrix of a payload decoder, as the model sees a compressed weight.
+class PayloadMatrix final : public CompressedMatrix {
+public:
+    PayloadMatrix(std::shared_ptr<const PayloadDecoder> decoder, std::size_t index, std::uint64_t bytes, std::string speedClass)
+        : m_decoder(std::move(decoder)), m_index(index), m_bytes(bytes), m_class(std::move(speedClass))
+    {
+    }
+    std::uint64_t bytes() const override { return m_bytes; }
+    Status decodeInto(float* out, int threads) const override { return m_decoder->decodeMatrix(m_index, out, threads); }
+    std::string speedClass() const override { return m_class; }
+
+private:
+    std::shared_ptr<const PayloadDecoder> m_decoder;
+    std::size_t m_index;
+    std::uint64_t m_bytes;
+    std::string m_class;
+};
+
+// The compressed matrices of an archive as payload decoders, one per group.
+Result<std::map<std::string, std::shared_ptr<const CompressedMatrix>>> payloadMatrices(const std::string& path,
+                                                                                         const MethodRegistry& registry)
+{
+    auto archive = Archive::open(path);
+    if (!archive)
+        return archive.error();
+    std::map<std::string, std::shared_ptr<const CompressedMatrix>> out;
+    for (std::size_t g = 0; g < (*archive)->manifest().groups.size(); ++g) {
+        auto payload = (*archive)->groupPayload(g);
+        if (!payload)
+            return payload.error();
+        auto method = registry.find(payload->methodId);
+        if (!method)
+            return fileError(path, "group " + payload->groupId + " needs method '" + payload->methodId + "': " + method.message(),
+                             ErrorKind::Unsupported);
+        const std::string speedPrefix = payload->methodId + " " + payload->paramsJson + " " + payload->metaJson.substr(0, 200);
+        auto decoder = (*method)->prepareDecoder(std::move(*payload));
+        if (!decoder)
+            return decoder.error().prefixed(path);
+        std::shared_ptr<const PayloadDecoder> shared(std::move(*decoder));
+        std::int64_t groupWeights = 0;
+        for (std::size_t m = 0; m < shared->matrixCount(); ++m)
+            groupWeights += shared->matrix(m).weights();
+        for (std::size_t m = 0; m < shared->matrixCount(); ++m) {
+            const MatrixRef& ref = shared->matrix(m);
+            const auto share = static_cast<std::uint64_t>(static_cast<double>(shared->bytes()) * static_cast<double>(ref.weights()) /
+                                                          static_cast<double>(std::max<std::int64_t>(1, groupWeights)));
+            out[ref.name] = std::make_shared<PayloadMatrix>(shared, m, share,
+                                                            speedPrefix + " " + std::to_string(ref.rows) + "x" + std::to_string(ref.cols));
+        }
+    }
+    return out;
+}
+} // namespace
+
+Result<RunnableModel> loadRunnableModel(const std::string& path, const MethodRegistry& registry, const RunOptions& options,
+                                        const std::function<bool(int done, int total)>& onTensor)
+{
+    RunnableModel out;
+    auto checkpoint = openModelOrArchive(path, registry);
+    if (!checkpoint)
+        return checkpoint.error();
+    out.checkpoint = std::move(*checkpoint);
+    LoadOptions load;
+    load.precision = options.precision;
+    load.memoryBudget = options.memoryBudget;
+    if (options.memoryBudget != LoadOptions::kUnlimited) {
+        if (!isPllmFile(path))
+            return Error::usage(path + ": a memory budget applies to .pllm archives (their matrices can stay compressed); this "
+                                       "model is loaded whole",
+                                "memory budget");
+        auto matrices = payloadMatrices(path, registry);
+        if (!matrices)
+            return matrices.error();
+        load.compressed = std::move(*matrices);
+    }
+    auto model = LlamaModel::load(*out.checkpoint, onTensor, load);
+    if (!model)
+        return model.error();
+    out.model = std::move(*model);
+    return out;
+}
+
+std::optional<std::int64_t> parseMemoryBudget(const std::string& text)
+{
+    if (text == "auto")
+        return LoadOptions::kAuto;
+    if (text == "unlimited" || text == "all")
+        return LoadOptions::kUnlimited;
+    try {
+        std::size_t used = 0;
+        const double mib = std::stod(text, &used);
+        if (used != text.size() || !(mib > 0) || mib > 1e9)
+            return std::nullopt;
+        return static_cast<std::int64_t>(mib * 1024 * 1024);
+    } catch (...) {
+        return std::nullopt;
+    }
+}
+
 Result<std::unique_ptr<Checkpoint>> openArchiveCheckpoint(const std::string& path, const MethodRegistry& registry)
 {
     return ArchiveCheckpoint::open(path, registry);

@@ -412,4 +412,35 @@ Result<std::unique_ptr<Tokenizer>> loadTokenizer(const std::string& path)
     return std::unique_ptr<Tokenizer>(std::move(tok).value());
 }
 
+std::size_t completeUtf8Length(std::string_view text)
+{
+    // Walk back over at most 3 continuation bytes to the lead byte of the last sequence.
+    std::size_t i = text.size();
+    int continuation = 0;
+    while (i > 0 && continuation < 4 && (static_cast<unsigned char>(text[i - 1]) & 0xC0) == 0x80) {
+        --i;
+        ++continuation;
+    }
+    if (i == 0)
+        return continuation > 0 ? 0 : text.size();
+    const auto lead = static_cast<unsigned char>(text[i - 1]);
+    const int need = lead >= 0xF0 ? 3 : lead >= 0xE0 ? 2 : lead >= 0xC0 ? 1 : 0;
+    if (lead < 0x80 || continuation >= need)
+        return text.size();
+    return i - 1; // the last sequence is incomplete
+}
+
+std::string IncrementalDecoder::push(std::int32_t id)
+{
+    m_ids.push_back(id);
+    const std::string all = m_tokenizer.decode(m_ids);
+    const std::size_t complete = completeUtf8Length(all);
+    if (complete <= m_emitted)
+        return {};
+    std::string added = all.substr(m_emitted, complete - m_emitted);
+    m_emitted = complete;
+    return added;
+}
+
 } // namespace pocket
+

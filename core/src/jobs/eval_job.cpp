@@ -52,20 +52,22 @@ Result<EvalJobResult> runEvalJob(const EvalJobParams& params, const MethodRegist
 
     const auto loadStart = std::chrono::steady_clock::now();
     EvalJobProgress progress;
-    auto model = LlamaModel::load(**ckpt, [&](int done, int total) {
+    auto runnable = loadRunnableModel(params.modelPath, registry, params.run, [&](int done, int total) {
         progress.tensorsLoaded = done;
         progress.tensorsTotal = total;
         return !onProgress || onProgress(progress);
     });
-    if (!model)
-        return model.error();
+    if (!runnable)
+        return runnable.error();
+    const LlamaModel& model = *runnable->model;
     out.loadSeconds = secondsSince(loadStart);
+    out.memory = model.memory();
 
     std::unique_ptr<EvalRecorder> recorder;
     if (recording && recording->enabled)
-        recorder = std::make_unique<EvalRecorder>(*recording, **ckpt, params.textPath, out.tokenizerPath, evalParams);
+        recorder = std::make_unique<EvalRecorder>(*recording, **ckpt, params.textPath, out.tokenizerPath, evalParams, params.run.precision);
     progress.phase = EvalJobProgress::Phase::Evaluating;
-    auto result = evaluatePerplexity(**model, tokens, (*tokenizer)->bosId(), evalParams, [&](const EvalProgress& p) {
+    auto result = evaluatePerplexity(model, tokens, (*tokenizer)->bosId(), evalParams, [&](const EvalProgress& p) {
         if (recorder)
             recorder->begin();
         progress.eval = p;

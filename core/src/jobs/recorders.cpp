@@ -24,7 +24,7 @@ ordered_json parseOrString(const std::string& text)
     return j.is_discarded() ? ordered_json(text) : j;
 }
 
-std::string evalParamsJson(const std::string& textPath, const std::string& tokenizerPath, const EvalParams& p)
+std::string evalParamsJson(const std::string& textPath, const std::string& tokenizerPath, const EvalParams& p, ComputePrecision precision)
 {
     ordered_json j{{"ctx", p.ctx},
                    {"stride", p.stride},
@@ -34,19 +34,21 @@ std::string evalParamsJson(const std::string& textPath, const std::string& token
                    {"tokenizer", tokenizerPath}};
     if (p.scoring != EvalScoring::AllTokens) // only then, so earlier records keep their parameters
         j["scoring"] = evalScoringName(p.scoring);
+    if (precision != ComputePrecision::F32) // likewise
+        j["precision"] = computePrecisionName(precision);
     return j.dump();
 }
 
 } // namespace
 
 EvalRecorder::EvalRecorder(RecorderOptions options, const Checkpoint& checkpoint, const std::string& textPath, const std::string& tokenizerPath,
-                           const EvalParams& params)
+                           const EvalParams& params, ComputePrecision precision)
     : RunRecorder(std::move(options)),
       m_modelPath(checkpoint.path()),
       m_modelName(displayName(checkpoint.path())),
       m_architecture(checkpoint.config().architecture),
       m_textPath(textPath),
-      m_paramsJson(evalParamsJson(textPath, tokenizerPath, params))
+      m_paramsJson(evalParamsJson(textPath, tokenizerPath, params, precision))
 {
     for (const auto& t : checkpoint.tensors())
         m_parameters += elementCount(t.shape);

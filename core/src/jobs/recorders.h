@@ -17,7 +17,7 @@ class EvalRecorder : public RunRecorder {
 public:
     // Everything is copied; `checkpoint` is only read here.
     EvalRecorder(RecorderOptions options, const Checkpoint& checkpoint, const std::string& textPath, const std::string& tokenizerPath,
-                 const EvalParams& params);
+                 const EvalParams& params, ComputePrecision precision = ComputePrecision::F32);
     // Records the results and finishes the run; returns its id (0 when not recorded).
     std::int64_t done(const EvalResult& result);
 

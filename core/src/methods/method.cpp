@@ -252,6 +252,47 @@ Result<std::vector<std::vector<MatrixRef>>> CompressionMethod::planGroups(const 
     return groups;
 }
 
+std::uint64_t payloadBytes(const GroupPayload& payload)
+{
+    std::uint64_t n = payload.metaJson.size() + payload.paramsJson.size();
+    for (const PayloadSection& s : payload.sections)
+        n += s.bytes.size() + s.name.size();
+    return n;
+}
+
+namespace {
+// CompressionMethod::prepareDecoder's default: decode() the whole payload for each matrix.
+class WholePayloadDecoder final : public PayloadDecoder {
+public:
+    WholePayloadDecoder(const CompressionMethod& method, GroupPayload payload) : m_method(method), m_payload(std::move(payload)) {}
+    std::size_t matrixCount() const override { return m_payload.matrices.size(); }
+    const MatrixRef& matrix(std::size_t index) const override { return m_payload.matrices.at(index).ref; }
+    std::uint64_t bytes() const override { return payloadBytes(m_payload); }
+    Status decodeMatrix(std::size_t index, float* out, int) const override
+    {
+        if (index >= m_payload.matrices.size())
+            return Error::internal("decodeMatrix: no matrix " + std::to_string(index) + " in group " + m_payload.groupId);
+        auto decoded = m_method.decode(m_payload);
+        if (!decoded)
+            return decoded.error();
+        const std::vector<float>& values = (*decoded)[index];
+        if (static_cast<std::int64_t>(values.size()) != m_payload.matrices[index].ref.weights())
+            return Error::internal(m_payload.matrices[index].ref.name + ": decoded to the wrong number of weights");
+        std::copy(values.begin(), values.end(), out);
+        return {};
+    }
+
+private:
+    const CompressionMethod& m_method;
+    GroupPayload m_payload;
+};
+} // namespace
+
+Result<std::unique_ptr<PayloadDecoder>> CompressionMethod::prepareDecoder(GroupPayload payload) const
+{
+    return std::unique_ptr<PayloadDecoder>(new WholePayloadDecoder(*this, std::move(payload)));
+}
+
 double matrixBitsPerWeight(const MatrixRef& ref, const BitCounts& own, const BitCounts& shared, std::int64_t groupWeights)
 {
     if (ref.weights() <= 0 || groupWeights <= 0)

@@ -48,6 +48,7 @@ public:
     {
         return guard("decoding " + payload.groupId, [&] { return m_inner->decode(payload); });
     }
+    Result<std::unique_ptr<PayloadDecoder>> prepareDecoder(GroupPayload payload) const override;
 
 private:
     template <class F>
@@ -71,6 +72,40 @@ private:
     std::unique_ptr<CompressionMethod> m_inner;
     std::string m_origin;
 };
+
+// The guard around a method's payload decoder: exceptions become errors, as for the method.
+class GuardedDecoder final : public PayloadDecoder {
+public:
+    GuardedDecoder(std::unique_ptr<PayloadDecoder> inner, std::string methodId) : m_inner(std::move(inner)), m_methodId(std::move(methodId)) {}
+    std::size_t matrixCount() const override { return m_inner->matrixCount(); }
+    const MatrixRef& matrix(std::size_t index) const override { return m_inner->matrix(index); }
+    std::uint64_t bytes() const override { return m_inner->bytes(); }
+    Status decodeMatrix(std::size_t index, float* out, int threads) const override
+    {
+        try {
+            return m_inner->decodeMatrix(index, out, threads);
+        } catch (const std::bad_alloc&) {
+            return Error::io("method '" + m_methodId + "' ran out of memory decoding " + matrix(index).name);
+        } catch (const std::exception& e) {
+            return Error::internal("method '" + m_methodId + "' failed decoding " + matrix(index).name + ": " + e.what());
+        }
+    }
+
+private:
+    std::unique_ptr<PayloadDecoder> m_inner;
+    std::string m_methodId;
+};
+
+Result<std::unique_ptr<PayloadDecoder>> GuardedMethod::prepareDecoder(GroupPayload payload) const
+{
+    const std::string groupId = payload.groupId;
+    auto inner = guard("preparing to decode " + groupId, [&] { return m_inner->prepareDecoder(std::move(payload)); });
+    if (!inner)
+        return inner.error();
+    if (!*inner)
+        return Error::internal("method '" + info().id + "' returned no decoder for " + groupId);
+    return std::unique_ptr<PayloadDecoder>(new GuardedDecoder(std::move(*inner), info().id));
+}
 
 } // namespace
 

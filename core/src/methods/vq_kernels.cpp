@@ -1,5 +1,7 @@
 #include "pocket/methods/vq_kernels.h"
 
+#include "pocket/io/dtype.h"
+
 #include <algorithm>
 #include <cstdlib>
 #include <limits>
@@ -336,6 +338,84 @@ bool unpackBits(const std::uint8_t* bytes, std::uint64_t byteCount, std::int64_t
         filled -= bits;
     }
     return true;
+}
+
+void unpackThroughTable(const std::uint8_t* bytes, std::uint64_t byteCount, std::uint64_t first, std::int64_t count, int bits,
+                        const float* table, float* out)
+{
+    const std::uint64_t firstBit = first * static_cast<std::uint64_t>(bits);
+    std::int64_t i = 0;
+    if (firstBit % 8 == 0 && (bits == 2 || bits == 4 || bits == 8)) {
+        const std::uint8_t* p = bytes + firstBit / 8;
+        const int perByte = 8 / bits;
+        const std::int64_t whole = count / perByte;
+        if (bits == 8) {
+            for (std::int64_t b = 0; b < whole; ++b)
+                out[b] = table[p[b]];
+        } else if (bits == 4) {
+            for (std::int64_t b = 0; b < whole; ++b) {
+                out[2 * b] = table[p[b] & 15];
+                out[2 * b + 1] = table[p[b] >> 4];
+            }
+        } else {
+            for (std::int64_t b = 0; b < whole; ++b) {
+                const unsigned v = p[b];
+                out[4 * b] = table[v & 3];
+                out[4 * b + 1] = table[(v >> 2) & 3];
+                out[4 * b + 2] = table[(v >> 4) & 3];
+                out[4 * b + 3] = table[v >> 6];
+            }
+        }
+        i = whole * perByte;
+    }
+    for (; i < count; ++i)
+        out[i] = table[packedValue(bytes, byteCount, first + static_cast<std::uint64_t>(i), bits)];
+}
+
+namespace {
+__attribute__((target("f16c,avx"))) void roundThroughHalfF16c(float* values, std::size_t n)
+{
+    std::size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(values + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        _mm256_storeu_ps(values + i, _mm256_cvtph_ps(h));
+    }
+    for (; i < n; ++i)
+        values[i] = halfToFloat(floatToHalf(values[i]));
+}
+} // namespace
+
+void roundThroughHalf(float* values, std::size_t n)
+{
+    static const bool f16c = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx") && !std::getenv("POCKET_NO_F16C");
+    if (f16c) {
+        roundThroughHalfF16c(values, n);
+        return;
+    }
+    for (std::size_t i = 0; i < n; ++i)
+        values[i] = halfToFloat(floatToHalf(values[i]));
+}
+
+void parallelFor(std::int64_t count, int threads, std::int64_t minPerPart, const std::function<void(std::int64_t, std::int64_t)>& body)
+{
+    const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    std::int64_t parts = threads > 0 ? threads : cores;
+    parts = std::max<std::int64_t>(1, std::min(parts, count / std::max<std::int64_t>(1, minPerPart)));
+    if (parts <= 1) {
+        if (count > 0)
+            body(0, count);
+        return;
+    }
+    std::vector<std::thread> workers;
+    const std::int64_t per = (count + parts - 1) / parts;
+    for (std::int64_t p = 1; p < parts; ++p) {
+        const std::int64_t begin = p * per, end = std::min(count, begin + per);
+        if (begin < end)
+            workers.emplace_back(body, begin, end);
+    }
+    body(0, std::min(count, per));
+    for (std::thread& w : workers)
+        w.join();
 }
 
 void toSubvectors(const float* matrix, std::int64_t rows, std::int64_t cols, int d, float* out)

@@ -6,18 +6,34 @@
 #include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>
 
+#include <algorithm>
 #include <chrono>
-#include <cstring>
-#include <map>
-#include <malloc.h>
 #include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <malloc.h>
+#include <map>
+#include <mutex>
 #include <thread>
 
 namespace pocket {
 
 namespace {
+// A linear weight: decoded (`resident`, fp32 or bf16) or kept compressed (`source`).
+struct Weight {
+    at::Tensor resident;
+    std::shared_ptr<const CompressedMatrix> source;
+    std::int64_t rows = 0, cols = 0;
+};
+
 struct Layer {
-    at::Tensor inputNorm, wq, wk, wv, wo, bq, bk, bv, postNorm, wGate, wUp, wDown;
+    at::Tensor inputNorm, bq, bk, bv, postNorm;
+    Weight wq, wk, wv, wo, wGate, wUp, wDown;
+    Weight* weights[7] = {&wq, &wk, &wv, &wo, &wGate, &wUp, &wDown}; // kMatrixTypes order
+    Layer() = default;
+    Layer(const Layer&) = delete;
+    Layer& operator=(const Layer&) = delete;
 };
 
 at::Tensor rmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps)
@@ -50,86 +66,242 @@ struct InputStats {
 
 Status checkTokens(const std::vector<std::int32_t>& tokens, std::int64_t vocab);
 
-// RoPE tables and causal mask for sequences of `len` tokens.
+// RoPE tables and causal mask for `len` tokens at positions start .. start+len-1 attending to keys
+// at positions 0 .. start+len-1 (mask undefined when nothing is masked).
 struct Positional {
     at::Tensor cos, sin, mask;
+};
+
+// Keys and values of the tokens fed so far, per layer: [1, kvHeads, capacity, headDim].
+struct KvCache {
+    std::vector<at::Tensor> k, v;
+    std::int64_t length = 0;
 };
 } // namespace
 
 struct LlamaModel::Impl {
     ModelConfig config;
+    ComputePrecision precision = ComputePrecision::F32;
     at::Tensor embed, finalNorm, head, invFreq;
-    std::vector<Layer> layers;
-    std::uint64_t bytes = 0;
+    std::vector<std::unique_ptr<Layer>> layers;
+    WeightMemory memory;
+    // The decode buffer of compressed weights (fp32, and bf16 for bf16 compute), used by one
+    // forward pass at a time.
+    at::Tensor bufferF32, bufferBf16;
+    mutable std::mutex bufferMutex;
 
-    at::Tensor forward(const at::Tensor& tokens) const; // [B, T] int64 -> logits [B, T, V]
-    Positional positional(std::int64_t len) const;
+    // [B, T] int64 -> logits [B, T, V]; with a cache, the tokens follow the cached ones.
+    at::Tensor forward(const at::Tensor& tokens, KvCache* cache = nullptr, const std::atomic<bool>* cancel = nullptr) const;
+    Positional positional(std::int64_t start, std::int64_t len) const;
     // One decoder block on hidden states [B, T, D]; `stats` (optional) accumulates its linear inputs.
-    at::Tensor block(const Layer& layer, const at::Tensor& x, const Positional& pos, InputStats* stats) const;
+    at::Tensor block(std::size_t index, const at::Tensor& x, const Positional& pos, InputStats* stats, KvCache* cache = nullptr) const;
+    // x W^T (+ bias) at the model's precision, decoding W first if it is kept compressed.
+    at::Tensor linear(const at::Tensor& x, const Weight& w, const at::Tensor& bias = {}) const;
+    at::Tensor matrix(const Weight& w) const; // the decoded weight (in the buffer if compressed)
+    bool anyCompressed() const { return memory.matricesCompressed > 0; }
 };
 
 LlamaModel::LlamaModel() : m_impl(std::make_unique<Impl>()) {}
 LlamaModel::~LlamaModel() = default;
 
 const ModelConfig& LlamaModel::config() const { return m_impl->config; }
-std::uint64_t LlamaModel::weightBytes() const { return m_impl->bytes; }
+ComputePrecision LlamaModel::precision() const { return m_impl->precision; }
+std::uint64_t LlamaModel::weightBytes() const { return m_impl->memory.total(); }
+const WeightMemory& LlamaModel::memory() const { return m_impl->memory; }
 
-Result<std::unique_ptr<LlamaModel>> LlamaModel::load(const Checkpoint& checkpoint, const std::function<bool(int, int)>& onTensor)
+const char* computePrecisionName(ComputePrecision precision) { return precision == ComputePrecision::BF16 ? "bf16" : "fp32"; }
+
+namespace {
+// Thrown by the forward pass when its cancel flag is raised between blocks.
+struct ForwardCancelled {};
+
+std::uint64_t tensorBytes(const at::Tensor& t) { return t.defined() ? static_cast<std::uint64_t>(t.numel() * t.element_size()) : 0; }
+
+// MemAvailable of /proc/meminfo in bytes (0 when unknown).
+std::uint64_t memAvailableBytes()
+{
+    std::FILE* f = std::fopen("/proc/meminfo", "r");
+    if (!f)
+        return 0;
+    char line[256];
+    unsigned long long kb = 0;
+    while (std::fgets(line, sizeof line, f))
+        if (std::sscanf(line, "MemAvailable: %llu kB", &kb) == 1)
+            break;
+    std::fclose(f);
+    return static_cast<std::uint64_t>(kb) * 1024;
+}
+
+std::string mib(std::uint64_t bytes) { return std::to_string((bytes + (1 << 19)) >> 20) + " MiB"; }
+} // namespace
+
+// Decides which compressed matrices are kept decoded within the budget (the ones whose decoding
+// costs the most time per byte of memory it saves go first), decodes those, and fills `memory`.
+static Status placeCompressed(LlamaModel::Impl& m, std::int64_t budget)
+{
+    std::vector<Weight*> compressed;
+    std::int64_t maxWeights = 0;
+    for (auto& layer : m.layers)
+        for (Weight* w : layer->weights)
+            if (w->source) {
+                compressed.push_back(w);
+                maxWeights = std::max(maxWeights, w->rows * w->cols);
+            }
+    WeightMemory& mem = m.memory;
+    const std::uint64_t residentPerWeight = m.precision == ComputePrecision::BF16 ? 2 : 4;
+    const auto residentBytes = [&](const Weight* w) { return static_cast<std::uint64_t>(w->rows * w->cols) * residentPerWeight; };
+    std::uint64_t allCompressed = 0, allResident = 0;
+    for (const Weight* w : compressed) {
+        allCompressed += w->source->bytes();
+        allResident += residentBytes(w);
+    }
+    const std::uint64_t buffer = static_cast<std::uint64_t>(maxWeights) * (4 + (m.precision == ComputePrecision::BF16 ? 2 : 0));
+    mem.minimumBytes = mem.fixedBytes + allCompressed + (compressed.empty() ? 0 : buffer);
+    mem.allDecodedBytes = mem.fixedBytes + allResident;
+    if (budget == LoadOptions::kAuto) {
+        const std::uint64_t available = memAvailableBytes();
+        const std::uint64_t allowed = available > (1ull << 30) ? available - (1ull << 30) : 0;
+        budget = static_cast<std::int64_t>(std::max(mem.minimumBytes, std::min(mem.allDecodedBytes, allowed)));
+    }
+    if (budget != LoadOptions::kUnlimited && static_cast<std::uint64_t>(budget) < mem.minimumBytes)
+        return Error::usage("a memory budget of " + mib(static_cast<std::uint64_t>(budget)) + " is below this model's minimum of " +
+                                mib(mem.minimumBytes) + " (uncompressed tensors " + mib(mem.fixedBytes) + ", every matrix compressed " +
+                                mib(allCompressed) + ", one decode buffer " + mib(buffer) + ")",
+                            "memory budget");
+    if (compressed.empty())
+        return {};
+    // Decode time per weight, measured once per speed class (a decode of its first matrix).
+    m.bufferF32 = at::empty({maxWeights}, at::kFloat);
+    std::map<std::string, double> secondsPerWeight;
+    std::vector<double> seconds(compressed.size());
+    for (std::size_t i = 0; i < compressed.size(); ++i) {
+        const Weight* w = compressed[i];
+        const std::string cls = w->source->speedClass();
+        if (!secondsPerWeight.count(cls)) {
+            const auto start = std::chrono::steady_clock::now();
+            POCKET_TRY(w->source->decodeInto(m.bufferF32.data_ptr<float>(), at::get_num_threads()));
+            secondsPerWeight[cls] = std::max(1e-12, secondsSince(start) / static_cast<double>(w->rows * w->cols));
+        }
+        seconds[i] = secondsPerWeight[cls] * static_cast<double>(w->rows * w->cols);
+    }
+    std::vector<std::size_t> order(compressed.size());
+    for (std::size_t i = 0; i < order.size(); ++i)
+        order[i] = i;
+    const auto priority = [&](std::size_t i) {
+        const double saved = static_cast<double>(residentBytes(compressed[i])) - static_cast<double>(compressed[i]->source->bytes());
+        return saved <= 0 ? std::numeric_limits<double>::infinity() : seconds[i] / saved;
+    };
+    std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return priority(a) > priority(b); });
+    std::uint64_t total = mem.minimumBytes;
+    std::vector<bool> keep(compressed.size(), false);
+    for (std::size_t i : order) {
+        const std::uint64_t res = residentBytes(compressed[i]), comp = compressed[i]->source->bytes();
+        const std::uint64_t after = total + res - comp; // unsigned wrap-around cancels when res < comp
+        if (budget == LoadOptions::kUnlimited || after <= static_cast<std::uint64_t>(budget)) {
+            keep[i] = true;
+            total = after;
+        }
+    }
+    for (std::size_t i = 0; i < compressed.size(); ++i) {
+        Weight* w = compressed[i];
+        if (!keep[i]) {
+            mem.compressedBytes += w->source->bytes();
+            mem.decodeSecondsPerPass += seconds[i];
+            ++mem.matricesCompressed;
+            continue;
+        }
+        POCKET_TRY(w->source->decodeInto(m.bufferF32.data_ptr<float>(), at::get_num_threads()));
+        const at::Tensor decoded = m.bufferF32.narrow(0, 0, w->rows * w->cols).view({w->rows, w->cols});
+        w->resident = m.precision == ComputePrecision::BF16 ? decoded.to(at::kBFloat16) : decoded.clone();
+        w->source.reset();
+        mem.decodedBytes += residentBytes(w);
+        ++mem.matricesDecoded;
+    }
+    if (mem.matricesCompressed == 0) {
+        m.bufferF32 = at::Tensor();
+    } else {
+        if (m.precision == ComputePrecision::BF16)
+            m.bufferBf16 = at::empty({maxWeights}, at::kBFloat16);
+        mem.bufferBytes = buffer;
+    }
+    return {};
+}
+
+// Long: one step per tensor of the checkpoint, in the model's order (one macro call each).
+Result<std::unique_ptr<LlamaModel>> LlamaModel::load(const Checkpoint& checkpoint, const std::function<bool(int, int)>& onTensor,
+                                                     const LoadOptions& options)
 {
     try {
         c10::InferenceMode guard;
         std::unique_ptr<LlamaModel> model(new LlamaModel());
         Impl& m = *model->m_impl;
         m.config = checkpoint.config();
+        m.precision = options.precision;
         const ModelConfig& c = m.config;
-        const auto& infos = checkpoint.tensors();
+        const int total = static_cast<int>(checkpoint.tensors().size() - std::min(checkpoint.tensors().size(), options.compressed.size()));
         int done = 0;
-        auto get = [&](const std::string& name) -> Result<at::Tensor> {
+        // `low`: stored at the compute precision (bf16 for bf16 compute); otherwise fp32.
+        auto get = [&](const std::string& name, bool low) -> Result<at::Tensor> {
             auto data = checkpoint.load(name);
             if (!data)
                 return data.error();
             at::Tensor t = at::empty(data->info.shape, at::kFloat);
             convertToFloat(data->info.dtype, data->data, static_cast<std::size_t>(t.numel()), t.data_ptr<float>());
-            m.bytes += static_cast<std::uint64_t>(t.numel()) * 4;
-            if (onTensor && !onTensor(++done, static_cast<int>(infos.size())))
+            if (low && m.precision == ComputePrecision::BF16)
+                t = t.to(at::kBFloat16);
+            m.memory.fixedBytes += tensorBytes(t);
+            if (onTensor && !onTensor(++done, total))
                 return Error::cancelled();
             return t;
         };
-#define POCKET_GET(dst, name)          \
+        auto getWeight = [&](const std::string& name, Weight& w) -> Status {
+            const TensorInfo* info = checkpoint.find(name);
+            if (!info || info->shape.size() != 2)
+                return fileError(checkpoint.path(), "no matrix " + name);
+            w.rows = info->shape[0];
+            w.cols = info->shape[1];
+            const auto it = options.compressed.find(name);
+            if (it != options.compressed.end()) {
+                w.source = it->second;
+                return {};
+            }
+            auto t = get(name, true);
+            if (!t)
+                return t.error();
+            w.resident = std::move(*t);
+            return {};
+        };
+#define POCKET_GET(dst, name, low)     \
     do {                               \
-        auto r = get(name);            \
+        auto r = get(name, low);       \
         if (!r)                        \
             return r.error();          \
         dst = std::move(r).value();    \
     } while (0)
-        POCKET_GET(m.embed, "model.embed_tokens.weight");
+        POCKET_GET(m.embed, "model.embed_tokens.weight", true);
         for (int l = 0; l < c.numLayers; ++l) {
             const std::string p = "model.layers." + std::to_string(l);
-            Layer layer;
-            POCKET_GET(layer.inputNorm, p + ".input_layernorm.weight");
-            POCKET_GET(layer.wq, matrixTensorName(l, MatrixType::Q));
-            POCKET_GET(layer.wk, matrixTensorName(l, MatrixType::K));
-            POCKET_GET(layer.wv, matrixTensorName(l, MatrixType::V));
+            auto layer = std::make_unique<Layer>();
+            POCKET_GET(layer->inputNorm, p + ".input_layernorm.weight", false);
+            for (std::size_t t = 0; t < 7; ++t)
+                POCKET_TRY(getWeight(matrixTensorName(l, kMatrixTypes[t]), *layer->weights[t]));
             if (c.attentionBias) {
-                POCKET_GET(layer.bq, p + ".self_attn.q_proj.bias");
-                POCKET_GET(layer.bk, p + ".self_attn.k_proj.bias");
-                POCKET_GET(layer.bv, p + ".self_attn.v_proj.bias");
+                POCKET_GET(layer->bq, p + ".self_attn.q_proj.bias", false);
+                POCKET_GET(layer->bk, p + ".self_attn.k_proj.bias", false);
+                POCKET_GET(layer->bv, p + ".self_attn.v_proj.bias", false);
             }
-            POCKET_GET(layer.wo, matrixTensorName(l, MatrixType::O));
-            POCKET_GET(layer.postNorm, p + ".post_attention_layernorm.weight");
-            POCKET_GET(layer.wGate, matrixTensorName(l, MatrixType::Gate));
-            POCKET_GET(layer.wUp, matrixTensorName(l, MatrixType::Up));
-            POCKET_GET(layer.wDown, matrixTensorName(l, MatrixType::Down));
+            POCKET_GET(layer->postNorm, p + ".post_attention_layernorm.weight", false);
             m.layers.push_back(std::move(layer));
         }
-        POCKET_GET(m.finalNorm, "model.norm.weight");
+        POCKET_GET(m.finalNorm, "model.norm.weight", false);
         if (c.tieWordEmbeddings)
             m.head = m.embed;
         else
-            POCKET_GET(m.head, "lm_head.weight");
+            POCKET_GET(m.head, "lm_head.weight", true);
 #undef POCKET_GET
         // inv_freq[i] = theta^(-2i/head_dim), computed in double as transformers does in fp32 from int64.
         m.invFreq = at::pow(c.ropeTheta, -at::arange(0, c.headDim, 2, at::kDouble) / static_cast<double>(c.headDim)).to(at::kFloat);
+        POCKET_TRY(placeCompressed(m, options.memoryBudget));
         return model;
     } catch (const c10::Error& e) {
         return fileError(checkpoint.path(), "cannot load weights: " + describe(e));
@@ -138,40 +310,84 @@ Result<std::unique_ptr<LlamaModel>> LlamaModel::load(const Checkpoint& checkpoin
     }
 }
 
-Positional LlamaModel::Impl::positional(std::int64_t len) const
+Positional LlamaModel::Impl::positional(std::int64_t start, std::int64_t len) const
 {
-    const at::Tensor positions = at::arange(len, at::kFloat);
+    const at::Tensor positions = at::arange(start, start + len, at::kLong).to(at::kFloat);
     const at::Tensor freqs = at::outer(positions, invFreq); // [T, hd/2]
     const at::Tensor angles = at::cat({freqs, freqs}, -1);  // [T, hd]
-    at::Tensor mask = at::ones({len, len}, at::kBool).triu(1); // true = masked
-    if (config.slidingWindow > 0 && len > config.slidingWindow)
-        mask = mask.logical_or(at::ones({len, len}, at::kBool).tril(-config.slidingWindow));
-    return {angles.cos(), angles.sin(), mask};
+    Positional pos{angles.cos(), angles.sin(), at::Tensor()};
+    const std::int64_t keys = start + len;
+    const bool windowed = config.slidingWindow > 0 && keys > config.slidingWindow;
+    if (len > 1 || windowed) {
+        const at::Tensor q = at::arange(start, keys, at::kLong).unsqueeze(1); // query positions
+        const at::Tensor k = at::arange(0, keys, at::kLong).unsqueeze(0);     // key positions
+        pos.mask = k > q; // true = masked
+        if (windowed)
+            pos.mask = pos.mask.logical_or(q - k >= config.slidingWindow);
+    }
+    return pos;
 }
 
-at::Tensor LlamaModel::Impl::block(const Layer& layer, const at::Tensor& input, const Positional& pos, InputStats* stats) const
+at::Tensor LlamaModel::Impl::matrix(const Weight& w) const
 {
+    if (w.resident.defined())
+        return w.resident;
+    const Status status = w.source->decodeInto(bufferF32.data_ptr<float>(), at::get_num_threads());
+    if (!status)
+        throw std::runtime_error(status.message());
+    const at::Tensor decoded = bufferF32.narrow(0, 0, w.rows * w.cols).view({w.rows, w.cols});
+    if (precision != ComputePrecision::BF16)
+        return decoded;
+    return bufferBf16.narrow(0, 0, w.rows * w.cols).view({w.rows, w.cols}).copy_(decoded);
+}
+
+namespace {
+// x W^T (+ bias): fp32, or bf16 products accumulated by oneDNN and returned as fp32.
+at::Tensor project(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias)
+{
+    if (w.scalar_type() != at::kBFloat16)
+        return at::linear(x, w, bias);
+    at::Tensor y = at::linear(x.to(at::kBFloat16), w).to(at::kFloat);
+    return bias.defined() ? y.add_(bias) : y;
+}
+} // namespace
+
+at::Tensor LlamaModel::Impl::linear(const at::Tensor& x, const Weight& w, const at::Tensor& bias) const
+{
+    return project(x, matrix(w), bias);
+}
+
+at::Tensor LlamaModel::Impl::block(std::size_t index, const at::Tensor& input, const Positional& pos, InputStats* stats, KvCache* cache) const
+{
+    const Layer& layer = *layers[index];
     const ModelConfig& c = config;
     const std::int64_t batch = input.size(0), len = input.size(1);
     const std::int64_t heads = c.numHeads, kvHeads = c.numKvHeads, hd = c.headDim;
     const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
     at::Tensor x = input;
     const at::Tensor h = rmsNorm(x, layer.inputNorm, c.rmsNormEps);
-    at::Tensor q = at::linear(h, layer.wq, layer.bq).view({batch, len, heads, hd}).transpose(1, 2);
-    at::Tensor k = at::linear(h, layer.wk, layer.bk).view({batch, len, kvHeads, hd}).transpose(1, 2);
-    at::Tensor v = at::linear(h, layer.wv, layer.bv).view({batch, len, kvHeads, hd}).transpose(1, 2);
+    at::Tensor q = linear(h, layer.wq, layer.bq).view({batch, len, heads, hd}).transpose(1, 2);
+    at::Tensor k = linear(h, layer.wk, layer.bk).view({batch, len, kvHeads, hd}).transpose(1, 2);
+    at::Tensor v = linear(h, layer.wv, layer.bv).view({batch, len, kvHeads, hd}).transpose(1, 2);
     q = q * pos.cos + rotateHalf(q) * pos.sin;
     k = k * pos.cos + rotateHalf(k) * pos.sin;
+    if (cache) { // append to the cache, attend to everything in it
+        cache->k[index].narrow(2, cache->length, len).copy_(k);
+        cache->v[index].narrow(2, cache->length, len).copy_(v);
+        k = cache->k[index].narrow(2, 0, cache->length + len);
+        v = cache->v[index].narrow(2, 0, cache->length + len);
+    }
     if (kvHeads != heads) { // each key/value head serves heads/kvHeads consecutive query heads
         k = k.repeat_interleave(heads / kvHeads, 1);
         v = v.repeat_interleave(heads / kvHeads, 1);
     }
     at::Tensor scores = at::matmul(q, k.transpose(-2, -1)).mul_(scale);
-    scores.masked_fill_(pos.mask, -std::numeric_limits<float>::infinity());
+    if (pos.mask.defined())
+        scores.masked_fill_(pos.mask, -std::numeric_limits<float>::infinity());
     const at::Tensor attn = at::matmul(at::softmax(scores, -1), v).transpose(1, 2).reshape({batch, len, heads * hd});
-    x = x + at::linear(attn, layer.wo);
+    x = x + linear(attn, layer.wo);
     const at::Tensor h2 = rmsNorm(x, layer.postNorm, c.rmsNormEps);
-    const at::Tensor act = at::silu(at::linear(h2, layer.wGate)) * at::linear(h2, layer.wUp);
+    const at::Tensor act = at::silu(linear(h2, layer.wGate)) * linear(h2, layer.wUp);
     if (stats) {
         InputStats::add(stats->attnIn, h);
         InputStats::add(stats->attnOut, attn);
@@ -179,16 +395,28 @@ at::Tensor LlamaModel::Impl::block(const Layer& layer, const at::Tensor& input, 
         InputStats::add(stats->mlpAct, act);
         stats->rows += batch * len;
     }
-    return x + at::linear(act, layer.wDown);
+    return x + linear(act, layer.wDown);
 }
 
-at::Tensor LlamaModel::Impl::forward(const at::Tensor& tokens) const
+at::Tensor LlamaModel::Impl::forward(const at::Tensor& tokens, KvCache* cache, const std::atomic<bool>* cancel) const
 {
-    const Positional pos = positional(tokens.size(1));
-    at::Tensor x = at::embedding(embed, tokens); // [B, T, D]
-    for (const Layer& layer : layers)
-        x = block(layer, x, pos, nullptr);
-    return at::linear(rmsNorm(x, finalNorm, config.rmsNormEps), head);
+    // One forward pass at a time uses the decode buffer.
+    std::unique_lock<std::mutex> lock(bufferMutex, std::defer_lock);
+    if (anyCompressed())
+        lock.lock();
+    const std::int64_t start = cache ? cache->length : 0;
+    const Positional pos = positional(start, tokens.size(1));
+    at::Tensor x = at::embedding(embed, tokens).to(at::kFloat); // [B, T, D]
+    for (std::size_t i = 0; i < layers.size(); ++i) {
+        if (cancel && cancel->load())
+            throw ForwardCancelled{};
+        x = block(i, x, pos, nullptr, cache);
+    }
+    if (cache) {
+        cache->length += tokens.size(1);
+        x = x.narrow(1, tokens.size(1) - 1, 1); // generation needs the last token's logits only
+    }
+    return project(rmsNorm(x, finalNorm, config.rmsNormEps), head, at::Tensor());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -214,7 +442,7 @@ Result<std::map<MatrixType, std::vector<float>>> CalibrationRun::hessians() cons
         c10::InferenceMode guard;
         InputStats stats;
         for (const at::Tensor& x : s.hidden)
-            (void)s.model->block(s.model->layers[static_cast<std::size_t>(s.nextBlock)], x, s.pos, &stats);
+            (void)s.model->block(static_cast<std::size_t>(s.nextBlock), x, s.pos, &stats);
         const double factor = 2.0 / static_cast<double>(stats.rows);
         const auto flat = [&](const at::Tensor& sum) {
             const at::Tensor h = (sum * factor).contiguous();
@@ -241,7 +469,7 @@ Status CalibrationRun::advance()
     try {
         c10::InferenceMode guard;
         for (at::Tensor& x : s.hidden)
-            x = s.model->block(s.model->layers[static_cast<std::size_t>(s.nextBlock)], x, s.pos, nullptr);
+            x = s.model->block(static_cast<std::size_t>(s.nextBlock), x, s.pos, nullptr);
         ++s.nextBlock;
         return {};
     } catch (const std::exception& e) {
@@ -264,7 +492,7 @@ Result<std::unique_ptr<CalibrationRun>> LlamaModel::startCalibration(const std::
         c10::InferenceMode guard;
         std::unique_ptr<CalibrationRun> run(new CalibrationRun());
         run->m_state->model = m_impl.get();
-        run->m_state->pos = m_impl->positional(static_cast<std::int64_t>(len));
+        run->m_state->pos = m_impl->positional(0, static_cast<std::int64_t>(len));
         const std::size_t chunk = 8; // sequences per forward, bounding activation memory
         for (std::size_t b = 0; b < sequences.size(); b += chunk) {
             std::vector<std::int64_t> flat;
@@ -272,7 +500,7 @@ Result<std::unique_ptr<CalibrationRun>> LlamaModel::startCalibration(const std::
             for (std::size_t i = b; i < end; ++i)
                 flat.insert(flat.end(), sequences[i].begin(), sequences[i].end());
             const at::Tensor tokens = at::tensor(flat, at::kLong).view({static_cast<std::int64_t>(end - b), static_cast<std::int64_t>(len)});
-            run->m_state->hidden.push_back(at::embedding(m_impl->embed, tokens));
+            run->m_state->hidden.push_back(at::embedding(m_impl->embed, tokens).to(at::kFloat));
         }
         return run;
     } catch (const std::exception& e) {
@@ -283,12 +511,13 @@ Result<std::unique_ptr<CalibrationRun>> LlamaModel::startCalibration(const std::
 Status LlamaModel::setWeight(const std::string& name, const std::vector<float>& values)
 {
     for (std::size_t l = 0; l < m_impl->layers.size(); ++l) {
-        Layer& layer = m_impl->layers[l];
-        at::Tensor* slots[] = {&layer.wq, &layer.wk, &layer.wv, &layer.wo, &layer.wGate, &layer.wUp, &layer.wDown};
+        Layer& layer = *m_impl->layers[l];
         for (std::size_t t = 0; t < 7; ++t) {
             if (matrixTensorName(static_cast<int>(l), kMatrixTypes[t]) != name)
                 continue;
-            at::Tensor& w = *slots[t];
+            if (!layer.weights[t]->resident.defined() || layer.weights[t]->resident.scalar_type() != at::kFloat)
+                return Error::internal(name + " is not an fp32 decoded weight (setWeight needs a fp32 model with every weight decoded)");
+            at::Tensor& w = layer.weights[t]->resident;
             if (static_cast<std::int64_t>(values.size()) != w.numel())
                 return Error{name + ": expected " + std::to_string(w.numel()) + " values, got " + std::to_string(values.size())};
             c10::InferenceMode guard;
@@ -357,6 +586,69 @@ Result<std::vector<std::vector<double>>> LlamaModel::nextTokenNll(const std::vec
         return Error{"forward pass failed: " + describe(e)};
     } catch (const std::exception& e) {
         return Error{std::string("forward pass failed: ") + e.what()};
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+struct InferenceSession::State {
+    const LlamaModel::Impl* model = nullptr;
+    KvCache cache;
+    int capacity = 0;
+};
+
+InferenceSession::InferenceSession() : m_state(std::make_unique<State>()) {}
+InferenceSession::~InferenceSession() = default;
+
+int InferenceSession::position() const { return static_cast<int>(m_state->cache.length); }
+int InferenceSession::capacity() const { return m_state->capacity; }
+void InferenceSession::reset() { m_state->cache.length = 0; }
+
+Result<std::vector<float>> InferenceSession::feed(const std::vector<std::int32_t>& tokens, const std::atomic<bool>* cancel)
+{
+    State& s = *m_state;
+    if (tokens.empty())
+        return Error{"no tokens to run"};
+    if (auto st = checkTokens(tokens, s.model->config.vocabSize); !st)
+        return st.error();
+    if (s.cache.length + static_cast<std::int64_t>(tokens.size()) > s.capacity)
+        return Error::usage(std::to_string(s.cache.length + static_cast<std::int64_t>(tokens.size())) +
+                                " tokens do not fit the context of " + std::to_string(s.capacity) + " tokens",
+                            "context");
+    try {
+        c10::InferenceMode guard;
+        const at::Tensor input = at::tensor(std::vector<std::int64_t>(tokens.begin(), tokens.end()), at::kLong).view({1, -1});
+        const at::Tensor out = s.model->forward(input, &s.cache, cancel).contiguous();
+        return std::vector<float>(out.data_ptr<float>(), out.data_ptr<float>() + out.numel());
+    } catch (const ForwardCancelled&) {
+        s.cache.length = 0;
+        return Error::cancelled();
+    } catch (const std::exception& e) {
+        s.cache.length = 0;
+        return Error{std::string("forward pass failed: ") + e.what()};
+    }
+}
+
+Result<std::unique_ptr<InferenceSession>> LlamaModel::startSession(int capacity) const
+{
+    const ModelConfig& c = m_impl->config;
+    const int maxPositions = static_cast<int>(std::min<std::int64_t>(c.maxPositions, std::numeric_limits<int>::max()));
+    const int cap = capacity > 0 ? std::min(capacity, maxPositions) : maxPositions;
+    if (cap < 1)
+        return Error{"the model allows no positions"};
+    try {
+        c10::InferenceMode guard;
+        std::unique_ptr<InferenceSession> session(new InferenceSession());
+        InferenceSession::State& s = *session->m_state;
+        s.model = m_impl.get();
+        s.capacity = cap;
+        for (std::size_t l = 0; l < m_impl->layers.size(); ++l) {
+            s.cache.k.push_back(at::empty({1, c.numKvHeads, cap, c.headDim}, at::kFloat));
+            s.cache.v.push_back(at::empty({1, c.numKvHeads, cap, c.headDim}, at::kFloat));
+        }
+        return session;
+    } catch (const std::exception& e) {
+        return Error::io(std::string("cannot allocate the KV cache of ") + std::to_string(cap) + " tokens: " + e.what());
     }
 }
 

@@ -5,9 +5,12 @@
 #include "pocket/io/checkpoint.h"
 #include "pocket/io/hf_writer.h"
 #include "pocket/methods/method_registry.h"
+#include "pocket/model/llama_model.h"
 #include "pocket/support/result.h"
 
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 namespace pocket {
@@ -19,6 +22,28 @@ Result<std::unique_ptr<Checkpoint>> openArchiveCheckpoint(const std::string& pat
 
 // Opens a model or, for a .pllm file, the decoding view of an archive (see openArchiveCheckpoint).
 Result<std::unique_ptr<Checkpoint>> openModelOrArchive(const std::string& path, const MethodRegistry& registry);
+
+// How to run a model (see LoadOptions): the compute precision, and for an archive the memory
+// budget within which its compressed matrices are kept decoded (the rest stay in payload form and
+// are decoded by their methods' payload decoders just before use).
+struct RunOptions {
+    ComputePrecision precision = ComputePrecision::F32;
+    std::int64_t memoryBudget = LoadOptions::kUnlimited; // bytes, or LoadOptions::kUnlimited / kAuto
+};
+
+// A model ready to run, and the checkpoint it came from (which keeps the tokenizer file).
+struct RunnableModel {
+    std::unique_ptr<Checkpoint> checkpoint;
+    std::unique_ptr<LlamaModel> model;
+};
+
+// Opens a model or a .pllm archive and loads it to run. A memory budget other than unlimited
+// needs an archive (a Usage error naming "memory budget" otherwise).
+Result<RunnableModel> loadRunnableModel(const std::string& path, const MethodRegistry& registry, const RunOptions& options,
+                                        const std::function<bool(int done, int total)>& onTensor = {});
+
+// Parses a memory budget: "auto", "unlimited" (or "all"), or a number of MiB; nullopt otherwise.
+std::optional<std::int64_t> parseMemoryBudget(const std::string& text);
 
 // Writes the decoded model of an archive as a Hugging Face folder (config.json, safetensors,
 // tokenizer), weights stored as `options.dtype`.

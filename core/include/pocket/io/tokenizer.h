@@ -97,4 +97,23 @@ private:
     std::string m_kind = "llama2c";
 };
 
+// Text of a token stream as it grows, for printing generated tokens as they come: push() returns
+// the text the new token adds, holding back an incomplete UTF-8 sequence until it completes
+// (byte-fallback tokens). Decodes the whole stream each time (fine for thousands of tokens).
+class IncrementalDecoder {
+public:
+    explicit IncrementalDecoder(const Tokenizer& tokenizer) : m_tokenizer(tokenizer) {}
+    std::string push(std::int32_t id);
+    // The text of every token pushed (all of it, incomplete UTF-8 included).
+    std::string text() const { return m_tokenizer.decode(m_ids); }
+
+private:
+    const Tokenizer& m_tokenizer;
+    std::vector<std::int32_t> m_ids;
+    std::size_t m_emitted = 0; // bytes of the decoded text already returned
+};
+
+// Length of the longest prefix of `text` that does not end inside a UTF-8 sequence.
+std::size_t completeUtf8Length(std::string_view text);
+
 } // namespace pocket

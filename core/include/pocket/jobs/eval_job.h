@@ -22,6 +22,7 @@ struct EvalJobParams {
     std::string textPath;      // UTF-8 text to score
     std::string tokenizerPath; // "" = the one beside the model (or embedded in the archive)
     EvalParams eval;           // eval.ctx 0 = min(2048, the model's max positions)
+    RunOptions run;            // precision, and for an archive the memory budget
 };
 
 struct EvalJobProgress {
@@ -39,6 +40,7 @@ struct EvalJobResult {
     double tokenizeSeconds = 0;
     double loadSeconds = 0;
     double totalSeconds = 0;
+    WeightMemory memory;       // where the model's weight memory went
     std::int64_t runId = 0;    // the run recorded in the store (0 = not recorded)
 };
 

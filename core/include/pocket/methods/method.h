@@ -18,7 +18,7 @@ namespace pocket {
 
 // Bumped whenever anything in this header changes shape; plugins built against another version
 // are refused with a message naming the plugin file.
-constexpr int kMethodApiVersion = 4; // 4: Error carries a kind and a setting
+constexpr int kMethodApiVersion = 5; // 4: Error carries a kind and a setting; 5: prepareDecoder
 
 // ---------------------------------------------------------------------------------------------
 // Parameters
@@ -186,6 +186,23 @@ struct MethodInfo {
     std::vector<ParamSpec> params;
 };
 
+// Decodes the matrices of one payload one at a time into memory the caller owns: what inference
+// straight from an archive uses (a matrix stays in payload form and is decoded into a reusable
+// buffer just before its layer runs). Made by CompressionMethod::prepareDecoder. decodeMatrix()
+// may be called from several threads at once (each with its own output).
+class PayloadDecoder {
+public:
+    virtual ~PayloadDecoder() = default;
+    // Matrices of the payload, in payload order.
+    virtual std::size_t matrixCount() const = 0;
+    virtual const MatrixRef& matrix(std::size_t index) const = 0;
+    // Bytes this decoder keeps in memory (the payload in its stored form, plus any tables).
+    virtual std::uint64_t bytes() const = 0;
+    // Writes matrix `index`, rows*cols floats row-major, bit-identical to decode()'s; `threads`
+    // worker threads at most (<= 0: one per core).
+    virtual Status decodeMatrix(std::size_t index, float* out, int threads) const = 0;
+};
+
 // A compression method. Instances are used from one thread at a time; compress() and decode()
 // must not throw (errors come back as values, c10::Error included).
 class CompressionMethod {
@@ -212,6 +229,11 @@ public:
 
     // Decodes every matrix of a payload (values rows * cols, row-major, in group order).
     virtual Result<std::vector<std::vector<float>>> decode(const GroupPayload& payload) const = 0;
+
+    // A decoder that keeps `payload` and decodes one matrix at a time (checks the payload once).
+    // The default keeps the payload and runs decode() for each matrix asked for (correct, not
+    // fast); methods override it with decoders that touch only the matrix asked for.
+    virtual Result<std::unique_ptr<PayloadDecoder>> prepareDecoder(GroupPayload payload) const;
 };
 
 // Helpers shared by methods ---------------------------------------------------------------------
@@ -226,6 +248,9 @@ std::uint64_t groupSeed(std::int64_t seed, const std::string& groupId);
 void measureReconstruction(const MatrixGroup& group, const std::vector<std::vector<float>>& decoded, GroupPayload& payload);
 // Decodes `payload` with `method` and fills its errors from what decompression will produce.
 Status measureByDecoding(const CompressionMethod& method, const MatrixGroup& group, GroupPayload& payload);
+
+// Bytes of a payload's sections (what it takes in memory in stored form, near enough).
+std::uint64_t payloadBytes(const GroupPayload& payload);
 
 // Bits per weight of one matrix given its own bits and its share of the group's shared bits
 // (shared bits are split in proportion to the matrices' weight counts).

@@ -121,6 +121,13 @@ struct GroupQuant {
         const long q = intZero ? std::lround(w / scale) + static_cast<long>(minValue) : std::lround((w - minValue) / scale);
         return static_cast<std::int32_t>(std::clamp<long>(q, 0, top));
     }
+    // value(c) for every code c = 0 .. top (2^bits floats) before the final rounding to fp16:
+    // roundThroughHalf() of them gives exactly what value() gives.
+    void unroundedTable(float* out) const
+    {
+        for (int c = 0; c <= top; ++c)
+            out[c] = intZero ? static_cast<float>(c - static_cast<std::int32_t>(minValue)) * scale : static_cast<float>(c) * scale + minValue;
+    }
     // The decoded weight of a code.
     float value(std::int32_t code) const
     {
@@ -177,44 +184,82 @@ inline void appendMatrix(GroupPayload& payload, const MatrixRef& ref, const Quan
     payload.sections.push_back({"mins/" + ref.name, halfBytes(q.mins)});
 }
 
-// Decodes every matrix of a payload in this layout; errors start with "<methodId>: ".
+// The checked layout of a payload in this format.
+struct PayloadLayout {
+    int bits = 0;
+    bool intZero = false;
+    struct Matrix {
+        std::int64_t group = 0, perRow = 0;
+        const PayloadSection* codes = nullptr;
+        const PayloadSection* scales = nullptr;
+        const PayloadSection* mins = nullptr;
+    };
+    std::vector<Matrix> matrices;
+
+    // Checks metadata and section sizes; errors start with "<methodId>: ".
+    static Result<PayloadLayout> check(const GroupPayload& p, const std::string& methodId)
+    {
+        const auto meta = nlohmann::json::parse(p.metaJson, nullptr, false);
+        if (!meta.is_object() || !meta.contains("bits") || !meta["bits"].is_number_integer() || !meta.contains("groups") ||
+            !meta["groups"].is_array() || meta["groups"].size() != p.matrices.size())
+            return Error{methodId + ": group " + p.groupId + ": bad metadata"};
+        PayloadLayout l;
+        l.bits = meta["bits"].get<int>();
+        l.intZero = intZeroOf(meta);
+        if (l.bits < 2 || l.bits > 8)
+            return Error{methodId + ": group " + p.groupId + ": bits out of range"};
+        for (std::size_t mi = 0; mi < p.matrices.size(); ++mi) {
+            const MatrixRef& ref = p.matrices[mi].ref;
+            const auto& gj = meta["groups"][mi];
+            Matrix m;
+            m.group = gj.is_number_integer() ? gj.get<std::int64_t>() : 0;
+            if (ref.rows < 1 || ref.cols < 1 || m.group < 1 || m.group > ref.cols)
+                return Error{methodId + ": " + ref.name + ": bad group size"};
+            m.perRow = (ref.cols + m.group - 1) / m.group;
+            const auto groups = static_cast<std::uint64_t>(ref.rows * m.perRow);
+            m.codes = p.section("codes/" + ref.name);
+            m.scales = p.section("scales/" + ref.name);
+            m.mins = p.section("mins/" + ref.name);
+            if (!m.codes || !m.scales || !m.mins || m.scales->bytes.size() != groups * 2 || m.mins->bytes.size() != groups * 2)
+                return Error{methodId + ": " + ref.name + ": sections missing or of the wrong size"};
+            if (m.codes->bytes.size() < (static_cast<std::uint64_t>(ref.weights()) * static_cast<std::uint64_t>(l.bits) + 7) / 8)
+                return Error{methodId + ": " + ref.name + ": codes section too short"};
+            l.matrices.push_back(m);
+        }
+        return l;
+    }
+
+    // The quantiser of group `b` of row `row` of matrix `mi`.
+    GroupQuant quantiser(std::size_t mi, std::int64_t row, std::int64_t b) const
+    {
+        const Matrix& m = matrices[mi];
+        std::uint16_t s, mn;
+        const std::size_t k = static_cast<std::size_t>(row * m.perRow + b) * 2;
+        std::memcpy(&s, m.scales->bytes.data() + k, 2);
+        std::memcpy(&mn, m.mins->bytes.data() + k, 2);
+        return GroupQuant::fromHalves(s, mn, bits, intZero);
+    }
+};
+
+// Decodes every matrix of a payload in this layout; errors start with "<methodId>: ". The plain
+// reference (one code at a time); UniformDecoder is the fast one.
 inline Result<std::vector<std::vector<float>>> decodePayload(const GroupPayload& p, const std::string& methodId)
 {
-    const auto meta = nlohmann::json::parse(p.metaJson, nullptr, false);
-    if (!meta.is_object() || !meta.contains("bits") || !meta["bits"].is_number_integer() || !meta.contains("groups") ||
-        !meta["groups"].is_array() || meta["groups"].size() != p.matrices.size())
-        return Error{methodId + ": group " + p.groupId + ": bad metadata"};
+    auto layout = PayloadLayout::check(p, methodId);
+    if (!layout)
+        return layout.error();
     std::vector<std::vector<float>> out;
-    const int bits = meta["bits"].get<int>();
-    const bool intZero = intZeroOf(meta);
-    if (bits < 2 || bits > 8)
-        return Error{methodId + ": group " + p.groupId + ": bits out of range"};
     for (std::size_t mi = 0; mi < p.matrices.size(); ++mi) {
-        const MatrixResult& r = p.matrices[mi];
-        const auto& gj = meta["groups"][mi];
-        const std::int64_t g = gj.is_number_integer() ? gj.get<std::int64_t>() : 0;
-        if (r.ref.rows < 1 || r.ref.cols < 1 || g < 1 || g > r.ref.cols)
-            return Error{methodId + ": " + r.ref.name + ": bad group size"};
-        const std::int64_t perRow = (r.ref.cols + g - 1) / g;
-        const auto groups = static_cast<std::uint64_t>(r.ref.rows * perRow);
-        const PayloadSection* codesSection = p.section("codes/" + r.ref.name);
-        const PayloadSection* scalesSection = p.section("scales/" + r.ref.name);
-        const PayloadSection* minsSection = p.section("mins/" + r.ref.name);
-        if (!codesSection || !scalesSection || !minsSection || scalesSection->bytes.size() != groups * 2 ||
-            minsSection->bytes.size() != groups * 2)
-            return Error{methodId + ": " + r.ref.name + ": sections missing or of the wrong size"};
-        std::vector<std::int32_t> codes(static_cast<std::size_t>(r.ref.weights()));
-        if (!unpackBits(codesSection->bytes.data(), codesSection->bytes.size(), r.ref.weights(), bits, codes.data()))
-            return Error{methodId + ": " + r.ref.name + ": codes section too short"};
+        const MatrixRef& ref = p.matrices[mi].ref;
+        const PayloadLayout::Matrix& m = layout->matrices[mi];
+        std::vector<std::int32_t> codes(static_cast<std::size_t>(ref.weights()));
+        if (!unpackBits(m.codes->bytes.data(), m.codes->bytes.size(), ref.weights(), layout->bits, codes.data()))
+            return Error{methodId + ": " + ref.name + ": codes section too short"};
         std::vector<float> w(codes.size());
-        for (std::int64_t row = 0; row < r.ref.rows; ++row) {
-            for (std::int64_t b = 0; b < perRow; ++b) {
-                std::uint16_t s, mn;
-                const std::size_t k = static_cast<std::size_t>(row * perRow + b) * 2;
-                std::memcpy(&s, scalesSection->bytes.data() + k, 2);
-                std::memcpy(&mn, minsSection->bytes.data() + k, 2);
-                const GroupQuant q = GroupQuant::fromHalves(s, mn, bits, intZero);
-                const std::int64_t begin = row * r.ref.cols + b * g, end = row * r.ref.cols + std::min(r.ref.cols, (b + 1) * g);
+        for (std::int64_t row = 0; row < ref.rows; ++row) {
+            for (std::int64_t b = 0; b < m.perRow; ++b) {
+                const GroupQuant q = layout->quantiser(mi, row, b);
+                const std::int64_t begin = row * ref.cols + b * m.group, end = row * ref.cols + std::min(ref.cols, (b + 1) * m.group);
                 for (std::int64_t i = begin; i < end; ++i)
                     w[i] = q.value(codes[i]);
             }
@@ -223,5 +268,54 @@ inline Result<std::vector<std::vector<float>>> decodePayload(const GroupPayload&
     }
     return out;
 }
+
+// The fast decoder: per group of columns, the 2^bits decoded values are tabulated once (exactly
+// GroupQuant::value) and the packed codes are looked up in that table; rows split over threads.
+class UniformDecoder final : public PayloadDecoder {
+public:
+    static Result<std::unique_ptr<PayloadDecoder>> make(GroupPayload p, const std::string& methodId)
+    {
+        std::unique_ptr<UniformDecoder> d(new UniformDecoder);
+        d->m_payload = std::move(p);
+        auto layout = PayloadLayout::check(d->m_payload, methodId);
+        if (!layout)
+            return layout.error();
+        d->m_layout = std::move(*layout);
+        return std::unique_ptr<PayloadDecoder>(std::move(d));
+    }
+    std::size_t matrixCount() const override { return m_payload.matrices.size(); }
+    const MatrixRef& matrix(std::size_t index) const override { return m_payload.matrices.at(index).ref; }
+    std::uint64_t bytes() const override { return payloadBytes(m_payload); }
+    Status decodeMatrix(std::size_t index, float* out, int threads) const override
+    {
+        if (index >= m_payload.matrices.size())
+            return Error::internal("decodeMatrix: no matrix " + std::to_string(index) + " in group " + m_payload.groupId);
+        const MatrixRef& ref = m_payload.matrices[index].ref;
+        const PayloadLayout::Matrix& m = m_layout.matrices[index];
+        const int bits = m_layout.bits;
+        const std::int64_t levels = std::int64_t{1} << bits;
+        parallelFor(ref.rows, threads, std::max<std::int64_t>(1, 65536 / ref.cols), [&](std::int64_t r0, std::int64_t r1) {
+            // The tables of a whole row at once, rounded to fp16 in one pass.
+            std::vector<float> tables(static_cast<std::size_t>(m.perRow * levels));
+            for (std::int64_t row = r0; row < r1; ++row) {
+                for (std::int64_t b = 0; b < m.perRow; ++b)
+                    m_layout.quantiser(index, row, b).unroundedTable(&tables[static_cast<std::size_t>(b * levels)]);
+                roundThroughHalf(tables.data(), tables.size());
+                for (std::int64_t b = 0; b < m.perRow; ++b) {
+                    const std::int64_t begin = row * ref.cols + b * m.group;
+                    const std::int64_t count = std::min(ref.cols, (b + 1) * m.group) - b * m.group;
+                    unpackThroughTable(m.codes->bytes.data(), m.codes->bytes.size(), static_cast<std::uint64_t>(begin), count, bits,
+                                       &tables[static_cast<std::size_t>(b * levels)], out + begin);
+                }
+            }
+        });
+        return {};
+    }
+
+private:
+    UniformDecoder() = default;
+    GroupPayload m_payload;
+    PayloadLayout m_layout;
+};
 
 } // namespace pocket::uniform

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 namespace pocket {
@@ -34,6 +35,32 @@ int indexBits(std::int64_t codewordCount);
 std::vector<std::uint8_t> packBits(const std::int32_t* values, std::int64_t count, int bits);
 // The inverse. Returns false if `bytes` is shorter than ceil(count*bits/8) or bits is outside 1..32.
 bool unpackBits(const std::uint8_t* bytes, std::uint64_t byteCount, std::int64_t count, int bits, std::int32_t* values);
+
+// Value `index` of a packed stream (see packBits) of `bits` bits (1..24), read on its own; the
+// caller guarantees (index+1)*bits <= byteCount*8. For decoders that read codes out of order.
+inline std::uint32_t packedValue(const std::uint8_t* bytes, std::uint64_t byteCount, std::uint64_t index, int bits)
+{
+    const std::uint64_t bit = index * static_cast<std::uint64_t>(bits);
+    const std::uint64_t pos = bit >> 3;
+    std::uint32_t word = 0;
+    for (std::uint64_t k = 0; k < 4 && pos + k < byteCount; ++k)
+        word |= static_cast<std::uint32_t>(bytes[pos + k]) << (8 * k);
+    return (word >> (bit & 7)) & ((1u << bits) - 1);
+}
+
+// Values [first, first + count) of a packed stream of `bits` bits (1..8), each mapped through
+// `table` (2^bits entries): out[i] = table[value(first + i)]. The caller guarantees the stream
+// holds them. Byte-aligned runs of 2-, 4- and 8-bit values take a fast path.
+void unpackThroughTable(const std::uint8_t* bytes, std::uint64_t byteCount, std::uint64_t first, std::int64_t count, int bits,
+                        const float* table, float* out);
+
+// values[i] = halfToFloat(floatToHalf(values[i])) for i < n, bit for bit, with the CPU's F16C
+// conversions where it has them.
+void roundThroughHalf(float* values, std::size_t n);
+
+// Runs body(begin, end) over [0, count) split into at most `threads` contiguous parts (<= 0: one
+// per core), at least `minPerPart` items each, on threads of its own; returns when all are done.
+void parallelFor(std::int64_t count, int threads, std::int64_t minPerPart, const std::function<void(std::int64_t, std::int64_t)>& body);
 
 // The sub-vector layout of the method doc (section 2): a [rows, cols] matrix is cut along cols into
 // blocks of width d (the last padded with zeros when d does not divide cols), and the blocks are

@@ -1,5 +1,8 @@
 // The Llama-family forward pass (RMSNorm, RoPE, grouped-query attention with a causal mask,
-// SwiGLU MLP, tied or separate head) in LibTorch, fp32 compute from F32/F16/BF16 weights.
+// SwiGLU MLP, tied or separate head) in LibTorch, from F32/F16/BF16 weights: fp32 compute (the
+// reference) or bf16 weights and matrix products (fp32 norms, softmax and residual stream).
+// Linear weights may stay compressed (CompressedMatrix), decoded into a reusable buffer just before
+// they are used, within a memory budget; a KV cache (InferenceSession) serves generation.
 // LibTorch stays behind the pimpl: this header includes no torch headers.
 // A loaded model is immutable; its const methods may be called from several threads at once.
 #pragma once
@@ -7,6 +10,7 @@
 #include "pocket/io/checkpoint.h"
 #include "pocket/support/result.h"
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -17,18 +21,75 @@
 namespace pocket {
 
 class CalibrationRun;
+class InferenceSession;
+
+// A linear weight the model may keep in compressed form (an archive's payload) and decode on
+// demand. Implementations must allow decodeInto() from one thread at a time at least.
+class CompressedMatrix {
+public:
+    virtual ~CompressedMatrix() = default;
+    // Bytes it holds in memory while compressed (its share of what it shares with others).
+    virtual std::uint64_t bytes() const = 0;
+    // Writes the matrix, rows*cols fp32 values row-major; `threads` worker threads at most.
+    virtual Status decodeInto(float* out, int threads) const = 0;
+    // Matrices that decode at the same speed per weight share a class (same method, parameters
+    // and shape): load() times one decode per class.
+    virtual std::string speedClass() const = 0;
+};
+
+enum class ComputePrecision {
+    F32,  // fp32 weights and compute: the reference
+    BF16, // bf16 weights and matrix products (oneDNN, AVX-512 BF16 where the CPU has it); fp32
+          // embeddings lookups, norms, softmax, residual stream
+};
+const char* computePrecisionName(ComputePrecision precision); // "fp32" / "bf16"
+
+struct LoadOptions {
+    ComputePrecision precision = ComputePrecision::F32;
+    // Linear weights to take from here instead of the checkpoint, by tensor name. They stay
+    // compressed unless the memory budget lets them be kept decoded.
+    std::map<std::string, std::shared_ptr<const CompressedMatrix>> compressed;
+    // Bytes all weights may take (resident tensors, compressed payloads, the decode buffer).
+    // kUnlimited: every matrix decoded at load; kAuto: as many decoded as the memory available
+    // allows (MemAvailable less 1 GiB for activations). Below the minimum (every matrix compressed
+    // plus one decode buffer) load() fails and names the minimum.
+    static constexpr std::int64_t kUnlimited = -1;
+    static constexpr std::int64_t kAuto = -2;
+    std::int64_t memoryBudget = kUnlimited;
+};
+
+// Where a model's weight memory goes (load() decides it).
+struct WeightMemory {
+    std::uint64_t fixedBytes = 0;        // embeddings, norms, head (never compressed)
+    std::uint64_t decodedBytes = 0;      // linear weights kept decoded
+    std::uint64_t compressedBytes = 0;   // linear weights kept in payload form
+    std::uint64_t bufferBytes = 0;       // the reusable decode buffer
+    std::uint64_t minimumBytes = 0;      // every compressible matrix compressed, plus the buffer
+    std::uint64_t allDecodedBytes = 0;   // every matrix decoded (no buffer)
+    int matricesDecoded = 0;
+    int matricesCompressed = 0;
+    double decodeSecondsPerPass = 0;     // measured decode time of the compressed ones, per forward
+    std::uint64_t total() const { return fixedBytes + decodedBytes + compressedBytes + bufferBytes; }
+};
 
 class LlamaModel {
 public:
-    // Materialises every tensor of `checkpoint` as fp32, one at a time (the mapping's pages are
-    // released after each). `onTensor(done, total)` reports progress; returning false cancels.
+    // Materialises every tensor of `checkpoint` (the mapping's pages are released after each),
+    // except the linear weights `options.compressed` provides. `onTensor(done, total)` reports
+    // progress; returning false cancels.
     static Result<std::unique_ptr<LlamaModel>> load(const Checkpoint& checkpoint,
-                                                    const std::function<bool(int done, int total)>& onTensor = {});
+                                                    const std::function<bool(int done, int total)>& onTensor = {},
+                                                    const LoadOptions& options = {});
     ~LlamaModel();
 
     const ModelConfig& config() const;
-    // Bytes held by the fp32 weights.
+    ComputePrecision precision() const;
+    // Bytes held by the weights (all of WeightMemory).
     std::uint64_t weightBytes() const;
+    const WeightMemory& memory() const;
+
+    // A sequence with a KV cache of up to `capacity` tokens (0: the model's maximum positions).
+    Result<std::unique_ptr<InferenceSession>> startSession(int capacity = 0) const;
 
     // Logits for one sequence, row-major [tokens.size(), vocab].
     Result<std::vector<float>> logits(const std::vector<std::int32_t>& tokens) const;
@@ -39,6 +100,7 @@ public:
 
     // Replaces a linear weight ("model.layers.3.mlp.up_proj.weight") with `values` (rows*cols
     // floats), e.g. its quantised version, so that later calibration sees it. Not thread-safe.
+    // Only for fp32 models whose weights are all decoded.
     Status setWeight(const std::string& name, const std::vector<float>& values);
 
     // Starts carrying calibration sequences (equal lengths, BOS included) through the model block
@@ -50,6 +112,26 @@ public:
 private:
     LlamaModel();
     std::unique_ptr<Impl> m_impl;
+};
+
+// One sequence run token by token with a KV cache (for generation). Use from one thread; the
+// model must outlive it.
+class InferenceSession {
+public:
+    ~InferenceSession();
+    // Runs `tokens` after those already fed and returns the logits of the last one (vocabulary
+    // floats). Fails when they do not fit the capacity, or with "cancelled" when `cancel` (if set)
+    // becomes true between two blocks; the session is then reset.
+    Result<std::vector<float>> feed(const std::vector<std::int32_t>& tokens, const std::atomic<bool>* cancel = nullptr);
+    int position() const; // tokens fed so far
+    int capacity() const;
+    void reset();         // forgets every token fed
+
+private:
+    friend class LlamaModel;
+    InferenceSession();
+    struct State;
+    std::unique_ptr<State> m_state;
 };
 
 // Calibration statistics for methods like GPTQ: the hidden states of calibration sequences,
