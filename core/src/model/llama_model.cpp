@@ -197,7 +197,8 @@ static Status placeCompressed(LlamaModel::Impl& m, std::int64_t budget)
     for (std::size_t i : order) {
         const std::uint64_t res = residentBytes(compressed[i]), comp = compressed[i]->source->bytes();
         const std::uint64_t after = total + res - comp; // unsigned wrap-around cancels when res < comp
-        if (budget == LoadOptions::kUnlimited || after <= static_cast<std::uint64_t>(budget)) {
+        if (budget == LoadOptions::kUnlimited || after <= static_cast<std::uint64_t>(budget) ||
+            mem.allDecodedBytes <= static_cast<std::uint64_t>(budget)) { // all decoded needs no buffer
             keep[i] = true;
             total = after;
         }
