@@ -2,11 +2,12 @@
 // plain memcpy of the same number of fp16 bytes (the floor any format pays to materialise weights).
 // By default through the methods' payload decoders (what inference from the archive uses: one
 // matrix at a time into a reused buffer); --reference times the methods' whole-group decode().
-// Run: build/bin/bench_decode ARCHIVE [--threads N] [--reference]
+// Run: build/bin/bench_decode ARCHIVE [--threads N] [--reference] [--groups N (the first N only)]
 #include "pocket/archive/model_archive.h"
 #include "pocket/model/llama_model.h"
 #include "pocket/methods/method_registry.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -28,10 +29,13 @@ int main(int argc, char** argv)
     }
     int threads = 0;
     bool reference = false;
+    std::size_t maxGroups = 0; // 0 = all
     for (int i = 2; i < argc; ++i) {
         if (std::string(argv[i]) == "--threads" && i + 1 < argc)
             threads = std::stoi(argv[i + 1]);
         reference = reference || std::string(argv[i]) == "--reference";
+        if (std::string(argv[i]) == "--groups" && i + 1 < argc)
+            maxGroups = std::stoul(argv[i + 1]);
     }
     pocket::setComputeThreads(threads);
     pocket::MethodRegistry registry;
@@ -44,7 +48,10 @@ int main(int argc, char** argv)
     double decodeSeconds = 0;
     std::uint64_t weights = 0;
     std::vector<float> buffer;
-    for (std::size_t g = 0; g < (*archive)->manifest().groups.size(); ++g) {
+    std::size_t groups = (*archive)->manifest().groups.size();
+    if (maxGroups > 0)
+        groups = std::min(groups, maxGroups);
+    for (std::size_t g = 0; g < groups; ++g) {
         auto payload = (*archive)->groupPayload(g);
         auto method = registry.find(payload->methodId);
         if (!payload || !method) {
@@ -95,7 +102,7 @@ int main(int argc, char** argv)
     const double copyRate = static_cast<double>(weights) * repeats / copySeconds;
     std::printf("%s: decoded %llu weights in %zu group(s) in %.3f s: %.3g weights/s (%d threads)\n",
                 reference ? "decode() per group" : "payload decoder per matrix",
-                static_cast<unsigned long long>(weights), (*archive)->manifest().groups.size(), decodeSeconds,
+                static_cast<unsigned long long>(weights), groups, decodeSeconds,
                 static_cast<double>(weights) / decodeSeconds, pocket::computeThreads());
     std::printf("memcpy of the same %llu fp16 bytes: %.3g weights/s; decode is %.3gx of memcpy\n",
                 static_cast<unsigned long long>(weights * 2), copyRate, (static_cast<double>(weights) / decodeSeconds) / copyRate);

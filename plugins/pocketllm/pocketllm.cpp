@@ -3,6 +3,7 @@
 // archive keeps the decoder, the codebook and the bit-packed indices; the encoder is thrown away.
 // ../shared/docs/pocketllm-method.md is the specification; where the paper and the reference code
 // differ both are offered, the reference code's choice being the default.
+#include "fused_decoder.h"
 #include "pocketllm_net.h"
 
 #include "pocket/io/dtype.h"
@@ -127,16 +128,6 @@ std::vector<std::uint8_t> fp16Bytes(const at::Tensor& t)
     std::vector<std::uint8_t> bytes(static_cast<std::size_t>(h.numel()) * 2);
     std::memcpy(bytes.data(), h.data_ptr(), bytes.size());
     return bytes;
-}
-
-at::Tensor fromFp16Bytes(const std::vector<std::uint8_t>& bytes, std::size_t offsetElems, std::vector<std::int64_t> shape)
-{
-    std::int64_t n = 1;
-    for (auto s : shape)
-        n *= s;
-    at::Tensor h = at::empty(shape, at::kHalf);
-    std::memcpy(h.data_ptr(), bytes.data() + offsetElems * 2, static_cast<std::size_t>(n) * 2);
-    return h.to(at::kFloat);
 }
 
 // The sub-vector matrix S of one weight matrix: column blocks of width d stacked ([(in/d)*out, d]).
@@ -313,6 +304,9 @@ private:
     Status compressAssign(const MatrixGroup& group, const ParamSet& params, const CompressContext& context, const Layout& l,
                           GroupPayload& payload) const;
     Result<std::vector<std::vector<float>>> decodeImpl(const GroupPayload& payload) const;
+
+public:
+    Result<std::unique_ptr<PayloadDecoder>> prepareDecoder(GroupPayload payload) const override;
 };
 
 // ---- shared by both encoders -------------------------------------------------------------------
@@ -1062,9 +1056,90 @@ Status PocketLlmMethod::compressAssign(const MatrixGroup& group, const ParamSet&
     return {};
 }
 
-Result<std::vector<std::vector<float>>> PocketLlmMethod::decodeImpl(const GroupPayload& payload) const
+namespace {
+// The payload decoder: the fused decoder over each RLN group, groups split over threads.
+class PocketDecoder final : public PayloadDecoder {
+public:
+    GroupPayload payload;
+    FusedDecoder dec;
+    int bits = 0;
+    std::vector<const PayloadSection*> indices;   // per matrix
+    std::vector<std::vector<float>> rowScales;    // per matrix, with row_scale
+
+    std::size_t matrixCount() const override { return payload.matrices.size(); }
+    const MatrixRef& matrix(std::size_t index) const override { return payload.matrices.at(index).ref; }
+    std::uint64_t bytes() const override
+    {
+        std::uint64_t n = payloadBytes(payload) + 4 * (dec.codebook.size() + dec.d0.w1.size() + dec.d0.w2.size() + dec.d1.w1.size() +
+                                                       dec.d1.w2.size() + dec.d2.w1.size() + dec.d2.w2.size());
+        for (const auto& rs : rowScales)
+            n += rs.size() * 4;
+        return n;
+    }
+    Status decodeMatrix(std::size_t index, float* out, int threads) const override
+    {
+        if (index >= payload.matrices.size())
+            return Error::internal("decodeMatrix: no matrix " + std::to_string(index) + " in group " + payload.groupId);
+        const MatrixRef& ref = payload.matrices[index].ref;
+        const std::int64_t count = subvectorCount(ref, dec.d), g = dec.group;
+        const PayloadSection& section = *indices[index];
+        const std::vector<float>& rs = rowScales[index];
+        std::atomic<bool> outOfRange{false};
+        parallelFor(count / g, threads, std::max<std::int64_t>(1, 16384 / g), [&](std::int64_t g0, std::int64_t g1) {
+            std::vector<std::int32_t> codes(static_cast<std::size_t>(g));
+            std::vector<float> sub(static_cast<std::size_t>(g * dec.d)), scratch;
+            for (std::int64_t grp = g0; grp < g1; ++grp) {
+                for (std::int64_t i = 0; i < g; ++i) {
+                    const std::uint32_t c = packedValue(section.bytes.data(), section.bytes.size(), static_cast<std::uint64_t>(grp * g + i), bits);
+                    if (c >= static_cast<std::uint64_t>(dec.codewords)) {
+                        outOfRange = true;
+                        return;
+                    }
+                    codes[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(c);
+                }
+                decodeRlnGroup(dec, codes.data(), sub.data(), scratch);
+                // Sub-vector i holds row i % rows, columns [(i / rows) * d, + d): scale rows, round to fp16.
+                if (!rs.empty())
+                    for (std::int64_t i = 0; i < g; ++i) {
+                        const float r = rs[static_cast<std::size_t>((grp * g + i) % ref.rows)];
+                        for (int j = 0; j < dec.d; ++j)
+                            sub[static_cast<std::size_t>(i * dec.d + j)] *= r;
+                    }
+                roundThroughHalf(sub.data(), sub.size());
+                for (std::int64_t i = 0; i < g; ++i) {
+                    const std::int64_t v = grp * g + i, row = v % ref.rows, col = (v / ref.rows) * dec.d;
+                    const std::int64_t width = std::min<std::int64_t>(dec.d, ref.cols - col);
+                    std::memcpy(out + row * ref.cols + col, &sub[static_cast<std::size_t>(i * dec.d)], sizeof(float) * static_cast<std::size_t>(width));
+                }
+            }
+        });
+        if (outOfRange)
+            return Error{"pocketllm: " + ref.name + ": index out of the codebook's range"};
+        return {};
+    }
+};
+
+std::vector<float> halfValues(const std::vector<std::uint8_t>& bytes, std::size_t offset, std::size_t count)
 {
-    at::NoGradGuard noGrad;
+    std::vector<float> v(count);
+    convertToFloat(DType::F16, bytes.data() + offset * 2, count, v.data());
+    return v;
+}
+
+// [G*latent] (RLN order: G rows of latent values) to [latent][G].
+std::vector<float> transposedRln(const std::vector<float>& w, std::int64_t group, int latent)
+{
+    std::vector<float> t(w.size());
+    for (std::int64_t i = 0; i < group; ++i)
+        for (int k = 0; k < latent; ++k)
+            t[static_cast<std::size_t>(k * group + i)] = w[static_cast<std::size_t>(i * latent + k)];
+    return t;
+}
+} // namespace
+
+// Long: checks every field and section of the payload before anything is decoded.
+Result<std::unique_ptr<PayloadDecoder>> PocketLlmMethod::prepareDecoder(GroupPayload payload) const
+{
     json meta = json::parse(payload.metaJson, nullptr, false);
     if (meta.is_discarded() || !meta.is_object())
         return Error{"pocketllm: group " + payload.groupId + ": metadata is not a JSON object"};
@@ -1097,7 +1172,6 @@ Result<std::vector<std::vector<float>>> PocketLlmMethod::decodeImpl(const GroupP
         l.codewords > (1 << 20) || l.bits != indexBits(l.codewords) || l.group < 1 || l.group > (1 << 24))
         return Error{"pocketllm: group " + payload.groupId + ": metadata out of range"};
 
-    const auto shapes = decoderTensorShapes(l.d, l.latent, l.hidden, l.group, l.format);
     const PayloadSection* decoderSection = payload.section("decoder");
     const PayloadSection* codebookSection = payload.section("codebook");
     const std::size_t decoderElems = static_cast<std::size_t>(decoderParameterCount(l));
@@ -1105,15 +1179,6 @@ Result<std::vector<std::vector<float>>> PocketLlmMethod::decodeImpl(const GroupP
         return Error{"pocketllm: group " + payload.groupId + ": decoder section missing or of the wrong size"};
     if (!codebookSection || codebookSection->bytes.size() != static_cast<std::size_t>(l.codewords * l.latent) * 2)
         return Error{"pocketllm: group " + payload.groupId + ": codebook section missing or of the wrong size"};
-
-    std::vector<at::Tensor> decoderTensors;
-    std::size_t offset = 0;
-    for (const auto& [name, shape] : shapes) {
-        decoderTensors.push_back(fromFp16Bytes(decoderSection->bytes, offset, shape));
-        offset += static_cast<std::size_t>(decoderTensors.back().numel());
-    }
-    const Decoder decoder = Decoder::fromTensors(decoderTensors, l.group, l.format);
-    const at::Tensor codebook = fromFp16Bytes(codebookSection->bytes, 0, {l.codewords, l.latent});
     const PayloadSection* scaleSection = payload.section("scale");
     float scale = 0;
     if (!scaleSection || scaleSection->bytes.size() != sizeof scale)
@@ -1122,34 +1187,84 @@ Result<std::vector<std::vector<float>>> PocketLlmMethod::decodeImpl(const GroupP
     if (!std::isfinite(scale) || scale <= 0)
         return Error{"pocketllm: group " + payload.groupId + ": scale is not a positive number"};
 
-    std::vector<std::vector<float>> out;
+    auto out = std::make_unique<PocketDecoder>();
+    FusedDecoder& dec = out->dec;
+    dec.d = l.d;
+    dec.latent = l.latent;
+    dec.hidden = l.hidden;
+    dec.group = l.group;
+    dec.rlnAffine = l.format.rlnAffine;
+    dec.finalNorm = l.format.finalNorm;
+    dec.outSkip = l.format.outSkip;
+    dec.codewords = l.codewords;
+    dec.scale = scale;
+    dec.codebook = halfValues(codebookSection->bytes, 0, static_cast<std::size_t>(l.codewords * l.latent));
+    // The decoder tensors in storage order (decoderTensorShapes).
+    std::map<std::string, std::vector<float>> tensors;
+    std::size_t offset = 0;
+    for (const auto& [name, shape] : decoderTensorShapes(l.d, l.latent, l.hidden, l.group, l.format)) {
+        std::size_t n = 1;
+        for (auto v : shape)
+            n *= static_cast<std::size_t>(v);
+        tensors[name] = halfValues(decoderSection->bytes, offset, n);
+        offset += n;
+    }
+    const auto mlpOf = [&](const std::string& prefix, int in, int outWidth) {
+        FusedMlp m;
+        m.in = in;
+        m.hidden = l.hidden;
+        m.out = outWidth;
+        m.w1 = tensors[prefix + ".w1"];
+        m.b1 = tensors[prefix + ".b1"];
+        m.w2 = tensors[prefix + ".w2"];
+        m.b2 = tensors[prefix + ".b2"];
+        return m;
+    };
+    dec.d1 = mlpOf("D1", l.latent, l.latent);
+    dec.d2 = mlpOf("D2", l.latent, l.latent);
+    dec.d0 = mlpOf("D0", l.latent, l.d);
+    if (l.format.rlnAffine) {
+        dec.rln3w = transposedRln(tensors["RLN3.weight"], l.group, l.latent);
+        dec.rln3b = transposedRln(tensors["RLN3.bias"], l.group, l.latent);
+        dec.rln4w = transposedRln(tensors["RLN4.weight"], l.group, l.latent);
+        dec.rln4b = transposedRln(tensors["RLN4.bias"], l.group, l.latent);
+        if (l.format.finalNorm) {
+            dec.rln4pw = transposedRln(tensors["RLN4p.weight"], l.group, l.latent);
+            dec.rln4pb = transposedRln(tensors["RLN4p.bias"], l.group, l.latent);
+        }
+    }
+    out->bits = l.bits;
     for (const MatrixResult& m : payload.matrices) {
         const PayloadSection* section = payload.section("indices/" + m.ref.name);
         const std::int64_t count = subvectorCount(m.ref, l.d);
         if (m.ref.rows < 1 || m.ref.cols < 1 || count % l.group != 0)
             return Error{"pocketllm: " + m.ref.name + ": shape does not fit the RLN group"};
-        at::Tensor idx = at::empty({count}, at::kInt);
-        if (!section || !unpackBits(section->bytes.data(), section->bytes.size(), count, l.bits, idx.data_ptr<std::int32_t>()))
+        if (!section || section->bytes.size() < (static_cast<std::uint64_t>(count) * static_cast<std::uint64_t>(l.bits) + 7) / 8)
             return Error{"pocketllm: " + m.ref.name + ": index section missing or too short"};
-        if (idx.max().item<std::int32_t>() >= l.codewords)
-            return Error{"pocketllm: " + m.ref.name + ": index out of the codebook's range"};
-        // Fixed chunks (a multiple of G) keep the result independent of the thread count.
-        const std::int64_t chunk = std::max<std::int64_t>(1, 65536 / l.group) * l.group;
-        std::vector<at::Tensor> pieces;
-        for (std::int64_t b = 0; b < count; b += chunk) {
-            const std::int64_t size = std::min(chunk, count - b);
-            pieces.push_back(decoder.decode(codebook.index_select(0, idx.narrow(0, b, size).to(at::kLong))));
-        }
-        const at::Tensor s = at::cat(pieces, 0) * scale;
-        at::Tensor w = weightsFromSubvectors(s, m.ref.rows, m.ref.cols, l.d);
+        out->indices.push_back(section);
+        out->rowScales.emplace_back();
         if (l.rowScale) {
             const PayloadSection* scales = payload.section("row_scales/" + m.ref.name);
             if (!scales || scales->bytes.size() != static_cast<std::size_t>(m.ref.rows) * 2)
                 return Error{"pocketllm: " + m.ref.name + ": row scale section missing or of the wrong size"};
-            w = w * fromFp16Bytes(scales->bytes, 0, {m.ref.rows, 1});
+            out->rowScales.back() = halfValues(scales->bytes, 0, static_cast<std::size_t>(m.ref.rows));
         }
-        w = roundFp16(w).contiguous();
-        out.emplace_back(w.data_ptr<float>(), w.data_ptr<float>() + w.numel());
+    }
+    // The section pointers stay valid: moving the payload moves its sections' buffer, not the sections.
+    out->payload = std::move(payload);
+    return std::unique_ptr<PayloadDecoder>(std::move(out));
+}
+
+Result<std::vector<std::vector<float>>> PocketLlmMethod::decodeImpl(const GroupPayload& payload) const
+{
+    auto decoder = prepareDecoder(payload);
+    if (!decoder)
+        return decoder.error();
+    std::vector<std::vector<float>> out;
+    for (std::size_t m = 0; m < (*decoder)->matrixCount(); ++m) {
+        std::vector<float> w(static_cast<std::size_t>((*decoder)->matrix(m).weights()));
+        POCKET_TRY((*decoder)->decodeMatrix(m, w.data(), 0));
+        out.push_back(std::move(w));
     }
     return out;
 }
