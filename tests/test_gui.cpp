@@ -6,6 +6,7 @@
 #include "export_dialog.h"
 #include "layer_picker.h"
 #include "main_window.h"
+#include "playground_panel.h"
 #include "method_form.h"
 #include "sensitivity_panel.h"
 #include "training_chart.h"
@@ -385,6 +386,52 @@ private Q_SLOTS:
         QVERIFY2(original.ok && fromGguf.ok, qPrintable(original.message + " / " + fromGguf.message));
         QVERIFY2(std::abs(fromGguf.perplexity / original.perplexity - 1) < 0.01,
                  qPrintable(QString("%1 vs %2").arg(fromGguf.perplexity).arg(original.perplexity)));
+    }
+
+    // The playground streams both models, tints and explains the compressed one's tokens, runs one
+    // thing at a time, and stops when asked.
+    void playgroundRunsSideBySide()
+    {
+        QVERIFY(m_window->openPath(QString::fromStdString(testsupport::demoModel()), true));
+        PlaygroundPanel* panel = m_window->playgroundPanel();
+        m_window->showTab(panel);
+        panel->setCompressedPath(m_window->lastArchive());
+        panel->maxTokensSpin()->setValue(24);
+        QSignalSpy finished(m_wb.get(), &Workbench::playgroundFinished);
+        QString error;
+        QVERIFY2(panel->start(&error), qPrintable(error));
+        QString again;
+        QVERIFY(!panel->start(&again));
+        QVERIFY(again.contains("one thing at a time"));
+        QVERIFY(m_wb->waitForIdle(120000));
+        QCOMPARE(finished.size(), 1);
+        const auto o = finished.at(0).at(0).value<PlaygroundOutcome>();
+        QVERIFY2(o.ok, qPrintable(o.message));
+        const auto& tokens = panel->compressedTokens();
+        QVERIFY(!tokens.empty() && tokens.size() <= 24);
+        QCOMPARE(tokens.size(), o.result.compressed.size());
+        QVERIFY(panel->originalView()->toPlainText().startsWith(panel->promptEdit()->text()));
+        QVERIFY(panel->originalView()->toPlainText().size() > panel->promptEdit()->text().size() + 10);
+        QCOMPARE(panel->compressedView()->toPlainText(), panel->promptEdit()->text() + QString::fromStdString(o.result.compressedText));
+        QVERIFY(panel->tooltipFor(0).contains("original's probability"));
+        if (o.result.divergenceAt >= 0)
+            QVERIFY(tokens[static_cast<std::size_t>(o.result.divergenceAt)].firstDivergence);
+        panel->tintCombo()->setCurrentIndex(1); // re-tinted by KL: same text
+        QCOMPARE(panel->compressedView()->toPlainText(), panel->promptEdit()->text() + QString::fromStdString(o.result.compressedText));
+        // Stop in the middle: the outcome says so, and the tab is ready again.
+        panel->maxTokensSpin()->setValue(400);
+        QVERIFY(panel->start(&error));
+        m_wb->cancel();
+        QVERIFY(m_wb->waitForIdle(120000));
+        QCOMPARE(finished.size(), 2);
+        QVERIFY(finished.at(1).at(0).value<PlaygroundOutcome>().cancelled);
+        // A compressed model that is not there: a clear error naming it.
+        panel->setCompressedPath(m_tmp.filePath("missing.pllm"));
+        QVERIFY(panel->start(&error));
+        QVERIFY(m_wb->waitForIdle(60000));
+        const auto missing = finished.at(2).at(0).value<PlaygroundOutcome>();
+        QVERIFY(!missing.ok);
+        QVERIFY2(missing.message.contains("missing.pllm"), qPrintable(missing.message));
     }
 
     void badInputKeepsTheOpenModel()

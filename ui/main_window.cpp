@@ -8,6 +8,7 @@
 #include "log_bridge.h"
 #include "method_form.h"
 #include "sensitivity_panel.h"
+#include "playground_panel.h"
 #include "training_chart.h"
 
 #include "pocket/support/app_paths.h"
@@ -323,6 +324,14 @@ void MainWindow::buildAnalysisTabs()
             dock->show();
     });
     connect(m_sensitivity, &SensitivityPanel::runPlanRequested, this, [this] { startPlannedCompress(); });
+
+    m_playground = new PlaygroundPanel(m_workbench);
+    m_tabs->addTab(m_playground, tr("Playground"));
+}
+
+void MainWindow::showTab(QWidget* page)
+{
+    m_tabs->setCurrentWidget(page);
 }
 
 // A "…" button that picks a text file into `edit`.
@@ -571,6 +580,7 @@ void MainWindow::updateActions()
     m_evalOriginal->setEnabled(!busy && m_workbench->hasModel() && !m_workbench->summary().isArchive);
     m_evalCompressed->setEnabled(!busy && haveArchive);
     m_sensitivity->setEnabled(!busy || m_workbench->runningKind() == JobStatus::Kind::Sensitivity);
+    m_playground->setEnabled(!busy || m_workbench->runningKind() == JobStatus::Kind::Playground);
     if (!busy)
         m_jobLabel->clear();
 }
@@ -712,6 +722,7 @@ void MainWindow::onCompressFinished(const CompressOutcome& o)
     if (o.ok) {
         m_overall->setValue(1000);
         m_lastArchive = o.archivePath;
+        m_playground->setCompressedPath(o.archivePath);
         m_matrices->setSortingEnabled(false);
         m_matrices->setRowCount(0);
         for (const MatrixReport& m : o.matrices) {

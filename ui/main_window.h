@@ -25,6 +25,7 @@ namespace pocket::ui {
 
 class ComparePanel;
 class SensitivityPanel;
+class PlaygroundPanel;
 class LayerPicker;
 class MethodForm;
 class TrainingChart;
@@ -64,6 +65,9 @@ public:
     TrainingChart* trainingChart() const { return m_chart; }
     ComparePanel* comparePanel() const { return m_compare; }
     SensitivityPanel* sensitivityPanel() const { return m_sensitivity; }
+    PlaygroundPanel* playgroundPanel() const { return m_playground; }
+    // Shows the tab holding `page`.
+    void showTab(QWidget* page);
     QTabWidget* tabs() const { return m_tabs; }
     QLineEdit* outputPathEdit() const { return m_outPath; }
     QLineEdit* textPathEdit() const { return m_textPath; }
@@ -112,6 +116,7 @@ private:
     TrainingChart* m_chart = nullptr;
     ComparePanel* m_compare = nullptr;
     SensitivityPanel* m_sensitivity = nullptr;
+    PlaygroundPanel* m_playground = nullptr;
     QTabWidget* m_tabs = nullptr;
     QLabel* m_summary = nullptr;
     QLabel* m_estimate = nullptr;

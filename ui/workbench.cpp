@@ -73,6 +73,8 @@ Workbench::Workbench(QObject* parent, const QString& extraPluginFolder) : QObjec
     qRegisterMetaType<EvalOutcome>();
     qRegisterMetaType<ExportOutcome>();
     qRegisterMetaType<TrainPoint>();
+    qRegisterMetaType<PlaygroundToken>();
+    qRegisterMetaType<PlaygroundOutcome>();
     qRegisterMetaType<SensitivityOutcome>();
     qRegisterMetaType<UnitSensitivity>();
     qRegisterMetaType<QVector<UnitSensitivity>>();
@@ -197,6 +199,7 @@ void Workbench::launch(JobStatus::Kind kind, std::function<void()> work)
         std::lock_guard<std::mutex> lock(m_bufferMutex);
         m_pending.clear();
         m_pendingUnits.clear();
+        m_pendingTokens.clear();
         m_pendingStatus.reset();
     }
     m_thread = QThread::create(std::move(work));
@@ -241,19 +244,72 @@ void Workbench::drainMetrics()
 {
     std::vector<TrainPoint> points;
     std::vector<UnitSensitivity> units;
+    std::vector<PlaygroundToken> tokens;
     std::optional<JobStatus> status;
     {
         std::lock_guard<std::mutex> lock(m_bufferMutex);
         points.swap(m_pending);
         units.swap(m_pendingUnits);
+        tokens.swap(m_pendingTokens);
         status.swap(m_pendingStatus);
     }
     if (!points.empty())
         Q_EMIT trainMetrics(QVector<TrainPoint>(points.begin(), points.end()));
     if (!units.empty())
         Q_EMIT sensitivityUnits(QVector<UnitSensitivity>(units.begin(), units.end()));
+    if (!tokens.empty())
+        Q_EMIT playgroundTokens(QVector<PlaygroundToken>(tokens.begin(), tokens.end()));
     if (status)
         Q_EMIT jobProgress(*status);
+}
+
+bool Workbench::startPlayground(const PlaygroundRequest& request, QString* error)
+{
+    if (busy()) {
+        *error = tr("A job is already running; the playground runs one thing at a time.");
+        return false;
+    }
+    if (request.originalPath.empty() || request.compressedPath.empty()) {
+        *error = tr("Choose both an original and a compressed model.");
+        return false;
+    }
+    launch(JobStatus::Kind::Playground, [this, request] {
+        const std::shared_ptr<std::atomic<bool>> stopFlag = m_stop;
+        const auto onPhase = [&](PlaygroundPhase phase) {
+            JobStatus st;
+            st.kind = JobStatus::Kind::Playground;
+            st.text = phase == PlaygroundPhase::LoadingOriginal     ? tr("loading the original")
+                      : phase == PlaygroundPhase::LoadingCompressed ? tr("loading the compressed model")
+                                                                    : tr("generating");
+            st.fraction = phase == PlaygroundPhase::Generating ? 0.5 : 0.1;
+            postStatus(st);
+        };
+        auto result = runPlayground(
+            request, *m_registry,
+            [&](const PlaygroundToken& t) {
+                std::lock_guard<std::mutex> lock(m_bufferMutex);
+                m_pendingTokens.push_back(t);
+            },
+            onPhase, stopFlag.get());
+        PlaygroundOutcome o;
+        if (result) {
+            o.ok = true;
+            o.result = std::move(*result);
+            const PlaygroundResult& r = o.result;
+            o.message = tr("Original %1 tokens/s, compressed %2 tokens/s (weights %3). Mean KL %4 nats/token; %5.")
+                            .arg(r.originalTokensPerSecond, 0, 'f', 1)
+                            .arg(r.compressedTokensPerSecond, 0, 'f', 1)
+                            .arg(formatBytes(r.compressedMemory.total()))
+                            .arg(r.meanKl, 0, 'f', 3)
+                            .arg(r.divergenceAt < 0 ? tr("the texts agree") : tr("first divergence at token %1").arg(r.divergenceAt + 1));
+        } else {
+            o.cancelled = result.cancelled();
+            o.errorKind = result.kind();
+            o.message = o.cancelled ? tr("Stopped.") : QString::fromStdString(result.message());
+        }
+        setDelivery([this, o] { Q_EMIT playgroundFinished(o); });
+    });
+    return true;
 }
 
 void Workbench::cancel()

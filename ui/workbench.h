@@ -15,6 +15,7 @@
 #include "pocket/jobs/compress_job.h"
 #include "pocket/io/dtype.h"
 #include "pocket/jobs/eval_job.h"
+#include "pocket/jobs/playground.h"
 #include "pocket/methods/method_registry.h"
 #include "pocket/analysis/allocation.h"
 #include "pocket/analysis/sensitivity.h"
@@ -55,7 +56,7 @@ struct TrainPoint {
 
 // What a progress bar shows.
 struct JobStatus {
-    enum class Kind { None, Compress, Eval, Export, Sensitivity };
+    enum class Kind { None, Compress, Eval, Export, Sensitivity, Playground };
     Kind kind = Kind::None;
     QString text;             // "group 3/35: model.layers.2.mlp.up_proj.weight  epoch 4/50"
     double fraction = 0;      // whole job, 0..1
@@ -135,6 +136,14 @@ struct SensitivityOutcome {
     pocket::AllocationResult allocation;
 };
 
+struct PlaygroundOutcome {
+    bool ok = false;
+    bool cancelled = false;
+    pocket::ErrorKind errorKind = pocket::ErrorKind::Input; // when not ok
+    QString message;          // the error, or a one-line summary
+    pocket::PlaygroundResult result;
+};
+
 class Workbench : public QObject {
     Q_OBJECT
 public:
@@ -175,6 +184,9 @@ public:
     bool startSensitivity(const pocket::SensitivityParams& params, QString* error);
     // One sensitivity analysis per menu entry, then the allocation for the budget.
     bool startAllocation(const pocket::AllocationRequest& request, QString* error);
+    // The original and a compressed model generating side by side (tokens stream through
+    // playgroundTokens()); one run at a time, like every job.
+    bool startPlayground(const pocket::PlaygroundRequest& request, QString* error);
     bool busy() const { return m_thread != nullptr; }
     JobStatus::Kind runningKind() const { return m_runningKind; }
     // Asks the running job to stop at its next safe point (finished groups stay for a resume).
@@ -204,6 +216,9 @@ Q_SIGNALS:
     // Units measured since the last report (buffered like the training metrics).
     void sensitivityUnits(const QVector<pocket::UnitSensitivity>& units);
     void sensitivityFinished(const pocket::ui::SensitivityOutcome& outcome);
+    // Playground tokens since the last report (buffered like the training metrics).
+    void playgroundTokens(const QVector<pocket::PlaygroundToken>& tokens);
+    void playgroundFinished(const pocket::ui::PlaygroundOutcome& outcome);
     // A run was written to the experiment store.
     void storeChanged();
 
@@ -235,6 +250,7 @@ private:
     std::mutex m_bufferMutex;
     std::vector<TrainPoint> m_pending;
     std::vector<pocket::UnitSensitivity> m_pendingUnits;
+    std::vector<pocket::PlaygroundToken> m_pendingTokens;
     std::optional<JobStatus> m_pendingStatus;
     std::function<void()> m_delivery;
     QTimer m_drainTimer;
@@ -254,3 +270,5 @@ Q_DECLARE_METATYPE(pocket::ui::ExportOutcome)
 Q_DECLARE_METATYPE(pocket::ui::TrainPoint)
 Q_DECLARE_METATYPE(pocket::ui::SensitivityOutcome)
 Q_DECLARE_METATYPE(pocket::UnitSensitivity)
+Q_DECLARE_METATYPE(pocket::PlaygroundToken)
+Q_DECLARE_METATYPE(pocket::ui::PlaygroundOutcome)
