@@ -221,6 +221,11 @@ private Q_SLOTS:
         QTest::newRow("make-random --preset huge") << QStringList{"make-random", "--out", "huge", "--preset", "huge"};
         QTest::newRow("make-random heads not dividing") << QStringList{"make-random", "--out", "bad-heads", "--heads", "8", "--kv-heads", "3"};
         QTest::newRow("--log-level loud") << QStringList{"--log-level", "loud", "info", demo()};
+        QTest::newRow("generate --temperature 0") << QStringList{"generate", demo(), "--temperature", "0"};
+        QTest::newRow("generate --greedy with --top-k") << QStringList{"generate", demo(), "--greedy", "--top-k", "5"};
+        QTest::newRow("generate --precision f16") << QStringList{"generate", demo(), "--precision", "f16"};
+        QTest::newRow("generate --memory-budget lots") << QStringList{"generate", demo(), "--memory-budget", "lots"};
+        QTest::newRow("generate budget on a model") << QStringList{"generate", demo(), "--memory-budget", "100"};
     }
     void usageErrors()
     {
@@ -337,6 +342,65 @@ private Q_SLOTS:
         QCOMPARE(windows, (tokens + 62) / 63);
         QCOMPARE(j.at("tokens_processed").get<qint64>(), tokens + windows);
         m_demoPerplexity = ppl;
+    }
+
+    // generate: streams text, --json gives the tokens; greedy is reproducible, a seed too; an
+    // archive runs under a budget with the same tokens; a prompt longer than the context slides or,
+    // with --no-slide, is refused.
+    void generateDemo()
+    {
+        Run r;
+        const json g = runJson({"generate", demo(), "--prompt", "Once upon a time", "--max-tokens", "30", "--greedy"}, &r);
+        QVERIFY2(r.code == 0 && g.is_object(), qPrintable(r.describe()));
+        QCOMPARE(g.at("generated").get<int>() + 0, static_cast<int>(g.at("tokens").size()));
+        QVERIFY(g.at("generated").get<int>() > 5);
+        QVERIFY(g.at("tokens_per_s").get<double>() > 0);
+        const std::string text = g.at("text").get<std::string>();
+        QVERIFY2(text.find("there was") != std::string::npos || text.size() > 40, text.c_str()); // a story goes on
+        const json again = runJson({"generate", demo(), "--prompt", "Once upon a time", "--max-tokens", "30", "--greedy"});
+        QCOMPARE(again.at("tokens"), g.at("tokens"));
+        // Text mode prints the prompt and the continuation on stdout.
+        const Run plain = run({"generate", demo(), "--prompt", "Once upon a time", "--max-tokens", "30", "--greedy"});
+        QVERIFY2(plain.code == 0, qPrintable(plain.describe()));
+        QCOMPARE(QString::fromUtf8(plain.out).trimmed(), QString::fromStdString("Once upon a time" + text).trimmed());
+        // Sampling: the seed decides.
+        const json s1 = runJson({"generate", demo(), "--max-tokens", "20", "--seed", "4", "--temperature", "1.2"});
+        const json s2 = runJson({"generate", demo(), "--max-tokens", "20", "--seed", "4", "--temperature", "1.2"});
+        QCOMPARE(s1.at("tokens"), s2.at("tokens"));
+        QCOMPARE(s1.at("prompt_tokens").get<int>(), 1); // an empty prompt is BOS alone
+        // An archive under its minimum budget gives the same greedy tokens; below it, refused.
+        const QString archive = path("gen-rtn.pllm");
+        Run c = run({"--no-store", "compress", demo(), "--method", "rtn", "--set", "bits=4", "--set", "group=32", "--out", archive});
+        QVERIFY2(c.code == 0, qPrintable(c.describe()));
+        const json whole = runJson({"generate", archive, "--prompt", "Once upon a time", "--max-tokens", "30", "--greedy"});
+        const json probe = runJson({"generate", archive, "--max-tokens", "0", "--memory-budget", "auto"});
+        const double minimum = probe.at("memory").at("minimum_mb").get<double>();
+        const json tight = runJson({"generate", archive, "--prompt", "Once upon a time", "--max-tokens", "30", "--greedy", "--memory-budget",
+                                    QString::number(minimum + 0.01, 'f', 3)});
+        QCOMPARE(tight.at("tokens"), whole.at("tokens"));
+        QVERIFY(tight.at("memory").at("matrices_compressed").get<int>() > 0);
+        Run refused;
+        const json low = runJson({"generate", archive, "--memory-budget", QString::number(minimum / 2, 'f', 3)}, &refused);
+        QCOMPARE(refused.code, 2);
+        QVERIFY2(QString::fromStdString(low.at("error").get<std::string>()).contains("minimum"), qPrintable(refused.describe()));
+        QVERIFY(QString::fromStdString(low.at("error").get<std::string>()).contains("--memory-budget"));
+        // A prompt longer than the context: slides by default, refused with --no-slide.
+        QString longPrompt;
+        for (int i = 0; i < 40; ++i)
+            longPrompt += "The cat sat on the mat. ";
+        const json slid = runJson({"generate", demo(), "--prompt", longPrompt, "--context", "64", "--max-tokens", "10", "--greedy"});
+        QVERIFY(slid.at("context_slid").get<bool>());
+        Run noSlide;
+        const json refusedLong = runJson({"generate", demo(), "--prompt", longPrompt, "--context", "64", "--no-slide"}, &noSlide);
+        QCOMPARE(noSlide.code, 2);
+        QVERIFY(QString::fromStdString(refusedLong.at("error").get<std::string>()).contains("the context holds 64"));
+        // A model (or archive) without a tokenizer: said so, with the option that gives one.
+        QVERIFY(run({"make-random", "--out", path("no-tokenizer")}).code == 0);
+        Run noTok = run({"generate", path("no-tokenizer")});
+        QCOMPARE(noTok.code, 1);
+        QVERIFY2(QString::fromUtf8(noTok.err).contains("--tokenizer"), qPrintable(noTok.describe()));
+        const json withTok = runJson({"generate", path("no-tokenizer"), "--tokenizer", demoTokenizer(), "--max-tokens", "3", "--ignore-eos"});
+        QCOMPARE(withTok.at("generated").get<int>(), 3);
     }
 
     void convertMatchesOriginal()

@@ -3,9 +3,11 @@
 #include "layer_picker.h"
 #include "main_window.h"
 #include "method_form.h"
+#include "playground_panel.h"
 #include "sensitivity_panel.h"
 #include "workbench.h"
 
+#include "pocket/jobs/compress_job.h"
 #include "pocket/support/app_paths.h"
 
 #include <QApplication>
@@ -35,6 +37,8 @@ void settle(int ms)
 }
 
 } // namespace
+
+int renderPlayground(Workbench& wb, MainWindow& window, const QString& dir);
 
 int renderScreenshots(Workbench& wb, MainWindow& window, const QString& dir)
 {
@@ -85,6 +89,37 @@ int renderScreenshots(Workbench& wb, MainWindow& window, const QString& dir)
     settle(300);
     window.grab().save(QDir(dir).filePath(QStringLiteral("workbench-sensitivity.png")));
     QFile::remove(QDir(dir).filePath(QStringLiteral("screenshot-run.pllm")));
+    return renderPlayground(wb, window, dir);
+}
+
+// The playground: the demo model against RTN 2-bit and 4-bit archives of it, greedy, side by side.
+int renderPlayground(Workbench& wb, MainWindow& window, const QString& dir)
+{
+    auto* playground = window.playgroundPanel();
+    window.showTab(playground);
+    for (const int bits : {2, 4}) {
+        CompressJobParams p;
+        p.modelPath = demoModelPath();
+        p.methodId = "rtn";
+        p.settings = {"bits=" + std::to_string(bits), "group=32"};
+        p.outPath = QDir(dir).absoluteFilePath(QStringLiteral("playground-%1bit.pllm").arg(bits)).toStdString();
+        if (auto r = runCompressJob(p, wb.registry()); !r) {
+            std::fprintf(stderr, "screenshots: %s\n", r.message().c_str());
+            return 1;
+        }
+        playground->setCompressedPath(QString::fromStdString(p.outPath));
+        playground->promptEdit()->setText(QStringLiteral("Once upon a time, there was a little dog"));
+        playground->maxTokensSpin()->setValue(60);
+        QString error;
+        if (!playground->start(&error)) {
+            std::fprintf(stderr, "screenshots: %s\n", qPrintable(error));
+            return 1;
+        }
+        wb.waitForIdle(kJobTimeoutMs);
+        settle(300);
+        window.grab().save(QDir(dir).filePath(QStringLiteral("workbench-playground-%1bit.png").arg(bits)));
+        QFile::remove(QString::fromStdString(p.outPath));
+    }
     std::printf("screenshots written to %s\n", qPrintable(dir));
     return 0;
 }

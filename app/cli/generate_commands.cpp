@@ -58,7 +58,7 @@ int runGenerate(const Globals& g, const GenerateOptions& o)
     const double loadSeconds = pocket::secondsSince(loadStart);
     const std::string tokenizerPath = o.tokenizer.empty() ? loaded->checkpoint->tokenizerPath() : o.tokenizer;
     if (tokenizerPath.empty())
-        return fail(g, pocket::Error{o.model + ": no tokenizer beside the model or in the archive; pass one with --tokenizer",
+        return fail(g, pocket::Error{o.model + ": no tokenizer beside the model or in the archive; give one",
                                      pocket::ErrorKind::Input, "tokenizer"});
     auto tokenizer = pocket::loadTokenizer(tokenizerPath);
     if (!tokenizer)
@@ -84,9 +84,9 @@ int runGenerate(const Globals& g, const GenerateOptions& o)
     const pocket::WeightMemory& memory = loaded->model->memory();
     ordered_json out{{"model", o.model},
                      {"tokenizer", tokenizerPath},
-                     {"prompt", promptText},
+                     {"prompt", pocket::sanitizeUtf8(promptText)},
                      {"prompt_tokens", result->promptTokens},
-                     {"text", stream.text()},
+                     {"text", pocket::sanitizeUtf8(stream.text())},
                      {"tokens", result->tokens},
                      {"generated", static_cast<std::int64_t>(result->tokens.size())},
                      {"stop", result->stopReason},

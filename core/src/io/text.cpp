@@ -61,4 +61,21 @@ Result<std::string> readTextFile(const std::string& path)
     return text;
 }
 
+std::string sanitizeUtf8(std::string_view text)
+{
+    std::string out;
+    out.reserve(text.size());
+    while (!text.empty()) {
+        const std::size_t bad = findInvalidUtf8(text);
+        if (bad == std::string_view::npos) {
+            out.append(text);
+            break;
+        }
+        out.append(text.substr(0, bad));
+        out.append("\xEF\xBF\xBD");
+        text.remove_prefix(bad + 1);
+    }
+    return out;
+}
+
 } // namespace pocket

@@ -132,7 +132,13 @@ std::uint64_t memAvailableBytes()
     return static_cast<std::uint64_t>(kb) * 1024;
 }
 
-std::string mib(std::uint64_t bytes) { return std::to_string((bytes + (1 << 19)) >> 20) + " MiB"; }
+std::string mib(std::uint64_t bytes)
+{
+    char text[32];
+    const double m = static_cast<double>(bytes) / (1 << 20);
+    std::snprintf(text, sizeof text, m < 100 ? "%.2f MiB" : "%.0f MiB", m);
+    return text;
+}
 } // namespace
 
 // Decides which compressed matrices are kept decoded within the budget (the ones whose decoding
