@@ -421,6 +421,17 @@ private Q_SLOTS:
         QCOMPARE(completeUtf8Length("ab\xC3\xA9"), std::size_t{4});
         QCOMPARE(completeUtf8Length("\xE2\x82"), std::size_t{0});
         QCOMPARE(completeUtf8Length("x\xF0\x9F\x98\x80"), std::size_t{5});
+        // After a prompt, the first word keeps its space (the prompt's text is not returned).
+        std::vector<std::int32_t> prompt{(*tok)->bosId()};
+        const std::vector<std::int32_t> once = (*tok)->encode("Once upon a time");
+        prompt.insert(prompt.end(), once.begin(), once.end());
+        const std::vector<std::int32_t> more = (*tok)->encode("Once upon a time there was");
+        IncrementalDecoder after(**tok, prompt);
+        std::string continuation;
+        for (std::size_t i = once.size(); i < more.size(); ++i)
+            continuation += after.push(more[i]);
+        QCOMPARE(continuation, std::string(" there was"));
+        QCOMPARE(after.text(), continuation);
     }
 };
 

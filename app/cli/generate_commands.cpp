@@ -67,7 +67,7 @@ int runGenerate(const Globals& g, const GenerateOptions& o)
     const std::vector<std::int32_t> text = (*tokenizer)->encode(promptText);
     prompt.insert(prompt.end(), text.begin(), text.end());
 
-    pocket::IncrementalDecoder stream(**tokenizer);
+    pocket::IncrementalDecoder stream(**tokenizer, prompt);
     if (!g.json) {
         std::cout << promptText << std::flush;
     }

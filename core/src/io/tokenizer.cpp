@@ -430,6 +430,18 @@ std::size_t completeUtf8Length(std::string_view text)
     return i - 1; // the last sequence is incomplete
 }
 
+IncrementalDecoder::IncrementalDecoder(const Tokenizer& tokenizer, std::vector<std::int32_t> context)
+    : m_tokenizer(tokenizer), m_ids(std::move(context))
+{
+    m_contextBytes = m_emitted = m_ids.empty() ? 0 : m_tokenizer.decode(m_ids).size();
+}
+
+std::string IncrementalDecoder::text() const
+{
+    const std::string all = m_tokenizer.decode(m_ids);
+    return all.size() > m_contextBytes ? all.substr(m_contextBytes) : std::string();
+}
+
 std::string IncrementalDecoder::push(std::int32_t id)
 {
     m_ids.push_back(id);

@@ -81,8 +81,8 @@ Result<PlaygroundResult> runPlayground(const PlaygroundRequest& request, const M
         return gb.error();
     a.generator = std::move(*ga);
     b.generator = std::move(*gb);
-    a.stream = std::make_unique<IncrementalDecoder>(tok);
-    b.stream = std::make_unique<IncrementalDecoder>(tok);
+    a.stream = std::make_unique<IncrementalDecoder>(tok, a.generator->tokens());
+    b.stream = std::make_unique<IncrementalDecoder>(tok, b.generator->tokens());
     // The original reading the compressed model's text: its next-token logits at each position.
     auto judge = original->model->startSession(b.generator->promptTokens() + request.generate.maxTokens + 1);
     if (!judge)

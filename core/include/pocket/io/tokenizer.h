@@ -102,15 +102,19 @@ private:
 // (byte-fallback tokens). Decodes the whole stream each time (fine for thousands of tokens).
 class IncrementalDecoder {
 public:
-    explicit IncrementalDecoder(const Tokenizer& tokenizer) : m_tokenizer(tokenizer) {}
+    // `context`: the tokens before the first pushed one (the prompt), decoded with them so that
+    // word boundaries come out right (SentencePiece drops the space of a text's first word) but
+    // never returned.
+    explicit IncrementalDecoder(const Tokenizer& tokenizer, std::vector<std::int32_t> context = {});
     std::string push(std::int32_t id);
     // The text of every token pushed (all of it, incomplete UTF-8 included).
-    std::string text() const { return m_tokenizer.decode(m_ids); }
+    std::string text() const;
 
 private:
     const Tokenizer& m_tokenizer;
-    std::vector<std::int32_t> m_ids;
-    std::size_t m_emitted = 0; // bytes of the decoded text already returned
+    std::vector<std::int32_t> m_ids;  // context, then the pushed tokens
+    std::size_t m_contextBytes = 0;   // of the decoded context
+    std::size_t m_emitted = 0;        // bytes of the decoded text already returned (context included)
 };
 
 // Length of the longest prefix of `text` that does not end inside a UTF-8 sequence.
