@@ -7,6 +7,7 @@
 #include "pocket/io/hf_writer.h"
 #include "pocket/io/tokenizer.h"
 #include "pocket/jobs/compress_job.h"
+#include "pocket/jobs/playground.h"
 #include "pocket/methods/method_registry.h"
 #include "pocket/model/generation.h"
 #include "pocket/model/llama_model.h"
@@ -70,16 +71,17 @@ class TestGeneration : public QObject {
     std::unique_ptr<Checkpoint> m_ckpt;
     std::unique_ptr<LlamaModel> m_fp32;
 
-    std::string archive(const std::string& method, const std::vector<std::string>& settings)
+    std::string archive(const std::string& key, const std::vector<std::string>& settings, std::string method = {})
     {
-        const std::string key = method;
+        if (method.empty())
+            method = key;
         if (m_archives.count(key))
             return m_archives[key];
         CompressJobParams p;
         p.modelPath = m_model;
         p.methodId = method;
         p.settings = settings;
-        p.outPath = m_tmp.filePath(QString::fromStdString(method + ".pllm")).toStdString();
+        p.outPath = m_tmp.filePath(QString::fromStdString(key + ".pllm")).toStdString();
         auto r = runCompressJob(p, m_registry);
         if (!r.ok())
             qWarning("%s", r.message().c_str());
@@ -403,6 +405,61 @@ private Q_SLOTS:
         QVERIFY(!b.sameTop);
         QCOMPARE(b.referenceProbability, p[1]);
         QCOMPARE(b.probability, q[1]);
+    }
+
+    // The playground with the same model on both sides: the judge agrees exactly (KL 0, the same
+    // probabilities, no divergence); against an archive of it, greedy texts agree up to the marked
+    // divergence and the KL is positive.
+    void playgroundJudgesTheCompressedText()
+    {
+        PlaygroundRequest request;
+        request.originalPath = m_model;
+        request.compressedPath = m_model;
+        request.tokenizerPath = testsupport::demoTokenizer();
+        request.prompt = "Once upon a time";
+        request.generate.maxTokens = 12;
+        request.generate.stopAtEos = false;
+        request.generate.sampling.greedy = true;
+        std::vector<PlaygroundToken> seen;
+        auto same = runPlayground(request, m_registry, [&](const PlaygroundToken& t) { seen.push_back(t); });
+        QVERIFY(same.ok());
+        QCOMPARE(same->original, same->compressed);
+        QCOMPARE(same->divergenceAt, -1);
+        QVERIFY(same->meanKl < 1e-6);
+        QCOMPARE(seen.size(), std::size_t{24});
+        for (const PlaygroundToken& t : seen)
+            if (t.side == PlaygroundToken::Side::Compressed) {
+                QVERIFY(std::fabs(t.agreement.referenceProbability - t.probability) < 1e-5f);
+                QVERIFY(t.agreement.sameTop);
+                QCOMPARE(t.agreement.referenceTop.front().id, t.id); // greedy: the top choice
+                QVERIFY(!t.originalTop.empty());
+            }
+        // Against a 2-bit archive: the texts part somewhere, and there the first divergence is marked.
+        request.compressedPath = archive("rtn2", {"bits=2", "group=32"}, "rtn");
+        QVERIFY(!request.compressedPath.empty());
+        seen.clear();
+        auto other = runPlayground(request, m_registry, [&](const PlaygroundToken& t) { seen.push_back(t); });
+        QVERIFY(other.ok());
+        QVERIFY(other->meanKl > 0);
+        if (other->divergenceAt >= 0) {
+            for (int i = 0; i < other->divergenceAt; ++i)
+                QCOMPARE(other->compressed[static_cast<std::size_t>(i)], other->original[static_cast<std::size_t>(i)]);
+            QVERIFY(other->compressed[static_cast<std::size_t>(other->divergenceAt)] != other->original[static_cast<std::size_t>(other->divergenceAt)]);
+            int marked = 0;
+            for (const PlaygroundToken& t : seen)
+                marked += t.firstDivergence ? 1 : 0;
+            QCOMPARE(marked, 1);
+        }
+        // A missing file is named; cancelling before the start is reported as such.
+        request.compressedPath = m_tmp.filePath("missing.pllm").toStdString();
+        auto missing = runPlayground(request, m_registry, {});
+        QVERIFY(!missing.ok());
+        QVERIFY(missing.message().find("missing.pllm") != std::string::npos);
+        std::atomic<bool> cancel{true};
+        request.compressedPath = m_model;
+        auto cancelled = runPlayground(request, m_registry, {}, {}, &cancel);
+        QVERIFY(!cancelled.ok());
+        QVERIFY(cancelled.cancelled());
     }
 
     void streamingTextAddsUpToTheWholeText()

@@ -148,10 +148,10 @@ bool PlaygroundPanel::start(QString* error)
     if (!m_workbench->startPlayground(request, error))
         return false;
     m_tokens.clear();
-    m_originalView->clear();
-    m_compressedView->clear();
-    m_originalView->insertPlainText(m_prompt->text());
-    m_compressedView->insertPlainText(m_prompt->text());
+    for (QTextBrowser* view : {m_originalView, m_compressedView}) {
+        view->clear();
+        QTextCursor(view->document()).insertText(m_prompt->text(), QTextCharFormat()); // the prompt, untinted
+    }
     m_run->setEnabled(false);
     m_stop->setEnabled(true);
     return true;
@@ -198,7 +198,7 @@ void PlaygroundPanel::addTokens(const QVector<PlaygroundToken>& tokens)
 void PlaygroundPanel::retint()
 {
     m_compressedView->clear();
-    m_compressedView->insertPlainText(m_prompt->text());
+    QTextCursor(m_compressedView->document()).insertText(m_prompt->text(), QTextCharFormat());
     for (int i = 0; i < static_cast<int>(m_tokens.size()); ++i)
         appendCompressed(i);
 }

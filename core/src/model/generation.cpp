@@ -176,6 +176,7 @@ Result<std::unique_ptr<GeneratedToken>> Generator::next()
     token->probability = probs[static_cast<std::size_t>(token->id)];
     token->top = topChoices(probs, m_params.topChoices);
     m_tokens.push_back(token->id);
+    m_chosenFrom = m_logits;
     if (m_params.stopAtEos && token->id == m_eosId) {
         m_stopReason = "eos";
     } else if (m_generated < m_params.maxTokens) {

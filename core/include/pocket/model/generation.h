@@ -84,7 +84,7 @@ public:
     // included) end it too.
     Result<std::unique_ptr<GeneratedToken>> next();
     // The logits the last token was chosen from (before any penalty), vocabulary floats.
-    const std::vector<float>& lastLogits() const { return m_logits; }
+    const std::vector<float>& lastLogits() const { return m_chosenFrom; }
     // "eos", "max tokens", "context full", or "" while running.
     const std::string& stopReason() const { return m_stopReason; }
     const std::vector<std::int32_t>& tokens() const { return m_tokens; } // prompt (as fed) and generated
@@ -104,7 +104,8 @@ private:
     std::unique_ptr<InferenceSession> m_session;
     TokenSampler m_sampler;
     std::vector<std::int32_t> m_tokens;
-    std::vector<float> m_logits; // of the next position
+    std::vector<float> m_logits;     // of the next position
+    std::vector<float> m_chosenFrom; // of the position the last token was chosen for
     int m_promptTokens = 0;
     int m_generated = 0;
     bool m_slid = false;
