@@ -303,6 +303,8 @@ private Q_SLOTS:
         QTest::newRow("rtn") << "rtn" << "bits=4 group=32";
         QTest::newRow("vq") << "vq" << "d=4 K=64";
         QTest::newRow("pocketllm") << "pocketllm" << "d=4 K=64 epochs=1";
+        // One codebook for the whole model: its matrices are kept decoded all together or not at all.
+        QTest::newRow("vq shared") << "vq" << "d=4 K=64 sharing=model";
     }
     void compressedWeightsUnderAnyBudgetGiveTheSameLogits()
     {
@@ -311,7 +313,7 @@ private Q_SLOTS:
         std::vector<std::string> s;
         for (const QString& part : settings.split(' '))
             s.push_back(part.toStdString());
-        const std::string path = archive(method.toStdString(), s);
+        const std::string path = archive(QString(method + "-" + settings).replace(' ', '_').replace('=', '-').toStdString(), s, method.toStdString());
         QVERIFY(!path.empty());
         const std::vector<std::int32_t> tokens = randomTokens(12, 6, 512);
         auto whole = loadRunnableModel(path, m_registry, RunOptions{});
@@ -347,6 +349,8 @@ private Q_SLOTS:
                 QCOMPARE(got.matricesDecoded, 0);
             if (f == 1.0)
                 QCOMPARE(got.matricesCompressed, 0);
+            if (settings.contains("sharing=model"))
+                QVERIFY(got.matricesDecoded == 0 || got.matricesCompressed == 0);
             const std::vector<float> l = lastLogits(*loaded->model, tokens);
             QVERIFY2(std::memcmp(l.data(), want.data(), want.size() * sizeof(float)) == 0, qPrintable(QString("budget fraction %1").arg(f)));
             // Generation runs the same way from the compressed form.

@@ -71,14 +71,18 @@ int runGenerate(const Globals& g, const GenerateOptions& o)
     if (!g.json) {
         std::cout << promptText << std::flush;
     }
+    std::size_t printed = 0;
     auto result = pocket::generate(*loaded->model, prompt, params, (*tokenizer)->eosId(), [&](const pocket::GeneratedToken& t) {
         const std::string added = stream.push(t.id);
+        printed += added.size();
         if (!g.json)
             std::cout << added << std::flush;
         return true;
     });
-    if (!g.json)
-        std::cout << "\n";
+    if (!g.json) {
+        const std::string all = stream.text(); // a UTF-8 sequence held back at the very end
+        std::cout << pocket::sanitizeUtf8(all.size() > printed ? all.substr(printed) : std::string()) << "\n";
+    }
     if (!result)
         return fail(g, result.error());
     const pocket::WeightMemory& memory = loaded->model->memory();

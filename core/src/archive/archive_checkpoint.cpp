@@ -177,6 +177,7 @@ public:
     std::uint64_t bytes() const override { return m_bytes; }
     Status decodeInto(float* out, int threads) const override { return m_decoder->decodeMatrix(m_index, out, threads); }
     std::string speedClass() const override { return m_class; }
+    const void* payloadKey() const override { return m_decoder.get(); }
 
 private:
     std::shared_ptr<const PayloadDecoder> m_decoder;
@@ -242,7 +243,7 @@ Result<RunnableModel> loadRunnableModel(const std::string& path, const MethodReg
             return matrices.error();
         load.compressed = std::move(*matrices);
     }
-    auto model = LlamaModel::load(*out.checkpoint, onTensor, load);
+    auto model = LlamaModel::load(*out.checkpoint, onTensor, std::move(load));
     if (!model)
         return model.error();
     out.model = std::move(*model);

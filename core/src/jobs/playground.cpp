@@ -73,10 +73,13 @@ Result<PlaygroundResult> runPlayground(const PlaygroundRequest& request, const M
     if (onPhase)
         onPhase(PlaygroundPhase::Generating);
     Side a, b;
-    auto ga = Generator::start(*original->model, prompt, request.generate, tok.eosId(), cancel);
+    // The judge follows the compressed model position by position: no sliding context.
+    GenerateParams params = request.generate;
+    params.overflow = ContextOverflow::Refuse;
+    auto ga = Generator::start(*original->model, prompt, params, tok.eosId(), cancel);
     if (!ga)
         return ga.error();
-    auto gb = Generator::start(*compressed->model, prompt, request.generate, tok.eosId(), cancel);
+    auto gb = Generator::start(*compressed->model, prompt, params, tok.eosId(), cancel);
     if (!gb)
         return gb.error();
     a.generator = std::move(*ga);
@@ -84,7 +87,7 @@ Result<PlaygroundResult> runPlayground(const PlaygroundRequest& request, const M
     a.stream = std::make_unique<IncrementalDecoder>(tok, a.generator->tokens());
     b.stream = std::make_unique<IncrementalDecoder>(tok, b.generator->tokens());
     // The original reading the compressed model's text: its next-token logits at each position.
-    auto judge = original->model->startSession(b.generator->promptTokens() + request.generate.maxTokens + 1);
+    auto judge = original->model->startSession(b.generator->promptTokens() + params.maxTokens + 1);
     if (!judge)
         return judge.error();
     const std::vector<std::int32_t>& fedPrompt = b.generator->tokens();

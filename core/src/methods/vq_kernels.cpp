@@ -3,6 +3,7 @@
 #include "pocket/io/dtype.h"
 
 #include <algorithm>
+#include <exception>
 #include <cstdlib>
 #include <limits>
 #include <memory>
@@ -372,6 +373,7 @@ void unpackThroughTable(const std::uint8_t* bytes, std::uint64_t byteCount, std:
         out[i] = table[packedValue(bytes, byteCount, first + static_cast<std::uint64_t>(i), bits)];
 }
 
+#ifdef POCKET_VQ_X86
 namespace {
 __attribute__((target("f16c,avx"))) void roundThroughHalfF16c(float* values, std::size_t n)
 {
@@ -385,13 +387,17 @@ __attribute__((target("f16c,avx"))) void roundThroughHalfF16c(float* values, std
 }
 } // namespace
 
+#endif
+
 void roundThroughHalf(float* values, std::size_t n)
 {
+#ifdef POCKET_VQ_X86
     static const bool f16c = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx") && !std::getenv("POCKET_NO_F16C");
     if (f16c) {
         roundThroughHalfF16c(values, n);
         return;
     }
+#endif
     for (std::size_t i = 0; i < n; ++i)
         values[i] = halfToFloat(floatToHalf(values[i]));
 }
@@ -406,16 +412,36 @@ void parallelFor(std::int64_t count, int threads, std::int64_t minPerPart, const
             body(0, count);
         return;
     }
-    std::vector<std::thread> workers;
+    // An exception in any part (bad_alloc, ...) is caught there and rethrown here once every
+    // thread has been joined; when no thread can be started, this thread does the part itself.
     const std::int64_t per = (count + parts - 1) / parts;
+    std::vector<std::exception_ptr> errors(static_cast<std::size_t>(parts));
+    const auto run = [&](std::int64_t part) {
+        try {
+            const std::int64_t begin = part * per, end = std::min(count, begin + per);
+            if (begin < end)
+                body(begin, end);
+        } catch (...) {
+            errors[static_cast<std::size_t>(part)] = std::current_exception();
+        }
+    };
+    std::vector<std::thread> workers;
+    std::vector<std::int64_t> inline_;
     for (std::int64_t p = 1; p < parts; ++p) {
-        const std::int64_t begin = p * per, end = std::min(count, begin + per);
-        if (begin < end)
-            workers.emplace_back(body, begin, end);
+        try {
+            workers.emplace_back(run, p);
+        } catch (const std::system_error&) {
+            inline_.push_back(p);
+        }
     }
-    body(0, std::min(count, per));
+    run(0);
+    for (std::int64_t p : inline_)
+        run(p);
     for (std::thread& w : workers)
         w.join();
+    for (const std::exception_ptr& e : errors)
+        if (e)
+            std::rethrow_exception(e);
 }
 
 void toSubvectors(const float* matrix, std::int64_t rows, std::int64_t cols, int d, float* out)

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <limits>
 #include <numeric>
 #include <unordered_set>
 
@@ -42,13 +43,15 @@ std::vector<float> softmaxOf(const std::vector<float>& logits)
 
 std::vector<TokenChoice> topChoices(const std::vector<float>& probabilities, int n)
 {
+    const auto value = [&](std::int32_t i) {
+        const float p = probabilities[static_cast<std::size_t>(i)];
+        return std::isnan(p) ? -1.0f : p;
+    };
     std::vector<std::int32_t> ids(probabilities.size());
     std::iota(ids.begin(), ids.end(), 0);
     const std::size_t k = std::min<std::size_t>(static_cast<std::size_t>(std::max(0, n)), ids.size());
-    std::partial_sort(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(k), ids.end(), [&](std::int32_t a, std::int32_t b) {
-        return probabilities[static_cast<std::size_t>(a)] > probabilities[static_cast<std::size_t>(b)] ||
-               (probabilities[static_cast<std::size_t>(a)] == probabilities[static_cast<std::size_t>(b)] && a < b);
-    });
+    std::partial_sort(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(k), ids.end(),
+                      [&](std::int32_t a, std::int32_t b) { return value(a) > value(b) || (value(a) == value(b) && a < b); });
     std::vector<TokenChoice> out;
     for (std::size_t i = 0; i < k; ++i)
         out.push_back({ids[i], probabilities[static_cast<std::size_t>(ids[i])]});
@@ -59,6 +62,9 @@ TokenSampler::TokenSampler(const SamplingParams& params) : m_params(params), m_r
 
 std::int32_t TokenSampler::pick(std::vector<float> logits, const std::vector<std::int32_t>& history)
 {
+    for (float& l : logits) // a NaN would break the orderings below
+        if (std::isnan(l))
+            l = -std::numeric_limits<float>::infinity();
     if (m_params.repetitionPenalty > 1) {
         std::unordered_set<std::int32_t> seen;
         const std::size_t from = history.size() > static_cast<std::size_t>(std::max(0, m_params.repetitionWindow))
@@ -187,11 +193,16 @@ Result<std::unique_ptr<GeneratedToken>> Generator::next()
                 m_generateSeconds += secondsSince(begin);
                 return token;
             }
-            POCKET_TRY(slide());
+            if (auto slid = slide(); !slid) {
+                m_stopReason = "error";
+                return slid.error();
+            }
         }
         auto logits = m_session->feed({token->id}, m_cancel);
-        if (!logits)
+        if (!logits) {
+            m_stopReason = logits.cancelled() ? "cancelled" : "error"; // the session was reset: no going on
             return logits.error();
+        }
         m_logits = std::move(*logits);
     }
     m_generateSeconds += secondsSince(begin);

@@ -164,10 +164,10 @@ static Status placeCompressed(LlamaModel::Impl& m, std::int64_t budget)
     const std::uint64_t buffer = static_cast<std::uint64_t>(maxWeights) * (4 + (m.precision == ComputePrecision::BF16 ? 2 : 0));
     mem.minimumBytes = mem.fixedBytes + allCompressed + (compressed.empty() ? 0 : buffer);
     mem.allDecodedBytes = mem.fixedBytes + allResident;
-    if (budget == LoadOptions::kAuto) {
+    if (budget == LoadOptions::kAuto) { // the minimum is in memory already: what is left, less 1 GiB
         const std::uint64_t available = memAvailableBytes();
-        const std::uint64_t allowed = available > (1ull << 30) ? available - (1ull << 30) : 0;
-        budget = static_cast<std::int64_t>(std::max(mem.minimumBytes, std::min(mem.allDecodedBytes, allowed)));
+        const std::uint64_t extra = available > (1ull << 30) ? available - (1ull << 30) : 0;
+        budget = static_cast<std::int64_t>(std::min(mem.allDecodedBytes, mem.minimumBytes + extra));
     }
     if (budget != LoadOptions::kUnlimited && static_cast<std::uint64_t>(budget) < mem.minimumBytes)
         return Error::usage("a memory budget of " + mib(static_cast<std::uint64_t>(budget)) + " is below this model's minimum of " +
@@ -190,23 +190,38 @@ static Status placeCompressed(LlamaModel::Impl& m, std::int64_t budget)
         }
         seconds[i] = secondsPerWeight[cls] * static_cast<double>(w->rows * w->cols);
     }
-    std::vector<std::size_t> order(compressed.size());
-    for (std::size_t i = 0; i < order.size(); ++i)
-        order[i] = i;
-    const auto priority = [&](std::size_t i) {
-        const double saved = static_cast<double>(residentBytes(compressed[i])) - static_cast<double>(compressed[i]->source->bytes());
-        return saved <= 0 ? std::numeric_limits<double>::infinity() : seconds[i] / saved;
+    // Matrices sharing a payload are kept decoded together (its memory is freed only then), in
+    // order of decode time per byte saved.
+    std::map<const void*, std::vector<std::size_t>> byPayload;
+    for (std::size_t i = 0; i < compressed.size(); ++i)
+        byPayload[compressed[i]->source->payloadKey()].push_back(i);
+    struct Candidate {
+        std::vector<std::size_t> members;
+        double seconds = 0;
+        std::int64_t saved = 0; // bytes freed minus bytes added by keeping them decoded
     };
-    std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return priority(a) > priority(b); });
-    std::uint64_t total = mem.minimumBytes;
+    std::vector<Candidate> candidates;
+    for (const auto& [key, members] : byPayload) {
+        Candidate c;
+        c.members = members;
+        for (std::size_t i : members) {
+            c.seconds += seconds[i];
+            c.saved += static_cast<std::int64_t>(compressed[i]->source->bytes()) - static_cast<std::int64_t>(residentBytes(compressed[i]));
+        }
+        candidates.push_back(std::move(c));
+    }
+    const auto priority = [](const Candidate& c) {
+        return c.saved >= 0 ? std::numeric_limits<double>::infinity() : c.seconds / static_cast<double>(-c.saved);
+    };
+    std::stable_sort(candidates.begin(), candidates.end(), [&](const Candidate& a, const Candidate& b) { return priority(a) > priority(b); });
+    std::int64_t total = static_cast<std::int64_t>(mem.minimumBytes);
     std::vector<bool> keep(compressed.size(), false);
-    for (std::size_t i : order) {
-        const std::uint64_t res = residentBytes(compressed[i]), comp = compressed[i]->source->bytes();
-        const std::uint64_t after = total + res - comp; // unsigned wrap-around cancels when res < comp
-        if (budget == LoadOptions::kUnlimited || after <= static_cast<std::uint64_t>(budget) ||
-            mem.allDecodedBytes <= static_cast<std::uint64_t>(budget)) { // all decoded needs no buffer
-            keep[i] = true;
-            total = after;
+    const bool everything = budget == LoadOptions::kUnlimited || mem.allDecodedBytes <= static_cast<std::uint64_t>(budget); // no buffer then
+    for (const Candidate& c : candidates) {
+        if (everything || total - c.saved <= budget) {
+            for (std::size_t i : c.members)
+                keep[i] = true;
+            total -= c.saved;
         }
     }
     for (std::size_t i = 0; i < compressed.size(); ++i) {
@@ -236,7 +251,7 @@ static Status placeCompressed(LlamaModel::Impl& m, std::int64_t budget)
 
 // Long: one step per tensor of the checkpoint, in the model's order (one macro call each).
 Result<std::unique_ptr<LlamaModel>> LlamaModel::load(const Checkpoint& checkpoint, const std::function<bool(int, int)>& onTensor,
-                                                     const LoadOptions& options)
+                                                     LoadOptions options)
 {
     try {
         c10::InferenceMode guard;
@@ -246,6 +261,7 @@ Result<std::unique_ptr<LlamaModel>> LlamaModel::load(const Checkpoint& checkpoin
         m.precision = options.precision;
         const ModelConfig& c = m.config;
         const int total = static_cast<int>(checkpoint.tensors().size() - std::min(checkpoint.tensors().size(), options.compressed.size()));
+        const std::int64_t budget = options.memoryBudget;
         int done = 0;
         // `low`: stored at the compute precision (bf16 for bf16 compute); otherwise fp32.
         auto get = [&](const std::string& name, bool low) -> Result<at::Tensor> {
@@ -269,7 +285,8 @@ Result<std::unique_ptr<LlamaModel>> LlamaModel::load(const Checkpoint& checkpoin
             w.cols = info->shape[1];
             const auto it = options.compressed.find(name);
             if (it != options.compressed.end()) {
-                w.source = it->second;
+                w.source = std::move(it->second); // the model holds the only reference from now on
+                options.compressed.erase(it);
                 return {};
             }
             auto t = get(name, true);
@@ -308,7 +325,8 @@ Result<std::unique_ptr<LlamaModel>> LlamaModel::load(const Checkpoint& checkpoin
 #undef POCKET_GET
         // inv_freq[i] = theta^(-2i/head_dim), computed in double as transformers does in fp32 from int64.
         m.invFreq = at::pow(c.ropeTheta, -at::arange(0, c.headDim, 2, at::kDouble) / static_cast<double>(c.headDim)).to(at::kFloat);
-        POCKET_TRY(placeCompressed(m, options.memoryBudget));
+        options.compressed.clear(); // any not used by this model
+        POCKET_TRY(placeCompressed(m, budget));
         return model;
     } catch (const c10::Error& e) {
         return fileError(checkpoint.path(), "cannot load weights: " + describe(e));

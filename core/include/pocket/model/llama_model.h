@@ -35,6 +35,9 @@ public:
     // Matrices that decode at the same speed per weight share a class (same method, parameters
     // and shape): load() times one decode per class.
     virtual std::string speedClass() const = 0;
+    // Matrices that return the same key share one payload (a codebook, a decoder): its memory is
+    // freed only when all of them are kept decoded, so load() decides for all of them at once.
+    virtual const void* payloadKey() const { return this; }
 };
 
 enum class ComputePrecision {
@@ -51,7 +54,8 @@ struct LoadOptions {
     std::map<std::string, std::shared_ptr<const CompressedMatrix>> compressed;
     // Bytes all weights may take (resident tensors, compressed payloads, the decode buffer).
     // kUnlimited: every matrix decoded at load; kAuto: as many decoded as the memory available
-    // allows (MemAvailable less 1 GiB for activations). Below the minimum (every matrix compressed
+    // allows (the minimum plus MemAvailable, measured once the minimum is loaded, less 1 GiB for
+    // activations). Below the minimum (every matrix compressed
     // plus one decode buffer) load() fails and names the minimum.
     static constexpr std::int64_t kUnlimited = -1;
     static constexpr std::int64_t kAuto = -2;
@@ -77,9 +81,11 @@ public:
     // Materialises every tensor of `checkpoint` (the mapping's pages are released after each),
     // except the linear weights `options.compressed` provides. `onTensor(done, total)` reports
     // progress; returning false cancels.
+    // `options` is taken by value: the compressed matrices it hands over are released as soon as
+    // they are decoded.
     static Result<std::unique_ptr<LlamaModel>> load(const Checkpoint& checkpoint,
                                                     const std::function<bool(int done, int total)>& onTensor = {},
-                                                    const LoadOptions& options = {});
+                                                    LoadOptions options = {});
     ~LlamaModel();
 
     const ModelConfig& config() const;
