@@ -120,19 +120,5 @@ ordered_json memoryJson(const pocket::WeightMemory& m)
                         {"decode_s_per_pass", m.decodeSecondsPerPass}};
 }
 
-std::string memoryText(const pocket::WeightMemory& m)
-{
-    const auto mb = [](std::uint64_t bytes) { return std::to_string((bytes + (1 << 19)) >> 20) + " MiB"; };
-    std::string text = mb(m.total());
-    if (m.matricesCompressed + m.matricesDecoded > 0) {
-        text += ": " + std::to_string(m.matricesCompressed) + " matrices compressed (" + mb(m.compressedBytes) + " + buffer " +
-                mb(m.bufferBytes) + "), " + std::to_string(m.matricesDecoded) + " decoded (" + mb(m.decodedBytes) + "), other tensors " +
-                mb(m.fixedBytes) + "; minimum " + mb(m.minimumBytes) + ", all decoded " + mb(m.allDecodedBytes);
-        char decode[64];
-        std::snprintf(decode, sizeof decode, "; decoding %.3f s per forward pass", m.decodeSecondsPerPass);
-        text += decode;
-    }
-    return text;
-}
 
 } // namespace cli

@@ -88,9 +88,8 @@ int fail(const Globals& g, const pocket::Error& error);
 // --precision and --memory-budget, shared by eval and generate.
 void addRunOptions(CLI::App* command, std::string& precision, std::string& memoryBudget);
 pocket::Result<pocket::RunOptions> runOptions(const std::string& precision, const std::string& memoryBudget);
-// Where the weight memory went: JSON and one line of text.
+// Where the weight memory went, as JSON (pocket::describeMemory gives the line of text).
 ordered_json memoryJson(const pocket::WeightMemory& memory);
-std::string memoryText(const pocket::WeightMemory& memory);
 
 inline void emit(const Globals& g, const ordered_json& object, const std::string& text)
 {

@@ -107,7 +107,7 @@ int runGenerate(const Globals& g, const GenerateOptions& o)
     t << std::fixed << std::setprecision(1) << "generated    " << result->tokens.size() << " tokens (stop: " << result->stopReason
       << (result->slid ? ", the context slid" : "") << ") at " << result->tokensPerSecond << " tokens/s; prompt " << result->promptTokens
       << " tokens in " << result->promptSeconds << " s; load " << loadSeconds << " s\n"
-      << "weights      " << memoryText(memory) << " (" << pocket::computePrecisionName(run->precision) << ")\n"
+      << "weights      " << pocket::describeMemory(memory) << " (" << pocket::computePrecisionName(run->precision) << ")\n"
       << "peak RSS     " << peakRssMb() << " MiB\n";
     if (g.json) {
         emit(g, out, "");

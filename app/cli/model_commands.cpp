@@ -229,7 +229,7 @@ int runEval(const Globals& g, const EvalOptions& o)
       << std::setprecision(1) << "speed        " << r.tokensPerSecond << " tokens/s over " << r.elapsedSeconds << " s (" << pocket::computeThreads()
       << " threads, batch " << r.batch << "); load " << loadSeconds << " s\n"
       << "peak RSS     " << peakRssMb() << " MiB\n"
-      << "weights      " << memoryText(job->memory) << " (" << pocket::computePrecisionName(params.run.precision) << ")\n";
+      << "weights      " << pocket::describeMemory(job->memory) << " (" << pocket::computePrecisionName(params.run.precision) << ")\n";
     emit(g, out, t.str());
     spdlog::debug("eval {} on {}: ppl {:.4f} over {} tokens", o.model, o.text, r.perplexity, r.tokensScored);
     return kExitOk;

@@ -19,6 +19,25 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// One matrix of a payload decoder, as the model sees a compressed weight.
+class PayloadMatrix final : public CompressedMatrix {
+public:
+    PayloadMatrix(std::shared_ptr<const PayloadDecoder> decoder, std::size_t index, std::uint64_t bytes, std::string speedClass)
+        : m_decoder(std::move(decoder)), m_index(index), m_bytes(bytes), m_class(std::move(speedClass))
+    {
+    }
+    std::uint64_t bytes() const override { return m_bytes; }
+    Status decodeInto(float* out, int threads) const override { return m_decoder->decodeMatrix(m_index, out, threads); }
+    std::string speedClass() const override { return m_class; }
+    const void* payloadKey() const override { return m_decoder.get(); }
+
+private:
+    std::shared_ptr<const PayloadDecoder> m_decoder;
+    std::size_t m_index;
+    std::uint64_t m_bytes;
+    std::string m_class;
+};
+
 class ArchiveCheckpoint final : public Checkpoint {
 public:
     static Result<std::unique_ptr<Checkpoint>> open(const std::string& path, const MethodRegistry& registry)
@@ -87,6 +106,34 @@ public:
     }
 
     std::string fileOf(const std::string&) const override { return m_path; }
+
+    // The compressed matrices as payload decoders (one per group, by the methods open() found),
+    // for a model that keeps them compressed.
+    Result<std::map<std::string, std::shared_ptr<const CompressedMatrix>>> payloadMatrices() const
+    {
+        std::map<std::string, std::shared_ptr<const CompressedMatrix>> out;
+        for (std::size_t g = 0; g < m_methods.size(); ++g) {
+            auto payload = m_archive->groupPayload(g);
+            if (!payload)
+                return payload.error();
+            const std::string speedPrefix = payload->methodId + " " + payload->paramsJson + " " + payload->metaJson.substr(0, 200);
+            auto decoder = m_methods[g]->prepareDecoder(std::move(*payload));
+            if (!decoder)
+                return decoder.error().prefixed(m_path);
+            std::shared_ptr<const PayloadDecoder> shared(std::move(*decoder));
+            std::int64_t groupWeights = 0;
+            for (std::size_t m = 0; m < shared->matrixCount(); ++m)
+                groupWeights += shared->matrix(m).weights();
+            for (std::size_t m = 0; m < shared->matrixCount(); ++m) {
+                const MatrixRef& ref = shared->matrix(m);
+                const auto share = static_cast<std::uint64_t>(static_cast<double>(shared->bytes()) * static_cast<double>(ref.weights()) /
+                                                              static_cast<double>(std::max<std::int64_t>(1, groupWeights)));
+                out[ref.name] = std::make_shared<PayloadMatrix>(shared, m, share,
+                                                                speedPrefix + " " + std::to_string(ref.rows) + "x" + std::to_string(ref.cols));
+            }
+        }
+        return out;
+    }
 
     Result<TensorData> load(const std::string& name) const override
     {
@@ -166,79 +213,21 @@ private:
 
 } // namespace
 
-namespace {
-// One matrix of a payload decoder, as the model sees a compressed weight.
-class PayloadMatrix final : public CompressedMatrix {
-public:
-    PayloadMatrix(std::shared_ptr<const PayloadDecoder> decoder, std::size_t index, std::uint64_t bytes, std::string speedClass)
-        : m_decoder(std::move(decoder)), m_index(index), m_bytes(bytes), m_class(std::move(speedClass))
-    {
-    }
-    std::uint64_t bytes() const override { return m_bytes; }
-    Status decodeInto(float* out, int threads) const override { return m_decoder->decodeMatrix(m_index, out, threads); }
-    std::string speedClass() const override { return m_class; }
-    const void* payloadKey() const override { return m_decoder.get(); }
-
-private:
-    std::shared_ptr<const PayloadDecoder> m_decoder;
-    std::size_t m_index;
-    std::uint64_t m_bytes;
-    std::string m_class;
-};
-
-// The compressed matrices of an archive as payload decoders, one per group.
-Result<std::map<std::string, std::shared_ptr<const CompressedMatrix>>> payloadMatrices(const std::string& path,
-                                                                                         const MethodRegistry& registry)
-{
-    auto archive = Archive::open(path);
-    if (!archive)
-        return archive.error();
-    std::map<std::string, std::shared_ptr<const CompressedMatrix>> out;
-    for (std::size_t g = 0; g < (*archive)->manifest().groups.size(); ++g) {
-        auto payload = (*archive)->groupPayload(g);
-        if (!payload)
-            return payload.error();
-        auto method = registry.find(payload->methodId);
-        if (!method)
-            return fileError(path, "group " + payload->groupId + " needs method '" + payload->methodId + "': " + method.message(),
-                             ErrorKind::Unsupported);
-        const std::string speedPrefix = payload->methodId + " " + payload->paramsJson + " " + payload->metaJson.substr(0, 200);
-        auto decoder = (*method)->prepareDecoder(std::move(*payload));
-        if (!decoder)
-            return decoder.error().prefixed(path);
-        std::shared_ptr<const PayloadDecoder> shared(std::move(*decoder));
-        std::int64_t groupWeights = 0;
-        for (std::size_t m = 0; m < shared->matrixCount(); ++m)
-            groupWeights += shared->matrix(m).weights();
-        for (std::size_t m = 0; m < shared->matrixCount(); ++m) {
-            const MatrixRef& ref = shared->matrix(m);
-            const auto share = static_cast<std::uint64_t>(static_cast<double>(shared->bytes()) * static_cast<double>(ref.weights()) /
-                                                          static_cast<double>(std::max<std::int64_t>(1, groupWeights)));
-            out[ref.name] = std::make_shared<PayloadMatrix>(shared, m, share,
-                                                            speedPrefix + " " + std::to_string(ref.rows) + "x" + std::to_string(ref.cols));
-        }
-    }
-    return out;
-}
-} // namespace
-
-Result<RunnableModel> loadRunnableModel(const std::string& path, const MethodRegistry& registry, const RunOptions& options,
+Result<RunnableModel> loadRunnableModel(std::unique_ptr<Checkpoint> checkpoint, const RunOptions& options,
                                         const std::function<bool(int done, int total)>& onTensor)
 {
     RunnableModel out;
-    auto checkpoint = openModelOrArchive(path, registry);
-    if (!checkpoint)
-        return checkpoint.error();
-    out.checkpoint = std::move(*checkpoint);
+    out.checkpoint = std::move(checkpoint);
     LoadOptions load;
     load.precision = options.precision;
     load.memoryBudget = options.memoryBudget;
     if (options.memoryBudget != LoadOptions::kUnlimited) {
-        if (!isPllmFile(path))
-            return Error::usage(path + ": a memory budget applies to .pllm archives (their matrices can stay compressed); this "
-                                       "model is loaded whole",
+        const auto* archive = dynamic_cast<const ArchiveCheckpoint*>(out.checkpoint.get());
+        if (!archive)
+            return Error::usage(out.checkpoint->path() + ": a memory budget applies to .pllm archives (their matrices can stay " +
+                                    "compressed); this model is loaded whole",
                                 "memory budget");
-        auto matrices = payloadMatrices(path, registry);
+        auto matrices = archive->payloadMatrices();
         if (!matrices)
             return matrices.error();
         load.compressed = std::move(*matrices);
@@ -248,6 +237,15 @@ Result<RunnableModel> loadRunnableModel(const std::string& path, const MethodReg
         return model.error();
     out.model = std::move(*model);
     return out;
+}
+
+Result<RunnableModel> loadRunnableModel(const std::string& path, const MethodRegistry& registry, const RunOptions& options,
+                                        const std::function<bool(int done, int total)>& onTensor)
+{
+    auto checkpoint = openModelOrArchive(path, registry);
+    if (!checkpoint)
+        return checkpoint.error();
+    return loadRunnableModel(std::move(*checkpoint), options, onTensor);
 }
 
 std::optional<std::int64_t> parseMemoryBudget(const std::string& text)

@@ -27,7 +27,7 @@ namespace {
 // for all their matrices: the checkpoint lists a group's matrices one after another).
 class ArchiveCodes {
 public:
-    explicit ArchiveCodes(std::shared_ptr<Archive> archive) : m_archive(std::move(archive))
+    explicit ArchiveCodes(std::shared_ptr<Archive> archive) : m_archive(archive), m_payloads(std::move(archive))
     {
         const auto& groups = m_archive->manifest().groups;
         for (std::size_t g = 0; g < groups.size(); ++g)
@@ -38,24 +38,12 @@ public:
     const GroupPayload& manifestPayload(const std::string& name) const { return m_archive->manifest().groups[m_where.at(name).first].payload; }
     std::size_t indexInGroup(const std::string& name) const { return m_where.at(name).second; }
     // The group's payload with its bytes.
-    Result<const GroupPayload*> payload(const std::string& name)
-    {
-        const std::size_t g = m_where.at(name).first;
-        if (m_loadedGroup != g || !m_loaded) {
-            auto p = m_archive->groupPayload(g);
-            if (!p)
-                return p.error();
-            m_loaded = std::make_unique<GroupPayload>(std::move(*p));
-            m_loadedGroup = g;
-        }
-        return m_loaded.get();
-    }
+    Result<const GroupPayload*> payload(const std::string& name) { return m_payloads.get(m_where.at(name).first); }
 
 private:
     std::shared_ptr<Archive> m_archive;
+    PayloadCache m_payloads;
     std::map<std::string, std::pair<std::size_t, std::size_t>> m_where;
-    std::unique_ptr<GroupPayload> m_loaded;
-    std::size_t m_loadedGroup = 0;
 };
 
 // Why a uniform-quantised matrix has no exact block type ("" when Q4_1/Q5_1 fits).

@@ -121,28 +121,6 @@ void addParts(SafetensorsWriter& w, const std::vector<Part>& parts, std::functio
         });
 }
 
-// The archive's group payloads, the last one kept (a group's matrices are written one after another).
-class PayloadCache {
-public:
-    explicit PayloadCache(std::shared_ptr<Archive> archive) : m_archive(std::move(archive)) {}
-    Result<const GroupPayload*> get(std::size_t group)
-    {
-        if (!m_payload || m_group != group) {
-            auto p = m_archive->groupPayload(group);
-            if (!p)
-                return p.error();
-            m_payload = std::make_unique<GroupPayload>(std::move(*p));
-            m_group = group;
-        }
-        return m_payload.get();
-    }
-
-private:
-    std::shared_ptr<Archive> m_archive;
-    std::unique_ptr<GroupPayload> m_payload;
-    std::size_t m_group = 0;
-};
-
 std::string baseName(const std::string& weightName) { return weightName.substr(0, weightName.size() - std::string(".weight").size()); }
 
 // Why the archive cannot be written as GPTQ ("" when it can); fills bits and group.

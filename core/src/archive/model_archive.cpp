@@ -284,6 +284,18 @@ Result<std::shared_ptr<Archive>> Archive::open(const std::string& path, Containe
     });
 }
 
+Result<const GroupPayload*> PayloadCache::get(std::size_t group)
+{
+    if (!m_payload || m_group != group) {
+        auto p = m_archive->groupPayload(group);
+        if (!p)
+            return p.error();
+        m_payload = std::make_unique<GroupPayload>(std::move(*p));
+        m_group = group;
+    }
+    return m_payload.get();
+}
+
 Result<GroupPayload> Archive::groupPayload(std::size_t groupIndex) const
 {
     const std::string& path = m_container->path();

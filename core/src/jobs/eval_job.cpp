@@ -52,7 +52,7 @@ Result<EvalJobResult> runEvalJob(const EvalJobParams& params, const MethodRegist
 
     const auto loadStart = std::chrono::steady_clock::now();
     EvalJobProgress progress;
-    auto runnable = loadRunnableModel(params.modelPath, registry, params.run, [&](int done, int total) {
+    auto runnable = loadRunnableModel(std::move(*ckpt), params.run, [&](int done, int total) {
         progress.tensorsLoaded = done;
         progress.tensorsTotal = total;
         return !onProgress || onProgress(progress);
@@ -65,7 +65,8 @@ Result<EvalJobResult> runEvalJob(const EvalJobParams& params, const MethodRegist
 
     std::unique_ptr<EvalRecorder> recorder;
     if (recording && recording->enabled)
-        recorder = std::make_unique<EvalRecorder>(*recording, **ckpt, params.textPath, out.tokenizerPath, evalParams, params.run.precision);
+        recorder = std::make_unique<EvalRecorder>(*recording, *runnable->checkpoint, params.textPath, out.tokenizerPath, evalParams,
+                                                  params.run.precision);
     progress.phase = EvalJobProgress::Phase::Evaluating;
     auto result = evaluatePerplexity(model, tokens, (*tokenizer)->bosId(), evalParams, [&](const EvalProgress& p) {
         if (recorder)
@@ -78,7 +79,7 @@ Result<EvalJobResult> runEvalJob(const EvalJobParams& params, const MethodRegist
             recorder->failed(result.error());
         if (result.kind() == ErrorKind::Usage || result.cancelled())
             return result.error();
-        return result.error().prefixed((*ckpt)->path() + " on " + params.textPath);
+        return result.error().prefixed(out.modelPath + " on " + params.textPath);
     }
     out.result = *result;
     if (recorder)

@@ -141,6 +141,20 @@ std::string mib(std::uint64_t bytes)
 }
 } // namespace
 
+std::string describeMemory(const WeightMemory& m)
+{
+    std::string text = mib(m.total());
+    if (m.matricesCompressed + m.matricesDecoded > 0) {
+        text += ": " + std::to_string(m.matricesCompressed) + " matrices compressed (" + mib(m.compressedBytes) + " + buffer " +
+                mib(m.bufferBytes) + "), " + std::to_string(m.matricesDecoded) + " decoded (" + mib(m.decodedBytes) + "), other tensors " +
+                mib(m.fixedBytes) + "; minimum " + mib(m.minimumBytes) + ", all decoded " + mib(m.allDecodedBytes);
+        char decode[64];
+        std::snprintf(decode, sizeof decode, "; decoding %.3f s per forward pass", m.decodeSecondsPerPass);
+        text += decode;
+    }
+    return text;
+}
+
 // Decides which compressed matrices are kept decoded within the budget (the ones whose decoding
 // costs the most time per byte of memory it saves go first), decodes those, and fills `memory`.
 static Status placeCompressed(LlamaModel::Impl& m, std::int64_t budget)

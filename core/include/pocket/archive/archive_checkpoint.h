@@ -41,6 +41,9 @@ struct RunnableModel {
 // needs an archive (a Usage error naming "memory budget" otherwise).
 Result<RunnableModel> loadRunnableModel(const std::string& path, const MethodRegistry& registry, const RunOptions& options,
                                         const std::function<bool(int done, int total)>& onTensor = {});
+// The same for a checkpoint already open (openModelOrArchive): its file is not read again.
+Result<RunnableModel> loadRunnableModel(std::unique_ptr<Checkpoint> checkpoint, const RunOptions& options,
+                                        const std::function<bool(int done, int total)>& onTensor = {});
 
 // Parses a memory budget: "auto", "unlimited" (or "all"), or a number of MiB; nullopt otherwise.
 std::optional<std::int64_t> parseMemoryBudget(const std::string& text);

@@ -77,4 +77,18 @@ private:
     ArchiveManifest m_manifest;
 };
 
+// An archive's group payloads read one at a time, the last one kept: for writers that visit a
+// group's matrices one after another (the GGUF and GPTQ exports). Use from one thread.
+class PayloadCache {
+public:
+    explicit PayloadCache(std::shared_ptr<Archive> archive) : m_archive(std::move(archive)) {}
+    const Archive& archive() const { return *m_archive; }
+    Result<const GroupPayload*> get(std::size_t group);
+
+private:
+    std::shared_ptr<Archive> m_archive;
+    std::unique_ptr<GroupPayload> m_payload;
+    std::size_t m_group = 0;
+};
+
 } // namespace pocket

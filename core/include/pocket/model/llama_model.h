@@ -75,6 +75,8 @@ struct WeightMemory {
     double decodeSecondsPerPass = 0;     // measured decode time of the compressed ones, per forward
     std::uint64_t total() const { return fixedBytes + decodedBytes + compressedBytes + bufferBytes; }
 };
+// One line: the total and, with compressed matrices, where it went ("12.40 MiB: 3 matrices ...").
+std::string describeMemory(const WeightMemory& memory);
 
 class LlamaModel {
 public:
