@@ -85,7 +85,7 @@ public:
             r.ref = m.ref;
             r.bits.indexBits = static_cast<std::uint64_t>(codes.size()) * static_cast<std::uint64_t>(bits);
             r.bits.scaleBits = 16;
-            p.sections.push_back({"codes/" + m.ref.name, pocket::packBits(codes.data(), static_cast<std::int64_t>(codes.size()), bits)});
+            p.sections.push_back(pocket::codeSection("codes/" + m.ref.name, codes.data(), static_cast<std::int64_t>(codes.size()), bits));
             std::vector<std::uint8_t> scaleBytes(2);
             std::memcpy(scaleBytes.data(), &scaleHalf, 2);
             p.sections.push_back({"scale/" + m.ref.name, scaleBytes});

@@ -5,6 +5,7 @@
 
 #include "pocket/archive/archive_gguf.h"
 #include "pocket/archive/archive_gptq.h"
+#include "pocket/archive/lossless.h"
 #include "pocket/archive/model_archive.h"
 #include "pocket/jobs/compress_job.h"
 #include "pocket/io/hf_writer.h"
@@ -128,6 +129,11 @@ int runCompress(const Globals& g, const CompressOptions& o)
     params.resume = o.resume;
     params.keepWorkDir = o.keepWork;
     params.calibration = {o.calibText, o.calibSamples, o.calibLength, o.calibSeed};
+    auto entropy = pocket::parseEntropyMode(o.entropy);
+    if (!entropy)
+        return fail(g, "--entropy: '" + o.entropy + "' is not none, auto or on", kExitUsage);
+    params.entropy.mode = *entropy;
+    params.entropy.minSaving = o.minSaving / 100;
     pocket::setComputeThreads(o.threads);
 
     if (o.dryRun) {
@@ -243,6 +249,25 @@ int runInspect(const Globals& g, const ArchiveOptions& o)
     out["groups"] = groupsJson;
     out["matrices"] = matricesJson(pocket::matrixReports(groups));
     out["sections"] = sections;
+    ordered_json streams = ordered_json::array();
+    std::uint64_t fixedBits = 0, storedBits = 0, codedStreams = 0;
+    double entropyBits = 0;
+    bool entropyKnown = true;
+    for (const auto& group : m.groups)
+        for (const pocket::SectionCodeReport& r : pocket::sectionCodeReports(group)) {
+            fixedBits += r.fixedBits;
+            storedBits += r.storedBits;
+            codedStreams += r.codec != "none";
+            entropyKnown = entropyKnown && r.entropyBits >= 0;
+            entropyBits += std::max(0.0, r.entropyBits);
+            streams.push_back({{"group", group.payload.groupId}, {"section", r.section}, {"codec", r.codec}, {"symbol_bits", r.symbolBits},
+                               {"symbols", r.symbols}, {"fixed_bits", r.fixedBits}, {"stored_bits", r.storedBits},
+                               {"entropy_bits", r.entropyBits >= 0 ? ordered_json(r.entropyBits) : ordered_json()}});
+        }
+    out["code_streams"] = {{"streams", streams.size()}, {"coded", codedStreams}, {"fixed_bits", fixedBits}, {"stored_bits", storedBits},
+                           {"entropy_bits", entropyKnown ? ordered_json(entropyBits) : ordered_json()}};
+    if (o.streams)
+        out["streams"] = streams;
 
     std::ostringstream t;
     t << "archive      " << o.archive << " (format " << c.formatVersion() << ", " << c.fileSize() << " bytes, checksums ok)\n"
@@ -253,12 +278,61 @@ int runInspect(const Globals& g, const ArchiveOptions& o)
     if (!groups.empty())
         t << " (" << groups.front().methodId << " " << groups.front().paramsJson << ")";
     t << "\nuncompressed " << m.tensors.size() << " tensor(s)\n" << bitsSummaryText(bits);
+    if (!streams.empty()) {
+        t << "code streams " << streams.size() << ", " << codedStreams << " rANS-coded: " << std::fixed << std::setprecision(1)
+          << fixedBits / 8192.0 << " KiB at fixed width, " << storedBits / 8192.0 << " KiB stored";
+        if (entropyKnown)
+            t << ", entropy " << entropyBits / 8192.0 << " KiB";
+        t << " (" << std::setprecision(3) << (storedBits ? static_cast<double>(fixedBits) / static_cast<double>(storedBits) : 0.0) << "x)\n";
+        t.unsetf(std::ios::floatfield);
+    }
+    if (o.streams) {
+        t << std::fixed;
+        for (const auto& row : streams)
+            t << "  " << std::left << std::setw(56) << row["section"].get<std::string>()
+              << std::right << " " << std::setw(4) << row["codec"].get<std::string>() << std::setw(3) << row["symbol_bits"].get<int>() << "-bit"
+              << std::setprecision(3) << std::setw(8) << row["stored_bits"].get<double>() / std::max<double>(1, row["symbols"].get<double>())
+              << " stored" << std::setw(8)
+              << (row["entropy_bits"].is_null() ? 0.0 : row["entropy_bits"].get<double>() / std::max<double>(1, row["symbols"].get<double>()))
+              << " entropy (bits per code)\n";
+    }
     if (o.matrices) {
         t << std::fixed;
         for (const auto& row : out["matrices"])
             t << "  " << std::left << std::setw(48) << row["name"].get<std::string>() << std::right << std::setprecision(3) << std::setw(8)
               << row["bpw"].get<double>() << " bpw  " << std::setprecision(2) << std::setw(7) << row["snr_db"].get<double>() << " dB\n";
     }
+    emit(g, out, t.str());
+    return kExitOk;
+}
+
+int runRepack(const Globals& g, const ArchiveOptions& o)
+{
+    auto entropy = pocket::parseEntropyMode(o.entropy);
+    if (!entropy)
+        return fail(g, "--entropy: '" + o.entropy + "' is not none, auto or on", kExitUsage);
+    std::error_code ec;
+    if (o.out != o.archive && std::filesystem::exists(o.out, ec) && !o.force)
+        return fail(g, o.out + ": exists (use --force to replace it)", kExitUsage);
+    pocket::EntropyOptions options;
+    options.mode = *entropy;
+    options.minSaving = o.minSaving / 100;
+    const auto start = std::chrono::steady_clock::now();
+    if (auto s = pocket::repackArchive(o.archive, o.out, options); !s)
+        return fail(g, s.error());
+    auto archive = pocket::Archive::open(o.out);
+    if (!archive)
+        return fail(g, archive.error());
+    const pocket::ArchiveBits bits = pocket::accountBits((*archive)->manifest());
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    ordered_json out{{"archive", o.out}, {"entropy", o.entropy}, {"file_bytes", (*archive)->container().fileSize()}, {"seconds", seconds}};
+    const ordered_json bitsObject = archiveBitsJson(bits);
+    for (const auto& [key, value] : bitsObject.items())
+        out[key] = value;
+    std::ostringstream t;
+    t << "archive      " << o.out << " (format " << (*archive)->container().formatVersion() << ", " << (*archive)->container().fileSize()
+      << " bytes, entropy " << o.entropy << ", " << std::fixed << std::setprecision(1) << seconds << " s)\n"
+      << bitsSummaryText(bits);
     emit(g, out, t.str());
     return kExitOk;
 }
@@ -527,11 +601,27 @@ void addCompressCommands(CLI::App& app, CompressCommands& c)
         ->capture_default_str()
         ->check(CLI::Range(2, 1 << 20));
     c.compress->add_option("--calib-seed", o.calibSeed, "Seed for the calibration windows' places")->capture_default_str();
+    c.compress->add_option("--entropy", o.entropy, "Lossless stage: none (codes packed at fixed width), auto (rANS-code a code stream where it saves at least --min-saving), on (every code stream)")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"none", "auto", "on"}));
+    c.compress->add_option("--min-saving", o.minSaving, "Percent of a stream's packed size that --entropy auto must save")
+        ->capture_default_str()
+        ->check(CLI::Range(0.0, 100.0));
 
     ArchiveOptions& a = c.archiveOptions;
     c.inspect = app.add_subcommand("inspect", "Show an archive's model, method, bit accounting and sections (verifies checksums)");
     c.inspect->add_option("ARCHIVE", a.archive, ".pllm archive")->required();
     c.inspect->add_flag("--matrices", a.matrices, "List every compressed matrix");
+    c.inspect->add_flag("--streams", a.streams, "List every code stream: fixed-width bits, stored bits, empirical entropy");
+
+    c.repack = app.add_subcommand("repack", "Re-code an archive's code streams (the lossless stage) without compressing again");
+    c.repack->add_option("ARCHIVE", a.archive, ".pllm archive")->required();
+    c.repack->add_option("-o,--out", a.out, "Output archive (may be ARCHIVE itself)")->required();
+    c.repack->add_option("--entropy", a.entropy, "none, auto or on (as for compress)")->capture_default_str()->check(CLI::IsMember({"none", "auto", "on"}));
+    c.repack->add_option("--min-saving", a.minSaving, "Percent of a stream's packed size that --entropy auto must save")
+        ->capture_default_str()
+        ->check(CLI::Range(0.0, 100.0));
+    c.repack->add_flag("--force", a.force, "Replace an existing output archive");
 
     c.decompress = app.add_subcommand("decompress", "Decode an archive into a Hugging Face folder");
     c.decompress->add_option("ARCHIVE", a.archive, ".pllm archive")->required();
@@ -564,6 +654,8 @@ int runCompressCommands(const Globals& g, const CompressCommands& c)
         return runInspect(g, c.archiveOptions);
     if (*c.decompress)
         return runDecompress(g, c.archiveOptions);
+    if (*c.repack)
+        return runRepack(g, c.archiveOptions);
     if (*c.exportCommand)
         return runExport(g, c.exportOptions);
     if (*c.methods)

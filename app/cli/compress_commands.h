@@ -38,6 +38,8 @@ struct CompressOptions {
     int calibSamples = 128;
     int calibLength = 256;
     std::uint64_t calibSeed = 0;
+    std::string entropy = "auto";
+    double minSaving = 2;
 };
 
 struct ArchiveOptions {
@@ -47,6 +49,9 @@ struct ArchiveOptions {
     double shardMb = 0;
     bool force = false;
     bool matrices = false;
+    bool streams = false;
+    std::string entropy = "auto";
+    double minSaving = 2;
 };
 
 struct ExportOptions {
@@ -64,6 +69,7 @@ struct CompressCommands {
     CLI::App* compress = nullptr;
     CLI::App* inspect = nullptr;
     CLI::App* decompress = nullptr;
+    CLI::App* repack = nullptr;
     CLI::App* exportCommand = nullptr;
     CLI::App* methods = nullptr;
     CompressOptions compressOptions;

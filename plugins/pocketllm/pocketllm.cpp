@@ -636,7 +636,7 @@ void writePayload(const Layout& l, const Network& net, float scale, const std::v
         MatrixResult result;
         result.ref = group.matrices[i].ref;
         result.bits.indexBits = static_cast<std::uint64_t>(indices[i].numel()) * l.bits;
-        payload.sections.push_back({"indices/" + result.ref.name, packBits(indices[i].data_ptr<std::int32_t>(), indices[i].numel(), l.bits)});
+        payload.sections.push_back(codeSection("indices/" + result.ref.name, indices[i].data_ptr<std::int32_t>(), indices[i].numel(), l.bits));
         if (l.rowScale) {
             payload.sections.push_back({"row_scales/" + result.ref.name, vqcommon::halfBytes(rowScales[i])});
             result.bits.scaleBits = 16ull * static_cast<std::uint64_t>(result.ref.rows);

@@ -381,7 +381,7 @@ private:
             MatrixResult r;
             r.ref = group.matrices[i].ref;
             r.bits.indexBits = static_cast<std::uint64_t>(pts.counts[i]) * static_cast<std::uint64_t>(indexBits(k));
-            p.sections.push_back({"indices/" + r.ref.name, packBits(&idx[offset], pts.counts[i], indexBits(k))});
+            p.sections.push_back(codeSection("indices/" + r.ref.name, &idx[offset], pts.counts[i], indexBits(k)));
             if (rowScaled) {
                 p.sections.push_back({"row_scales/" + r.ref.name, halfBytes(pts.scales[i])});
                 r.bits.scaleBits = 16ull * static_cast<std::uint64_t>(r.ref.rows);

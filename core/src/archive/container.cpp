@@ -88,6 +88,7 @@ struct ContainerWriter::Impl {
     enum class State { Fresh, Open, Failed, Finished };
     std::string path;
     std::string kind;
+    std::uint32_t version = kArchiveFormatVersion;
     AtomicFile file;
     State state = State::Fresh;
     std::uint64_t pos = 0;
@@ -126,7 +127,11 @@ struct ContainerWriter::Impl {
     }
 };
 
-ContainerWriter::ContainerWriter(std::string path, std::string kind) : m_impl(std::make_unique<Impl>(std::move(path), std::move(kind))) {}
+ContainerWriter::ContainerWriter(std::string path, std::string kind, std::uint32_t formatVersion)
+    : m_impl(std::make_unique<Impl>(std::move(path), std::move(kind)))
+{
+    m_impl->version = formatVersion;
+}
 
 ContainerWriter::~ContainerWriter() = default; // AtomicFile removes the temporary file unless committed
 
@@ -138,12 +143,14 @@ Status ContainerWriter::open()
             return fileError(d.path, "the archive writer was already opened");
         if (d.kind.empty())
             return d.fail("the archive kind is empty");
+        if (d.version < kMinArchiveFormatVersion || d.version > kArchiveFormatVersion)
+            return d.fail("cannot write format version " + std::to_string(d.version));
         if (auto s = d.file.open(); !s)
             return d.fail(s);
         d.state = Impl::State::Open;
         std::uint8_t header[kHeaderSize] = {};
         std::memcpy(header, kMagic, 8);
-        putLe32(header + 8, kArchiveFormatVersion);
+        putLe32(header + 8, d.version);
         putLe32(header + 12, 0);
         return d.write(header, sizeof header);
     });
@@ -213,7 +220,7 @@ Status ContainerWriter::finish(const std::string& manifestJson)
             if (caller->contains(reserved))
                 return d.fail(std::string("the manifest must not set '") + reserved + "' (the container writes it)");
         Json m = Json::object();
-        m["format_version"] = kArchiveFormatVersion;
+        m["format_version"] = d.version;
         m["kind"] = d.kind;
         for (auto it = caller->begin(); it != caller->end(); ++it) m[it.key()] = std::move(it.value());
         Json sections = Json::array();
@@ -292,9 +299,10 @@ Result<std::shared_ptr<ContainerReader::Impl>> ContainerReader::Impl::load(const
     if (size < kHeaderSize)
         return fileError(path, "truncated: " + std::to_string(size) + " bytes is too short for the .pllm header");
     d->version = getLe32(base + 8);
-    if (d->version != kArchiveFormatVersion)
-        return fileError(path, "archive format version " + std::to_string(d->version) + " is not supported (this build reads version " +
-                                   std::to_string(kArchiveFormatVersion) + ")", ErrorKind::Unsupported);
+    if (d->version < kMinArchiveFormatVersion || d->version > kArchiveFormatVersion)
+        return fileError(path, "archive format version " + std::to_string(d->version) + " is not supported (this build reads versions " +
+                                   std::to_string(kMinArchiveFormatVersion) + " to " + std::to_string(kArchiveFormatVersion) + ")",
+                         ErrorKind::Unsupported);
     if (const std::uint32_t reserved = getLe32(base + 12); reserved != 0)
         return fileError(path, "corrupt header: the reserved field is " + std::to_string(reserved) + ", not 0");
     if (size < kAlignment + kTrailerSize)

@@ -1,5 +1,6 @@
 #include "manifest_fields.h"
 
+#include <algorithm>
 #include <climits>
 #include <cmath>
 #include <set>
@@ -123,6 +124,20 @@ Result<Json> payloadToJson(const GroupPayload& p, const std::string& file)
         names.push_back(s.name);
     }
     j["section_names"] = std::move(names);
+    // Which sections are code streams (written only when one is, so older readers' files stay as they were).
+    if (std::any_of(p.sections.begin(), p.sections.end(), [](const PayloadSection& s) { return s.symbolBits > 0; })) {
+        Json codes = Json::array();
+        for (const PayloadSection& s : p.sections) {
+            if (s.symbolBits <= 0) {
+                codes.push_back(nullptr);
+                continue;
+            }
+            if (s.symbolBits > 32)
+                return fileError(file, where + ": payload section '" + s.name + "' has " + std::to_string(s.symbolBits) + "-bit symbols (at most 32)");
+            codes.push_back(Json{{"symbol_bits", s.symbolBits}, {"symbols", s.symbols}});
+        }
+        j["section_codes"] = std::move(codes);
+    }
     return j;
 }
 
@@ -176,6 +191,23 @@ Result<GroupPayload> payloadFromJson(const Json& j, const std::string& file, con
         if (!seen.insert(name).second)
             return f.bad("section name '" + name + "' appears twice");
         p.sections.push_back({name, {}});
+    }
+    if (const Json* codes = f.get("section_codes")) {
+        if (!codes->is_array() || codes->size() != p.sections.size())
+            return f.bad("key 'section_codes' must be an array as long as 'section_names'");
+        for (std::size_t k = 0; k < codes->size(); ++k) {
+            const Json& e = (*codes)[k];
+            if (e.is_null())
+                continue;
+            if (!e.is_object())
+                return f.bad("section_codes[" + std::to_string(k) + "] must be an object or null");
+            const Fields c{file, (where.empty() ? "" : where + ", ") + "section '" + p.sections[k].name + "'", e};
+            std::int64_t bits = 0, symbols = 0;
+            POCKET_TRY(c.integer("symbol_bits", 1, 32, bits));
+            POCKET_TRY(c.integer("symbols", 0, std::int64_t(1) << 46, symbols));
+            p.sections[k].symbolBits = static_cast<int>(bits);
+            p.sections[k].symbols = static_cast<std::uint64_t>(symbols);
+        }
     }
     return p;
 }

@@ -4,6 +4,7 @@
 
 #include "manifest_fields.h"
 
+#include "pocket/archive/lossless.h"
 #include "pocket/io/checkpoint.h"
 
 #include <algorithm>
@@ -120,6 +121,15 @@ Status writeArchiveUnguarded(const std::string& path, ArchiveInput& input)
         if (!pj)
             return pj.error();
         (*pj)["sections"] = g.sectionNames;
+        if (pj->contains("section_codes"))
+            for (std::size_t k = 0; k < g.payload.sections.size(); ++k) {
+                Json& e = (*pj)["section_codes"][k];
+                if (e.is_null())
+                    continue;
+                e["codec"] = g.coded(k) ? "rans" : "none";
+                if (k < g.coding.size() && g.coding[k].entropyBits >= 0)
+                    e["entropy_bits"] = realJson(g.coding[k].entropyBits);
+            }
         groups.push_back(std::move(*pj));
     }
     j["groups"] = std::move(groups);
@@ -131,7 +141,8 @@ Status writeArchiveUnguarded(const std::string& path, ArchiveInput& input)
     if (!text)
         return text.error();
 
-    ContainerWriter writer(path, "model");
+    const bool coded = std::any_of(m.groups.begin(), m.groups.end(), [](const ArchiveGroup& g) { return g.anyCoded(); });
+    ContainerWriter writer(path, "model", coded ? 2 : 1);
     POCKET_TRY(writer.open());
     if (hasTokenizer)
         POCKET_TRY(writer.addSection(kTokenizerSection, input.tokenizerBytes.data(), input.tokenizerBytes.size()));
@@ -145,6 +156,36 @@ Status writeArchiveUnguarded(const std::string& path, ArchiveInput& input)
         for (std::size_t k = 0; k < g.payload.sections.size(); ++k)
             POCKET_TRY(writer.addSection(g.sectionNames[k], g.payload.sections[k].bytes.data(), g.payload.sections[k].bytes.size()));
     return writer.finish(*text);
+}
+
+// A group's "codec" and "entropy_bits" of its section_codes entries (format 2; a version 1 file
+// has none coded).
+Status readSectionCoding(const Json& e, const std::string& path, const std::string& where, std::uint32_t version, ArchiveGroup& group)
+{
+    const auto it = e.find("section_codes");
+    if (it == e.end())
+        return {};
+    group.coding.assign(group.payload.sections.size(), SectionCoding{});
+    for (std::size_t k = 0; k < it->size(); ++k) {
+        const Json& c = (*it)[k];
+        if (c.is_null())
+            continue;
+        const Fields f{path, where + ", section '" + group.payload.sections[k].name + "'", c};
+        std::string codec;
+        POCKET_TRY(f.string("codec", codec));
+        if (codec == "rans") {
+            if (version < 2)
+                return f.bad("codec 'rans' needs archive format version 2 (the file says " + std::to_string(version) + ")");
+            if (group.payload.sections[k].symbolBits > 16)
+                return f.bad("codec 'rans' takes symbols of at most 16 bits");
+            group.coding[k].codec = SectionCoding::Codec::Rans;
+        } else if (codec != "none") {
+            return f.bad("unknown codec '" + codec + "' (this build knows 'none' and 'rans')");
+        }
+        if (f.get("entropy_bits"))
+            POCKET_TRY(f.real("entropy_bits", group.coding[k].entropyBits));
+    }
+    return {};
 }
 
 Status openArchiveManifest(const ContainerReader& c, ArchiveManifest& m)
@@ -237,6 +278,7 @@ Status openArchiveManifest(const ContainerReader& c, ArchiveManifest& m)
         ArchiveGroup group;
         group.payload = std::move(*payload);
         POCKET_TRY((Fields{path, groupWhere(g, group.payload.groupId), e}.strings("sections", group.sectionNames)));
+        POCKET_TRY(readSectionCoding(e, path, groupWhere(g, group.payload.groupId), c.formatVersion(), group));
         m.groups.push_back(std::move(group));
     }
 
@@ -255,10 +297,23 @@ Status openArchiveManifest(const ContainerReader& c, ArchiveManifest& m)
             return fileError(path, "tensor '" + t.name + "': shape " + shapeString(t.shape) + " of " + dtypeName(t.dtype) + " needs " +
                                        std::to_string(size) + " bytes but section '" + t.section + "' holds " + std::to_string((*s)->size));
     }
-    for (std::size_t g = 0; g < m.groups.size(); ++g)
-        for (const std::string& name : m.groups[g].sectionNames)
-            if (auto s = useSection(name, groupWhere(g, m.groups[g].payload.groupId)); !s)
+    for (std::size_t g = 0; g < m.groups.size(); ++g) {
+        ArchiveGroup& group = m.groups[g];
+        const std::string where = groupWhere(g, group.payload.groupId);
+        for (std::size_t k = 0; k < group.sectionNames.size(); ++k) {
+            auto s = useSection(group.sectionNames[k], where);
+            if (!s)
                 return s.error();
+            const PayloadSection& ps = group.payload.sections[k];
+            if (k < group.coding.size())
+                group.coding[k].storedBytes = (*s)->size;
+            const std::uint64_t packed = (ps.symbols * static_cast<std::uint64_t>(ps.symbolBits) + 7) / 8;
+            if (ps.symbolBits > 0 && !group.coded(k) && (*s)->size != packed)
+                return fileError(path, where + ": section '" + ps.name + "' holds " + std::to_string((*s)->size) + " bytes, not the " +
+                                           std::to_string(packed) + " of its " + std::to_string(ps.symbols) + " packed " +
+                                           std::to_string(ps.symbolBits) + "-bit codes");
+        }
+    }
     for (const ContainerSection& s : c.sections())
         if (!used.count(s.name))
             return fileError(path, "section '" + s.name + "' is not referenced by the manifest");
@@ -296,7 +351,21 @@ Result<const GroupPayload*> PayloadCache::get(std::size_t group)
     return m_payload.get();
 }
 
+bool ArchiveGroup::anyCoded() const
+{
+    return std::any_of(coding.begin(), coding.end(), [](const SectionCoding& c) { return c.codec == SectionCoding::Codec::Rans; });
+}
+
 Result<GroupPayload> Archive::groupPayload(std::size_t groupIndex) const
+{
+    auto p = storedPayload(groupIndex);
+    if (!p || !m_manifest.groups[groupIndex].anyCoded())
+        return p;
+    POCKET_TRY(decodeLosslessStage(m_manifest.groups[groupIndex], *p, m_container->path()));
+    return p;
+}
+
+Result<GroupPayload> Archive::storedPayload(std::size_t groupIndex) const
 {
     const std::string& path = m_container->path();
     return guarded(path, [&]() -> Result<GroupPayload> {

@@ -12,6 +12,7 @@
 #include "recorders.h"
 #include "work_folder.h"
 
+#include "pocket/archive/lossless.h"
 #include "pocket/archive/model_archive.h"
 #include "pocket/io/model_config.h"
 #include "pocket/io/tokenizer.h"
@@ -293,6 +294,7 @@ Status assembleArchive(const CompressJobParams& params, OpenJob& job, std::vecto
         convertFromFloat(values.data(), values.size(), keep, bytes.data());
         return sink(bytes.data(), bytes.size());
     };
+    POCKET_TRY(applyLosslessStage(manifest.groups, params.entropy));
     for (const ArchiveGroup& g : manifest.groups) {
         GroupPayload summary = g.payload;
         summary.sections.clear();

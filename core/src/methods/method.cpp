@@ -1,5 +1,6 @@
 #include "pocket/methods/method.h"
 #include "pocket/methods/method_base.h"
+#include "pocket/methods/vq_kernels.h"
 
 #include <nlohmann/json.hpp>
 
@@ -250,6 +251,12 @@ Result<std::vector<std::vector<MatrixRef>>> CompressionMethod::planGroups(const 
     for (const MatrixRef& m : matrices)
         groups.push_back({m});
     return groups;
+}
+
+PayloadSection codeSection(std::string name, const std::int32_t* values, std::int64_t count, int bits)
+{
+    PayloadSection s{std::move(name), packBits(values, count, bits), bits, static_cast<std::uint64_t>(count)};
+    return s;
 }
 
 std::uint64_t payloadBytes(const GroupPayload& payload)

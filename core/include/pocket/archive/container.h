@@ -14,7 +14,10 @@
 
 namespace pocket {
 
-constexpr std::uint32_t kArchiveFormatVersion = 1;
+// Versions read; a writer writes the lowest version that holds its file (1 unless a section is
+// entropy-coded: docs/archive-format.md, section 13).
+constexpr std::uint32_t kMinArchiveFormatVersion = 1;
+constexpr std::uint32_t kArchiveFormatVersion = 2;
 
 struct ContainerSection {
     std::string name;
@@ -28,7 +31,7 @@ struct ContainerSection {
 class ContainerWriter {
 public:
     // `kind` is stored in the manifest ("model" for archives, "group" for work-folder files).
-    ContainerWriter(std::string path, std::string kind);
+    ContainerWriter(std::string path, std::string kind, std::uint32_t formatVersion = kMinArchiveFormatVersion);
     ~ContainerWriter();
     ContainerWriter(const ContainerWriter&) = delete;
     ContainerWriter& operator=(const ContainerWriter&) = delete;

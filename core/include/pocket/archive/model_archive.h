@@ -30,9 +30,21 @@ struct ArchiveTensor {
 
 // A compressed group: its payload without the bytes, which live in sections
 // "group/<index>/<payload section name>".
+// How a code-stream section is stored (docs/archive-format.md, "Coded sections").
+struct SectionCoding {
+    enum class Codec { None, Rans };
+    Codec codec = Codec::None;   // None: packed at fixed width; Rans: rans.h's stream
+    double entropyBits = -1;     // empirical entropy of the symbols (-1: not measured)
+    std::uint64_t storedBytes = 0;
+};
+
 struct ArchiveGroup {
     GroupPayload payload; // sections[].bytes empty; names as the method gave them
     std::vector<std::string> sectionNames; // container section names, parallel to payload.sections
+    std::vector<SectionCoding> coding;     // parallel to payload.sections (empty: nothing coded)
+    bool anyCoded() const;
+    // Whether section k is stored rANS-coded.
+    bool coded(std::size_t k) const { return k < coding.size() && coding[k].codec == SectionCoding::Codec::Rans; }
 };
 
 struct ArchiveManifest {
@@ -65,8 +77,10 @@ public:
     static Result<std::shared_ptr<Archive>> open(const std::string& path, ContainerReader::Verify verify = ContainerReader::Verify::All);
     const ArchiveManifest& manifest() const { return m_manifest; }
     const ContainerReader& container() const { return *m_container; }
-    // The group's payload with its section bytes (copied).
+    // The group's payload with its section bytes (copied), coded sections decoded.
     Result<GroupPayload> groupPayload(std::size_t groupIndex) const;
+    // The same with the sections as stored (coded sections still coded; see lossless.h).
+    Result<GroupPayload> storedPayload(std::size_t groupIndex) const;
     // An uncompressed tensor's bytes (a view).
     Result<TensorData> tensor(const std::string& name) const;
     // The embedded tokenizer's bytes (empty if none).

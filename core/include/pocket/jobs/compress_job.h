@@ -10,6 +10,7 @@
 #pragma once
 
 #include "pocket/archive/bit_accounting.h"
+#include "pocket/archive/lossless.h"
 #include "pocket/io/checkpoint.h"
 #include "pocket/io/dtype.h"
 #include "pocket/jobs/calibration.h"
@@ -42,6 +43,7 @@ struct CompressJobParams {
     bool resume = false;               // continue the work folder of an interrupted run
     bool keepWorkDir = false;          // keep the work folder after success
     CalibrationParams calibration;     // used when the method needs calibration ("calibration text", ...)
+    EntropyOptions entropy;            // the archive's lossless stage ("entropy"; default auto)
     // Optional: the selection as the front end phrased it (its own option names, a JSON object),
     // recorded with the run until the run succeeds and records the archive's resolved selection.
     // "" = layerSelectionJson(selection). Not part of the job's identity.

@@ -18,7 +18,8 @@ namespace pocket {
 
 // Bumped whenever anything in this header changes shape; plugins built against another version
 // are refused with a message naming the plugin file.
-constexpr int kMethodApiVersion = 5; // 4: Error carries a kind and a setting; 5: prepareDecoder
+constexpr int kMethodApiVersion = 6; // 4: Error carries a kind and a setting; 5: prepareDecoder;
+                                     // 6: PayloadSection describes its code stream
 
 // ---------------------------------------------------------------------------------------------
 // Parameters
@@ -124,10 +125,20 @@ struct MatrixResult {
 };
 
 // One named block of bytes of a payload (e.g. "decoder", "codebook", "indices/<matrix>").
+// A section that is a stream of codes or indices says so (symbolBits > 0): its bytes are
+// `symbols` values of `symbolBits` bits packed by packBits (vq_kernels.h). The archive's lossless
+// stage may store such a section entropy-coded (docs/archive-format.md, "Coded sections"); a
+// method always gets it back packed. A code stream named "<kind>/<matrix name>" belongs to that
+// matrix (its coded size is counted in the matrix's index bits); any other to the whole group.
 struct PayloadSection {
     std::string name;
     std::vector<std::uint8_t> bytes;
+    int symbolBits = 0;        // 0: opaque bytes; 1..32: a packed code stream
+    std::uint64_t symbols = 0; // values in the stream
 };
+
+// A code-stream section: `count` values of `bits` bits packed (values must be < 2^bits).
+PayloadSection codeSection(std::string name, const std::int32_t* values, std::int64_t count, int bits);
 
 // A compressed group: everything needed to decode its matrices, and nothing else.
 struct GroupPayload {

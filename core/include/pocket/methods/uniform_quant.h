@@ -179,7 +179,7 @@ inline void appendMatrix(GroupPayload& payload, const MatrixRef& ref, const Quan
     result.bits.indexBits = static_cast<std::uint64_t>(q.codes.size()) * static_cast<std::uint64_t>(bits);
     result.bits.scaleBits = 32ull * q.scales.size();
     payload.matrices.push_back(result);
-    payload.sections.push_back({"codes/" + ref.name, packBits(q.codes.data(), static_cast<std::int64_t>(q.codes.size()), bits)});
+    payload.sections.push_back(codeSection("codes/" + ref.name, q.codes.data(), static_cast<std::int64_t>(q.codes.size()), bits));
     payload.sections.push_back({"scales/" + ref.name, halfBytes(q.scales)});
     payload.sections.push_back({"mins/" + ref.name, halfBytes(q.mins)});
 }

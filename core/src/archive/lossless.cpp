@@ -1,0 +1,216 @@
+// The archive's lossless stage (see pocket/archive/lossless.h).
+#include "pocket/archive/lossless.h"
+
+#include "manifest_fields.h"
+
+#include "pocket/methods/vq_kernels.h"
+#include "pocket/support/rans.h"
+
+#include <algorithm>
+#include <mutex>
+
+namespace pocket {
+
+using archive_detail::guarded;
+
+namespace {
+
+std::uint64_t packedBytes(const PayloadSection& s)
+{
+    return (s.symbols * static_cast<std::uint64_t>(s.symbolBits) + 7) / 8;
+}
+
+bool codable(const PayloadSection& s)
+{
+    return s.symbolBits >= 1 && s.symbolBits <= rans::kMaxSymbolBits && s.symbols > 0;
+}
+
+// The matrix a stream belongs to: "<kind>/<matrix name>" (or none: the group's shared bits).
+MatrixResult* owner(GroupPayload& p, const std::string& section)
+{
+    const auto slash = section.find('/');
+    if (slash == std::string::npos)
+        return nullptr;
+    const std::string name = section.substr(slash + 1);
+    for (MatrixResult& m : p.matrices)
+        if (m.ref.name == name)
+            return &m;
+    return nullptr;
+}
+
+struct Coded {
+    std::vector<std::uint8_t> bytes; // empty: stays packed
+    double entropyBits = -1;
+};
+
+Result<Coded> codeStream(const PayloadSection& s, const EntropyOptions& options)
+{
+    if (s.bytes.size() != packedBytes(s))
+        return Error::internal("payload section '" + s.name + "' holds " + std::to_string(s.bytes.size()) + " bytes, not the " +
+                               std::to_string(packedBytes(s)) + " of its packed codes");
+    std::vector<std::int32_t> values(s.symbols);
+    if (!unpackBits(s.bytes.data(), s.bytes.size(), static_cast<std::int64_t>(s.symbols), s.symbolBits, values.data()))
+        return Error::internal("payload section '" + s.name + "': cannot unpack its codes");
+    std::vector<std::uint16_t> symbols(values.begin(), values.end());
+    Coded out;
+    out.entropyBits = rans::entropyBits(rans::histogram(symbols.data(), symbols.size(), s.symbolBits));
+    if (options.mode == EntropyMode::None)
+        return out;
+    std::vector<std::uint8_t> coded = rans::encode(symbols.data(), symbols.size(), s.symbolBits);
+    const double limit = options.mode == EntropyMode::On ? static_cast<double>(s.bytes.size())
+                                                         : static_cast<double>(s.bytes.size()) * (1.0 - options.minSaving);
+    if (options.mode == EntropyMode::On || static_cast<double>(coded.size()) <= limit)
+        out.bytes = std::move(coded);
+    return out;
+}
+
+} // namespace
+
+const char* entropyModeName(EntropyMode mode)
+{
+    switch (mode) {
+    case EntropyMode::None: return "none";
+    case EntropyMode::Auto: return "auto";
+    case EntropyMode::On: return "on";
+    }
+    return "?";
+}
+
+Result<EntropyMode> parseEntropyMode(const std::string& text)
+{
+    for (EntropyMode m : {EntropyMode::None, EntropyMode::Auto, EntropyMode::On})
+        if (text == entropyModeName(m))
+            return m;
+    return Error::usage("entropy coding '" + text + "' is not one of none, auto, on", "entropy");
+}
+
+Status applyLosslessStage(ArchiveGroup& group, const EntropyOptions& options)
+{
+    GroupPayload& p = group.payload;
+    if (group.anyCoded())
+        return Error::internal("group '" + p.groupId + "' is already entropy-coded");
+    group.coding.assign(p.sections.size(), SectionCoding{});
+    std::vector<std::size_t> streams;
+    for (std::size_t k = 0; k < p.sections.size(); ++k)
+        if (codable(p.sections[k]))
+            streams.push_back(k);
+    std::vector<Result<Coded>> results(streams.size(), Result<Coded>(Coded{}));
+    try {
+        parallelFor(static_cast<std::int64_t>(streams.size()), options.threads, 1, [&](std::int64_t a, std::int64_t b) {
+            for (std::int64_t i = a; i < b; ++i)
+                results[static_cast<std::size_t>(i)] = codeStream(p.sections[streams[static_cast<std::size_t>(i)]], options);
+        });
+    } catch (const std::bad_alloc&) {
+        return Error("not enough memory to entropy-code group '" + p.groupId + "'");
+    }
+    for (std::size_t i = 0; i < streams.size(); ++i) {
+        if (!results[i])
+            return results[i].error();
+        PayloadSection& s = p.sections[streams[i]];
+        SectionCoding& c = group.coding[streams[i]];
+        c.entropyBits = results[i]->entropyBits;
+        if (!results[i]->bytes.empty()) {
+            // The method counted the stream at its fixed width; count what is stored instead.
+            const std::uint64_t fixed = s.symbols * static_cast<std::uint64_t>(s.symbolBits);
+            const std::uint64_t stored = 8ull * results[i]->bytes.size();
+            BitCounts& bits = owner(p, s.name) ? owner(p, s.name)->bits : p.sharedBits;
+            bits.indexBits = bits.indexBits + stored >= fixed ? bits.indexBits + stored - fixed : 0;
+            s.bytes = std::move(results[i]->bytes);
+            c.codec = SectionCoding::Codec::Rans;
+        }
+    }
+    for (std::size_t k = 0; k < p.sections.size(); ++k)
+        group.coding[k].storedBytes = p.sections[k].bytes.size();
+    return {};
+}
+
+Status applyLosslessStage(std::vector<ArchiveGroup>& groups, const EntropyOptions& options)
+{
+    EntropyOptions one = options;
+    one.threads = 1;
+    std::vector<Status> status(groups.size());
+    parallelFor(static_cast<std::int64_t>(groups.size()), options.threads, 1, [&](std::int64_t a, std::int64_t b) {
+        for (std::int64_t g = a; g < b; ++g)
+            status[static_cast<std::size_t>(g)] = applyLosslessStage(groups[static_cast<std::size_t>(g)], one);
+    });
+    for (const Status& s : status)
+        if (!s)
+            return s;
+    return {};
+}
+
+Status decodeLosslessStage(const ArchiveGroup& group, GroupPayload& payload, const std::string& file)
+{
+    return guarded(file, [&]() -> Status {
+        for (std::size_t k = 0; k < payload.sections.size(); ++k) {
+            if (!group.coded(k))
+                continue;
+            PayloadSection& s = payload.sections[k];
+            std::vector<std::uint8_t> packed(packedBytes(s));
+            if (Status st = rans::decodePacked(s.bytes.data(), s.bytes.size(), s.symbols, s.symbolBits, packed.data(), packed.size()); !st)
+                return fileError(file, "group '" + payload.groupId + "', section '" + s.name + "': " + st.message());
+            s.bytes = std::move(packed);
+        }
+        return Status{};
+    });
+}
+
+Status repackArchive(const std::string& inPath, const std::string& outPath, const EntropyOptions& options)
+{
+    auto archive = Archive::open(inPath);
+    if (!archive)
+        return archive.error();
+    const Archive& a = **archive;
+    ArchiveInput input;
+    input.manifest = a.manifest();
+    for (std::size_t g = 0; g < input.manifest.groups.size(); ++g) {
+        ArchiveGroup& group = input.manifest.groups[g];
+        auto payload = a.groupPayload(g);
+        if (!payload)
+            return payload.error();
+        // Back to what the method counted: each coded stream at its fixed width.
+        for (std::size_t k = 0; k < payload->sections.size(); ++k) {
+            if (!group.coded(k))
+                continue;
+            const PayloadSection& s = payload->sections[k];
+            BitCounts& bits = owner(*payload, s.name) ? owner(*payload, s.name)->bits : payload->sharedBits;
+            bits.indexBits = bits.indexBits + s.symbols * static_cast<std::uint64_t>(s.symbolBits) - std::min(bits.indexBits, 8 * group.coding[k].storedBytes);
+        }
+        group.payload = std::move(*payload);
+        group.coding.clear();
+    }
+    POCKET_TRY(applyLosslessStage(input.manifest.groups, options));
+    auto tokenizer = a.tokenizerBytes();
+    if (!tokenizer)
+        return tokenizer.error();
+    input.tokenizerBytes = std::move(*tokenizer);
+    input.tensorBytes = [&](const ArchiveTensor& t, const ContainerWriter::Sink& sink) -> Status {
+        auto data = a.tensor(t.name);
+        if (!data)
+            return data.error();
+        return sink(data->data, data->info.byteSize);
+    };
+    return writeArchive(outPath, std::move(input));
+}
+
+std::vector<SectionCodeReport> sectionCodeReports(const ArchiveGroup& group)
+{
+    std::vector<SectionCodeReport> out;
+    for (std::size_t k = 0; k < group.payload.sections.size(); ++k) {
+        const PayloadSection& s = group.payload.sections[k];
+        if (s.symbolBits <= 0)
+            continue;
+        SectionCodeReport r;
+        r.section = s.name;
+        r.codec = group.coded(k) ? "rans" : "none";
+        r.symbolBits = s.symbolBits;
+        r.symbols = s.symbols;
+        r.fixedBits = s.symbols * static_cast<std::uint64_t>(s.symbolBits);
+        r.storedBits = k < group.coding.size() ? 8 * group.coding[k].storedBytes : 8 * packedBytes(s);
+        r.entropyBits = k < group.coding.size() ? group.coding[k].entropyBits : -1;
+        out.push_back(std::move(r));
+    }
+    return out;
+}
+
+} // namespace pocket
