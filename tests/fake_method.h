@@ -112,7 +112,10 @@ public:
             const pocket::PayloadSection* scaleSection = p.section("scale/" + r.ref.name);
             if (!codesSection || !scaleSection || scaleSection->bytes.size() != 2)
                 return pocket::Error{"fakequant: missing sections for " + r.ref.name};
-            const int bits = static_cast<int>(r.bits.indexBits / static_cast<std::uint64_t>(r.ref.weights()));
+            // The stream's own width (the bit counts follow what the archive stores, coded or not).
+            const int bits = codesSection->symbolBits;
+            if (bits < 2 || bits > 16)
+                return pocket::Error{"fakequant: codes of " + r.ref.name + " do not say their width"};
             const int levels = (1 << (bits - 1)) - 1;
             std::uint16_t scaleHalf = 0;
             std::memcpy(&scaleHalf, scaleSection->bytes.data(), 2);

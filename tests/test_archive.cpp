@@ -1,6 +1,8 @@
 // The .pllm container and model archive: round trips, the on-disk layout against
 // docs/archive-format.md, bit accounting, determinism, and every kind of damaged file.
 #include "pocket/archive/group_file.h"
+#include "pocket/archive/lossless.h"
+#include "pocket/support/rans.h"
 #include "pocket/archive/model_archive.h"
 #include "pocket/io/checkpoint.h"
 #include "test_support.h"
@@ -296,7 +298,7 @@ private Q_SLOTS:
         const ContainerReader& c = **reader;
         QCOMPARE(c.path(), path);
         QCOMPARE(c.kind(), std::string("test"));
-        QCOMPARE(c.formatVersion(), kArchiveFormatVersion);
+        QCOMPARE(c.formatVersion(), kMinArchiveFormatVersion); // nothing entropy-coded
         QCOMPARE(c.fileSize(), static_cast<std::uint64_t>(readBytes(path).size()));
         QCOMPARE(c.sections().size(), 4u);
         const std::vector<std::string> names{"small", "empty", "big", "tail"};
@@ -733,6 +735,94 @@ private Q_SLOTS:
         QVERIFY2(contains(stray.message(), path), stray.message().c_str());
     }
 
+    // The lossless stage on the fixture's two index streams made code streams: coded in place,
+    // bits follow the stored bytes, the archive (format 2) gives back the packed bytes exactly, the
+    // group files keep the stream description, repack undoes it, and a damaged coded section is
+    // refused by its checksum before decoding.
+    void losslessStage()
+    {
+        Fixture f = makeFixture(false);
+        ArchiveGroup& g1 = f.input.manifest.groups[1];
+        std::mt19937 rng(5);
+        std::vector<std::int32_t> skewed(1000);
+        for (auto& v : skewed)
+            v = (rng() % 10 == 0) ? static_cast<std::int32_t>(rng() % 16) : 7; // entropy ~0.8 bits of 4
+        const std::string gate = "indices/" + matrixTensorName(1, MatrixType::Gate), up = "indices/" + matrixTensorName(1, MatrixType::Up);
+        g1.payload.sections[2] = codeSection(gate, skewed.data(), 1000, 4);
+        g1.payload.sections[3] = codeSection(up, skewed.data(), 999, 4);
+        g1.payload.matrices[0].bits.indexBits = 4000;
+        g1.payload.matrices[1].bits.indexBits = 3996;
+        const GroupPayload packed = g1.payload;
+        QVERIFY(writeGroupFile(tempPath("plain-group.pllm"), packed).ok());
+        auto groupBack = readGroupFile(tempPath("plain-group.pllm"));
+        QVERIFY(groupBack.ok());
+        QCOMPARE(groupBack->sections[2].symbolBits, 4);
+        QCOMPARE(groupBack->sections[3].symbols, std::uint64_t{999});
+
+        const Status applied = applyLosslessStage(f.input.manifest.groups, EntropyOptions{EntropyMode::Auto, 0.02, 2});
+        if (!applied)
+            QFAIL(applied.message().c_str());
+        QVERIFY(!f.input.manifest.groups[0].anyCoded()); // no code streams there
+        QVERIFY(g1.coded(2) && g1.coded(3) && !g1.coded(0));
+        const std::uint64_t gateStored = g1.payload.sections[2].bytes.size();
+        QVERIFY(gateStored < 200); // from 500 packed bytes
+        QCOMPARE(g1.payload.matrices[0].bits.indexBits, 8 * gateStored);
+        QCOMPARE(g1.payload.matrices[1].bits.indexBits, 8 * g1.payload.sections[3].bytes.size());
+        std::vector<std::uint16_t> symbols(skewed.begin(), skewed.end());
+        QVERIFY(std::fabs(g1.coding[2].entropyBits - rans::entropyBits(rans::histogram(symbols.data(), 1000, 4))) < 1e-6);
+
+        const std::string path = tempPath("coded.pllm");
+        const Status w = writeArchive(path, f.input);
+        if (!w)
+            QFAIL(w.message().c_str());
+        auto archive = Archive::open(path);
+        if (!archive)
+            QFAIL(archive.message().c_str());
+        QCOMPARE((*archive)->container().formatVersion(), std::uint32_t{2});
+        auto decoded = (*archive)->groupPayload(1);
+        QVERIFY(decoded.ok());
+        for (std::size_t k = 0; k < packed.sections.size(); ++k)
+            QCOMPARE(decoded->sections[k].bytes, packed.sections[k].bytes);
+        auto stored = (*archive)->storedPayload(1);
+        QVERIFY(stored.ok());
+        QCOMPARE(stored->sections[2].bytes.size(), gateStored);
+        const auto reports = sectionCodeReports((*archive)->manifest().groups[1]);
+        QCOMPARE(reports.size(), std::size_t{2});
+        QCOMPARE(reports[0].codec, std::string("rans"));
+        QCOMPARE(reports[0].fixedBits, std::uint64_t{4000});
+        QCOMPARE(reports[0].storedBits, 8 * gateStored);
+        QCOMPARE(accountBits((*archive)->manifest()).compressed.indexBits,
+                 192 + 8 * gateStored + 8 * g1.payload.sections[3].bytes.size());
+
+        // Repack without the stage: the method's own bits and the packed bytes, format 1.
+        const std::string plain = tempPath("repacked.pllm");
+        const Status r = repackArchive(path, plain, EntropyOptions{EntropyMode::None, 0.02, 1});
+        if (!r)
+            QFAIL(r.message().c_str());
+        auto p = Archive::open(plain);
+        QVERIFY(p.ok());
+        QCOMPARE((*p)->container().formatVersion(), std::uint32_t{1});
+        QCOMPARE((*p)->manifest().groups[1].payload.matrices[0].bits.indexBits, std::uint64_t{4000});
+        QCOMPARE((*p)->manifest().groups[1].payload.matrices[1].bits.indexBits, std::uint64_t{3996});
+        auto plainPayload = (*p)->storedPayload(1);
+        QVERIFY(plainPayload.ok());
+        QCOMPARE(plainPayload->sections[2].bytes, packed.sections[2].bytes);
+
+        // Damage inside the coded stream: the checksum refuses it before any decoding.
+        const ContainerSection* s = (*archive)->container().find("group/1/" + gate);
+        QVERIFY(s);
+        Bytes b = readBytes(path);
+        b[s->offset + s->size - 3] ^= 0x40;
+        const std::string bad = tempPath("coded-bad.pllm");
+        writeBytes(bad, b);
+        QVERIFY(!Archive::open(bad).ok());
+        auto lazy = Archive::open(bad, ContainerReader::Verify::ManifestOnly);
+        QVERIFY(lazy.ok());
+        auto refused = (*lazy)->groupPayload(1);
+        QVERIFY(!refused.ok());
+        QVERIFY2(contains(refused.message(), "checksum mismatch"), refused.message().c_str());
+    }
+
     void payloadJsonRoundTrip()
     {
         const GroupPayload payload = makeFixture(false).input.manifest.groups[0].payload;
@@ -839,8 +929,8 @@ private Q_SLOTS:
         std::memcpy(gguf.data(), "GGUF\3\0\0\0", 8);
         row("wrong magic", gguf, "not a .pllm archive");
         Bytes future = good;
-        future[8] = 2;
-        row("future version", future, "version 2 is not supported (this build reads version 1)");
+        future[8] = 3;
+        row("future version", future, "version 3 is not supported (this build reads versions 1 to 2)");
         row("bad manifest json", withManifestText(good, "{\"kind\": \"model\", oops}"), "not valid JSON");
         row("manifest not object", withManifestText(good, "[1,2,3]"), "not a JSON object");
         row("deep manifest", withManifestText(good, std::string(100000, '[') + std::string(100000, ']')), "nests deeper");

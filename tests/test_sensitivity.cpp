@@ -244,6 +244,7 @@ private Q_SLOTS:
         job.matrixSettings = r->matrixSettings;
         job.selection = request.base.selection;
         job.outPath = m_tmp.filePath("allocated.pllm").toStdString();
+        job.entropy.mode = EntropyMode::None; // the plan counts codes at their fixed width
         auto compressed = runCompressJob(job, m_registry);
         QVERIFY2(compressed, compressed ? "" : compressed.message().c_str());
         QVERIFY2(std::abs(compressed->bits.bpwCompressed() - r->plan.bpw) < 1e-9,

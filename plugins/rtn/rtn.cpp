@@ -8,6 +8,9 @@
 #include "pocket/methods/uniform_quant.h"
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
 
 namespace pocket::rtn {
 
@@ -24,10 +27,82 @@ const MethodInfo& methodInfo()
         m.lossy = true;
         m.bitsFormula = "rows*cols*bits + 32 per group (fp16 scale + fp16 minimum)";
         m.params = {ParamSpec::integer("bits", 4, 2, 8, "bits per weight"),
-                    ParamSpec::integer("group", 128, 0, 1 << 20, "columns per group (0 = a whole row)"), uniform::zeroParam()};
+                    ParamSpec::integer("group", 128, 0, 1 << 20, "columns per group (0 = a whole row)"), uniform::zeroParam(),
+                    ParamSpec::real("rate", "0", 0, 10,
+                                    "rate weight of entropy-constrained rounding: a code costs (error/step)^2 + rate * its bits under the "
+                                    "matrix's code distribution (0 = round to nearest)"),
+                    ParamSpec::real("prune", "0", 0, 0.99, "fraction of each row's weights set to zero before quantising"),
+                    ParamSpec::choice("prune_by", "magnitude", {"magnitude", "input"},
+                                      "which weights are pruned: smallest |w|, or smallest |w| * input norm (calibration Hessian diagonal)")};
         return m;
     }();
     return info;
+}
+
+// `m`'s weights with the `fraction` least important of each row set to zero: smallest |w|, or
+// smallest |w| * sqrt(H_jj) (the input's RMS on column j) with byInput. Ties go to the lower column.
+std::vector<float> pruned(const WeightMatrix& m, double fraction, bool byInput)
+{
+    std::vector<float> out = m.values;
+    const std::int64_t cols = m.ref.cols;
+    const auto k = static_cast<std::int64_t>(std::floor(fraction * static_cast<double>(cols)));
+    if (k <= 0)
+        return out;
+    std::vector<float> norm(static_cast<std::size_t>(cols), 1.0f);
+    if (byInput)
+        for (std::int64_t j = 0; j < cols; ++j)
+            norm[j] = std::sqrt(std::max(0.0f, m.hessian[static_cast<std::size_t>(j * cols + j)]));
+    std::vector<std::int64_t> order(static_cast<std::size_t>(cols));
+    for (std::int64_t r = 0; r < m.ref.rows; ++r) {
+        float* row = out.data() + r * cols;
+        std::iota(order.begin(), order.end(), 0);
+        std::nth_element(order.begin(), order.begin() + (k - 1), order.end(), [&](std::int64_t a, std::int64_t b) {
+            const float sa = std::fabs(row[a]) * norm[a], sb = std::fabs(row[b]) * norm[b];
+            return sa < sb || (sa == sb && a < b);
+        });
+        for (std::int64_t i = 0; i < k; ++i)
+            row[order[i]] = 0.0f;
+    }
+    return out;
+}
+
+// Entropy-constrained rounding (Chou, Lookabaugh and Gray's ECSQ with each group's step kept): each
+// weight takes the code, among the five around its nearest, minimising (error / step)^2 +
+// rate * (-log2 p(code)), p the matrix's code distribution; three passes, p re-estimated after each.
+void rateConstrained(const std::vector<float>& values, const MatrixRef& ref, std::int64_t group, const std::vector<uniform::GroupQuant>& quantisers,
+                     double rate, std::vector<std::int32_t>& codes)
+{
+    const int top = quantisers.front().top;
+    const std::int64_t perRow = (ref.cols + group - 1) / group;
+    std::vector<double> cost(static_cast<std::size_t>(top + 1));
+    for (int pass = 0; pass < 3; ++pass) {
+        std::vector<double> counts(static_cast<std::size_t>(top + 1), 0.5); // a half count: no code costs infinitely much
+        for (std::int32_t c : codes)
+            counts[static_cast<std::size_t>(c)] += 1;
+        const double total = static_cast<double>(codes.size()) + 0.5 * (top + 1);
+        for (int c = 0; c <= top; ++c)
+            cost[c] = rate * -std::log2(counts[c] / total);
+        for (std::int64_t r = 0; r < ref.rows; ++r)
+            for (std::int64_t b = 0; b < perRow; ++b) {
+                const uniform::GroupQuant& gq = quantisers[static_cast<std::size_t>(r * perRow + b)];
+                const double step = std::max(1e-30, static_cast<double>(gq.scale));
+                const std::int64_t begin = r * ref.cols + b * group, end = r * ref.cols + std::min(ref.cols, (b + 1) * group);
+                for (std::int64_t i = begin; i < end; ++i) {
+                    const std::int32_t nearest = gq.code(values[i]);
+                    std::int32_t best = nearest;
+                    double bestCost = std::numeric_limits<double>::infinity();
+                    for (std::int32_t c = std::max(0, nearest - 2); c <= std::min(top, nearest + 2); ++c) {
+                        const double e = (static_cast<double>(values[i]) - gq.value(c)) / step;
+                        const double total = e * e + cost[c];
+                        if (total < bestCost) {
+                            bestCost = total;
+                            best = c;
+                        }
+                    }
+                    codes[static_cast<std::size_t>(i)] = best;
+                }
+            }
+    }
 }
 
 class RtnMethod final : public MethodBase {
@@ -37,6 +112,11 @@ public:
     Result<BitCounts> estimateBits(const std::vector<MatrixRef>& group, const ParamSet& params, std::vector<BitCounts>& perMatrix) const override
     {
         return uniform::estimateBits(group, params, perMatrix);
+    }
+
+    bool needsCalibration(const ParamSet& params) const override
+    {
+        return params.getFloat("prune") > 0 && params.getText("prune_by") == "input";
     }
 
     Result<std::vector<std::vector<float>>> decode(const GroupPayload& p) const override { return uniform::decodePayload(p, "rtn"); }
@@ -51,23 +131,33 @@ protected:
             groupCols.push_back(uniform::groupColumns(m.ref.cols, params.getInt("group")));
         const bool intZero = params.getText("zero") == "int";
         p.metaJson = uniform::metaJson(bits, groupCols, intZero);
+        const double prune = params.getFloat("prune");
+        const bool byInput = params.getText("prune_by") == "input";
+        const double rate = params.getFloat("rate");
         int step = 0;
         for (const WeightMatrix& m : group.matrices) {
+            if (prune > 0 && byInput && m.hessian.size() != static_cast<std::size_t>(m.ref.cols * m.ref.cols))
+                return Error::usage("rtn: prune_by=input needs calibration Hessians for " + m.ref.name, "prune_by");
+            const std::vector<float> values = prune > 0 ? pruned(m, prune, byInput) : m.values;
             const std::int64_t g = uniform::groupColumns(m.ref.cols, params.getInt("group"));
             const std::int64_t perRow = (m.ref.cols + g - 1) / g;
             uniform::QuantisedMatrix q;
-            q.codes.resize(m.values.size());
+            q.codes.resize(values.size());
+            std::vector<uniform::GroupQuant> quantisers;
             for (std::int64_t r = 0; r < m.ref.rows; ++r) {
                 for (std::int64_t b = 0; b < perRow; ++b) {
                     const std::int64_t begin = r * m.ref.cols + b * g, end = r * m.ref.cols + std::min(m.ref.cols, (b + 1) * g);
-                    const auto [lo, hi] = std::minmax_element(m.values.begin() + begin, m.values.begin() + end);
+                    const auto [lo, hi] = std::minmax_element(values.begin() + begin, values.begin() + end);
                     const uniform::GroupQuant gq = uniform::GroupQuant::fitFor(*lo, *hi, bits, intZero);
                     for (std::int64_t i = begin; i < end; ++i)
-                        q.codes[i] = gq.code(m.values[i]);
+                        q.codes[i] = gq.code(values[i]);
                     q.scales.push_back(gq.scaleHalf);
                     q.mins.push_back(gq.minHalf);
+                    quantisers.push_back(gq);
                 }
             }
+            if (rate > 0)
+                rateConstrained(values, m.ref, g, quantisers, rate, q.codes);
             uniform::appendMatrix(p, m.ref, q, bits);
             TrainProgress progress;
             progress.groupId = group.id;

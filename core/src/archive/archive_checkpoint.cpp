@@ -2,6 +2,7 @@
 #include "pocket/archive/archive_checkpoint.h"
 
 #include "pocket/archive/container.h"
+#include "pocket/archive/lossless.h"
 #include "pocket/archive/model_archive.h"
 
 #include <unistd.h>
@@ -35,6 +36,37 @@ private:
     std::shared_ptr<const PayloadDecoder> m_decoder;
     std::size_t m_index;
     std::uint64_t m_bytes;
+    std::string m_class;
+};
+
+// A one-matrix group whose code streams stay entropy-coded in memory (the lossless stage's
+// "speed-adaptive" form): each decode runs the rANS decoder into a scratch payload, then the
+// method's decoder. Smallest in memory, slowest to decode; the memory-budget policy measures it
+// like any other class and keeps it decoded when the budget allows.
+class CodedPayloadMatrix final : public CompressedMatrix {
+public:
+    CodedPayloadMatrix(ArchiveGroup group, GroupPayload stored, const CompressionMethod* method, std::string file, std::string speedClass)
+        : m_group(std::move(group)), m_stored(std::move(stored)), m_method(method), m_file(std::move(file)), m_class(std::move(speedClass))
+    {
+    }
+    std::uint64_t bytes() const override { return payloadBytes(m_stored); }
+    Status decodeInto(float* out, int threads) const override
+    {
+        GroupPayload payload = m_stored;
+        POCKET_TRY(decodeLosslessStage(m_group, payload, m_file));
+        auto decoder = m_method->prepareDecoder(std::move(payload));
+        if (!decoder)
+            return decoder.error().prefixed(m_file);
+        return (*decoder)->decodeMatrix(0, out, threads);
+    }
+    std::string speedClass() const override { return m_class; }
+    const void* payloadKey() const override { return this; }
+
+private:
+    ArchiveGroup m_group; // section coding (payload without bytes)
+    GroupPayload m_stored;
+    const CompressionMethod* m_method;
+    std::string m_file;
     std::string m_class;
 };
 
@@ -113,6 +145,19 @@ public:
     {
         std::map<std::string, std::shared_ptr<const CompressedMatrix>> out;
         for (std::size_t g = 0; g < m_methods.size(); ++g) {
+            const ArchiveGroup& group = m_archive->manifest().groups[g];
+            if (group.anyCoded() && group.payload.matrices.size() == 1) {
+                auto stored = m_archive->storedPayload(g);
+                if (!stored)
+                    return stored.error();
+                const MatrixRef ref = stored->matrices.front().ref;
+                const std::string speedClass = stored->methodId + " " + stored->paramsJson + " " + stored->metaJson.substr(0, 200) +
+                                               " rans " + std::to_string(ref.rows) + "x" + std::to_string(ref.cols);
+                ArchiveGroup meta = group;
+                out[ref.name] = std::make_shared<CodedPayloadMatrix>(std::move(meta), std::move(*stored), &*m_methods[g], m_path, speedClass);
+                continue;
+            }
+            // Several matrices share the group's streams: decoded to their packed form here.
             auto payload = m_archive->groupPayload(g);
             if (!payload)
                 return payload.error();

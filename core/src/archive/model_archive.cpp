@@ -188,6 +188,20 @@ Status readSectionCoding(const Json& e, const std::string& path, const std::stri
     return {};
 }
 
+// A packed code stream must be exactly its codes' size; a coded one is checked when decoded.
+Status checkStoredStream(ArchiveGroup& group, std::size_t k, const ContainerSection& stored, const std::string& path, const std::string& where)
+{
+    const PayloadSection& ps = group.payload.sections[k];
+    if (k < group.coding.size())
+        group.coding[k].storedBytes = stored.size;
+    const std::uint64_t packed = (ps.symbols * static_cast<std::uint64_t>(ps.symbolBits) + 7) / 8;
+    if (ps.symbolBits > 0 && !group.coded(k) && stored.size != packed)
+        return fileError(path, where + ": section '" + ps.name + "' holds " + std::to_string(stored.size) + " bytes, not the " +
+                                   std::to_string(packed) + " of its " + std::to_string(ps.symbols) + " packed " +
+                                   std::to_string(ps.symbolBits) + "-bit codes");
+    return {};
+}
+
 Status openArchiveManifest(const ContainerReader& c, ArchiveManifest& m)
 {
     const std::string& path = c.path();
@@ -299,19 +313,11 @@ Status openArchiveManifest(const ContainerReader& c, ArchiveManifest& m)
     }
     for (std::size_t g = 0; g < m.groups.size(); ++g) {
         ArchiveGroup& group = m.groups[g];
-        const std::string where = groupWhere(g, group.payload.groupId);
         for (std::size_t k = 0; k < group.sectionNames.size(); ++k) {
-            auto s = useSection(group.sectionNames[k], where);
+            auto s = useSection(group.sectionNames[k], groupWhere(g, group.payload.groupId));
             if (!s)
                 return s.error();
-            const PayloadSection& ps = group.payload.sections[k];
-            if (k < group.coding.size())
-                group.coding[k].storedBytes = (*s)->size;
-            const std::uint64_t packed = (ps.symbols * static_cast<std::uint64_t>(ps.symbolBits) + 7) / 8;
-            if (ps.symbolBits > 0 && !group.coded(k) && (*s)->size != packed)
-                return fileError(path, where + ": section '" + ps.name + "' holds " + std::to_string((*s)->size) + " bytes, not the " +
-                                           std::to_string(packed) + " of its " + std::to_string(ps.symbols) + " packed " +
-                                           std::to_string(ps.symbolBits) + "-bit codes");
+            POCKET_TRY(checkStoredStream(group, k, **s, path, groupWhere(g, group.payload.groupId)));
         }
     }
     for (const ContainerSection& s : c.sections())

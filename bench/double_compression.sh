@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Issue 17 benchmark (prints figures; not a test): double compression (arXiv 2502.15443) on
+# stories260K and, when present, the ~1 GB random checkpoint. Each case is compressed with the
+# lossless stage off (--entropy none), evaluated, then repacked with --entropy auto: the stored
+# bits per weight move, the perplexity cannot (decoding is bit-exact; the test suite checks it).
+#   1. INT8 (rtn bits=8, per channel and g128): lossless stage alone, then with compression-aware
+#      rounding (rate = 0.1 .. 3, the rate/distortion curve) and pruning (30%, by magnitude and by
+#      input norm), one at a time.
+#   2. RTN/GPTQ 3- and 4-bit, k-means VQ and PocketLLM: bits per weight before and after the stage,
+#      and the perplexity-vs-bpw chart with both points of each case.
+#   3. The ~1 GB checkpoint (random weights, no real statistics): INT8 sizes only.
+# Usage: bench/double_compression.sh [build dir]   (outputs in $BENCH_DIR, default <build>/bench/double)
+#        PARTS="int8 lowbit big" selects parts; BIG_MODEL=folder overrides the 1 GB model.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD_DIR=${1:-build}
+CLI="$BUILD_DIR/bin/pocketllm-cli"
+OUT=${BENCH_DIR:-$BUILD_DIR/bench/double}
+MODEL=resources/models/stories260K/stories260K.bin
+PART_A=../shared/assets/eval/tinystories/tinystories_valid_part_a.txt
+BIG=${BIG_MODEL:-${POCKET_PEER_CACHE:-$HOME/.cache/pocketllm-peer}/random-1gb}
+mkdir -p "$OUT"
+want() { [[ " ${PARTS:-int8 lowbit big} " == *" $1 "* ]]; }
+[ -f "$PART_A" ] || { echo "needs $PART_A (../shared beside the checkout)"; exit 1; }
+CSV="$OUT/double.csv"
+CHART_CSV="$OUT/chart.csv"
+. bench/bench_lib.sh
+split_part_a "$PART_A"
+EVAL="$OUT/eval.txt"
+CALIB="$OUT/calib.txt"
+CALIB_ARGS=(--calib-text "$CALIB" --calib-samples 64 --calib-len 256)
+echo "model,case,step,bpw_fixed,bpw_stored,lossless_ratio,index_bits_fixed,index_bits_stored,entropy_bits,ratio_fp16_all_in,perplexity,compress_s,repack_s" > "$CSV"
+echo "method,label,bpw_c,perplexity" > "$CHART_CSV"
+
+# case MODEL NAME STEP EVAL? compress-args... : one row of $CSV (and two points of $CHART_CSV).
+case_row() {
+  local model=$1 name=$2 step=$3 evaluate=$4; shift 4
+  local a="$OUT/case.pllm" b="$OUT/case-coded.pllm" c e="" i r
+  rm -rf "$a" "$a.work" "$b"
+  if ! c=$("$CLI" -q --json "${STORE[@]}" compress "$model" -o "$a" --entropy none --threads "${THREADS:-2}" "$@" 2>&1); then
+    echo "$name $step failed: $c" | head -3; return
+  fi
+  [ "$evaluate" = 1 ] && e=$("$CLI" -q --json "${STORE[@]}" eval "$a" --text "$EVAL" --ctx 256)
+  r=$("$CLI" -q --json "${STORE[@]}" repack "$a" -o "$b" --entropy auto)
+  i=$("$CLI" -q --json inspect "$b")
+  python3 - "$model" "$name" "$step" "$c" "$e" "$r" "$i" "$CSV" "$CHART_CSV" <<'PY'
+import json, os, sys
+model, name, step, c, e, r, i, csv, chart = sys.argv[1:10]
+c, r, i = json.loads(c), json.loads(r), json.loads(i)
+ppl = json.loads(e)["perplexity"] if e else float("nan")
+s = i["code_streams"]
+w = i["weights_compressed"]
+row = [os.path.basename(model.rstrip("/")), name, step, "%.4f" % c["bpw_compressed"], "%.4f" % r["bpw_compressed"],
+       "%.4f" % (c["bpw_compressed"] / r["bpw_compressed"]), "%.4f" % (s["fixed_bits"] / w), "%.4f" % (s["stored_bits"] / w),
+       "%.4f" % (s["entropy_bits"] / w), "%.3f" % r["ratio_fp16"], "%.4f" % ppl, "%.1f" % c["seconds"], "%.1f" % r["seconds"]]
+print("%-14s %-22s %-24s %7.3f -> %7.3f bpw_c (x%.3f; codes %.3f -> %.3f, entropy %.3f)  ppl %8.3f" %
+      (row[0][:14], name, step, c["bpw_compressed"], r["bpw_compressed"], c["bpw_compressed"] / r["bpw_compressed"],
+       s["fixed_bits"] / w, s["stored_bits"] / w, s["entropy_bits"] / w, ppl))
+open(csv, "a").write(",".join(row) + "\n")
+if e:
+    open(chart, "a").write("%s,%s,%.4f,%.4f\n%s + lossless,%s,%.4f,%.4f\n" %
+                           (name.split()[0], step, c["bpw_compressed"], ppl, name.split()[0], step, r["bpw_compressed"], ppl))
+PY
+  rm -rf "$a" "$a.work" "$b"
+}
+
+fp=$(fp_perplexity "$MODEL" "$EVAL" 256)
+echo "stories260K FP32 perplexity (TinyStories, 3/4 of part A, ctx 256): $fp"
+if want int8; then
+  for g in 0 128; do
+    n="rtn8 g$g"
+    case_row "$MODEL" "$n" "lossless" 1 --method rtn --set bits=8 --set group=$g
+    for rate in 0.1 0.3 1 3; do case_row "$MODEL" "$n" "rate=$rate" 1 --method rtn --set bits=8 --set group=$g --set rate=$rate; done
+    case_row "$MODEL" "$n" "prune=0.3 magnitude" 1 --method rtn --set bits=8 --set group=$g --set prune=0.3
+    case_row "$MODEL" "$n" "prune=0.3 input" 1 --method rtn --set bits=8 --set group=$g --set prune=0.3 --set prune_by=input "${CALIB_ARGS[@]}"
+    case_row "$MODEL" "$n" "prune=0.3 input rate=1" 1 --method rtn --set bits=8 --set group=$g --set prune=0.3 --set prune_by=input --set rate=1 "${CALIB_ARGS[@]}"
+  done
+fi
+if want lowbit; then
+  for b in 3 4; do
+    case_row "$MODEL" "rtn ${b}b" "g32" 1 --method rtn --set bits=$b --set group=32
+    case_row "$MODEL" "rtn ${b}b" "g32 rate=0.3" 1 --method rtn --set bits=$b --set group=32 --set rate=0.3
+    case_row "$MODEL" "gptq ${b}b" "g32" 1 --method gptq --set bits=$b --set group=32 "${CALIB_ARGS[@]}"
+  done
+  case_row "$MODEL" "vq" "model-d4-K256" 1 --method vq --set sharing=model --set d=4 --set K=256
+  case_row "$MODEL" "vq" "matrix-d4-K256" 1 --method vq --set sharing=matrix --set d=4 --set K=256
+  case_row "$MODEL" "pocketllm" "model-d4-K1024" 1 --method pocketllm --set sharing=model --set d=4 --set K=1024 --set epochs=0 --set feedback=true --set finetune=300 "${CALIB_ARGS[@]}"
+  "$BUILD_DIR/bin/pareto_chart" "$CHART_CSV" "$OUT/double-compression.png" --reference "$fp" \
+    --title "stories260K: each case before and after the lossless stage (ppl unchanged, bpw_c smaller)"
+fi
+if want big && [ -d "$BIG" ]; then
+  for g in 0 128; do
+    case_row "$BIG" "rtn8 g$g" "lossless" 0 --method rtn --set bits=8 --set group=$g
+    case_row "$BIG" "rtn8 g$g" "rate=1" 0 --method rtn --set bits=8 --set group=$g --set rate=1
+    case_row "$BIG" "rtn8 g$g" "prune=0.3 magnitude" 0 --method rtn --set bits=8 --set group=$g --set prune=0.3
+  done
+  case_row "$BIG" "rtn4 g128" "lossless" 0 --method rtn --set bits=4 --set group=128
+fi
+echo "CSV: $CSV"
