@@ -27,6 +27,11 @@ CHART_CSV="$OUT/chart.csv"
 . bench/bench_lib.sh
 split_part_a "$PART_A"
 EVAL="$OUT/eval.txt"
+# The first EVAL_CHARS characters of the evaluation text (default 60000, about 15k tokens) keep a
+# case near a minute on two cores; EVAL_CHARS=0 uses all of it.
+if [ "${EVAL_CHARS:-60000}" != 0 ]; then
+  python3 -c "import sys; t=open(sys.argv[1],encoding='utf-8').read(); n=int(sys.argv[2]); c=t.find('\n\n', n); open(sys.argv[1],'w',encoding='utf-8').write(t[:c+1] if c>0 else t)" "$EVAL" "${EVAL_CHARS:-60000}"
+fi
 CALIB="$OUT/calib.txt"
 CALIB_ARGS=(--calib-text "$CALIB" --calib-samples 64 --calib-len 256)
 echo "model,case,step,bpw_fixed,bpw_stored,lossless_ratio,index_bits_fixed,index_bits_stored,entropy_bits,ratio_fp16_all_in,perplexity,compress_s,repack_s" > "$CSV"
@@ -70,29 +75,27 @@ if want int8; then
   for g in 0 128; do
     n="rtn8 g$g"
     case_row "$MODEL" "$n" "lossless" 1 --method rtn --set bits=8 --set group=$g
-    for rate in 0.1 0.3 1 3; do case_row "$MODEL" "$n" "rate=$rate" 1 --method rtn --set bits=8 --set group=$g --set rate=$rate; done
+    for rate in ${RATES:-0.3 1 3}; do case_row "$MODEL" "$n" "rate=$rate" 1 --method rtn --set bits=8 --set group=$g --set rate=$rate; done
     case_row "$MODEL" "$n" "prune=0.3 magnitude" 1 --method rtn --set bits=8 --set group=$g --set prune=0.3
     case_row "$MODEL" "$n" "prune=0.3 input" 1 --method rtn --set bits=8 --set group=$g --set prune=0.3 --set prune_by=input "${CALIB_ARGS[@]}"
-    case_row "$MODEL" "$n" "prune=0.3 input rate=1" 1 --method rtn --set bits=8 --set group=$g --set prune=0.3 --set prune_by=input --set rate=1 "${CALIB_ARGS[@]}"
   done
 fi
 if want lowbit; then
   for b in 3 4; do
     case_row "$MODEL" "rtn ${b}b" "g32" 1 --method rtn --set bits=$b --set group=32
-    case_row "$MODEL" "rtn ${b}b" "g32 rate=0.3" 1 --method rtn --set bits=$b --set group=32 --set rate=0.3
     case_row "$MODEL" "gptq ${b}b" "g32" 1 --method gptq --set bits=$b --set group=32 "${CALIB_ARGS[@]}"
   done
+  case_row "$MODEL" "rtn 3b" "g32 rate=0.3" 1 --method rtn --set bits=3 --set group=32 --set rate=0.3
   case_row "$MODEL" "vq" "model-d4-K256" 1 --method vq --set sharing=model --set d=4 --set K=256
-  case_row "$MODEL" "vq" "matrix-d4-K256" 1 --method vq --set sharing=matrix --set d=4 --set K=256
-  case_row "$MODEL" "pocketllm" "model-d4-K1024" 1 --method pocketllm --set sharing=model --set d=4 --set K=1024 --set epochs=0 --set feedback=true --set finetune=300 "${CALIB_ARGS[@]}"
+  case_row "$MODEL" "pocketllm" "model-d4-K1024" 1 --method pocketllm --set sharing=model --set d=4 --set K=1024 ${POCKETLLM_SETTINGS:---set epochs=0 --set finetune=0}
   "$BUILD_DIR/bin/pareto_chart" "$CHART_CSV" "$OUT/double-compression.png" --reference "$fp" \
     --title "stories260K: each case before and after the lossless stage (ppl unchanged, bpw_c smaller)"
 fi
 if want big && [ -d "$BIG" ]; then
   for g in 0 128; do
     case_row "$BIG" "rtn8 g$g" "lossless" 0 --method rtn --set bits=8 --set group=$g
-    case_row "$BIG" "rtn8 g$g" "rate=1" 0 --method rtn --set bits=8 --set group=$g --set rate=1
-    case_row "$BIG" "rtn8 g$g" "prune=0.3 magnitude" 0 --method rtn --set bits=8 --set group=$g --set prune=0.3
+    [ "${BIG_ALL:-0}" = 1 ] && case_row "$BIG" "rtn8 g$g" "rate=1" 0 --method rtn --set bits=8 --set group=$g --set rate=1
+    [ "${BIG_ALL:-0}" = 1 ] && case_row "$BIG" "rtn8 g$g" "prune=0.3 magnitude" 0 --method rtn --set bits=8 --set group=$g --set prune=0.3
   done
   case_row "$BIG" "rtn4 g128" "lossless" 0 --method rtn --set bits=4 --set group=128
 fi
