@@ -118,8 +118,9 @@ for shared in (True, False):
 PY
 for f in "$out"/llama2c/*.bin; do "$cli" --no-store -q info "$f" >/dev/null || { echo "make-seeds: $f does not open"; exit 1; }; done
 
-# .pllm archives: rtn and k-means VQ, with and without a tokenizer.
+# .pllm archives: rtn and k-means VQ, with and without a tokenizer, and with rANS-coded code streams.
 c compress "$w/m-f32" -o "$out/pllm/rtn.pllm" --method rtn --set bits=4 --set group=32
 c compress "$w/m-tok" -o "$out/pllm/vq-tokenizer.pllm" --method vq --set d=4 --set K=16
 c compress "$w/m-f16" -o "$out/pllm/rtn-f16.pllm" --method rtn --set bits=2 --set group=16
+c compress "$w/m-f32" -o "$out/pllm/rtn-rans.pllm" --method rtn --set bits=3 --set group=32 --entropy on
 du -sh "$out"/*

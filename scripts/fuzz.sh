@@ -5,13 +5,13 @@
 # read only; new inputs go to a scratch corpus under the build folder). A finding (crash, sanitizer
 # report, leak, timeout, out of memory) fails the script and leaves the input that caused it in
 # <build>/findings/ with the log.
-#   bash scripts/fuzz.sh [SECONDS] [TARGET...]     targets: gguf tokenizer_json safetensors llama2c pllm
+#   bash scripts/fuzz.sh [SECONDS] [TARGET...]     targets: gguf tokenizer_json safetensors llama2c pllm rans
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-30}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(gguf tokenizer_json safetensors llama2c pllm)
+[ ${#targets[@]} -gt 0 ] || targets=(gguf tokenizer_json safetensors llama2c pllm rans)
 BUILD_DIR=${POCKET_FUZZ_BUILD_DIR:-build-fuzz}
 
 missing=()
