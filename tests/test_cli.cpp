@@ -369,6 +369,17 @@ private Q_SLOTS:
         const double p0 = evalPerplexity(plain), p1 = evalPerplexity(coded);
         QVERIFY(std::isfinite(p0));
         QCOMPARE(p1, p0);
+        // Run under its minimum budget the coded matrices stay rANS-coded in memory (smaller than the
+        // packed archive's minimum) and decode to the same tokens.
+        const json probePlain = runJson({"generate", plain, "--max-tokens", "0", "--memory-budget", "auto"});
+        const json probeCoded = runJson({"generate", coded, "--max-tokens", "0", "--memory-budget", "auto"});
+        const double minimum = probeCoded.at("memory").at("minimum_mb").get<double>();
+        QVERIFY(minimum < probePlain.at("memory").at("minimum_mb").get<double>());
+        const json whole = runJson({"generate", plain, "--prompt", "Once upon a time", "--max-tokens", "20", "--greedy"});
+        const json tight = runJson({"generate", coded, "--prompt", "Once upon a time", "--max-tokens", "20", "--greedy", "--memory-budget",
+                                    QString::number(minimum + 0.001, 'f', 3)});
+        QCOMPARE(tight.at("tokens"), whole.at("tokens"));
+        QCOMPARE(tight.at("memory").at("matrices_compressed").get<int>(), 35);
         Run r = run({"--no-store", "repack", coded, "--out", back, "--entropy", "none"});
         QVERIFY2(r.code == 0, qPrintable(r.describe()));
         const json c = runJson({"inspect", back});

@@ -52,7 +52,7 @@ struct Options {
     double damp = 0.01;
     std::int64_t block = 128;
     bool actOrder = false;
-    bool intZero = false; // zero=int: AutoGPTQ's integer zero point
+    std::string zero = "fp16"; // int: AutoGPTQ's integer zero point; sym: symmetric (stored as int)
 };
 
 std::int64_t blocksOf(std::int64_t cols, std::int64_t block)
@@ -121,7 +121,7 @@ Result<uniform::QuantisedMatrix> quantiseMatrix(const WeightMatrix& m, const Opt
         const float* h = hi.data_ptr<float>();
         for (std::int64_t r = 0; r < rows; ++r) {
             const std::size_t k = static_cast<std::size_t>(r * perRow + groupIndex);
-            quant[k] = uniform::GroupQuant::fitFor(l[r], h[r], o.bits, o.intZero);
+            quant[k] = uniform::GroupQuant::fitFor(l[r], h[r], o.bits, o.zero);
             out.scales[k] = quant[k].scaleHalf;
             out.mins[k] = quant[k].minHalf;
         }
@@ -218,7 +218,7 @@ protected:
         o.damp = params.getFloat("damp");
         o.block = params.getInt("block");
         o.actOrder = params.getBool("act_order");
-        o.intZero = params.getText("zero") == "int";
+        o.zero = params.getText("zero");
 
         std::vector<std::int64_t> groupCols;
         int totalSteps = 0;
@@ -226,7 +226,7 @@ protected:
             groupCols.push_back(uniform::groupColumns(m.ref.cols, o.group));
             totalSteps += static_cast<int>(blocksOf(m.ref.cols, o.block));
         }
-        p.metaJson = uniform::metaJson(o.bits, groupCols, o.intZero);
+        p.metaJson = uniform::metaJson(o.bits, groupCols, o.zero != "fp16");
 
         at::NoGradGuard noGrad;
         TrainProgress progress;

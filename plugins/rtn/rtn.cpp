@@ -129,8 +129,8 @@ protected:
         std::vector<std::int64_t> groupCols;
         for (const WeightMatrix& m : group.matrices)
             groupCols.push_back(uniform::groupColumns(m.ref.cols, params.getInt("group")));
-        const bool intZero = params.getText("zero") == "int";
-        p.metaJson = uniform::metaJson(bits, groupCols, intZero);
+        const std::string zero = params.getText("zero");
+        p.metaJson = uniform::metaJson(bits, groupCols, zero != "fp16");
         const double prune = params.getFloat("prune");
         const bool byInput = params.getText("prune_by") == "input";
         const double rate = params.getFloat("rate");
@@ -148,7 +148,7 @@ protected:
                 for (std::int64_t b = 0; b < perRow; ++b) {
                     const std::int64_t begin = r * m.ref.cols + b * g, end = r * m.ref.cols + std::min(m.ref.cols, (b + 1) * g);
                     const auto [lo, hi] = std::minmax_element(values.begin() + begin, values.begin() + end);
-                    const uniform::GroupQuant gq = uniform::GroupQuant::fitFor(*lo, *hi, bits, intZero);
+                    const uniform::GroupQuant gq = uniform::GroupQuant::fitFor(*lo, *hi, bits, zero);
                     for (std::int64_t i = begin; i < end; ++i)
                         q.codes[i] = gq.code(values[i]);
                     q.scales.push_back(gq.scaleHalf);

@@ -3,11 +3,13 @@
 
 #include "manifest_fields.h"
 
-#include "pocket/methods/vq_kernels.h"
 #include "pocket/support/rans.h"
 
 #include <algorithm>
-#include <mutex>
+#include <atomic>
+#include <exception>
+#include <functional>
+#include <thread>
 
 namespace pocket {
 
@@ -38,6 +40,34 @@ MatrixResult* owner(GroupPayload& p, const std::string& section)
     return nullptr;
 }
 
+// body(i) for i in [0, count) on `threads` threads (<= 0: one per core); the first exception is
+// rethrown after every thread joined.
+void forEach(std::size_t count, int threads, const std::function<void(std::size_t)>& body)
+{
+    const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+    const std::size_t n = std::min<std::size_t>(count, threads > 0 ? static_cast<std::size_t>(threads) : cores);
+    std::atomic<std::size_t> next{0};
+    std::exception_ptr failure;
+    std::atomic<bool> failed{false};
+    const auto work = [&]() {
+        try {
+            for (std::size_t i = next++; i < count && !failed; i = next++)
+                body(i);
+        } catch (...) {
+            if (!failed.exchange(true))
+                failure = std::current_exception();
+        }
+    };
+    std::vector<std::thread> pool;
+    for (std::size_t t = 1; t < n; ++t)
+        pool.emplace_back(work);
+    work();
+    for (std::thread& t : pool)
+        t.join();
+    if (failure)
+        std::rethrow_exception(failure);
+}
+
 struct Coded {
     std::vector<std::uint8_t> bytes; // empty: stays packed
     double entropyBits = -1;
@@ -48,10 +78,8 @@ Result<Coded> codeStream(const PayloadSection& s, const EntropyOptions& options)
     if (s.bytes.size() != packedBytes(s))
         return Error::internal("payload section '" + s.name + "' holds " + std::to_string(s.bytes.size()) + " bytes, not the " +
                                std::to_string(packedBytes(s)) + " of its packed codes");
-    std::vector<std::int32_t> values(s.symbols);
-    if (!unpackBits(s.bytes.data(), s.bytes.size(), static_cast<std::int64_t>(s.symbols), s.symbolBits, values.data()))
-        return Error::internal("payload section '" + s.name + "': cannot unpack its codes");
-    std::vector<std::uint16_t> symbols(values.begin(), values.end());
+    std::vector<std::uint16_t> symbols(s.symbols);
+    rans::unpack(s.bytes.data(), s.bytes.size(), s.symbols, s.symbolBits, symbols.data());
     Coded out;
     out.entropyBits = rans::entropyBits(rans::histogram(symbols.data(), symbols.size(), s.symbolBits));
     if (options.mode == EntropyMode::None)
@@ -96,10 +124,7 @@ Status applyLosslessStage(ArchiveGroup& group, const EntropyOptions& options)
             streams.push_back(k);
     std::vector<Result<Coded>> results(streams.size(), Result<Coded>(Coded{}));
     try {
-        parallelFor(static_cast<std::int64_t>(streams.size()), options.threads, 1, [&](std::int64_t a, std::int64_t b) {
-            for (std::int64_t i = a; i < b; ++i)
-                results[static_cast<std::size_t>(i)] = codeStream(p.sections[streams[static_cast<std::size_t>(i)]], options);
-        });
+        forEach(streams.size(), options.threads, [&](std::size_t i) { results[i] = codeStream(p.sections[streams[i]], options); });
     } catch (const std::bad_alloc&) {
         return Error("not enough memory to entropy-code group '" + p.groupId + "'");
     }
@@ -129,10 +154,11 @@ Status applyLosslessStage(std::vector<ArchiveGroup>& groups, const EntropyOption
     EntropyOptions one = options;
     one.threads = 1;
     std::vector<Status> status(groups.size());
-    parallelFor(static_cast<std::int64_t>(groups.size()), options.threads, 1, [&](std::int64_t a, std::int64_t b) {
-        for (std::int64_t g = a; g < b; ++g)
-            status[static_cast<std::size_t>(g)] = applyLosslessStage(groups[static_cast<std::size_t>(g)], one);
-    });
+    try {
+        forEach(groups.size(), options.threads, [&](std::size_t g) { status[g] = applyLosslessStage(groups[g], one); });
+    } catch (const std::bad_alloc&) {
+        return Error("not enough memory to entropy-code the archive's code streams");
+    }
     for (const Status& s : status)
         if (!s)
             return s;

@@ -7,10 +7,15 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <queue>
 #include <stdexcept>
 #include <string>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
 
 namespace pocket::rans {
 namespace {
@@ -243,15 +248,108 @@ bool decodeLanes(const std::uint32_t* words, std::uint64_t wordCount, std::uint6
             out[i + l] = e.symbol;
             x[l] = e.freq * (x[l] >> precision) + slot - e.start;
         }
+        // Each lane's word sits at pos + (pulls of the lanes before it): the loads do not wait
+        // for one another.
+        std::uint64_t offset = 0;
         for (int l = 0; l < Lanes; ++l) {
             const bool pull = x[l] < kLow;
-            const std::uint64_t word = words[pos];
+            const std::uint64_t word = words[pos + offset];
             x[l] = pull ? (x[l] << 32 | word) : x[l];
-            pos += pull;
+            offset += pull;
         }
+        pos += offset;
     }
     return decodeGeneric(words, wordCount, i, count, Lanes, precision, table, out, x, pos);
 }
+
+#if defined(__x86_64__) || defined(__i386__)
+#define POCKET_RANS_X86 1
+// Eight lanes in two AVX2 registers of four 64-bit states. A table entry read as one u64 is
+// freq | start << 32 | symbol << 48. The renormalisation words of a register's pulling lanes are
+// consecutive: one 8-word load, a permutation chosen by the pull mask (lane l takes word
+// popcount(mask below l)), a blend. Gives exactly decodeLanes<8>'s symbols and states.
+struct PullPermutes {
+    alignas(32) std::int32_t index[16][8];
+    PullPermutes()
+    {
+        for (int m = 0; m < 16; ++m)
+            for (int l = 0; l < 4; ++l) {
+                index[m][2 * l] = __builtin_popcount(static_cast<unsigned>(m) & ((1u << l) - 1));
+                index[m][2 * l + 1] = 0; // high half, masked off
+            }
+    }
+};
+
+#define POCKET_AVX2 __attribute__((target("avx2,popcnt"), always_inline)) inline
+
+// One decoding step of four states: their symbols in `symbols`, the states before renormalising.
+POCKET_AVX2 __m256i advance4(__m256i state, __m256i& symbols, const long long* entries, __m256i mask, __m128i shift)
+{
+    const __m256i low32 = _mm256_set1_epi64x(0xffffffffll);
+    const __m256i low16 = _mm256_set1_epi64x(0xffffll);
+    const __m256i slot = _mm256_and_si256(state, mask);
+    const __m256i e = _mm256_i64gather_epi64(entries, slot, 8);
+    const __m256i freq = _mm256_and_si256(e, low32);
+    const __m256i start = _mm256_and_si256(_mm256_srli_epi64(e, 32), low16);
+    symbols = _mm256_srli_epi64(e, 48);
+    const __m256i q = _mm256_srl_epi64(state, shift);
+    const __m256i product = _mm256_add_epi64(_mm256_mul_epu32(q, freq), _mm256_slli_epi64(_mm256_mul_epu32(_mm256_srli_epi64(q, 32), freq), 32));
+    return _mm256_sub_epi64(_mm256_add_epi64(product, slot), start);
+}
+
+// Renormalises four states from the words at `pos` (advanced past the words taken).
+POCKET_AVX2 __m256i pull4(__m256i state, const std::uint32_t* words, std::uint64_t& pos, const PullPermutes& permutes)
+{
+    // Unsigned x < 2^31 as a signed compare of both sides with the sign bit flipped (a damaged
+    // stream can push a state past 2^63; the plain decoder's result must hold there too).
+    const __m256i sign = _mm256_set1_epi64x(static_cast<long long>(1ull << 63));
+    const __m256i need = _mm256_cmpgt_epi64(_mm256_xor_si256(_mm256_set1_epi64x(static_cast<long long>(kLow)), sign), _mm256_xor_si256(state, sign));
+    const int m = _mm256_movemask_pd(_mm256_castsi256_pd(need));
+    const __m256i next = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(words + pos));
+    const __m256i index = _mm256_load_si256(reinterpret_cast<const __m256i*>(permutes.index[m]));
+    const __m256i w = _mm256_and_si256(_mm256_permutevar8x32_epi32(next, index), _mm256_set1_epi64x(0xffffffffll));
+    pos += static_cast<std::uint64_t>(__builtin_popcount(static_cast<unsigned>(m)));
+    return _mm256_blendv_epi8(state, _mm256_or_si256(_mm256_slli_epi64(state, 32), w), need);
+}
+
+__attribute__((target("avx2,popcnt"))) bool decodeLanes8Avx2(const std::uint32_t* words, std::uint64_t wordCount, std::uint64_t count,
+                                                              int precision, const DecodeEntry* table, std::uint16_t* out)
+{
+    static const PullPermutes permutes;
+    const auto* entries = reinterpret_cast<const long long*>(table);
+    std::uint64_t x[8];
+    for (int l = 0; l < 8; ++l)
+        x[l] = static_cast<std::uint64_t>(words[2 * l]) | static_cast<std::uint64_t>(words[2 * l + 1]) << 32;
+    __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
+    __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 4));
+    const __m256i mask = _mm256_set1_epi64x(static_cast<long long>((1ull << precision) - 1));
+    const __m128i shift = _mm_cvtsi32_si128(precision);
+    const __m256i order = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+    std::uint64_t pos = 16;
+    std::uint64_t i = 0;
+    // Each register loads 8 words at most 4 past the other's: 16 words of room keep loads inside.
+    for (; i + 8 <= count && pos + 16 <= wordCount; i += 8) {
+        __m256i sa, sb;
+        a = advance4(a, sa, entries, mask, shift);
+        b = advance4(b, sb, entries, mask, shift);
+        const __m256i both = _mm256_permutevar8x32_epi32(_mm256_or_si256(sa, _mm256_slli_epi64(sb, 32)), order);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i),
+                         _mm_packus_epi32(_mm256_castsi256_si128(both), _mm256_extracti128_si256(both, 1)));
+        a = pull4(a, words, pos, permutes);
+        b = pull4(b, words, pos, permutes);
+    }
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(x), a);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(x + 4), b);
+    return decodeGeneric(words, wordCount, i, count, 8, precision, table, out, x, pos);
+}
+
+bool useAvx2()
+{
+    static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
+    const char* isa = std::getenv("POCKET_RANS_ISA"); // "generic" caps the decoder at plain C++ (tests, benchmarks)
+    return avx2 && !(isa && std::string(isa) == "generic");
+}
+#endif
 
 } // namespace
 
@@ -348,7 +446,15 @@ std::vector<std::uint8_t> encode(const std::uint16_t* symbols, std::uint64_t cou
         distinct += c != 0;
     int best = 0;
     double bestBits = 0;
-    for (int p = 1; p <= kMaxPrecision; ++p) {
+    // A decoder builds a table of 2^P entries per stream: no larger than the stream (or the
+    // alphabet needs), so short streams do not pay more for the table than for their codes.
+    // And at most 2^12 entries (32 KiB, the first-level cache) unless the alphabet needs more:
+    // beyond that the table's reads cost more time than the finer frequencies save bits.
+    int maxPrecision = 1;
+    while (maxPrecision < kMaxPrecision && ((1ull << maxPrecision) < count || (1ull << maxPrecision) < 4 * distinct) &&
+           (maxPrecision < 12 || (1ull << maxPrecision) < 2 * distinct))
+        ++maxPrecision;
+    for (int p = 1; p <= maxPrecision; ++p) {
         if ((1ull << p) < distinct)
             continue;
         const std::vector<std::uint32_t> f = normalise(counts, count, p);
@@ -380,11 +486,30 @@ Status decode(const std::uint8_t* coded, std::uint64_t size, std::uint64_t count
     // One symbol at full precision: frequency 2^16 does not fit start + 16 bits; the decode step
     // is then x = 2^P floor(x / 2^P) + slot, which the uint32 freq holds.
     const std::uint64_t wordCount = info.wordBytes / 4;
-    std::vector<std::uint32_t> words(wordCount);
-    std::memcpy(words.data(), coded + parsed->wordsAt, info.wordBytes);
+    // Aligned copy of the words only when the stream's words are not 4-byte aligned in memory.
+    std::vector<std::uint32_t> copy;
+    const std::uint32_t* wordPtr = nullptr;
+    if (reinterpret_cast<std::uintptr_t>(coded + parsed->wordsAt) % alignof(std::uint32_t) == 0) {
+        using AliasedWord = std::uint32_t __attribute__((may_alias)); // read through the byte buffer
+        wordPtr = reinterpret_cast<const AliasedWord*>(coded + parsed->wordsAt);
+    } else {
+        copy.resize(wordCount);
+        std::memcpy(copy.data(), coded + parsed->wordsAt, info.wordBytes);
+        wordPtr = copy.data();
+    }
+    struct {
+        const std::uint32_t* data() const { return p; }
+        std::uint32_t operator[](std::size_t i) const { return p[i]; }
+        const std::uint32_t* p;
+    } words{wordPtr};
     bool ok = false;
     if (info.lanes == 8) {
-        ok = decodeLanes<8>(words.data(), wordCount, count, info.precision, table.data(), out);
+#ifdef POCKET_RANS_X86
+        if (useAvx2())
+            ok = decodeLanes8Avx2(words.data(), wordCount, count, info.precision, table.data(), out);
+        else
+#endif
+            ok = decodeLanes<8>(words.data(), wordCount, count, info.precision, table.data(), out);
     } else if (info.lanes == 16) {
         ok = decodeLanes<16>(words.data(), wordCount, count, info.precision, table.data(), out);
     } else if (info.lanes == 4) {
@@ -401,11 +526,8 @@ Status decode(const std::uint8_t* coded, std::uint64_t size, std::uint64_t count
     return {};
 }
 
-std::vector<std::uint8_t> encodePacked(const std::uint8_t* packed, std::uint64_t packedBytes, std::uint64_t count, int bits)
+void unpack(const std::uint8_t* packed, std::uint64_t packedBytes, std::uint64_t count, int bits, std::uint16_t* symbols)
 {
-    if (bits < 1 || bits > kMaxSymbolBits || (count * static_cast<std::uint64_t>(bits) + 7) / 8 > packedBytes)
-        throw std::invalid_argument("rans::encodePacked: bad arguments");
-    std::vector<std::uint16_t> symbols(count);
     const std::uint32_t mask = (1u << bits) - 1;
     for (std::uint64_t i = 0; i < count; ++i) {
         const std::uint64_t bit = i * static_cast<std::uint64_t>(bits);
@@ -415,6 +537,14 @@ std::vector<std::uint8_t> encodePacked(const std::uint8_t* packed, std::uint64_t
             word |= static_cast<std::uint32_t>(packed[at + k]) << (8 * k);
         symbols[i] = static_cast<std::uint16_t>((word >> (bit & 7)) & mask);
     }
+}
+
+std::vector<std::uint8_t> encodePacked(const std::uint8_t* packed, std::uint64_t packedBytes, std::uint64_t count, int bits)
+{
+    if (bits < 1 || bits > kMaxSymbolBits || (count * static_cast<std::uint64_t>(bits) + 7) / 8 > packedBytes)
+        throw std::invalid_argument("rans::encodePacked: bad arguments");
+    std::vector<std::uint16_t> symbols(count);
+    unpack(packed, packedBytes, count, bits, symbols.data());
     return encode(symbols.data(), count, bits);
 }
 
@@ -427,7 +557,8 @@ Status decodePacked(const std::uint8_t* coded, std::uint64_t size, std::uint64_t
     std::vector<std::uint16_t> symbols(count);
     if (Status s = decode(coded, size, count, bits, symbols.data()); !s)
         return s;
-    std::memset(packed, 0, packedBytes);
+    if (packedBytes > 0)
+        std::memset(packed, 0, packedBytes);
     if (bits == 8) {
         for (std::uint64_t i = 0; i < count; ++i)
             packed[i] = static_cast<std::uint8_t>(symbols[i]);

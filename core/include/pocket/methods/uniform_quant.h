@@ -88,6 +88,25 @@ struct GroupQuant {
         return q;
     }
 
+    // Symmetric (zero=sym): the integer zero point is always 2^(bits-1) and the scale
+    // max(|lo|, |hi|) / (2^(bits-1) - 1), so a zero weight has the same code in every group and the
+    // codes of bell-shaped weights centre on it (what an entropy coder wants). Stored as zero=int.
+    static GroupQuant fitSymmetric(float lo, float hi, int bits)
+    {
+        GroupQuant q;
+        q.intZero = true;
+        q.top = (1 << bits) - 1;
+        const int half = 1 << (bits - 1);
+        const float m = std::max(std::fabs(lo), std::fabs(hi));
+        q.scaleHalf = floatToHalf(m > 0 ? m / static_cast<float>(half - 1) : 1.0f);
+        if (halfToFloat(q.scaleHalf) == 0)
+            q.scaleHalf = floatToHalf(1e-7f);
+        q.scale = halfToFloat(q.scaleHalf);
+        q.minHalf = floatToHalf(static_cast<float>(half));
+        q.minValue = static_cast<float>(half);
+        return q;
+    }
+
     // Fitted to a group whose smallest value is `lo` and largest `hi`.
     static GroupQuant fit(float lo, float hi, int bits)
     {
@@ -137,6 +156,11 @@ struct GroupQuant {
     }
     // Fitted by the payload's rule.
     static GroupQuant fitFor(float lo, float hi, int bits, bool intZero) { return intZero ? fitIntZero(lo, hi, bits) : fit(lo, hi, bits); }
+    // Fitted by the "zero" parameter's rule: "fp16", "int" or "sym".
+    static GroupQuant fitFor(float lo, float hi, int bits, const std::string& zero)
+    {
+        return zero == "sym" ? fitSymmetric(lo, hi, bits) : fitFor(lo, hi, bits, zero == "int");
+    }
 };
 
 // One quantised matrix: codes row-major, scales and mins row-major over [rows, groups per row].
@@ -158,8 +182,10 @@ inline std::string metaJson(int bits, const std::vector<std::int64_t>& groupCols
 // The "zero" parameter both plugins take: fp16 (a minimum per group) or int (AutoGPTQ's zero point).
 inline ParamSpec zeroParam()
 {
-    return ParamSpec::choice("zero", "fp16", {"fp16", "int"},
-                             "fp16: an fp16 minimum per group; int: an integer zero point (AutoGPTQ's quantiser; exports to the GPTQ format exactly)");
+    return ParamSpec::choice("zero", "fp16", {"fp16", "int", "sym"},
+                             "fp16: an fp16 minimum per group; int: an integer zero point (AutoGPTQ's quantiser; exports to the GPTQ format "
+                             "exactly); sym: symmetric, zero point fixed at 2^(bits-1) (stored as int; codes line up across groups, "
+                             "which the entropy coder rewards)");
 }
 
 // Whether a payload's metaJson says zero=int.

@@ -62,6 +62,10 @@ std::vector<std::uint8_t> encodeWith(const std::uint16_t* symbols, std::uint64_t
 // Errors say what is wrong ("frequency table ...", "word stream ...").
 Status decode(const std::uint8_t* coded, std::uint64_t size, std::uint64_t count, int symbolBits, std::uint16_t* out);
 
+// The `count` values of a packed stream of `bits` bits (1..16; packBits' layout) as symbols; the
+// caller guarantees ceil(count*bits/8) <= packedBytes.
+void unpack(const std::uint8_t* packed, std::uint64_t packedBytes, std::uint64_t count, int bits, std::uint16_t* symbols);
+
 // Packed streams (packBits' layout: value i in bits [i*bits, (i+1)*bits), LSB first).
 // Codes the `count` values of a packed stream of `bits` bits.
 std::vector<std::uint8_t> encodePacked(const std::uint8_t* packed, std::uint64_t packedBytes, std::uint64_t count, int bits);
