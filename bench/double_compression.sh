@@ -3,9 +3,9 @@
 # stories260K and, when present, the ~1 GB random checkpoint. Each case is compressed with the
 # lossless stage off (--entropy none), evaluated, then repacked with --entropy auto: the stored
 # bits per weight move, the perplexity cannot (decoding is bit-exact; the test suite checks it).
-#   1. INT8 (rtn bits=8, per channel and g128): lossless stage alone, then with compression-aware
-#      rounding (rate = 0.1 .. 3, the rate/distortion curve) and pruning (30%, by magnitude and by
-#      input norm), one at a time.
+#   1. INT8 (rtn bits=8, per channel and g128): lossless stage alone (min/max and symmetric zero
+#      point), then, symmetric, with compression-aware rounding (rate = 0.3 .. 3, the
+#      rate/distortion curve) and pruning (10% and 30%, by magnitude and by input norm), one at a time.
 #   2. RTN/GPTQ 3- and 4-bit, k-means VQ and PocketLLM: bits per weight before and after the stage,
 #      and the perplexity-vs-bpw chart with both points of each case.
 #   3. The ~1 GB checkpoint (random weights, no real statistics): INT8 sizes only.
@@ -73,11 +73,15 @@ fp=$(fp_perplexity "$MODEL" "$EVAL" 256)
 echo "stories260K FP32 perplexity (TinyStories, 3/4 of part A, ctx 256): $fp"
 if want int8; then
   for g in 0 128; do
-    n="rtn8 g$g"
-    case_row "$MODEL" "$n" "lossless" 1 --method rtn --set bits=8 --set group=$g
-    for rate in ${RATES:-0.3 1 3}; do case_row "$MODEL" "$n" "rate=$rate" 1 --method rtn --set bits=8 --set group=$g --set rate=$rate; done
-    case_row "$MODEL" "$n" "prune=0.3 magnitude" 1 --method rtn --set bits=8 --set group=$g --set prune=0.3
-    case_row "$MODEL" "$n" "prune=0.3 input" 1 --method rtn --set bits=8 --set group=$g --set prune=0.3 --set prune_by=input "${CALIB_ARGS[@]}"
+    case_row "$MODEL" "rtn8 g$g" "lossless" 1 --method rtn --set bits=8 --set group=$g
+    n="rtn8 g$g sym"
+    S=(--method rtn --set bits=8 --set group=$g --set zero=sym)
+    case_row "$MODEL" "$n" "lossless" 1 "${S[@]}"
+    for rate in ${RATES:-0.3 1 3}; do case_row "$MODEL" "$n" "rate=$rate" 1 "${S[@]}" --set rate=$rate; done
+    case_row "$MODEL" "$n" "prune=0.3 magnitude" 1 "${S[@]}" --set prune=0.3
+    case_row "$MODEL" "$n" "prune=0.3 input" 1 "${S[@]}" --set prune=0.3 --set prune_by=input "${CALIB_ARGS[@]}"
+    case_row "$MODEL" "$n" "prune=0.1 input" 1 "${S[@]}" --set prune=0.1 --set prune_by=input "${CALIB_ARGS[@]}"
+    case_row "$MODEL" "$n" "prune=0.3 input rate=1" 1 "${S[@]}" --set prune=0.3 --set prune_by=input --set rate=1 "${CALIB_ARGS[@]}"
   done
 fi
 if want lowbit; then
@@ -94,9 +98,13 @@ fi
 if want big && [ -d "$BIG" ]; then
   for g in 0 128; do
     case_row "$BIG" "rtn8 g$g" "lossless" 0 --method rtn --set bits=8 --set group=$g
-    [ "${BIG_ALL:-0}" = 1 ] && case_row "$BIG" "rtn8 g$g" "rate=1" 0 --method rtn --set bits=8 --set group=$g --set rate=1
-    [ "${BIG_ALL:-0}" = 1 ] && case_row "$BIG" "rtn8 g$g" "prune=0.3 magnitude" 0 --method rtn --set bits=8 --set group=$g --set prune=0.3
+    case_row "$BIG" "rtn8 g$g sym" "lossless" 0 --method rtn --set bits=8 --set group=$g --set zero=sym
+    if [ "${BIG_ALL:-0}" = 1 ]; then
+      case_row "$BIG" "rtn8 g$g sym" "rate=1" 0 --method rtn --set bits=8 --set group=$g --set zero=sym --set rate=1
+      case_row "$BIG" "rtn8 g$g sym" "prune=0.3 magnitude" 0 --method rtn --set bits=8 --set group=$g --set zero=sym --set prune=0.3
+    fi
   done
   case_row "$BIG" "rtn4 g128" "lossless" 0 --method rtn --set bits=4 --set group=128
+  case_row "$BIG" "vq" "matrix-d4-K256" 0 --method vq --set sharing=matrix --set d=4 --set K=256 --set iters=4
 fi
 echo "CSV: $CSV"

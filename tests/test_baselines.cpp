@@ -6,6 +6,8 @@
 #include "pocket/io/dtype.h"
 #include "pocket/methods/method_registry.h"
 #include "pocket/methods/vq_kernels.h"
+#include "pocket/support/rans.h"
+#include "pocket/methods/vq_kernels.h"
 #include "plugin_test_support.h"
 #include "test_support.h"
 
@@ -93,6 +95,15 @@ std::size_t sectionBytes(const GroupPayload& p)
     return n;
 }
 
+// Empirical entropy (bits per code) of a payload's code stream.
+double codeEntropy(const GroupPayload& p)
+{
+    const PayloadSection& s = p.sections.front();
+    std::vector<std::uint16_t> symbols(s.symbols);
+    rans::unpack(s.bytes.data(), s.bytes.size(), s.symbols, s.symbolBits, symbols.data());
+    return rans::entropyBits(rans::histogram(symbols.data(), symbols.size(), s.symbolBits)) / static_cast<double>(s.symbols);
+}
+
 } // namespace
 
 class TestBaselines : public QObject {
@@ -131,6 +142,104 @@ private Q_SLOTS:
         QCOMPARE(p.matrices[0].bits.indexBits, static_cast<std::uint64_t>(16 * cols * bits));
         QCOMPARE(p.matrices[0].bits.scaleBits, 32 * groups);
         QCOMPARE(sectionBytes(p), (p.matrices[0].bits.indexBits + 7) / 8 + 4 * groups);
+    }
+
+    // zero=sym: the zero point is 2^(bits-1) in every group, a zero weight decodes to exactly 0,
+    // errors stay within half a step of max|w| / (2^(bits-1) - 1), and the payload is zero=int's.
+    void rtnSymmetricZeroPoint()
+    {
+        WeightMatrix m = randomMatrix("w", 8, 96, 3);
+        for (std::size_t i = 0; i < m.values.size(); i += 7)
+            m.values[i] = 0.0f;
+        for (int bits : {3, 4, 8}) {
+            const GroupPayload p = compressOrDie("rtn", groupOf({m}), paramsOf("rtn", {"bits=" + std::to_string(bits), "group=32", "zero=sym"}));
+            QVERIFY(p.metaJson.find("\"zero\":\"int\"") != std::string::npos);
+            const std::vector<float> got = decodeOne("rtn", p);
+            for (std::int64_t r = 0; r < 8; ++r)
+                for (std::int64_t c0 = 0; c0 < 96; c0 += 32) {
+                    float mx = 0;
+                    for (std::int64_t c = c0; c < c0 + 32; ++c)
+                        mx = std::max(mx, std::fabs(m.values[r * 96 + c]));
+                    const float step = mx / static_cast<float>((1 << (bits - 1)) - 1);
+                    for (std::int64_t c = c0; c < c0 + 32; ++c) {
+                        const std::size_t i = static_cast<std::size_t>(r * 96 + c);
+                        if (m.values[i] == 0.0f)
+                            QCOMPARE(got[i], 0.0f);
+                        QVERIFY(std::fabs(got[i] - m.values[i]) <= 0.51f * step + 2e-3f * mx);
+                    }
+                }
+            std::vector<std::int32_t> codes(m.values.size());
+            QVERIFY(unpackBits(p.sections[0].bytes.data(), p.sections[0].bytes.size(), static_cast<std::int64_t>(codes.size()), bits, codes.data()));
+            for (std::size_t i = 0; i < codes.size(); i += 7)
+                QCOMPARE(codes[i], 1 << (bits - 1));
+        }
+    }
+
+    // prune: exactly floor(fraction * cols) weights of each row decode to zero (zero=sym), the
+    // smallest |w|, or with prune_by=input the smallest |w| * sqrt(H_jj).
+    void rtnPrunesTheLeastImportantWeights()
+    {
+        WeightMatrix m = randomMatrix("w", 6, 40, 4);
+        const GroupPayload p = compressOrDie("rtn", groupOf({m}), paramsOf("rtn", {"bits=8", "group=0", "zero=sym", "prune=0.25"}));
+        const std::vector<float> got = decodeOne("rtn", p);
+        for (std::int64_t r = 0; r < 6; ++r) {
+            std::vector<float> mags;
+            for (std::int64_t c = 0; c < 40; ++c)
+                mags.push_back(std::fabs(m.values[r * 40 + c]));
+            std::vector<float> sorted = mags;
+            std::sort(sorted.begin(), sorted.end());
+            int zeros = 0;
+            for (std::int64_t c = 0; c < 40; ++c)
+                if (got[r * 40 + c] == 0.0f) {
+                    ++zeros;
+                    QVERIFY(mags[c] <= sorted[9]);
+                }
+            QCOMPARE(zeros, 10);
+        }
+        // Column 3 feeds a huge input: never pruned by input norm, pruned by magnitude when small.
+        {
+            std::vector<float> row0;
+            for (int c = 0; c < 40; ++c)
+                row0.push_back(std::fabs(m.values[c]));
+            std::sort(row0.begin(), row0.end());
+            m.values[3] = 0.5f * row0[9]; // among the 10 smallest, yet several 8-bit steps from zero
+        }
+        m.hessian.assign(40 * 40, 0.0f);
+        for (int j = 0; j < 40; ++j)
+            m.hessian[j * 40 + j] = j == 3 ? 1e8f : 1.0f;
+        const GroupPayload byInput = compressOrDie("rtn", groupOf({m}), paramsOf("rtn", {"bits=8", "group=0", "zero=sym", "prune=0.25", "prune_by=input"}));
+        const GroupPayload byMagnitude = compressOrDie("rtn", groupOf({m}), paramsOf("rtn", {"bits=8", "group=0", "zero=sym", "prune=0.25"}));
+        QVERIFY(decodeOne("rtn", byInput)[3] != 0.0f);
+        QCOMPARE(decodeOne("rtn", byMagnitude)[3], 0.0f);
+        QVERIFY(method("rtn").needsCalibration(paramsOf("rtn", {"prune=0.25", "prune_by=input"})));
+        QVERIFY(!method("rtn").needsCalibration(paramsOf("rtn", {"prune=0.25"})));
+        m.hessian.clear();
+        QVERIFY(!method("rtn").compress(groupOf({m}), paramsOf("rtn", {"prune=0.25", "prune_by=input"}), {}).ok());
+    }
+
+    // rate: rate=0 is round to nearest; a larger rate lowers the codes' entropy and raises the error,
+    // for rtn and for gptq (whose error feedback keeps its error below rtn's at the same rate).
+    void rateTradesErrorForEntropy()
+    {
+        WeightMatrix m = randomMatrix("w", 64, 128, 5);
+        m.hessian.assign(128 * 128, 0.0f);
+        for (int j = 0; j < 128; ++j)
+            m.hessian[j * 128 + j] = 1.0f;
+        const GroupPayload plain = compressOrDie("rtn", groupOf({m}), paramsOf("rtn", {"bits=4", "group=32"}));
+        const GroupPayload zeroRate = compressOrDie("rtn", groupOf({m}), paramsOf("rtn", {"bits=4", "group=32", "rate=0"}));
+        QCOMPARE(zeroRate.sections[0].bytes, plain.sections[0].bytes);
+        for (const char* id : {"rtn", "gptq"}) {
+            double entropy = codeEntropy(plain), mse = 0;
+            for (const char* rate : {"0.1", "0.5", "2"}) {
+                const GroupPayload p = compressOrDie(id, groupOf({m}), paramsOf(id, {"bits=4", "group=32", std::string("rate=") + rate}));
+                const double e = codeEntropy(p);
+                qInfo("%s rate %s: entropy %.3f bits, mse %.3g", id, rate, e, p.matrices[0].mse);
+                QVERIFY2(e < entropy, qPrintable(QString("%1 rate %2").arg(id, rate)));
+                QVERIFY2(p.matrices[0].mse > mse, qPrintable(QString("%1 rate %2").arg(id, rate)));
+                entropy = e;
+                mse = p.matrices[0].mse;
+            }
+        }
     }
 
     void rtnErrorShrinksWithBits()

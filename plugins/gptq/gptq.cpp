@@ -40,7 +40,8 @@ const MethodInfo& methodInfo()
                     ParamSpec::integer("group", 128, 0, 1 << 20, "columns per group (0 = a whole row)"),
                     ParamSpec::real("damp", "0.01", 0, 1, "dampening added to diag(H), as a fraction of its mean"),
                     ParamSpec::integer("block", 128, 1, 1 << 20, "columns per lazy-update block (speed only)"),
-                    ParamSpec::boolean("act_order", false, "quantise columns in order of decreasing diag(H)"), uniform::zeroParam()};
+                    ParamSpec::boolean("act_order", false, "quantise columns in order of decreasing diag(H)"), uniform::zeroParam(),
+                    uniform::rateParam()};
         return m;
     }();
     return info;
@@ -53,7 +54,27 @@ struct Options {
     std::int64_t block = 128;
     bool actOrder = false;
     std::string zero = "fp16"; // int: AutoGPTQ's integer zero point; sym: symmetric (stored as int)
+    double rate = 0;           // entropy-constrained rounding (0: nearest)
 };
+
+// The code costs of compression-aware GPTQ: the matrix's code distribution under round-to-nearest
+// with groups fitted to the original weights (GPTQ's own codes are not known until the end; its
+// error feedback then compensates what the rate term moves).
+std::vector<double> rtnCodeCosts(const WeightMatrix& m, const Options& o)
+{
+    const std::int64_t g = uniform::groupColumns(m.ref.cols, o.group);
+    std::vector<double> counts(static_cast<std::size_t>(1) << o.bits, 0);
+    for (std::int64_t r = 0; r < m.ref.rows; ++r)
+        for (std::int64_t b = 0; b * g < m.ref.cols; ++b) {
+            const auto begin = m.values.begin() + r * m.ref.cols + b * g;
+            const auto end = m.values.begin() + r * m.ref.cols + std::min(m.ref.cols, (b + 1) * g);
+            const auto [lo, hi] = std::minmax_element(begin, end);
+            const uniform::GroupQuant q = uniform::GroupQuant::fitFor(*lo, *hi, o.bits, o.zero);
+            for (auto it = begin; it != end; ++it)
+                counts[static_cast<std::size_t>(q.code(*it))] += 1;
+        }
+    return uniform::codeCosts(counts, o.rate);
+}
 
 std::int64_t blocksOf(std::int64_t cols, std::int64_t block)
 {
@@ -148,6 +169,7 @@ Result<uniform::QuantisedMatrix> quantiseMatrix(const WeightMatrix& m, const Opt
     if (!inverse)
         return inverse.error();
     const at::Tensor U = std::move(*inverse);
+    const std::vector<double> costs = o.rate > 0 ? rtnCodeCosts(m, o) : std::vector<double>{};
     const at::Tensor diagU = U.diagonal().to(at::kDouble).contiguous();
     const double* dU = diagU.data_ptr<double>();
     at::Tensor e = at::empty({rows}, at::kDouble);
@@ -180,7 +202,8 @@ Result<uniform::QuantisedMatrix> quantiseMatrix(const WeightMatrix& m, const Opt
             const double* wp = w.data_ptr<double>();
             for (std::int64_t r = 0; r < rows; ++r) {
                 const uniform::GroupQuant& q = quant[static_cast<std::size_t>(r * perRow + column / g)];
-                const std::int32_t code = q.code(static_cast<float>(wp[r]));
+                const std::int32_t code = o.rate > 0 ? uniform::rateConstrainedCode(q, static_cast<float>(wp[r]), costs)
+                                                     : q.code(static_cast<float>(wp[r]));
                 out.codes[static_cast<std::size_t>(r * cols + column)] = code;
                 ep[r] = (wp[r] - static_cast<double>(q.value(code))) / d;
             }
@@ -219,6 +242,7 @@ protected:
         o.block = params.getInt("block");
         o.actOrder = params.getBool("act_order");
         o.zero = params.getText("zero");
+        o.rate = params.getFloat("rate");
 
         std::vector<std::int64_t> groupCols;
         int totalSteps = 0;

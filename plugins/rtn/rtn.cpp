@@ -28,9 +28,7 @@ const MethodInfo& methodInfo()
         m.bitsFormula = "rows*cols*bits + 32 per group (fp16 scale + fp16 minimum)";
         m.params = {ParamSpec::integer("bits", 4, 2, 8, "bits per weight"),
                     ParamSpec::integer("group", 128, 0, 1 << 20, "columns per group (0 = a whole row)"), uniform::zeroParam(),
-                    ParamSpec::real("rate", "0", 0, 10,
-                                    "rate weight of entropy-constrained rounding: a code costs (error/step)^2 + rate * its bits under the "
-                                    "matrix's code distribution (0 = round to nearest)"),
+                    uniform::rateParam(),
                     ParamSpec::real("prune", "0", 0, 0.99, "fraction of each row's weights set to zero before quantising"),
                     ParamSpec::choice("prune_by", "magnitude", {"magnitude", "input"},
                                       "which weights are pruned: smallest |w|, or smallest |w| * input norm (calibration Hessian diagonal)")};
@@ -74,33 +72,17 @@ void rateConstrained(const std::vector<float>& values, const MatrixRef& ref, std
 {
     const int top = quantisers.front().top;
     const std::int64_t perRow = (ref.cols + group - 1) / group;
-    std::vector<double> cost(static_cast<std::size_t>(top + 1));
     for (int pass = 0; pass < 3; ++pass) {
-        std::vector<double> counts(static_cast<std::size_t>(top + 1), 0.5); // a half count: no code costs infinitely much
+        std::vector<double> counts(static_cast<std::size_t>(top + 1), 0);
         for (std::int32_t c : codes)
             counts[static_cast<std::size_t>(c)] += 1;
-        const double total = static_cast<double>(codes.size()) + 0.5 * (top + 1);
-        for (int c = 0; c <= top; ++c)
-            cost[c] = rate * -std::log2(counts[c] / total);
+        const std::vector<double> cost = uniform::codeCosts(counts, rate);
         for (std::int64_t r = 0; r < ref.rows; ++r)
             for (std::int64_t b = 0; b < perRow; ++b) {
                 const uniform::GroupQuant& gq = quantisers[static_cast<std::size_t>(r * perRow + b)];
-                const double step = std::max(1e-30, static_cast<double>(gq.scale));
                 const std::int64_t begin = r * ref.cols + b * group, end = r * ref.cols + std::min(ref.cols, (b + 1) * group);
-                for (std::int64_t i = begin; i < end; ++i) {
-                    const std::int32_t nearest = gq.code(values[i]);
-                    std::int32_t best = nearest;
-                    double bestCost = std::numeric_limits<double>::infinity();
-                    for (std::int32_t c = std::max(0, nearest - 2); c <= std::min(top, nearest + 2); ++c) {
-                        const double e = (static_cast<double>(values[i]) - gq.value(c)) / step;
-                        const double total = e * e + cost[c];
-                        if (total < bestCost) {
-                            bestCost = total;
-                            best = c;
-                        }
-                    }
-                    codes[static_cast<std::size_t>(i)] = best;
-                }
+                for (std::int64_t i = begin; i < end; ++i)
+                    codes[static_cast<std::size_t>(i)] = uniform::rateConstrainedCode(gq, values[i], cost);
             }
     }
 }

@@ -22,6 +22,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -163,12 +164,55 @@ struct GroupQuant {
     }
 };
 
+// Compression-aware (entropy-constrained) rounding, shared by rtn and gptq: a code c costs
+// ((w - value(c)) / step)^2 + rate * bits(c), bits(c) = -log2 p(c) under a code distribution.
+// The "rate" parameter of both plugins.
+inline ParamSpec rateParam()
+{
+    return ParamSpec::real("rate", "0", 0, 10,
+                           "rate weight of entropy-constrained rounding: a code costs (error/step)^2 + rate * its bits under the "
+                           "matrix's code distribution (0 = round to nearest)");
+}
+
+// rate * bits(c) for every code from code counts (half a count added to each: no code is
+// infinitely expensive).
+inline std::vector<double> codeCosts(const std::vector<double>& counts, double rate)
+{
+    double total = 0;
+    for (double c : counts)
+        total += c + 0.5;
+    std::vector<double> cost(counts.size());
+    for (std::size_t c = 0; c < counts.size(); ++c)
+        cost[c] = rate * -std::log2((counts[c] + 0.5) / total);
+    return cost;
+}
+
+// The cheapest code of w under `cost` among the five around its nearest code.
+inline std::int32_t rateConstrainedCode(const struct GroupQuant& q, float w, const std::vector<double>& cost);
+
 // One quantised matrix: codes row-major, scales and mins row-major over [rows, groups per row].
 struct QuantisedMatrix {
     std::vector<std::int32_t> codes;
     std::vector<std::uint16_t> scales;
     std::vector<std::uint16_t> mins;
 };
+
+inline std::int32_t rateConstrainedCode(const GroupQuant& q, float w, const std::vector<double>& cost)
+{
+    const std::int32_t nearest = q.code(w);
+    const double step = std::max(1e-30, static_cast<double>(q.scale));
+    std::int32_t best = nearest;
+    double bestCost = std::numeric_limits<double>::infinity();
+    for (std::int32_t c = std::max(0, nearest - 2); c <= std::min(q.top, nearest + 2); ++c) {
+        const double e = (static_cast<double>(w) - q.value(c)) / step;
+        const double total = e * e + cost[static_cast<std::size_t>(c)];
+        if (total < bestCost) {
+            bestCost = total;
+            best = c;
+        }
+    }
+    return best;
+}
 
 // The metaJson of a payload of matrices with these group widths.
 inline std::string metaJson(int bits, const std::vector<std::int64_t>& groupCols, bool intZero = false)
