@@ -18,7 +18,7 @@ CLI="$BUILD_DIR/bin/pocketllm-cli"
 OUT=${BENCH_DIR:-$BUILD_DIR/bench/double}
 MODEL=resources/models/stories260K/stories260K.bin
 PART_A=../shared/assets/eval/tinystories/tinystories_valid_part_a.txt
-BIG=${BIG_MODEL:-${POCKET_PEER_CACHE:-$HOME/.cache/pocketllm-peer}/random-1gb}
+BIG=${BIG_MODEL:-${POCKET_PEER_CACHE:-$HOME/.cache/pocketllm-peer}/models/random-1gb}
 mkdir -p "$OUT"
 want() { [[ " ${PARTS:-int8 lowbit big} " == *" $1 "* ]]; }
 [ -f "$PART_A" ] || { echo "needs $PART_A (../shared beside the checkout)"; exit 1; }

@@ -17,6 +17,7 @@
 #include <QAction>
 #include <QApplication>
 #include <QCloseEvent>
+#include <QComboBox>
 #include <QDockWidget>
 #include <QDragEnterEvent>
 #include <QDropEvent>
@@ -204,6 +205,12 @@ QWidget* MainWindow::buildCompressTab()
     m_calibText->setToolTip(tr("Text for the layer-input statistics of methods that need calibration (GPTQ, VQ with error feedback)"));
     auto* browseCalib = new QPushButton(tr("…"));
     paths->addRow(tr("Calibration text:"), browseRow(m_calibText, browseCalib));
+    m_entropy = new QComboBox;
+    m_entropy->addItem(tr("auto: entropy-code a code stream where it saves 2% or more"), QStringLiteral("auto"));
+    m_entropy->addItem(tr("on: entropy-code every code stream"), QStringLiteral("on"));
+    m_entropy->addItem(tr("none: codes at their fixed width"), QStringLiteral("none"));
+    m_entropy->setToolTip(tr("The archive's lossless stage: rANS-coded code and index streams (exact; only the size changes)"));
+    paths->addRow(tr("Entropy coding:"), m_entropy);
     runLayout->addLayout(paths);
     m_estimate = new QLabel;
     m_estimate->setWordWrap(true);
@@ -526,6 +533,8 @@ CompressJobParams MainWindow::jobParams(bool resume) const
     p.outPath = m_outPath->text().trimmed().toStdString();
     p.resume = resume;
     p.calibration.textPath = m_calibText->text().trimmed().toStdString();
+    if (auto mode = parseEntropyMode(m_entropy->currentData().toString().toStdString()))
+        p.entropy.mode = *mode;
     return p;
 }
 

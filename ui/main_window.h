@@ -12,6 +12,7 @@
 
 class QAction;
 class QLabel;
+class QComboBox;
 class QLineEdit;
 class QMenu;
 class QPlainTextEdit;
@@ -122,6 +123,7 @@ private:
     QLabel* m_estimate = nullptr;
     QLineEdit* m_outPath = nullptr;
     QLineEdit* m_calibText = nullptr;
+    QComboBox* m_entropy = nullptr; // the archive's lossless stage: auto, on, none
     QLineEdit* m_textPath = nullptr;
     QSpinBox* m_ctx = nullptr;
     QPushButton* m_start = nullptr;
