@@ -122,5 +122,6 @@ for f in "$out"/llama2c/*.bin; do "$cli" --no-store -q info "$f" >/dev/null || {
 c compress "$w/m-f32" -o "$out/pllm/rtn.pllm" --method rtn --set bits=4 --set group=32
 c compress "$w/m-tok" -o "$out/pllm/vq-tokenizer.pllm" --method vq --set d=4 --set K=16
 c compress "$w/m-f16" -o "$out/pllm/rtn-f16.pllm" --method rtn --set bits=2 --set group=16
-c compress "$w/m-f32" -o "$out/pllm/rtn-rans.pllm" --method rtn --set bits=3 --set group=32 --entropy on
+c compress "$w/m-f32" -o "$out/pllm/rtn-rans.pllm" --method rtn --set bits=3 --set group=32 --entropy on --coder rans
+c compress "$w/m-f32" -o "$out/pllm/rtn-zstd.pllm" --method rtn --set bits=4 --set group=32 --entropy on --coder zstd
 du -sh "$out"/*

@@ -13,7 +13,7 @@ PACKAGES=(
   libzstd-dev libxxhash-dev libcli11-dev libpcre2-dev libutf8proc-dev
   xvfb xauth
   dpkg-dev file
-  python3
+  python3 python3-zstandard
   curl ca-certificates
 )
 

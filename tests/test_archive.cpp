@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 #include <xxhash.h>
+#include <zstd.h>
 
 #include <cmath>
 #include <cstring>
@@ -759,7 +760,7 @@ private Q_SLOTS:
         QCOMPARE(groupBack->sections[2].symbolBits, 4);
         QCOMPARE(groupBack->sections[3].symbols, std::uint64_t{999});
 
-        const Status applied = applyLosslessStage(f.input.manifest.groups, EntropyOptions{EntropyMode::Auto, 0.02, 2});
+        const Status applied = applyLosslessStage(f.input.manifest.groups, EntropyOptions{.mode = EntropyMode::Auto, .coder = EntropyCoder::Rans, .minSaving = 0.02, .threads = 2});
         if (!applied)
             QFAIL(applied.message().c_str());
         QVERIFY(!f.input.manifest.groups[0].anyCoded()); // no code streams there
@@ -796,7 +797,7 @@ private Q_SLOTS:
 
         // Repack without the stage: the method's own bits and the packed bytes, format 1.
         const std::string plain = tempPath("repacked.pllm");
-        const Status r = repackArchive(path, plain, EntropyOptions{EntropyMode::None, 0.02, 1});
+        const Status r = repackArchive(path, plain, EntropyOptions{.mode = EntropyMode::None, .threads = 1});
         if (!r)
             QFAIL(r.message().c_str());
         auto p = Archive::open(plain);
@@ -821,6 +822,61 @@ private Q_SLOTS:
         auto refused = (*lazy)->groupPayload(1);
         QVERIFY(!refused.ok());
         QVERIFY2(contains(refused.message(), "checksum mismatch"), refused.message().c_str());
+    }
+
+    // The zstd codec: coded where asked, read back to the same packed bytes; the fastest coder
+    // picks it where it comes within its slack of rANS; crafted frames (wrong size, codes too wide,
+    // garbage) are refused by the decoder itself.
+    void zstdCodec()
+    {
+        Fixture f = makeFixture(false);
+        ArchiveGroup& g1 = f.input.manifest.groups[1];
+        std::mt19937 rng(9);
+        std::vector<std::int32_t> codes(1000);
+        for (auto& v : codes)
+            v = static_cast<std::int32_t>(rng() % 3 == 0 ? rng() % 16 : 5);
+        const std::string gate = "indices/" + matrixTensorName(1, MatrixType::Gate);
+        g1.payload.sections[2] = codeSection(gate, codes.data(), 1000, 4);
+        g1.payload.sections[3] = codeSection("indices/" + matrixTensorName(1, MatrixType::Up), codes.data(), 999, 4);
+        const GroupPayload packed = g1.payload;
+        const Status applied = applyLosslessStage(f.input.manifest.groups, EntropyOptions{.mode = EntropyMode::On, .coder = EntropyCoder::Zstd});
+        if (!applied)
+            QFAIL(applied.message().c_str());
+        QVERIFY(g1.coding[2].codec == SectionCoding::Codec::Zstd && g1.coding[3].codec == SectionCoding::Codec::Zstd);
+        const std::string path = tempPath("zstd.pllm");
+        if (const Status w = writeArchive(path, f.input); !w)
+            QFAIL(w.message().c_str());
+        auto archive = Archive::open(path);
+        QVERIFY(archive.ok());
+        QCOMPARE(sectionCodeReports((*archive)->manifest().groups[1])[0].codec, std::string("zstd"));
+        auto decoded = (*archive)->groupPayload(1);
+        QVERIFY(decoded.ok());
+        QCOMPARE(decoded->sections[2].bytes, packed.sections[2].bytes);
+        QCOMPARE(decoded->sections[3].bytes, packed.sections[3].bytes);
+
+        // Crafted frames, decoded through the archive's own path.
+        ArchiveGroup meta = (*archive)->manifest().groups[1];
+        auto stored = (*archive)->storedPayload(1);
+        QVERIFY(stored.ok());
+        const auto refuse = [&](std::vector<std::uint8_t> bytes, const char* what, const char* expect) {
+            GroupPayload p = *stored;
+            p.sections[2].bytes = std::move(bytes);
+            const Status st = decodeLosslessStage(meta, p, "crafted.pllm");
+            QVERIFY2(!st.ok(), what);
+            QVERIFY2(contains(st.message(), "crafted.pllm") && contains(st.message(), expect), st.message().c_str());
+        };
+        std::vector<std::uint8_t> wide(1000, 0x1f); // codes of 5 bits in a 4-bit stream
+        std::vector<std::uint8_t> frame(ZSTD_compressBound(wide.size()));
+        frame.resize(ZSTD_compress(frame.data(), frame.size(), wide.data(), wide.size(), 1));
+        refuse(frame, "code too wide", "does not fit");
+        std::vector<std::uint8_t> shortRaw(999, 1);
+        std::vector<std::uint8_t> shortFrame(ZSTD_compressBound(shortRaw.size()));
+        shortFrame.resize(ZSTD_compress(shortFrame.data(), shortFrame.size(), shortRaw.data(), shortRaw.size(), 1));
+        refuse(shortFrame, "one code short", "does not declare 1000 codes");
+        refuse(std::vector<std::uint8_t>(40, 0x55), "garbage", "zstd frame damaged");
+        auto truncated = stored->sections[2].bytes;
+        truncated.resize(truncated.size() - 3);
+        refuse(truncated, "truncated", "zstd frame damaged");
     }
 
     void payloadJsonRoundTrip()

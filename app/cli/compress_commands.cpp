@@ -134,6 +134,7 @@ int runCompress(const Globals& g, const CompressOptions& o)
         return fail(g, "--entropy: '" + o.entropy + "' is not none, auto or on", kExitUsage);
     params.entropy.mode = *entropy;
     params.entropy.minSaving = o.minSaving / 100;
+    params.entropy.coder = *pocket::parseEntropyCoder(o.coder); // checked by CLI11
     pocket::setComputeThreads(o.threads);
 
     if (o.dryRun) {
@@ -279,7 +280,7 @@ int runInspect(const Globals& g, const ArchiveOptions& o)
         t << " (" << groups.front().methodId << " " << groups.front().paramsJson << ")";
     t << "\nuncompressed " << m.tensors.size() << " tensor(s)\n" << bitsSummaryText(bits);
     if (!streams.empty()) {
-        t << "code streams " << streams.size() << ", " << codedStreams << " rANS-coded: " << std::fixed << std::setprecision(1)
+        t << "code streams " << streams.size() << ", " << codedStreams << " entropy-coded: " << std::fixed << std::setprecision(1)
           << fixedBits / 8192.0 << " KiB at fixed width, " << storedBits / 8192.0 << " KiB stored";
         if (entropyKnown)
             t << ", entropy " << entropyBits / 8192.0 << " KiB";
@@ -317,6 +318,7 @@ int runRepack(const Globals& g, const ArchiveOptions& o)
     pocket::EntropyOptions options;
     options.mode = *entropy;
     options.minSaving = o.minSaving / 100;
+    options.coder = *pocket::parseEntropyCoder(o.coder); // checked by CLI11
     const auto start = std::chrono::steady_clock::now();
     if (auto s = pocket::repackArchive(o.archive, o.out, options); !s)
         return fail(g, s.error());
@@ -331,7 +333,7 @@ int runRepack(const Globals& g, const ArchiveOptions& o)
         out[key] = value;
     std::ostringstream t;
     t << "archive      " << o.out << " (format " << (*archive)->container().formatVersion() << ", " << (*archive)->container().fileSize()
-      << " bytes, entropy " << o.entropy << ", " << std::fixed << std::setprecision(1) << seconds << " s)\n"
+      << " bytes, entropy " << o.entropy << " (" << o.coder << "), " << std::fixed << std::setprecision(1) << seconds << " s)\n"
       << bitsSummaryText(bits);
     emit(g, out, t.str());
     return kExitOk;
@@ -607,6 +609,9 @@ void addCompressCommands(CLI::App& app, CompressCommands& c)
     c.compress->add_option("--min-saving", o.minSaving, "Percent of a stream's packed size that --entropy auto must save")
         ->capture_default_str()
         ->check(CLI::Range(0.0, 100.0));
+    c.compress->add_option("--coder", o.coder, "Coder of coded streams: fastest (zstd where within 1% of rANS's size, else rANS), rans (smallest), zstd (fastest to decode)")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"fastest", "rans", "zstd"}));
 
     ArchiveOptions& a = c.archiveOptions;
     c.inspect = app.add_subcommand("inspect", "Show an archive's model, method, bit accounting and sections (verifies checksums)");
@@ -621,6 +626,7 @@ void addCompressCommands(CLI::App& app, CompressCommands& c)
     c.repack->add_option("--min-saving", a.minSaving, "Percent of a stream's packed size that --entropy auto must save")
         ->capture_default_str()
         ->check(CLI::Range(0.0, 100.0));
+    c.repack->add_option("--coder", a.coder, "fastest, rans or zstd (as for compress)")->capture_default_str()->check(CLI::IsMember({"fastest", "rans", "zstd"}));
     c.repack->add_flag("--force", a.force, "Replace an existing output archive");
 
     c.decompress = app.add_subcommand("decompress", "Decode an archive into a Hugging Face folder");

@@ -39,6 +39,7 @@ struct CompressOptions {
     int calibLength = 256;
     std::uint64_t calibSeed = 0;
     std::string entropy = "auto";
+    std::string coder = "fastest";
     double minSaving = 2;
 };
 
@@ -51,6 +52,7 @@ struct ArchiveOptions {
     bool matrices = false;
     bool streams = false;
     std::string entropy = "auto";
+    std::string coder = "fastest";
     double minSaving = 2;
 };
 

@@ -5,10 +5,13 @@
 
 #include "pocket/support/rans.h"
 
+#include <zstd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <exception>
 #include <functional>
+#include <stdexcept>
 #include <thread>
 
 namespace pocket {
@@ -70,8 +73,72 @@ void forEach(std::size_t count, int threads, const std::function<void(std::size_
 
 struct Coded {
     std::vector<std::uint8_t> bytes; // empty: stays packed
+    SectionCoding::Codec codec = SectionCoding::Codec::None;
     double entropyBits = -1;
 };
+
+constexpr int kZstdLevel = 1; // its literals are Huffman-coded like level 19's; matches are not worth more here
+
+// The codes one byte each (two, little-endian, above 8 bits): the zstd codec's input.
+std::vector<std::uint8_t> codeBytes(const std::vector<std::uint16_t>& symbols, int bits)
+{
+    std::vector<std::uint8_t> out(symbols.size() * (bits > 8 ? 2 : 1));
+    if (bits > 8) {
+        for (std::size_t i = 0; i < symbols.size(); ++i) {
+            out[2 * i] = static_cast<std::uint8_t>(symbols[i]);
+            out[2 * i + 1] = static_cast<std::uint8_t>(symbols[i] >> 8);
+        }
+    } else {
+        for (std::size_t i = 0; i < symbols.size(); ++i)
+            out[i] = static_cast<std::uint8_t>(symbols[i]);
+    }
+    return out;
+}
+
+std::vector<std::uint8_t> zstdEncode(const std::vector<std::uint16_t>& symbols, int bits)
+{
+    const std::vector<std::uint8_t> raw = codeBytes(symbols, bits);
+    std::vector<std::uint8_t> out(ZSTD_compressBound(raw.size()));
+    const std::size_t n = ZSTD_compress(out.data(), out.size(), raw.data(), raw.size(), kZstdLevel);
+    if (ZSTD_isError(n))
+        throw std::runtime_error(std::string("zstd: ") + ZSTD_getErrorName(n));
+    out.resize(n);
+    return out;
+}
+
+// A zstd section back to its packed codes: the frame must hold exactly count codes of `bits` bits.
+Status zstdDecodePacked(const std::vector<std::uint8_t>& coded, std::uint64_t count, int bits, std::vector<std::uint8_t>& packed)
+{
+    const std::uint64_t width = bits > 8 ? 2 : 1;
+    const unsigned long long declared = ZSTD_getFrameContentSize(coded.data(), coded.size());
+    if (declared == ZSTD_CONTENTSIZE_ERROR || declared == ZSTD_CONTENTSIZE_UNKNOWN || declared != count * width)
+        return Error("zstd frame damaged: it does not declare " + std::to_string(count) + " codes");
+    std::vector<std::uint8_t> raw(count * width);
+    const std::size_t n = ZSTD_decompress(raw.data(), raw.size(), coded.data(), coded.size());
+    if (ZSTD_isError(n) || n != raw.size())
+        return Error(std::string("zstd frame damaged: ") + (ZSTD_isError(n) ? ZSTD_getErrorName(n) : "short"));
+    // Every code must fit its width (a crafted frame could hold any byte); checked in one pass the
+    // compiler vectorises, then packed.
+    if (width == 1) {
+        std::uint8_t any = 0;
+        for (std::uint8_t v : raw)
+            any |= v;
+        if (bits < 8 && (any >> bits) != 0)
+            return Error("zstd frame damaged: a code does not fit " + std::to_string(bits) + " bits");
+        rans::pack(raw.data(), count, bits, packed.data());
+        return {};
+    }
+    std::vector<std::uint16_t> codes(count);
+    std::uint16_t any = 0;
+    for (std::uint64_t i = 0; i < count; ++i) {
+        codes[i] = static_cast<std::uint16_t>(raw[2 * i] | raw[2 * i + 1] << 8);
+        any |= codes[i];
+    }
+    if (bits < 16 && (any >> bits) != 0)
+        return Error("zstd frame damaged: a code does not fit " + std::to_string(bits) + " bits");
+    rans::pack(codes.data(), count, bits, packed.data());
+    return {};
+}
 
 Result<Coded> codeStream(const PayloadSection& s, const EntropyOptions& options)
 {
@@ -84,11 +151,23 @@ Result<Coded> codeStream(const PayloadSection& s, const EntropyOptions& options)
     out.entropyBits = rans::entropyBits(rans::histogram(symbols.data(), symbols.size(), s.symbolBits));
     if (options.mode == EntropyMode::None)
         return out;
-    std::vector<std::uint8_t> coded = rans::encode(symbols.data(), symbols.size(), s.symbolBits);
-    const double limit = options.mode == EntropyMode::On ? static_cast<double>(s.bytes.size())
-                                                         : static_cast<double>(s.bytes.size()) * (1.0 - options.minSaving);
-    if (options.mode == EntropyMode::On || static_cast<double>(coded.size()) <= limit)
+    std::vector<std::uint8_t> coded;
+    SectionCoding::Codec codec = SectionCoding::Codec::Rans;
+    if (options.coder != EntropyCoder::Zstd)
+        coded = rans::encode(symbols.data(), symbols.size(), s.symbolBits);
+    if (options.coder != EntropyCoder::Rans) {
+        std::vector<std::uint8_t> z = zstdEncode(symbols, s.symbolBits);
+        if (options.coder == EntropyCoder::Zstd ||
+            static_cast<double>(z.size()) <= static_cast<double>(coded.size()) * (1.0 + options.zstdSlack)) {
+            coded = std::move(z);
+            codec = SectionCoding::Codec::Zstd;
+        }
+    }
+    const double limit = static_cast<double>(s.bytes.size()) * (1.0 - options.minSaving);
+    if (options.mode == EntropyMode::On || static_cast<double>(coded.size()) <= limit) {
         out.bytes = std::move(coded);
+        out.codec = codec;
+    }
     return out;
 }
 
@@ -100,6 +179,34 @@ const char* entropyModeName(EntropyMode mode)
     case EntropyMode::None: return "none";
     case EntropyMode::Auto: return "auto";
     case EntropyMode::On: return "on";
+    }
+    return "?";
+}
+
+const char* entropyCoderName(EntropyCoder coder)
+{
+    switch (coder) {
+    case EntropyCoder::Fastest: return "fastest";
+    case EntropyCoder::Rans: return "rans";
+    case EntropyCoder::Zstd: return "zstd";
+    }
+    return "?";
+}
+
+Result<EntropyCoder> parseEntropyCoder(const std::string& text)
+{
+    for (EntropyCoder c : {EntropyCoder::Fastest, EntropyCoder::Rans, EntropyCoder::Zstd})
+        if (text == entropyCoderName(c))
+            return c;
+    return Error::usage("entropy coder '" + text + "' is not one of fastest, rans, zstd", "entropy coder");
+}
+
+const char* codecName(SectionCoding::Codec codec)
+{
+    switch (codec) {
+    case SectionCoding::Codec::None: return "none";
+    case SectionCoding::Codec::Rans: return "rans";
+    case SectionCoding::Codec::Zstd: return "zstd";
     }
     return "?";
 }
@@ -127,6 +234,8 @@ Status applyLosslessStage(ArchiveGroup& group, const EntropyOptions& options)
         forEach(streams.size(), options.threads, [&](std::size_t i) { results[i] = codeStream(p.sections[streams[i]], options); });
     } catch (const std::bad_alloc&) {
         return Error("not enough memory to entropy-code group '" + p.groupId + "'");
+    } catch (const std::exception& e) {
+        return Error::internal("group '" + p.groupId + "': " + e.what());
     }
     for (std::size_t i = 0; i < streams.size(); ++i) {
         if (!results[i])
@@ -141,7 +250,7 @@ Status applyLosslessStage(ArchiveGroup& group, const EntropyOptions& options)
             BitCounts& bits = owner(p, s.name) ? owner(p, s.name)->bits : p.sharedBits;
             bits.indexBits = bits.indexBits + stored >= fixed ? bits.indexBits + stored - fixed : 0;
             s.bytes = std::move(results[i]->bytes);
-            c.codec = SectionCoding::Codec::Rans;
+            c.codec = results[i]->codec;
         }
     }
     for (std::size_t k = 0; k < p.sections.size(); ++k)
@@ -173,7 +282,10 @@ Status decodeLosslessStage(const ArchiveGroup& group, GroupPayload& payload, con
                 continue;
             PayloadSection& s = payload.sections[k];
             std::vector<std::uint8_t> packed(packedBytes(s));
-            if (Status st = rans::decodePacked(s.bytes.data(), s.bytes.size(), s.symbols, s.symbolBits, packed.data(), packed.size()); !st)
+            const Status st = group.coding[k].codec == SectionCoding::Codec::Zstd
+                                  ? zstdDecodePacked(s.bytes, s.symbols, s.symbolBits, packed)
+                                  : rans::decodePacked(s.bytes.data(), s.bytes.size(), s.symbols, s.symbolBits, packed.data(), packed.size());
+            if (!st)
                 return fileError(file, "group '" + payload.groupId + "', section '" + s.name + "': " + st.message());
             s.bytes = std::move(packed);
         }
@@ -228,7 +340,7 @@ std::vector<SectionCodeReport> sectionCodeReports(const ArchiveGroup& group)
             continue;
         SectionCodeReport r;
         r.section = s.name;
-        r.codec = group.coded(k) ? "rans" : "none";
+        r.codec = codecName(k < group.coding.size() ? group.coding[k].codec : SectionCoding::Codec::None);
         r.symbolBits = s.symbolBits;
         r.symbols = s.symbols;
         r.fixedBits = s.symbols * static_cast<std::uint64_t>(s.symbolBits);

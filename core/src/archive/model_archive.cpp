@@ -126,7 +126,7 @@ Status writeArchiveUnguarded(const std::string& path, ArchiveInput& input)
                 Json& e = (*pj)["section_codes"][k];
                 if (e.is_null())
                     continue;
-                e["codec"] = g.coded(k) ? "rans" : "none";
+                e["codec"] = codecName(k < g.coding.size() ? g.coding[k].codec : SectionCoding::Codec::None);
                 if (k < g.coding.size() && g.coding[k].entropyBits >= 0)
                     e["entropy_bits"] = realJson(g.coding[k].entropyBits);
             }
@@ -173,14 +173,14 @@ Status readSectionCoding(const Json& e, const std::string& path, const std::stri
         const Fields f{path, where + ", section '" + group.payload.sections[k].name + "'", c};
         std::string codec;
         POCKET_TRY(f.string("codec", codec));
-        if (codec == "rans") {
+        if (codec == "rans" || codec == "zstd") {
             if (version < 2)
-                return f.bad("codec 'rans' needs archive format version 2 (the file says " + std::to_string(version) + ")");
+                return f.bad("codec '" + codec + "' needs archive format version 2 (the file says " + std::to_string(version) + ")");
             if (group.payload.sections[k].symbolBits > 16)
-                return f.bad("codec 'rans' takes symbols of at most 16 bits");
-            group.coding[k].codec = SectionCoding::Codec::Rans;
+                return f.bad("codec '" + codec + "' takes symbols of at most 16 bits");
+            group.coding[k].codec = codec == "rans" ? SectionCoding::Codec::Rans : SectionCoding::Codec::Zstd;
         } else if (codec != "none") {
-            return f.bad("unknown codec '" + codec + "' (this build knows 'none' and 'rans')");
+            return f.bad("unknown codec '" + codec + "' (this build knows 'none', 'rans' and 'zstd')");
         }
         if (f.get("entropy_bits"))
             POCKET_TRY(f.real("entropy_bits", group.coding[k].entropyBits));
@@ -359,7 +359,7 @@ Result<const GroupPayload*> PayloadCache::get(std::size_t group)
 
 bool ArchiveGroup::anyCoded() const
 {
-    return std::any_of(coding.begin(), coding.end(), [](const SectionCoding& c) { return c.codec == SectionCoding::Codec::Rans; });
+    return std::any_of(coding.begin(), coding.end(), [](const SectionCoding& c) { return c.codec != SectionCoding::Codec::None; });
 }
 
 Result<GroupPayload> Archive::groupPayload(std::size_t groupIndex) const

@@ -557,23 +557,49 @@ Status decodePacked(const std::uint8_t* coded, std::uint64_t size, std::uint64_t
     std::vector<std::uint16_t> symbols(count);
     if (Status s = decode(coded, size, count, bits, symbols.data()); !s)
         return s;
-    if (packedBytes > 0)
-        std::memset(packed, 0, packedBytes);
+    pack(symbols.data(), count, bits, packed);
+    return {};
+}
+
+namespace {
+
+// Byte-aligned widths (1, 2, 4, 8, 16 bits) by whole bytes, the compiler vectorises them; the
+// others through a 64-bit accumulator.
+template <class T>
+void packAny(const T* symbols, std::uint64_t count, int bits, std::uint8_t* packed)
+{
+    const std::uint64_t bytes = (count * static_cast<std::uint64_t>(bits) + 7) / 8;
     if (bits == 8) {
         for (std::uint64_t i = 0; i < count; ++i)
             packed[i] = static_cast<std::uint8_t>(symbols[i]);
-        return {};
+        return;
     }
     if (bits == 16) {
         for (std::uint64_t i = 0; i < count; ++i) {
             packed[2 * i] = static_cast<std::uint8_t>(symbols[i]);
             packed[2 * i + 1] = static_cast<std::uint8_t>(symbols[i] >> 8);
         }
-        return {};
+        return;
     }
-    std::uint64_t acc = 0;
+    if (bits == 1 || bits == 2 || bits == 4) {
+        const int per = 8 / bits;
+        const std::uint64_t whole = count / static_cast<std::uint64_t>(per);
+        for (std::uint64_t b = 0; b < whole; ++b) {
+            unsigned v = 0;
+            for (int k = 0; k < per; ++k)
+                v |= static_cast<unsigned>(symbols[b * per + k]) << (k * bits);
+            packed[b] = static_cast<std::uint8_t>(v);
+        }
+        if (whole < bytes) {
+            unsigned v = 0;
+            for (std::uint64_t i = whole * per; i < count; ++i)
+                v |= static_cast<unsigned>(symbols[i]) << ((i - whole * per) * bits);
+            packed[whole] = static_cast<std::uint8_t>(v);
+        }
+        return;
+    }
+    std::uint64_t acc = 0, at = 0;
     int held = 0;
-    std::uint64_t at = 0;
     for (std::uint64_t i = 0; i < count; ++i) {
         acc |= static_cast<std::uint64_t>(symbols[i]) << held;
         held += bits;
@@ -585,7 +611,11 @@ Status decodePacked(const std::uint8_t* coded, std::uint64_t size, std::uint64_t
     }
     if (held > 0)
         packed[at] = static_cast<std::uint8_t>(acc);
-    return {};
 }
+
+} // namespace
+
+void pack(const std::uint16_t* symbols, std::uint64_t count, int bits, std::uint8_t* packed) { packAny(symbols, count, bits, packed); }
+void pack(const std::uint8_t* symbols, std::uint64_t count, int bits, std::uint8_t* packed) { packAny(symbols, count, bits, packed); }
 
 } // namespace pocket::rans

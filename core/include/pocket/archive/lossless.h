@@ -20,8 +20,21 @@ enum class EntropyMode {
 const char* entropyModeName(EntropyMode mode); // "none", "auto", "on"
 Result<EntropyMode> parseEntropyMode(const std::string& text);
 
+// Which coder a coded stream gets.
+enum class EntropyCoder {
+    Fastest, // zstd where it comes within EntropyOptions::zstdSlack of rANS's size, else rANS
+    Rans,    // always rANS (the smallest: within 0.1% of the entropy plus the table on large streams)
+    Zstd,    // always zstd (level 1; its Huffman literals decode fastest)
+};
+const char* entropyCoderName(EntropyCoder coder); // "fastest", "rans", "zstd"
+Result<EntropyCoder> parseEntropyCoder(const std::string& text);
+// "none", "rans", "zstd"
+const char* codecName(SectionCoding::Codec codec);
+
 struct EntropyOptions {
     EntropyMode mode = EntropyMode::Auto;
+    EntropyCoder coder = EntropyCoder::Fastest;
+    double zstdSlack = 0.01; // Fastest: zstd is taken when at most this fraction larger than rANS
     double minSaving = 0.02; // Auto: fraction of the packed size a stream must save
     int threads = 0;         // streams coded in parallel (<= 0: one per core)
 };
@@ -46,7 +59,7 @@ Status repackArchive(const std::string& inPath, const std::string& outPath, cons
 // Per-section facts for `inspect`: fixed-width bits, stored bits, empirical entropy.
 struct SectionCodeReport {
     std::string section;      // payload section name
-    std::string codec;        // "none" or "rans"
+    std::string codec;        // "none", "rans" or "zstd"
     int symbolBits = 0;
     std::uint64_t symbols = 0;
     std::uint64_t fixedBits = 0;  // symbols * symbolBits

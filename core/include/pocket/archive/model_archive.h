@@ -32,8 +32,9 @@ struct ArchiveTensor {
 // "group/<index>/<payload section name>".
 // How a code-stream section is stored (docs/archive-format.md, "Coded sections").
 struct SectionCoding {
-    enum class Codec { None, Rans };
-    Codec codec = Codec::None;   // None: packed at fixed width; Rans: rans.h's stream
+    enum class Codec { None, Rans, Zstd };
+    Codec codec = Codec::None;   // None: packed at fixed width; Rans: rans.h's stream; Zstd: a zstd
+                                 // frame of the codes, one byte each (two, little-endian, above 8 bits)
     double entropyBits = -1;     // empirical entropy of the symbols (-1: not measured)
     std::uint64_t storedBytes = 0;
 };
@@ -43,8 +44,8 @@ struct ArchiveGroup {
     std::vector<std::string> sectionNames; // container section names, parallel to payload.sections
     std::vector<SectionCoding> coding;     // parallel to payload.sections (empty: nothing coded)
     bool anyCoded() const;
-    // Whether section k is stored rANS-coded.
-    bool coded(std::size_t k) const { return k < coding.size() && coding[k].codec == SectionCoding::Codec::Rans; }
+    // Whether section k is stored entropy-coded (rANS or zstd).
+    bool coded(std::size_t k) const { return k < coding.size() && coding[k].codec != SectionCoding::Codec::None; }
 };
 
 struct ArchiveManifest {

@@ -66,6 +66,10 @@ Status decode(const std::uint8_t* coded, std::uint64_t size, std::uint64_t count
 // caller guarantees ceil(count*bits/8) <= packedBytes.
 void unpack(const std::uint8_t* packed, std::uint64_t packedBytes, std::uint64_t count, int bits, std::uint16_t* symbols);
 
+// The inverse: `count` symbols (each < 2^bits, unchecked) packed into ceil(count*bits/8) bytes.
+void pack(const std::uint16_t* symbols, std::uint64_t count, int bits, std::uint8_t* packed);
+void pack(const std::uint8_t* symbols, std::uint64_t count, int bits, std::uint8_t* packed);
+
 // Packed streams (packBits' layout: value i in bits [i*bits, (i+1)*bits), LSB first).
 // Codes the `count` values of a packed stream of `bits` bits.
 std::vector<std::uint8_t> encodePacked(const std::uint8_t* packed, std::uint64_t packedBytes, std::uint64_t count, int bits);
