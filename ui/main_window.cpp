@@ -268,6 +268,7 @@ QWidget* MainWindow::buildCompressTab()
     });
     connectTextBrowser(m_calibText, browseCalib);
     connect(m_calibText, &QLineEdit::editingFinished, this, [this] { m_estimateTimer.start(); });
+    connect(m_entropy, &QComboBox::currentIndexChanged, this, [this] { m_estimateTimer.start(); });
     return compress;
 }
 
@@ -562,7 +563,10 @@ void MainWindow::updateEstimate()
                                 .arg(plan->groups.size())
                                 .arg(b.bpwAllIn(), 0, 'f', 3)
                                 .arg(formatBytes(b.totalBits() / 8))
-                                .arg(b.ratioFp16(), 0, 'f', 1));
+                                .arg(b.ratioFp16(), 0, 'f', 1) +
+                            (m_entropy->currentData().toString() == QLatin1String("none")
+                                 ? QString()
+                                 : tr(" Codes counted at their fixed width: entropy coding can only lower this.")));
     }
     updateActions();
 }
