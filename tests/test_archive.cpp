@@ -745,20 +745,20 @@ private Q_SLOTS:
         Fixture f = makeFixture(false);
         ArchiveGroup& g1 = f.input.manifest.groups[1];
         std::mt19937 rng(5);
-        std::vector<std::int32_t> skewed(1000);
+        std::vector<std::int32_t> skewed(250);
         for (auto& v : skewed)
             v = (rng() % 10 == 0) ? static_cast<std::int32_t>(rng() % 16) : 7; // entropy ~0.8 bits of 4
         const std::string gate = "indices/" + matrixTensorName(1, MatrixType::Gate), up = "indices/" + matrixTensorName(1, MatrixType::Up);
-        g1.payload.sections[2] = codeSection(gate, skewed.data(), 1000, 4);
-        g1.payload.sections[3] = codeSection(up, skewed.data(), 999, 4);
-        g1.payload.matrices[0].bits.indexBits = 4000;
-        g1.payload.matrices[1].bits.indexBits = 3996;
+        g1.payload.sections[2] = codeSection(gate, skewed.data(), 250, 4);
+        g1.payload.sections[3] = codeSection(up, skewed.data(), 249, 4);
+        g1.payload.matrices[0].bits.indexBits = 1000;
+        g1.payload.matrices[1].bits.indexBits = 996;
         const GroupPayload packed = g1.payload;
         QVERIFY(writeGroupFile(tempPath("plain-group.pllm"), packed).ok());
         auto groupBack = readGroupFile(tempPath("plain-group.pllm"));
         QVERIFY(groupBack.ok());
         QCOMPARE(groupBack->sections[2].symbolBits, 4);
-        QCOMPARE(groupBack->sections[3].symbols, std::uint64_t{999});
+        QCOMPARE(groupBack->sections[3].symbols, std::uint64_t{249});
 
         const Status applied = applyLosslessStage(f.input.manifest.groups, EntropyOptions{.mode = EntropyMode::Auto, .coder = EntropyCoder::Rans, .minSaving = 0.02, .threads = 2});
         if (!applied)
@@ -766,11 +766,11 @@ private Q_SLOTS:
         QVERIFY(!f.input.manifest.groups[0].anyCoded()); // no code streams there
         QVERIFY(g1.coded(2) && g1.coded(3) && !g1.coded(0));
         const std::uint64_t gateStored = g1.payload.sections[2].bytes.size();
-        QVERIFY(gateStored < 200); // from 500 packed bytes
+        QVERIFY(gateStored < 80); // from 125 packed bytes
         QCOMPARE(g1.payload.matrices[0].bits.indexBits, 8 * gateStored);
         QCOMPARE(g1.payload.matrices[1].bits.indexBits, 8 * g1.payload.sections[3].bytes.size());
         std::vector<std::uint16_t> symbols(skewed.begin(), skewed.end());
-        QVERIFY(std::fabs(g1.coding[2].entropyBits - rans::entropyBits(rans::histogram(symbols.data(), 1000, 4))) < 1e-6);
+        QVERIFY(std::fabs(g1.coding[2].entropyBits - rans::entropyBits(rans::histogram(symbols.data(), 250, 4))) < 1e-6);
 
         const std::string path = tempPath("coded.pllm");
         const Status w = writeArchive(path, f.input);
@@ -790,7 +790,7 @@ private Q_SLOTS:
         const auto reports = sectionCodeReports((*archive)->manifest().groups[1]);
         QCOMPARE(reports.size(), std::size_t{2});
         QCOMPARE(reports[0].codec, std::string("rans"));
-        QCOMPARE(reports[0].fixedBits, std::uint64_t{4000});
+        QCOMPARE(reports[0].fixedBits, std::uint64_t{1000});
         QCOMPARE(reports[0].storedBits, 8 * gateStored);
         QCOMPARE(accountBits((*archive)->manifest()).compressed.indexBits,
                  192 + 8 * gateStored + 8 * g1.payload.sections[3].bytes.size());
@@ -803,11 +803,27 @@ private Q_SLOTS:
         auto p = Archive::open(plain);
         QVERIFY(p.ok());
         QCOMPARE((*p)->container().formatVersion(), std::uint32_t{1});
-        QCOMPARE((*p)->manifest().groups[1].payload.matrices[0].bits.indexBits, std::uint64_t{4000});
-        QCOMPARE((*p)->manifest().groups[1].payload.matrices[1].bits.indexBits, std::uint64_t{3996});
+        QCOMPARE((*p)->manifest().groups[1].payload.matrices[0].bits.indexBits, std::uint64_t{1000});
+        QCOMPARE((*p)->manifest().groups[1].payload.matrices[1].bits.indexBits, std::uint64_t{996});
         auto plainPayload = (*p)->storedPayload(1);
         QVERIFY(plainPayload.ok());
         QCOMPARE(plainPayload->sections[2].bytes, packed.sections[2].bytes);
+
+        // A coded stream longer than its group's weights is refused when the manifest is read (a
+        // stream of one repeated code would let any count through in a few bytes).
+        const Bytes tooLong = withManifest(readBytes(path), [](Json& j) { j["groups"][1]["section_codes"][2]["symbols"] = 1ull << 35; });
+        writeBytes(tempPath("too-long.pllm"), tooLong);
+        auto refusedLong = Archive::open(tempPath("too-long.pllm"));
+        QVERIFY(!refusedLong.ok());
+        QVERIFY2(contains(refusedLong.message(), "longer than its group's 256 weights"), refusedLong.message().c_str());
+        // With codec "rans" in a version 1 file: refused too.
+        const Bytes v1 = withManifest(readBytes(path), [](Json& j) { j["format_version"] = 1; });
+        Bytes v1File = v1;
+        v1File[8] = 1;
+        writeBytes(tempPath("coded-v1.pllm"), v1File);
+        auto refusedV1 = Archive::open(tempPath("coded-v1.pllm"));
+        QVERIFY(!refusedV1.ok());
+        QVERIFY2(contains(refusedV1.message(), "needs archive format version 2"), refusedV1.message().c_str());
 
         // Damage inside the coded stream: the checksum refuses it before any decoding.
         const ContainerSection* s = (*archive)->container().find("group/1/" + gate);
@@ -832,12 +848,12 @@ private Q_SLOTS:
         Fixture f = makeFixture(false);
         ArchiveGroup& g1 = f.input.manifest.groups[1];
         std::mt19937 rng(9);
-        std::vector<std::int32_t> codes(1000);
+        std::vector<std::int32_t> codes(250);
         for (auto& v : codes)
             v = static_cast<std::int32_t>(rng() % 3 == 0 ? rng() % 16 : 5);
         const std::string gate = "indices/" + matrixTensorName(1, MatrixType::Gate);
-        g1.payload.sections[2] = codeSection(gate, codes.data(), 1000, 4);
-        g1.payload.sections[3] = codeSection("indices/" + matrixTensorName(1, MatrixType::Up), codes.data(), 999, 4);
+        g1.payload.sections[2] = codeSection(gate, codes.data(), 250, 4);
+        g1.payload.sections[3] = codeSection("indices/" + matrixTensorName(1, MatrixType::Up), codes.data(), 249, 4);
         const GroupPayload packed = g1.payload;
         const Status applied = applyLosslessStage(f.input.manifest.groups, EntropyOptions{.mode = EntropyMode::On, .coder = EntropyCoder::Zstd});
         if (!applied)
@@ -865,14 +881,14 @@ private Q_SLOTS:
             QVERIFY2(!st.ok(), what);
             QVERIFY2(contains(st.message(), "crafted.pllm") && contains(st.message(), expect), st.message().c_str());
         };
-        std::vector<std::uint8_t> wide(1000, 0x1f); // codes of 5 bits in a 4-bit stream
+        std::vector<std::uint8_t> wide(250, 0x1f); // codes of 5 bits in a 4-bit stream
         std::vector<std::uint8_t> frame(ZSTD_compressBound(wide.size()));
         frame.resize(ZSTD_compress(frame.data(), frame.size(), wide.data(), wide.size(), 1));
         refuse(frame, "code too wide", "does not fit");
-        std::vector<std::uint8_t> shortRaw(999, 1);
+        std::vector<std::uint8_t> shortRaw(249, 1);
         std::vector<std::uint8_t> shortFrame(ZSTD_compressBound(shortRaw.size()));
         shortFrame.resize(ZSTD_compress(shortFrame.data(), shortFrame.size(), shortRaw.data(), shortRaw.size(), 1));
-        refuse(shortFrame, "one code short", "does not declare 1000 codes");
+        refuse(shortFrame, "one code short", "does not declare 250 codes");
         refuse(std::vector<std::uint8_t>(40, 0x55), "garbage", "zstd frame damaged");
         auto truncated = stored->sections[2].bytes;
         truncated.resize(truncated.size() - 3);

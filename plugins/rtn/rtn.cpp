@@ -54,8 +54,13 @@ std::vector<float> pruned(const WeightMatrix& m, double fraction, bool byInput)
     for (std::int64_t r = 0; r < m.ref.rows; ++r) {
         float* row = out.data() + r * cols;
         std::iota(order.begin(), order.end(), 0);
+        // A NaN score (a NaN weight, or 0 times an infinite norm) ranks last: the order stays strict.
+        const auto score = [&](std::int64_t j) {
+            const float v = std::fabs(row[j]) * norm[j];
+            return std::isnan(v) ? std::numeric_limits<float>::infinity() : v;
+        };
         std::nth_element(order.begin(), order.begin() + (k - 1), order.end(), [&](std::int64_t a, std::int64_t b) {
-            const float sa = std::fabs(row[a]) * norm[a], sb = std::fabs(row[b]) * norm[b];
+            const float sa = score(a), sb = score(b);
             return sa < sb || (sa == sb && a < b);
         });
         for (std::int64_t i = 0; i < k; ++i)
@@ -70,6 +75,8 @@ std::vector<float> pruned(const WeightMatrix& m, double fraction, bool byInput)
 void rateConstrained(const std::vector<float>& values, const MatrixRef& ref, std::int64_t group, const std::vector<uniform::GroupQuant>& quantisers,
                      double rate, std::vector<std::int32_t>& codes)
 {
+    if (quantisers.empty())
+        return;
     const int top = quantisers.front().top;
     const std::int64_t perRow = (ref.cols + group - 1) / group;
     for (int pass = 0; pass < 3; ++pass) {

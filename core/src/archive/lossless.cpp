@@ -12,6 +12,7 @@
 #include <exception>
 #include <functional>
 #include <stdexcept>
+#include <system_error>
 #include <thread>
 
 namespace pocket {
@@ -29,6 +30,18 @@ bool codable(const PayloadSection& s)
 {
     return s.symbolBits >= 1 && s.symbolBits <= rans::kMaxSymbolBits && s.symbols > 0;
 }
+
+} // namespace
+
+std::uint64_t codeLimit(const GroupPayload& payload)
+{
+    std::uint64_t weights = 0;
+    for (const MatrixResult& m : payload.matrices)
+        weights += static_cast<std::uint64_t>(std::max<std::int64_t>(0, m.ref.rows)) * static_cast<std::uint64_t>(std::max<std::int64_t>(0, m.ref.cols));
+    return weights;
+}
+
+namespace {
 
 // The matrix a stream belongs to: "<kind>/<matrix name>" (or none: the group's shared bits).
 MatrixResult* owner(GroupPayload& p, const std::string& section)
@@ -62,8 +75,12 @@ void forEach(std::size_t count, int threads, const std::function<void(std::size_
         }
     };
     std::vector<std::thread> pool;
-    for (std::size_t t = 1; t < n; ++t)
-        pool.emplace_back(work);
+    try {
+        for (std::size_t t = 1; t < n; ++t)
+            pool.emplace_back(work);
+    } catch (const std::system_error&) {
+        // No more threads to be had: the ones started and this one do the rest.
+    }
     work();
     for (std::thread& t : pool)
         t.join();
@@ -113,6 +130,8 @@ Status zstdDecodePacked(const std::vector<std::uint8_t>& coded, std::uint64_t co
     const unsigned long long declared = ZSTD_getFrameContentSize(coded.data(), coded.size());
     if (declared == ZSTD_CONTENTSIZE_ERROR || declared == ZSTD_CONTENTSIZE_UNKNOWN || declared != count * width)
         return Error("zstd frame damaged: it does not declare " + std::to_string(count) + " codes");
+    if (ZSTD_findFrameCompressedSize(coded.data(), coded.size()) != coded.size())
+        return Error("zstd frame damaged: the section is not exactly one frame");
     std::vector<std::uint8_t> raw(count * width);
     const std::size_t n = ZSTD_decompress(raw.data(), raw.size(), coded.data(), coded.size());
     if (ZSTD_isError(n) || n != raw.size())
@@ -225,9 +244,12 @@ Status applyLosslessStage(ArchiveGroup& group, const EntropyOptions& options)
     if (group.anyCoded())
         return Error::internal("group '" + p.groupId + "' is already entropy-coded");
     group.coding.assign(p.sections.size(), SectionCoding{});
+    // A reader allows a coded stream at most as many codes as the group has weights (a coded stream
+    // of one repeated code is a few bytes for any count, so the count is bounded by the matrices).
+    const std::uint64_t limit = codeLimit(p);
     std::vector<std::size_t> streams;
     for (std::size_t k = 0; k < p.sections.size(); ++k)
-        if (codable(p.sections[k]))
+        if (codable(p.sections[k]) && p.sections[k].symbols <= limit)
             streams.push_back(k);
     std::vector<Result<Coded>> results(streams.size(), Result<Coded>(Coded{}));
     try {
@@ -312,7 +334,8 @@ Status repackArchive(const std::string& inPath, const std::string& outPath, cons
                 continue;
             const PayloadSection& s = payload->sections[k];
             BitCounts& bits = owner(*payload, s.name) ? owner(*payload, s.name)->bits : payload->sharedBits;
-            bits.indexBits = bits.indexBits + s.symbols * static_cast<std::uint64_t>(s.symbolBits) - std::min(bits.indexBits, 8 * group.coding[k].storedBytes);
+            const std::uint64_t fixed = s.symbols * static_cast<std::uint64_t>(s.symbolBits), stored = 8 * group.coding[k].storedBytes;
+            bits.indexBits = bits.indexBits + fixed >= stored ? bits.indexBits + fixed - stored : 0; // the inverse of the stage's step
         }
         group.payload = std::move(*payload);
         group.coding.clear();

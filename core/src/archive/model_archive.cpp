@@ -178,6 +178,9 @@ Status readSectionCoding(const Json& e, const std::string& path, const std::stri
                 return f.bad("codec '" + codec + "' needs archive format version 2 (the file says " + std::to_string(version) + ")");
             if (group.payload.sections[k].symbolBits > 16)
                 return f.bad("codec '" + codec + "' takes symbols of at most 16 bits");
+            if (group.payload.sections[k].symbols > codeLimit(group.payload))
+                return f.bad("a coded stream of " + std::to_string(group.payload.sections[k].symbols) +
+                             " codes is longer than its group's " + std::to_string(codeLimit(group.payload)) + " weights");
             group.coding[k].codec = codec == "rans" ? SectionCoding::Codec::Rans : SectionCoding::Codec::Zstd;
         } else if (codec != "none") {
             return f.bad("unknown codec '" + codec + "' (this build knows 'none', 'rans' and 'zstd')");

@@ -48,6 +48,10 @@ Status applyLosslessStage(ArchiveGroup& group, const EntropyOptions& options);
 // The same for every group of an archive, groups in parallel (options.threads).
 Status applyLosslessStage(std::vector<ArchiveGroup>& groups, const EntropyOptions& options);
 
+// The most codes a coded stream of `payload` may hold: its matrices' weights (a reader refuses more;
+// a stream of one repeated code codes any count in a few bytes, so only the matrices bound it).
+std::uint64_t codeLimit(const GroupPayload& payload);
+
 // Decodes the coded sections of `payload` (bytes as stored, in `group`'s section order) back to
 // their packed form. Errors name `file` and the section.
 Status decodeLosslessStage(const ArchiveGroup& group, GroupPayload& payload, const std::string& file);
