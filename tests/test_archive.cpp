@@ -208,6 +208,24 @@ Fixture makeFixture(bool tied)
     return f;
 }
 
+// The fixture with group 1's two index sections made 4-bit code streams (250 and 249 codes, within
+// the group's 256 weights, counted at their fixed width): one code in `oneIn` random, the others
+// `common`.
+Fixture codeStreamFixture(std::uint32_t seed, std::uint32_t oneIn, std::int32_t common)
+{
+    Fixture f = makeFixture(false);
+    GroupPayload& p = f.input.manifest.groups[1].payload;
+    std::mt19937 rng(seed);
+    std::vector<std::int32_t> codes(250);
+    for (auto& v : codes)
+        v = rng() % oneIn == 0 ? static_cast<std::int32_t>(rng() % 16) : common;
+    p.sections[2] = codeSection("indices/" + matrixTensorName(1, MatrixType::Gate), codes.data(), 250, 4);
+    p.sections[3] = codeSection("indices/" + matrixTensorName(1, MatrixType::Up), codes.data(), 249, 4);
+    p.matrices[0].bits.indexBits = 1000;
+    p.matrices[1].bits.indexBits = 996;
+    return f;
+}
+
 bool sameDouble(double a, double b) { return std::memcmp(&a, &b, sizeof a) == 0; }
 
 void comparePayloads(const GroupPayload& a, const GroupPayload& b, bool withBytes)
@@ -742,17 +760,11 @@ private Q_SLOTS:
     // refused by its checksum before decoding.
     void losslessStage()
     {
-        Fixture f = makeFixture(false);
+        Fixture f = codeStreamFixture(5, 10, 7); // entropy ~0.8 bits of 4
         ArchiveGroup& g1 = f.input.manifest.groups[1];
-        std::mt19937 rng(5);
-        std::vector<std::int32_t> skewed(250);
-        for (auto& v : skewed)
-            v = (rng() % 10 == 0) ? static_cast<std::int32_t>(rng() % 16) : 7; // entropy ~0.8 bits of 4
-        const std::string gate = "indices/" + matrixTensorName(1, MatrixType::Gate), up = "indices/" + matrixTensorName(1, MatrixType::Up);
-        g1.payload.sections[2] = codeSection(gate, skewed.data(), 250, 4);
-        g1.payload.sections[3] = codeSection(up, skewed.data(), 249, 4);
-        g1.payload.matrices[0].bits.indexBits = 1000;
-        g1.payload.matrices[1].bits.indexBits = 996;
+        const std::string gate = g1.payload.sections[2].name;
+        std::vector<std::uint16_t> symbols(250);
+        rans::unpack(g1.payload.sections[2].bytes.data(), g1.payload.sections[2].bytes.size(), 250, 4, symbols.data());
         const GroupPayload packed = g1.payload;
         QVERIFY(writeGroupFile(tempPath("plain-group.pllm"), packed).ok());
         auto groupBack = readGroupFile(tempPath("plain-group.pllm"));
@@ -769,7 +781,6 @@ private Q_SLOTS:
         QVERIFY(gateStored < 80); // from 125 packed bytes
         QCOMPARE(g1.payload.matrices[0].bits.indexBits, 8 * gateStored);
         QCOMPARE(g1.payload.matrices[1].bits.indexBits, 8 * g1.payload.sections[3].bytes.size());
-        std::vector<std::uint16_t> symbols(skewed.begin(), skewed.end());
         QVERIFY(std::fabs(g1.coding[2].entropyBits - rans::entropyBits(rans::histogram(symbols.data(), 250, 4))) < 1e-6);
 
         const std::string path = tempPath("coded.pllm");
@@ -845,15 +856,8 @@ private Q_SLOTS:
     // garbage) are refused by the decoder itself.
     void zstdCodec()
     {
-        Fixture f = makeFixture(false);
+        Fixture f = codeStreamFixture(9, 3, 5);
         ArchiveGroup& g1 = f.input.manifest.groups[1];
-        std::mt19937 rng(9);
-        std::vector<std::int32_t> codes(250);
-        for (auto& v : codes)
-            v = static_cast<std::int32_t>(rng() % 3 == 0 ? rng() % 16 : 5);
-        const std::string gate = "indices/" + matrixTensorName(1, MatrixType::Gate);
-        g1.payload.sections[2] = codeSection(gate, codes.data(), 250, 4);
-        g1.payload.sections[3] = codeSection("indices/" + matrixTensorName(1, MatrixType::Up), codes.data(), 249, 4);
         const GroupPayload packed = g1.payload;
         const Status applied = applyLosslessStage(f.input.manifest.groups, EntropyOptions{.mode = EntropyMode::On, .coder = EntropyCoder::Zstd});
         if (!applied)

@@ -109,6 +109,36 @@ pocket::Result<pocket::LayerSelection> selectionFrom(const CompressOptions& o)
     return selection;
 }
 
+// The lossless stage's options from --entropy, --coder and --min-saving (percent).
+pocket::Result<pocket::EntropyOptions> entropyOptions(const std::string& mode, const std::string& coder, double minSavingPercent)
+{
+    pocket::EntropyOptions options;
+    auto m = pocket::parseEntropyMode(mode);
+    if (!m)
+        return m.error();
+    auto c = pocket::parseEntropyCoder(coder);
+    if (!c)
+        return c.error();
+    options.mode = *m;
+    options.coder = *c;
+    options.minSaving = minSavingPercent / 100;
+    return options;
+}
+
+// --entropy, --coder and --min-saving, the same on compress and repack.
+void addEntropyOptions(CLI::App* command, std::string& mode, std::string& coder, double& minSaving)
+{
+    command->add_option("--entropy", mode, "Lossless stage: none (codes packed at fixed width), auto (entropy-code a code stream where it saves at least --min-saving), on (every code stream)")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"none", "auto", "on"}));
+    command->add_option("--min-saving", minSaving, "Percent of a stream's packed size that --entropy auto must save")
+        ->capture_default_str()
+        ->check(CLI::Range(0.0, 100.0));
+    command->add_option("--coder", coder, "Coder of coded streams: fastest (zstd where within 1% of rANS's size, else rANS), rans (smallest), zstd (fastest to decode)")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"fastest", "rans", "zstd"}));
+}
+
 int runCompress(const Globals& g, const CompressOptions& o)
 {
     auto selection = selectionFrom(o);
@@ -129,12 +159,10 @@ int runCompress(const Globals& g, const CompressOptions& o)
     params.resume = o.resume;
     params.keepWorkDir = o.keepWork;
     params.calibration = {o.calibText, o.calibSamples, o.calibLength, o.calibSeed};
-    auto entropy = pocket::parseEntropyMode(o.entropy);
+    const auto entropy = entropyOptions(o.entropy, o.coder, o.minSaving);
     if (!entropy)
-        return fail(g, "--entropy: '" + o.entropy + "' is not none, auto or on", kExitUsage);
-    params.entropy.mode = *entropy;
-    params.entropy.minSaving = o.minSaving / 100;
-    params.entropy.coder = *pocket::parseEntropyCoder(o.coder); // checked by CLI11
+        return fail(g, entropy.error());
+    params.entropy = *entropy;
     pocket::setComputeThreads(o.threads);
 
     if (o.dryRun) {
@@ -309,18 +337,14 @@ int runInspect(const Globals& g, const ArchiveOptions& o)
 
 int runRepack(const Globals& g, const ArchiveOptions& o)
 {
-    auto entropy = pocket::parseEntropyMode(o.entropy);
-    if (!entropy)
-        return fail(g, "--entropy: '" + o.entropy + "' is not none, auto or on", kExitUsage);
+    const auto options = entropyOptions(o.entropy, o.coder, o.minSaving);
+    if (!options)
+        return fail(g, options.error());
     std::error_code ec;
     if (o.out != o.archive && std::filesystem::exists(o.out, ec) && !o.force)
         return fail(g, o.out + ": exists (use --force to replace it)", kExitUsage);
-    pocket::EntropyOptions options;
-    options.mode = *entropy;
-    options.minSaving = o.minSaving / 100;
-    options.coder = *pocket::parseEntropyCoder(o.coder); // checked by CLI11
     const auto start = std::chrono::steady_clock::now();
-    if (auto s = pocket::repackArchive(o.archive, o.out, options); !s)
+    if (auto s = pocket::repackArchive(o.archive, o.out, *options); !s)
         return fail(g, s.error());
     auto archive = pocket::Archive::open(o.out);
     if (!archive)
@@ -603,15 +627,7 @@ void addCompressCommands(CLI::App& app, CompressCommands& c)
         ->capture_default_str()
         ->check(CLI::Range(2, 1 << 20));
     c.compress->add_option("--calib-seed", o.calibSeed, "Seed for the calibration windows' places")->capture_default_str();
-    c.compress->add_option("--entropy", o.entropy, "Lossless stage: none (codes packed at fixed width), auto (rANS-code a code stream where it saves at least --min-saving), on (every code stream)")
-        ->capture_default_str()
-        ->check(CLI::IsMember({"none", "auto", "on"}));
-    c.compress->add_option("--min-saving", o.minSaving, "Percent of a stream's packed size that --entropy auto must save")
-        ->capture_default_str()
-        ->check(CLI::Range(0.0, 100.0));
-    c.compress->add_option("--coder", o.coder, "Coder of coded streams: fastest (zstd where within 1% of rANS's size, else rANS), rans (smallest), zstd (fastest to decode)")
-        ->capture_default_str()
-        ->check(CLI::IsMember({"fastest", "rans", "zstd"}));
+    addEntropyOptions(c.compress, o.entropy, o.coder, o.minSaving);
 
     ArchiveOptions& a = c.archiveOptions;
     c.inspect = app.add_subcommand("inspect", "Show an archive's model, method, bit accounting and sections (verifies checksums)");
@@ -622,11 +638,7 @@ void addCompressCommands(CLI::App& app, CompressCommands& c)
     c.repack = app.add_subcommand("repack", "Re-code an archive's code streams (the lossless stage) without compressing again");
     c.repack->add_option("ARCHIVE", a.archive, ".pllm archive")->required();
     c.repack->add_option("-o,--out", a.out, "Output archive (may be ARCHIVE itself)")->required();
-    c.repack->add_option("--entropy", a.entropy, "none, auto or on (as for compress)")->capture_default_str()->check(CLI::IsMember({"none", "auto", "on"}));
-    c.repack->add_option("--min-saving", a.minSaving, "Percent of a stream's packed size that --entropy auto must save")
-        ->capture_default_str()
-        ->check(CLI::Range(0.0, 100.0));
-    c.repack->add_option("--coder", a.coder, "fastest, rans or zstd (as for compress)")->capture_default_str()->check(CLI::IsMember({"fastest", "rans", "zstd"}));
+    addEntropyOptions(c.repack, a.entropy, a.coder, a.minSaving);
     c.repack->add_flag("--force", a.force, "Replace an existing output archive");
 
     c.decompress = app.add_subcommand("decompress", "Decode an archive into a Hugging Face folder");

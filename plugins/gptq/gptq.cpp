@@ -62,18 +62,8 @@ struct Options {
 // error feedback then compensates what the rate term moves).
 std::vector<double> rtnCodeCosts(const WeightMatrix& m, const Options& o)
 {
-    const std::int64_t g = uniform::groupColumns(m.ref.cols, o.group);
-    std::vector<double> counts(static_cast<std::size_t>(1) << o.bits, 0);
-    for (std::int64_t r = 0; r < m.ref.rows; ++r)
-        for (std::int64_t b = 0; b * g < m.ref.cols; ++b) {
-            const auto begin = m.values.begin() + r * m.ref.cols + b * g;
-            const auto end = m.values.begin() + r * m.ref.cols + std::min(m.ref.cols, (b + 1) * g);
-            const auto [lo, hi] = std::minmax_element(begin, end);
-            const uniform::GroupQuant q = uniform::GroupQuant::fitFor(*lo, *hi, o.bits, o.zero);
-            for (auto it = begin; it != end; ++it)
-                counts[static_cast<std::size_t>(q.code(*it))] += 1;
-        }
-    return uniform::codeCosts(counts, o.rate);
+    const uniform::QuantisedMatrix q = uniform::quantiseNearest(m.values, m.ref, uniform::groupColumns(m.ref.cols, o.group), o.bits, o.zero);
+    return uniform::codeCosts(uniform::codeCounts(q.codes, o.bits), o.rate);
 }
 
 std::int64_t blocksOf(std::int64_t cols, std::int64_t block)

@@ -72,18 +72,12 @@ std::vector<float> pruned(const WeightMatrix& m, double fraction, bool byInput)
 // Entropy-constrained rounding (Chou, Lookabaugh and Gray's ECSQ with each group's step kept): each
 // weight takes the code, among the five around its nearest, minimising (error / step)^2 +
 // rate * (-log2 p(code)), p the matrix's code distribution; three passes, p re-estimated after each.
-void rateConstrained(const std::vector<float>& values, const MatrixRef& ref, std::int64_t group, const std::vector<uniform::GroupQuant>& quantisers,
-                     double rate, std::vector<std::int32_t>& codes)
+void rateConstrained(const std::vector<float>& values, const MatrixRef& ref, std::int64_t group, int bits,
+                     const std::vector<uniform::GroupQuant>& quantisers, double rate, std::vector<std::int32_t>& codes)
 {
-    if (quantisers.empty())
-        return;
-    const int top = quantisers.front().top;
     const std::int64_t perRow = (ref.cols + group - 1) / group;
     for (int pass = 0; pass < 3; ++pass) {
-        std::vector<double> counts(static_cast<std::size_t>(top + 1), 0);
-        for (std::int32_t c : codes)
-            counts[static_cast<std::size_t>(c)] += 1;
-        const std::vector<double> cost = uniform::codeCosts(counts, rate);
+        const std::vector<double> cost = uniform::codeCosts(uniform::codeCounts(codes, bits), rate);
         for (std::int64_t r = 0; r < ref.rows; ++r)
             for (std::int64_t b = 0; b < perRow; ++b) {
                 const uniform::GroupQuant& gq = quantisers[static_cast<std::size_t>(r * perRow + b)];
@@ -129,24 +123,10 @@ protected:
                 return Error::usage("rtn: prune_by=input needs calibration Hessians for " + m.ref.name, "prune_by");
             const std::vector<float> values = prune > 0 ? pruned(m, prune, byInput) : m.values;
             const std::int64_t g = uniform::groupColumns(m.ref.cols, params.getInt("group"));
-            const std::int64_t perRow = (m.ref.cols + g - 1) / g;
-            uniform::QuantisedMatrix q;
-            q.codes.resize(values.size());
             std::vector<uniform::GroupQuant> quantisers;
-            for (std::int64_t r = 0; r < m.ref.rows; ++r) {
-                for (std::int64_t b = 0; b < perRow; ++b) {
-                    const std::int64_t begin = r * m.ref.cols + b * g, end = r * m.ref.cols + std::min(m.ref.cols, (b + 1) * g);
-                    const auto [lo, hi] = std::minmax_element(values.begin() + begin, values.begin() + end);
-                    const uniform::GroupQuant gq = uniform::GroupQuant::fitFor(*lo, *hi, bits, zero);
-                    for (std::int64_t i = begin; i < end; ++i)
-                        q.codes[i] = gq.code(values[i]);
-                    q.scales.push_back(gq.scaleHalf);
-                    q.mins.push_back(gq.minHalf);
-                    quantisers.push_back(gq);
-                }
-            }
+            uniform::QuantisedMatrix q = uniform::quantiseNearest(values, m.ref, g, bits, zero, &quantisers);
             if (rate > 0)
-                rateConstrained(values, m.ref, g, quantisers, rate, q.codes);
+                rateConstrained(values, m.ref, g, bits, quantisers, rate, q.codes);
             uniform::appendMatrix(p, m.ref, q, bits);
             TrainProgress progress;
             progress.groupId = group.id;

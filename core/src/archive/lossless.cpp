@@ -3,17 +3,13 @@
 
 #include "manifest_fields.h"
 
+#include "pocket/support/parallel.h"
 #include "pocket/support/rans.h"
 
 #include <zstd.h>
 
 #include <algorithm>
-#include <atomic>
-#include <exception>
-#include <functional>
 #include <stdexcept>
-#include <system_error>
-#include <thread>
 
 namespace pocket {
 
@@ -21,17 +17,17 @@ using archive_detail::guarded;
 
 namespace {
 
-std::uint64_t packedBytes(const PayloadSection& s)
-{
-    return (s.symbols * static_cast<std::uint64_t>(s.symbolBits) + 7) / 8;
-}
-
 bool codable(const PayloadSection& s)
 {
     return s.symbolBits >= 1 && s.symbolBits <= rans::kMaxSymbolBits && s.symbols > 0;
 }
 
 } // namespace
+
+std::uint64_t packedCodeBytes(const PayloadSection& s)
+{
+    return (s.symbols * static_cast<std::uint64_t>(s.symbolBits) + 7) / 8;
+}
 
 std::uint64_t codeLimit(const GroupPayload& payload)
 {
@@ -43,49 +39,21 @@ std::uint64_t codeLimit(const GroupPayload& payload)
 
 namespace {
 
-// The matrix a stream belongs to: "<kind>/<matrix name>" (or none: the group's shared bits).
-MatrixResult* owner(GroupPayload& p, const std::string& section)
+// The bits a stream is counted in: its matrix's, for "<kind>/<matrix name>", else the group's shared bits.
+BitCounts& streamBits(GroupPayload& p, const std::string& section)
 {
     const auto slash = section.find('/');
-    if (slash == std::string::npos)
-        return nullptr;
-    const std::string name = section.substr(slash + 1);
-    for (MatrixResult& m : p.matrices)
-        if (m.ref.name == name)
-            return &m;
-    return nullptr;
+    if (slash != std::string::npos)
+        for (MatrixResult& m : p.matrices)
+            if (m.ref.name == section.substr(slash + 1))
+                return m.bits;
+    return p.sharedBits;
 }
 
-// body(i) for i in [0, count) on `threads` threads (<= 0: one per core); the first exception is
-// rethrown after every thread joined.
-void forEach(std::size_t count, int threads, const std::function<void(std::size_t)>& body)
+// A stream's index bits counted at `to` bits instead of `from` (never below zero).
+void recount(BitCounts& bits, std::uint64_t from, std::uint64_t to)
 {
-    const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
-    const std::size_t n = std::min<std::size_t>(count, threads > 0 ? static_cast<std::size_t>(threads) : cores);
-    std::atomic<std::size_t> next{0};
-    std::exception_ptr failure;
-    std::atomic<bool> failed{false};
-    const auto work = [&]() {
-        try {
-            for (std::size_t i = next++; i < count && !failed; i = next++)
-                body(i);
-        } catch (...) {
-            if (!failed.exchange(true))
-                failure = std::current_exception();
-        }
-    };
-    std::vector<std::thread> pool;
-    try {
-        for (std::size_t t = 1; t < n; ++t)
-            pool.emplace_back(work);
-    } catch (const std::system_error&) {
-        // No more threads to be had: the ones started and this one do the rest.
-    }
-    work();
-    for (std::thread& t : pool)
-        t.join();
-    if (failure)
-        std::rethrow_exception(failure);
+    bits.indexBits = bits.indexBits + to >= from ? bits.indexBits + to - from : 0;
 }
 
 struct Coded {
@@ -161,9 +129,9 @@ Status zstdDecodePacked(const std::vector<std::uint8_t>& coded, std::uint64_t co
 
 Result<Coded> codeStream(const PayloadSection& s, const EntropyOptions& options)
 {
-    if (s.bytes.size() != packedBytes(s))
+    if (s.bytes.size() != packedCodeBytes(s))
         return Error::internal("payload section '" + s.name + "' holds " + std::to_string(s.bytes.size()) + " bytes, not the " +
-                               std::to_string(packedBytes(s)) + " of its packed codes");
+                               std::to_string(packedCodeBytes(s)) + " of its packed codes");
     std::vector<std::uint16_t> symbols(s.symbols);
     rans::unpack(s.bytes.data(), s.bytes.size(), s.symbols, s.symbolBits, symbols.data());
     Coded out;
@@ -253,7 +221,10 @@ Status applyLosslessStage(ArchiveGroup& group, const EntropyOptions& options)
             streams.push_back(k);
     std::vector<Result<Coded>> results(streams.size(), Result<Coded>(Coded{}));
     try {
-        forEach(streams.size(), options.threads, [&](std::size_t i) { results[i] = codeStream(p.sections[streams[i]], options); });
+        parallelFor(static_cast<std::int64_t>(streams.size()), options.threads, 1, [&](std::int64_t a, std::int64_t b) {
+            for (auto i = static_cast<std::size_t>(a); i < static_cast<std::size_t>(b); ++i)
+                results[i] = codeStream(p.sections[streams[i]], options);
+        });
     } catch (const std::bad_alloc&) {
         return Error("not enough memory to entropy-code group '" + p.groupId + "'");
     } catch (const std::exception& e) {
@@ -267,10 +238,7 @@ Status applyLosslessStage(ArchiveGroup& group, const EntropyOptions& options)
         c.entropyBits = results[i]->entropyBits;
         if (!results[i]->bytes.empty()) {
             // The method counted the stream at its fixed width; count what is stored instead.
-            const std::uint64_t fixed = s.symbols * static_cast<std::uint64_t>(s.symbolBits);
-            const std::uint64_t stored = 8ull * results[i]->bytes.size();
-            BitCounts& bits = owner(p, s.name) ? owner(p, s.name)->bits : p.sharedBits;
-            bits.indexBits = bits.indexBits + stored >= fixed ? bits.indexBits + stored - fixed : 0;
+            recount(streamBits(p, s.name), s.symbols * static_cast<std::uint64_t>(s.symbolBits), 8ull * results[i]->bytes.size());
             s.bytes = std::move(results[i]->bytes);
             c.codec = results[i]->codec;
         }
@@ -286,7 +254,10 @@ Status applyLosslessStage(std::vector<ArchiveGroup>& groups, const EntropyOption
     one.threads = 1;
     std::vector<Status> status(groups.size());
     try {
-        forEach(groups.size(), options.threads, [&](std::size_t g) { status[g] = applyLosslessStage(groups[g], one); });
+        parallelFor(static_cast<std::int64_t>(groups.size()), options.threads, 1, [&](std::int64_t a, std::int64_t b) {
+            for (auto g = static_cast<std::size_t>(a); g < static_cast<std::size_t>(b); ++g)
+                status[g] = applyLosslessStage(groups[g], one);
+        });
     } catch (const std::bad_alloc&) {
         return Error("not enough memory to entropy-code the archive's code streams");
     }
@@ -303,7 +274,7 @@ Status decodeLosslessStage(const ArchiveGroup& group, GroupPayload& payload, con
             if (!group.coded(k))
                 continue;
             PayloadSection& s = payload.sections[k];
-            std::vector<std::uint8_t> packed(packedBytes(s));
+            std::vector<std::uint8_t> packed(packedCodeBytes(s));
             const Status st = group.coding[k].codec == SectionCoding::Codec::Zstd
                                   ? zstdDecodePacked(s.bytes, s.symbols, s.symbolBits, packed)
                                   : rans::decodePacked(s.bytes.data(), s.bytes.size(), s.symbols, s.symbolBits, packed.data(), packed.size());
@@ -333,9 +304,7 @@ Status repackArchive(const std::string& inPath, const std::string& outPath, cons
             if (!group.coded(k))
                 continue;
             const PayloadSection& s = payload->sections[k];
-            BitCounts& bits = owner(*payload, s.name) ? owner(*payload, s.name)->bits : payload->sharedBits;
-            const std::uint64_t fixed = s.symbols * static_cast<std::uint64_t>(s.symbolBits), stored = 8 * group.coding[k].storedBytes;
-            bits.indexBits = bits.indexBits + fixed >= stored ? bits.indexBits + fixed - stored : 0; // the inverse of the stage's step
+            recount(streamBits(*payload, s.name), 8 * group.coding[k].storedBytes, s.symbols * static_cast<std::uint64_t>(s.symbolBits));
         }
         group.payload = std::move(*payload);
         group.coding.clear();
@@ -367,7 +336,7 @@ std::vector<SectionCodeReport> sectionCodeReports(const ArchiveGroup& group)
         r.symbolBits = s.symbolBits;
         r.symbols = s.symbols;
         r.fixedBits = s.symbols * static_cast<std::uint64_t>(s.symbolBits);
-        r.storedBits = k < group.coding.size() ? 8 * group.coding[k].storedBytes : 8 * packedBytes(s);
+        r.storedBits = k < group.coding.size() ? 8 * group.coding[k].storedBytes : 8 * packedCodeBytes(s);
         r.entropyBits = k < group.coding.size() ? group.coding[k].entropyBits : -1;
         out.push_back(std::move(r));
     }

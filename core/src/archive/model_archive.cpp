@@ -178,9 +178,9 @@ Status readSectionCoding(const Json& e, const std::string& path, const std::stri
                 return f.bad("codec '" + codec + "' needs archive format version 2 (the file says " + std::to_string(version) + ")");
             if (group.payload.sections[k].symbolBits > 16)
                 return f.bad("codec '" + codec + "' takes symbols of at most 16 bits");
-            if (group.payload.sections[k].symbols > codeLimit(group.payload))
+            if (const std::uint64_t limit = codeLimit(group.payload); group.payload.sections[k].symbols > limit)
                 return f.bad("a coded stream of " + std::to_string(group.payload.sections[k].symbols) +
-                             " codes is longer than its group's " + std::to_string(codeLimit(group.payload)) + " weights");
+                             " codes is longer than its group's " + std::to_string(limit) + " weights");
             group.coding[k].codec = codec == "rans" ? SectionCoding::Codec::Rans : SectionCoding::Codec::Zstd;
         } else if (codec != "none") {
             return f.bad("unknown codec '" + codec + "' (this build knows 'none', 'rans' and 'zstd')");
@@ -197,7 +197,7 @@ Status checkStoredStream(ArchiveGroup& group, std::size_t k, const ContainerSect
     const PayloadSection& ps = group.payload.sections[k];
     if (k < group.coding.size())
         group.coding[k].storedBytes = stored.size;
-    const std::uint64_t packed = (ps.symbols * static_cast<std::uint64_t>(ps.symbolBits) + 7) / 8;
+    const std::uint64_t packed = packedCodeBytes(ps);
     if (ps.symbolBits > 0 && !group.coded(k) && stored.size != packed)
         return fileError(path, where + ": section '" + ps.name + "' holds " + std::to_string(stored.size) + " bytes, not the " +
                                    std::to_string(packed) + " of its " + std::to_string(ps.symbols) + " packed " +

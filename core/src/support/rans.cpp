@@ -200,11 +200,12 @@ struct DecodeEntry {
     std::uint16_t symbol;
 };
 
-// The hot loop: Lanes states in registers. A group of Lanes symbols pulls at most Lanes words, so
-// while that many remain, reads need no bounds check; the rest goes through decodeGeneric's checks.
-template <int Lanes>
-bool decodeLanes(const std::uint32_t* words, std::uint64_t wordCount, std::uint64_t count, int precision, const DecodeEntry* table,
-                 std::uint16_t* out);
+// The initial states: two words each, low first, lane 0 first.
+void loadStates(const std::uint32_t* words, int lanes, std::uint64_t* x)
+{
+    for (int l = 0; l < lanes; ++l)
+        x[l] = static_cast<std::uint64_t>(words[2 * l]) | static_cast<std::uint64_t>(words[2 * l + 1]) << 32;
+}
 
 // Symbols [first, count) with states x (lane of symbol i: i mod lanes) and the next word at pos.
 bool decodeGeneric(const std::uint32_t* words, std::uint64_t wordCount, std::uint64_t first, std::uint64_t count, int lanes,
@@ -231,13 +232,14 @@ bool decodeGeneric(const std::uint32_t* words, std::uint64_t wordCount, std::uin
     return true;
 }
 
+// The hot loop: Lanes states in registers. A group of Lanes symbols pulls at most Lanes words, so
+// while that many remain, reads need no bounds check; the rest goes through decodeGeneric's checks.
 template <int Lanes>
 bool decodeLanes(const std::uint32_t* words, std::uint64_t wordCount, std::uint64_t count, int precision, const DecodeEntry* table,
                  std::uint16_t* out)
 {
     std::uint64_t x[Lanes];
-    for (int l = 0; l < Lanes; ++l)
-        x[l] = static_cast<std::uint64_t>(words[2 * l]) | static_cast<std::uint64_t>(words[2 * l + 1]) << 32;
+    loadStates(words, Lanes, x);
     std::uint64_t pos = 2 * Lanes;
     const std::uint64_t mask = (1ull << precision) - 1;
     std::uint64_t i = 0;
@@ -318,8 +320,7 @@ __attribute__((target("avx2,popcnt"))) bool decodeLanes8Avx2(const std::uint32_t
     static const PullPermutes permutes;
     const auto* entries = reinterpret_cast<const long long*>(table);
     std::uint64_t x[8];
-    for (int l = 0; l < 8; ++l)
-        x[l] = static_cast<std::uint64_t>(words[2 * l]) | static_cast<std::uint64_t>(words[2 * l + 1]) << 32;
+    loadStates(words, 8, x);
     __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
     __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 4));
     const __m256i mask = _mm256_set1_epi64x(static_cast<long long>((1ull << precision) - 1));
@@ -386,7 +387,11 @@ Result<StreamInfo> inspect(const std::uint8_t* coded, std::uint64_t size)
     return std::move(p->info);
 }
 
-std::vector<std::uint8_t> encodeWith(const std::uint16_t* symbols, std::uint64_t count, int symbolBits, int precision, int lanes)
+namespace {
+
+// encodeWith() with the symbols' counts (histogram()) already taken.
+std::vector<std::uint8_t> encodeCounted(const std::uint16_t* symbols, std::uint64_t count, int symbolBits, int precision, int lanes,
+                                        const std::vector<std::uint64_t>& counts)
 {
     if (symbolBits < 1 || symbolBits > kMaxSymbolBits || precision < 1 || precision > kMaxPrecision || lanes < 1 || lanes > kMaxLanes)
         throw std::invalid_argument("rans::encode: bad arguments");
@@ -395,7 +400,6 @@ std::vector<std::uint8_t> encodeWith(const std::uint16_t* symbols, std::uint64_t
     putVarint(out, count);
     if (count == 0)
         return out;
-    const std::vector<std::uint64_t> counts = histogram(symbols, count, symbolBits);
     std::uint64_t distinct = 0;
     for (std::uint64_t c : counts)
         distinct += c != 0;
@@ -433,14 +437,23 @@ std::vector<std::uint8_t> encodeWith(const std::uint16_t* symbols, std::uint64_t
     return out;
 }
 
+} // namespace
+
+std::vector<std::uint8_t> encodeWith(const std::uint16_t* symbols, std::uint64_t count, int symbolBits, int precision, int lanes)
+{
+    if (symbolBits < 1 || symbolBits > kMaxSymbolBits)
+        throw std::invalid_argument("rans::encode: bad symbol width");
+    return encodeCounted(symbols, count, symbolBits, precision, lanes, histogram(symbols, count, symbolBits));
+}
+
 std::vector<std::uint8_t> encode(const std::uint16_t* symbols, std::uint64_t count, int symbolBits)
 {
     if (symbolBits < 1 || symbolBits > kMaxSymbolBits)
         throw std::invalid_argument("rans::encode: bad symbol width");
     const int lanes = count < 4096 ? 1 : 8;
-    if (count == 0)
-        return encodeWith(symbols, count, symbolBits, 1, lanes);
     const std::vector<std::uint64_t> counts = histogram(symbols, count, symbolBits);
+    if (count == 0)
+        return encodeCounted(symbols, count, symbolBits, 1, lanes, counts);
     std::uint64_t distinct = 0;
     for (std::uint64_t c : counts)
         distinct += c != 0;
@@ -464,7 +477,7 @@ std::vector<std::uint8_t> encode(const std::uint16_t* symbols, std::uint64_t cou
             bestBits = bits;
         }
     }
-    return encodeWith(symbols, count, symbolBits, best, lanes);
+    return encodeCounted(symbols, count, symbolBits, best, lanes, counts);
 }
 
 Status decode(const std::uint8_t* coded, std::uint64_t size, std::uint64_t count, int symbolBits, std::uint16_t* out)
@@ -488,38 +501,29 @@ Status decode(const std::uint8_t* coded, std::uint64_t size, std::uint64_t count
     const std::uint64_t wordCount = info.wordBytes / 4;
     // Aligned copy of the words only when the stream's words are not 4-byte aligned in memory.
     std::vector<std::uint32_t> copy;
-    const std::uint32_t* wordPtr = nullptr;
+    const std::uint32_t* words = nullptr;
     if (reinterpret_cast<std::uintptr_t>(coded + parsed->wordsAt) % alignof(std::uint32_t) == 0) {
         using AliasedWord = std::uint32_t __attribute__((may_alias)); // read through the byte buffer
-        wordPtr = reinterpret_cast<const AliasedWord*>(coded + parsed->wordsAt);
+        words = reinterpret_cast<const AliasedWord*>(coded + parsed->wordsAt);
     } else {
         copy.resize(wordCount);
         std::memcpy(copy.data(), coded + parsed->wordsAt, info.wordBytes);
-        wordPtr = copy.data();
+        words = copy.data();
     }
-    struct {
-        const std::uint32_t* data() const { return p; }
-        std::uint32_t operator[](std::size_t i) const { return p[i]; }
-        const std::uint32_t* p;
-    } words{wordPtr};
+    // Eight lanes (what encode() writes for all but short streams) take the fast decoders; any
+    // other lane count the format allows, the plain one.
     bool ok = false;
     if (info.lanes == 8) {
 #ifdef POCKET_RANS_X86
         if (useAvx2())
-            ok = decodeLanes8Avx2(words.data(), wordCount, count, info.precision, table.data(), out);
+            ok = decodeLanes8Avx2(words, wordCount, count, info.precision, table.data(), out);
         else
 #endif
-            ok = decodeLanes<8>(words.data(), wordCount, count, info.precision, table.data(), out);
-    } else if (info.lanes == 16) {
-        ok = decodeLanes<16>(words.data(), wordCount, count, info.precision, table.data(), out);
-    } else if (info.lanes == 4) {
-        ok = decodeLanes<4>(words.data(), wordCount, count, info.precision, table.data(), out);
+            ok = decodeLanes<8>(words, wordCount, count, info.precision, table.data(), out);
     } else {
         std::uint64_t x[kMaxLanes];
-        for (int l = 0; l < info.lanes; ++l)
-            x[l] = static_cast<std::uint64_t>(words[2 * l]) | static_cast<std::uint64_t>(words[2 * l + 1]) << 32;
-        ok = decodeGeneric(words.data(), wordCount, 0, count, info.lanes, info.precision, table.data(), out, x,
-                           2 * static_cast<std::uint64_t>(info.lanes));
+        loadStates(words, info.lanes, x);
+        ok = decodeGeneric(words, wordCount, 0, count, info.lanes, info.precision, table.data(), out, x, 2 * static_cast<std::uint64_t>(info.lanes));
     }
     if (!ok)
         return Error("word stream damaged: the coder's states do not come back to their start");

@@ -48,6 +48,9 @@ Status applyLosslessStage(ArchiveGroup& group, const EntropyOptions& options);
 // The same for every group of an archive, groups in parallel (options.threads).
 Status applyLosslessStage(std::vector<ArchiveGroup>& groups, const EntropyOptions& options);
 
+// Bytes of a code stream packed at its fixed width: ceil(symbols * symbolBits / 8).
+std::uint64_t packedCodeBytes(const PayloadSection& section);
+
 // The most codes a coded stream of `payload` may hold: its matrices' weights (a reader refuses more;
 // a stream of one repeated code codes any count in a few bytes, so only the matrices bound it).
 std::uint64_t codeLimit(const GroupPayload& payload);

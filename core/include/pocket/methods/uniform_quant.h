@@ -197,6 +197,39 @@ struct QuantisedMatrix {
     std::vector<std::uint16_t> mins;
 };
 
+// Round to nearest, each group fitted to its own minimum and maximum by the "zero" rule ("fp16",
+// "int" or "sym"); `quantisers`, when given, receives each group's quantiser (row-major over
+// [rows, groups per row]). rtn's quantiser, and the code distribution gptq's rate term starts from.
+inline QuantisedMatrix quantiseNearest(const std::vector<float>& values, const MatrixRef& ref, std::int64_t groupCols, int bits,
+                                       const std::string& zero, std::vector<GroupQuant>* quantisers = nullptr)
+{
+    const std::int64_t perRow = (ref.cols + groupCols - 1) / groupCols;
+    QuantisedMatrix q;
+    q.codes.resize(values.size());
+    for (std::int64_t r = 0; r < ref.rows; ++r)
+        for (std::int64_t b = 0; b < perRow; ++b) {
+            const std::int64_t begin = r * ref.cols + b * groupCols, end = r * ref.cols + std::min(ref.cols, (b + 1) * groupCols);
+            const auto [lo, hi] = std::minmax_element(values.begin() + begin, values.begin() + end);
+            const GroupQuant gq = GroupQuant::fitFor(*lo, *hi, bits, zero);
+            for (std::int64_t i = begin; i < end; ++i)
+                q.codes[static_cast<std::size_t>(i)] = gq.code(values[static_cast<std::size_t>(i)]);
+            q.scales.push_back(gq.scaleHalf);
+            q.mins.push_back(gq.minHalf);
+            if (quantisers)
+                quantisers->push_back(gq);
+        }
+    return q;
+}
+
+// How often each code 0 .. 2^bits - 1 occurs (for codeCosts).
+inline std::vector<double> codeCounts(const std::vector<std::int32_t>& codes, int bits)
+{
+    std::vector<double> counts(static_cast<std::size_t>(1) << bits, 0);
+    for (std::int32_t c : codes)
+        counts[static_cast<std::size_t>(c)] += 1;
+    return counts;
+}
+
 inline std::int32_t rateConstrainedCode(const GroupQuant& q, float w, const std::vector<double>& cost)
 {
     const std::int32_t nearest = q.code(w);

@@ -3,6 +3,8 @@
 // All functions are reentrant; the parallel ones use `threads` worker threads of their own.
 #pragma once
 
+#include "pocket/support/parallel.h" // parallelFor (the plugins reach it through here)
+
 #include <cstdint>
 #include <functional>
 #include <vector>
@@ -57,10 +59,6 @@ void unpackThroughTable(const std::uint8_t* bytes, std::uint64_t byteCount, std:
 // values[i] = halfToFloat(floatToHalf(values[i])) for i < n, bit for bit, with the CPU's F16C
 // conversions where it has them.
 void roundThroughHalf(float* values, std::size_t n);
-
-// Runs body(begin, end) over [0, count) split into at most `threads` contiguous parts (<= 0: one
-// per core), at least `minPerPart` items each, on threads of its own; returns when all are done.
-void parallelFor(std::int64_t count, int threads, std::int64_t minPerPart, const std::function<void(std::int64_t, std::int64_t)>& body);
 
 // The sub-vector layout of the method doc (section 2): a [rows, cols] matrix is cut along cols into
 // blocks of width d (the last padded with zeros when d does not divide cols), and the blocks are
