@@ -29,7 +29,7 @@ int main(int argc, char** argv)
         nlohmann::json out{{"group", p->groupId}, {"method", p->methodId}};
         if (meta.is_object())
             for (const char* key : {"K", "d", "used_codewords", "index_entropy_bits", "train_loss_start", "train_loss_end",
-                                    "finetune_loss_start"})
+                                    "finetune_loss_start", "M", "B", "g", "code_entropy_bits", "objective_rounds", "seconds"})
                 if (meta.contains(key))
                     out[key] = meta[key];
         std::printf("%s\n", out.dump().c_str());

@@ -33,6 +33,7 @@ for f in $PREFIX/bin/pocketllm $PREFIX/bin/pocketllm-cli \
          $PREFIX/lib/pocketllm-workbench/plugins/libpocket_method_rtn.so \
          $PREFIX/lib/pocketllm-workbench/plugins/libpocket_method_gptq.so \
          $PREFIX/lib/pocketllm-workbench/plugins/libpocket_method_vq.so \
+         $PREFIX/lib/pocketllm-workbench/plugins/libpocket_method_aqlm.so \
          $PREFIX/share/pocketllm-workbench/resources/models/stories260K/stories260K.bin \
          $PREFIX/share/pocketllm-workbench/resources/models/stories260K/tok512.bin \
          $PREFIX/share/pocketllm-workbench/resources/text/tinystories_valid_30k.txt \

@@ -599,10 +599,10 @@ private Q_SLOTS:
         v1.metaJson = meta.dump();
         QCOMPARE(decodeOrDie(v1), decodeOrDie(v2));
         GroupPayload v3 = v2;
-        v3.methodVersion = 3;
+        v3.methodVersion = 4;
         auto r = method().decode(v3);
         QVERIFY(!r.ok());
-        QVERIFY2(r.message().find("payload version 3") != std::string::npos, r.message().c_str());
+        QVERIFY2(r.message().find("payload version 4") != std::string::npos, r.message().c_str());
     }
 
     void damagedPayloadsAreRefused()

@@ -132,9 +132,16 @@ __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) vo
 {
     const std::int64_t t = dec.group;
     const int l = dec.latent;
-    for (std::int64_t i = 0; i < t; ++i) // gather, transposed to [latent][T]
-        for (int k = 0; k < l; ++k)
-            y[k * t + i] = dec.codebook[static_cast<std::size_t>(codes[i]) * static_cast<std::size_t>(l) + static_cast<std::size_t>(k)];
+    const int books = dec.books;
+    for (std::int64_t i = 0; i < t; ++i) // gather (the sum of the M codewords), transposed to [latent][T]
+        for (int k = 0; k < l; ++k) {
+            float v = 0;
+            for (int m = 0; m < books; ++m) {
+                const std::size_t code = static_cast<std::size_t>(m * dec.codewords + codes[i * books + m]);
+                v += dec.codebook[code * static_cast<std::size_t>(l) + static_cast<std::size_t>(k)];
+            }
+            y[k * t + i] = v;
+        }
     const bool affine = dec.rlnAffine;
     rln(y, l, t, affine ? dec.rln3w.data() : nullptr, affine ? dec.rln3b.data() : nullptr, n);
     mlp(dec.d1, n, t, y, true, hidden); // y = q + D1(RLN3(q))

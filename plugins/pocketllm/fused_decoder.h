@@ -24,12 +24,13 @@ struct FusedDecoder {
     FusedMlp d1, d2, d0;
     // RLN affine weights (G*latent each when rlnAffine), stored transposed: [latent][G].
     std::vector<float> rln3w, rln3b, rln4w, rln4b, rln4pw, rln4pb;
-    std::vector<float> codebook; // [K][latent]
-    std::int64_t codewords = 0;
+    std::vector<float> codebook; // [books * K][latent]: codebook m holds rows [m*K, (m+1)*K)
+    std::int64_t codewords = 0;  // K, per codebook
+    int books = 1;               // M: a latent is the sum of one codeword of each codebook
     float scale = 1;             // the group's scale, applied to the decoder's output
 };
 
-// Decodes G sub-vectors (one RLN group) from their codes (all < codewords) into out [G][d],
+// Decodes G sub-vectors (one RLN group) from their codes ([G][books], all < codewords) into out [G][d],
 // multiplied by the scale. `scratch` is reused between calls.
 void decodeRlnGroup(const FusedDecoder& dec, const std::int32_t* codes, float* out, std::vector<float>& scratch);
 

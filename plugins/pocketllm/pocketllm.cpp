@@ -20,6 +20,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
 #include <cmath>
 #include <map>
 #include <numeric>
@@ -86,6 +87,10 @@ std::vector<ParamSpec> schema()
                    "tr(E H E^T) with the codes fixed (needs calibration text)"),
         P::real("finetune_lr", "0.002", 1e-7, 10, "finetune: Adam learning rate (cosine decay)", true),
         P::boolean("finetune_scales", true, "finetune: train the per-row scales too (with row_scale)"),
+        P::integer("codebooks", 1, 1, 8,
+                   "additive codebooks M: each latent is the sum of one codeword from each of M codebooks of K entries, "
+                   "codes found by beam search over the decoded candidates (M>1 needs encoder=assign, init=vq, feedback=false)"),
+        P::integer("beam", 8, 1, 4096, "codebooks > 1: beam width of the code search", true),
         P::integer("seed", 1, 0, 2147483647, "random seed (combined with the group id)"),
     };
 }
@@ -96,12 +101,12 @@ const MethodInfo& methodInfo()
         MethodInfo m;
         m.id = "pocketllm";
         m.displayName = "PocketLLM (meta-network VQ)";
-        m.version = 2; // 2: decoder format flags, output skip, row scales (version 1 payloads still decode)
+        m.version = 3; // 2: decoder format flags, output skip, row scales; 3: additive codebooks (older payloads still decode)
         m.description = "Sub-vectors encoded by a small meta-network, vector-quantised in its latent space, decoded "
                         "by the stored decoder (Tian et al., AAAI 2026).";
         m.lossy = true;
-        m.bitsFormula = "(rows*cols/d)*ceil(log2 K) + 16*rows (row_scale) per matrix; 16*K*latent + 16*decoder_params + 32 (scale) "
-                        "per group, shared bits split over the group";
+        m.bitsFormula = "(rows*cols/d)*M*ceil(log2 K) + 16*rows (row_scale) per matrix; 16*M*K*latent + 16*decoder_params + 32 "
+                        "(scale) per group, shared bits split over the group (M = codebooks)";
         m.params = schema();
         return m;
     }();
@@ -190,6 +195,7 @@ struct Layout {
     std::int64_t codewords = 0;
     std::int64_t group = 0; // G
     int bits = 0;           // index bits
+    int books = 1;          // M additive codebooks of `codewords` entries each
     DecoderFormat format;
     bool rowScale = false;
 };
@@ -204,6 +210,7 @@ Result<Layout> layoutFor(const std::vector<MatrixRef>& matrices, const ParamSet&
     l.hidden = static_cast<int>(params.getInt("hidden"));
     l.codewords = params.getInt("K");
     l.bits = indexBits(l.codewords);
+    l.books = static_cast<int>(params.getInt("codebooks"));
     auto g = rlnGroup(matrices, params);
     if (!g)
         return g.error();
@@ -226,6 +233,8 @@ Result<Layout> layoutFor(const std::vector<MatrixRef>& matrices, const ParamSet&
         return Error::usage("pocketllm: encoder=assign needs rln_affine=false (codewords are decoded once per RLN group)", "settings");
     if (!assign && (params.getText("weighting") != "none" || params.getBool("feedback") || params.getInt("finetune") > 0))
         return Error::usage("pocketllm: weighting, feedback and finetune need encoder=assign", "settings");
+    if (l.books > 1 && (!assign || init != "vq" || params.getBool("feedback")))
+        return Error::usage("pocketllm: codebooks > 1 needs encoder=assign, init=vq and feedback=false", "settings");
     return l;
 }
 
@@ -261,13 +270,13 @@ public:
         perMatrix.clear();
         for (const MatrixRef& m : group) {
             BitCounts b;
-            b.indexBits = static_cast<std::uint64_t>(subvectorCount(m, layout->d)) * layout->bits;
+            b.indexBits = static_cast<std::uint64_t>(subvectorCount(m, layout->d)) * layout->bits * layout->books;
             if (layout->rowScale)
                 b.scaleBits = 16ull * static_cast<std::uint64_t>(m.rows);
             perMatrix.push_back(b);
         }
         BitCounts shared;
-        shared.codebookBits = 16ull * layout->codewords * layout->latent;
+        shared.codebookBits = 16ull * layout->codewords * layout->latent * layout->books;
         shared.decoderBits = 16ull * decoderParameterCount(*layout);
         shared.scaleBits = 32; // the group's fp32 scale
         return shared;
@@ -610,6 +619,8 @@ void writePayload(const Layout& l, const Network& net, float scale, const std::v
     meta["final_norm"] = l.format.finalNorm;
     meta["out_skip"] = l.format.outSkip;
     meta["row_scale"] = l.rowScale;
+    if (l.books > 1)
+        meta["codebooks"] = l.books;
     json decoderJson = json::array();
     for (const auto& [name, shape] : decoderTensorShapes(l.d, l.latent, l.hidden, l.group, l.format))
         decoderJson.push_back({{"name", name}, {"shape", shape}});
@@ -617,7 +628,10 @@ void writePayload(const Layout& l, const Network& net, float scale, const std::v
     std::vector<std::int32_t> all;
     for (const at::Tensor& idx : indices)
         all.insert(all.end(), idx.data_ptr<std::int32_t>(), idx.data_ptr<std::int32_t>() + idx.numel());
-    const auto [used, entropy] = vqcommon::usage(all, l.codewords);
+    if (l.books > 1) // code m of a sub-vector indexes codebook m: count them as distinct symbols
+        for (std::size_t j = 0; j < all.size(); ++j)
+            all[j] += static_cast<std::int32_t>(static_cast<std::int64_t>(j % static_cast<std::size_t>(l.books)) * l.codewords);
+    const auto [used, entropy] = vqcommon::usage(all, l.codewords * l.books);
     meta["used_codewords"] = used;
     meta["index_entropy_bits"] = entropy;
     for (auto it = extraMeta.begin(); it != extraMeta.end(); ++it)
@@ -629,7 +643,8 @@ void writePayload(const Layout& l, const Network& net, float scale, const std::v
     std::memcpy(scaleBytes.data(), &scale, sizeof scale);
     payload.sections.push_back({"scale", std::move(scaleBytes)});
     payload.sharedBits.scaleBits = 8 * sizeof scale;
-    payload.sharedBits.codebookBits = 16ull * l.codewords * l.latent;
+    payload.sharedBits.codebookBits = 16ull * l.codewords * l.latent * l.books;
+    payload.methodVersion = l.books > 1 ? 3 : 2; // version 2 programs decode everything but additive codebooks
     payload.sharedBits.decoderBits = 16ull * decoderParameterCount(l);
 
     for (std::size_t i = 0; i < group.matrices.size(); ++i) {
@@ -697,16 +712,73 @@ ContextStats contextStats(const Decoder& dec, const at::Tensor& q, std::int64_t 
     return st;
 }
 
-// Every codeword decoded in the context of groups [g0, g0 + count): [count, K, d].
-at::Tensor decodeCandidates(const Decoder& dec, const at::Tensor& codebook, const ContextStats& st, std::int64_t g0, std::int64_t count)
+// Latents x [..., latent] decoded with the RLN statistics `col` picks (broadcast against x).
+at::Tensor decodeWithStats(const Decoder& dec, const at::Tensor& x, const ContextStats& st, const std::function<at::Tensor(const at::Tensor&)>& col)
 {
-    const auto col = [&](const at::Tensor& t) { return t.narrow(0, g0, count).view({count, 1, 1}); };
-    const at::Tensor x = codebook.unsqueeze(0).expand({count, codebook.size(0), codebook.size(1)});
     const at::Tensor y1 = x + dec.d1((x - col(st.m3)) * col(st.r3));
     at::Tensor y2 = y1 + dec.d2((y1 - col(st.m4)) * col(st.r4));
     if (dec.format.finalNorm)
         y2 = (y2 - col(st.m5)) * col(st.r5);
     return dec.format.outSkip ? y2 + dec.d0(y2) : dec.d0(y2);
+}
+
+// Every codeword decoded in the context of groups [g0, g0 + count): [count, K, d].
+at::Tensor decodeCandidates(const Decoder& dec, const at::Tensor& codebook, const ContextStats& st, std::int64_t g0, std::int64_t count)
+{
+    const at::Tensor x = codebook.unsqueeze(0).expand({count, codebook.size(0), codebook.size(1)});
+    return decodeWithStats(dec, x, st, [&](const at::Tensor& t) { return t.narrow(0, g0, count).view({count, 1, 1}); });
+}
+
+// The latents of codes `idx`: [N] codes into one codebook, or [N, M] codes into M additive
+// codebooks stacked in `codebook` ([M*K, latent]), summed.
+at::Tensor latentsOf(const at::Tensor& codebook, const at::Tensor& idx)
+{
+    if (idx.dim() == 1)
+        return codebook.index_select(0, idx);
+    const std::int64_t m = idx.size(1), k = codebook.size(0) / m;
+    const at::Tensor flat = (idx + at::arange(m, at::kLong) * k).reshape({-1});
+    return codebook.index_select(0, flat).view({idx.size(0), m, codebook.size(1)}).sum(1);
+}
+
+// codebooks > 1: the codes of every sub-vector by beam search over the M codebooks in order, each
+// partial sum's candidates decoded in the context of its RLN group (statistics of the codes
+// `current`) and ranked by the weighted distance to x; a sub-vector keeps its current codes unless
+// the search found a closer decode. `error` (optional) gets each sub-vector's weighted squared error.
+at::Tensor assignAdditive(const Decoder& dec, const at::Tensor& codebook, const at::Tensor& current, const at::Tensor& x, const at::Tensor& w,
+                          std::int64_t group, std::int64_t beam, at::Tensor* error = nullptr)
+{
+    const std::int64_t n = x.size(0), m = current.size(1), k = codebook.size(0) / m, latent = codebook.size(1), groups = n / group;
+    const ContextStats st = contextStats(dec, latentsOf(codebook, current), group);
+    const std::int64_t width = std::min(beam, k);
+    const std::int64_t chunk = std::max<std::int64_t>(1, (std::int64_t{1} << 20) / (group * width * k * std::max<std::int64_t>(latent, 8)));
+    std::vector<at::Tensor> idxParts, errParts;
+    for (std::int64_t g0 = 0; g0 < groups; g0 += chunk) {
+        const std::int64_t nb = std::min(chunk, groups - g0), rows = nb * group;
+        const auto col = [&](const at::Tensor& t) { return t.narrow(0, g0, nb).repeat_interleave(group).view({rows, 1, 1, 1}); };
+        const at::Tensor xs = x.narrow(0, g0 * group, rows).view({rows, 1, 1, -1});
+        const at::Tensor ws = w.narrow(0, g0 * group, rows).view({rows, 1, 1, -1});
+        const auto distance = [&](const at::Tensor& latents) { return (ws * (decodeWithStats(dec, latents, st, col) - xs).pow(2)).sum(3); };
+        at::Tensor partial = at::zeros({rows, 1, latent}, at::kFloat), paths = at::zeros({rows, 1, 0}, at::kLong), cost;
+        for (std::int64_t b = 0; b < m; ++b) {
+            const at::Tensor book = codebook.narrow(0, b * k, k);
+            const at::Tensor scores = distance(partial.unsqueeze(2) + book.view({1, 1, k, latent})); // [rows, W, K]
+            const std::int64_t keep = std::min<std::int64_t>(beam, scores.size(1) * k);
+            const auto [top, arg] = scores.reshape({rows, -1}).topk(keep, 1, /*largest=*/false, /*sorted=*/true);
+            const at::Tensor parent = arg.div(k, "floor"), code = arg.remainder(k);
+            partial = partial.gather(1, parent.unsqueeze(2).expand({rows, keep, latent})) + book.index_select(0, code.reshape({-1})).view({rows, keep, latent});
+            paths = at::cat({paths.gather(1, parent.unsqueeze(2).expand({rows, keep, b})), code.unsqueeze(2)}, 2);
+            cost = top;
+        }
+        const at::Tensor now = current.narrow(0, g0 * group, rows);
+        const at::Tensor costNow = distance(latentsOf(codebook, now).view({rows, 1, 1, latent})).view({rows});
+        const at::Tensor better = cost.select(1, 0) < costNow;
+        idxParts.push_back(at::where(better.unsqueeze(1), paths.select(1, 0), now));
+        if (error)
+            errParts.push_back(at::minimum(cost.select(1, 0), costNow));
+    }
+    if (error)
+        *error = at::cat(errParts, 0);
+    return at::cat(idxParts, 0);
 }
 
 // Nearest decoded codeword (weighted distance) of every sub-vector, candidates decoded with the
@@ -746,7 +818,7 @@ double reconstructionLoss(const Network& net, const at::Tensor& idx, const at::T
     for (std::int64_t b = 0; b < n; b += chunk) {
         const std::int64_t size = std::min(chunk, n - b);
         at::AutoGradMode gradMode(backward);
-        const at::Tensor q = net.codebook.index_select(0, idx.narrow(0, b, size));
+        const at::Tensor q = latentsOf(net.codebook, idx.narrow(0, b, size));
         const at::Tensor sHat = net.decode(q);
         const at::Tensor loss = (w.narrow(0, b, size) * (sHat - x.narrow(0, b, size)).pow(2)).sum() / wSum;
         if (backward)
@@ -826,32 +898,41 @@ struct AssignState {
 };
 
 // init=vq: exactly the vq method (same seed, same k-means, fp16 codebook, nearest codes) with the
-// decoder started as the identity (its last layers zeroed, the output skip on). False when cancelled.
+// decoder started as the identity (its last layers zeroed, the output skip on). With codebooks > 1,
+// residual k-means: codebook m is fitted to what the codebooks before it left. False when cancelled.
 bool initFromVq(AssignState& s, const GroupData& g, const Layout& l, const ParamSet& params, const vqcommon::Weighting& weighting,
                 const std::string& groupId, int threads, AssignProgress& report)
 {
     const std::int64_t n = g.x.size(0);
     const int kmIters = static_cast<int>(params.getInt("kmeans_iters"));
-    std::vector<float> points(g.x.data_ptr<float>(), g.x.data_ptr<float>() + g.x.numel());
+    std::vector<float> residual(g.x.data_ptr<float>(), g.x.data_ptr<float>() + g.x.numel());
     std::mt19937_64 gen64(groupSeed(params.getInt("seed"), groupId));
-    std::vector<float> codebook;
-    const bool finished = vqcommon::kmeans(points, n, l.d, l.codewords, kmIters, "kmeans++", params.getInt("init_sample"), gen64, weighting,
-                                           threads, codebook, [&](int it, const vqcommon::KmeansStats& st) {
-                                               report.progress.deadCodewords = st.dead;
-                                               return report(it + 1, st.loss);
-                                           });
-    if (!finished)
-        return false;
-    std::vector<std::uint8_t> half(codebook.size() * 2);
-    convertFromFloat(codebook.data(), codebook.size(), DType::F16, half.data());
-    convertToFloat(DType::F16, half.data(), codebook.size(), codebook.data());
-    std::vector<std::int32_t> codes(static_cast<std::size_t>(n));
-    if (weighting.empty())
-        nearestCodewords(points.data(), n, codebook.data(), l.codewords, l.d, codes.data(), nullptr, threads);
-    else
-        vqcommon::nearestWeighted(points, n, codebook, l.codewords, l.d, weighting, codes.data(), nullptr, threads);
-    s.idx = at::from_blob(codes.data(), {n}, at::kInt).to(at::kLong);
-    s.net.codebook = at::from_blob(codebook.data(), {l.codewords, l.d}, at::kFloat).clone();
+    std::vector<at::Tensor> books, codes;
+    for (int b = 0; b < l.books; ++b) {
+        std::vector<float> codebook;
+        const bool finished = vqcommon::kmeans(residual, n, l.d, l.codewords, kmIters, "kmeans++", params.getInt("init_sample"), gen64,
+                                               weighting, threads, codebook, [&](int it, const vqcommon::KmeansStats& st) {
+                                                   report.progress.deadCodewords = st.dead;
+                                                   return report(b * kmIters + it + 1, st.loss);
+                                               });
+        if (!finished)
+            return false;
+        std::vector<std::uint8_t> half(codebook.size() * 2);
+        convertFromFloat(codebook.data(), codebook.size(), DType::F16, half.data());
+        convertToFloat(DType::F16, half.data(), codebook.size(), codebook.data());
+        std::vector<std::int32_t> idx(static_cast<std::size_t>(n));
+        if (weighting.empty())
+            nearestCodewords(residual.data(), n, codebook.data(), l.codewords, l.d, idx.data(), nullptr, threads);
+        else
+            vqcommon::nearestWeighted(residual, n, codebook, l.codewords, l.d, weighting, idx.data(), nullptr, threads);
+        for (std::int64_t i = 0; l.books > 1 && i < n; ++i)
+            for (int j = 0; j < l.d; ++j)
+                residual[static_cast<std::size_t>(i * l.d + j)] -= codebook[static_cast<std::size_t>(idx[static_cast<std::size_t>(i)] * l.d + j)];
+        codes.push_back(at::from_blob(idx.data(), {n}, at::kInt).to(at::kLong));
+        books.push_back(at::from_blob(codebook.data(), {l.codewords, l.d}, at::kFloat).clone());
+    }
+    s.idx = l.books == 1 ? codes.front() : at::stack(codes, 1);
+    s.net.codebook = at::cat(books, 0);
     for (Mlp* m : {&s.net.decoder.d0, &s.net.decoder.d1, &s.net.decoder.d2}) {
         m->w2.zero_();
         m->b2.zero_();
@@ -897,7 +978,10 @@ bool trainWeightSpace(AssignState& s, const at::Tensor& data, const at::Tensor& 
     torch::optim::Adam optimizer(trainable, torch::optim::AdamOptions(params.getFloat("lr")));
     const int every = static_cast<int>(params.getInt("assign_every"));
     for (int step = 0; step < epochs; ++step) {
-        if (step > 0 && step % every == 0) {
+        if (step > 0 && step % every == 0 && l.books > 1) {
+            at::NoGradGuard noGrad;
+            s.idx = assignAdditive(s.net.decoder, s.net.codebook.detach(), s.idx, data, w, l.group, params.getInt("beam"));
+        } else if (step > 0 && step % every == 0) {
             at::Tensor err;
             s.idx = assignNearestDecoded(s.net.decoder, s.net.codebook.detach(), s.idx, data, w, l.group, &err);
             if (params.getBool("reset_dead"))
@@ -982,7 +1066,7 @@ bool finetuneOutputError(AssignState& s, const MatrixGroup& group, GroupData& g,
         for (std::size_t i = 0; i < group.matrices.size(); ++i) {
             at::AutoGradMode gradMode(true);
             const MatrixRef& ref = group.matrices[i].ref;
-            const at::Tensor sub = s.net.decode(s.net.codebook.index_select(0, s.idx.narrow(0, g.offsets[i], g.counts[i]))) * g.scale;
+            const at::Tensor sub = s.net.decode(latentsOf(s.net.codebook, s.idx.narrow(0, g.offsets[i], g.counts[i]))) * g.scale;
             const at::Tensor wHat = weightsFromSubvectors(sub, ref.rows, ref.cols, l.d) * (scalesT[i] * multipliers[i]);
             const at::Tensor e = targets[i] - wHat;
             const at::Tensor loss = (e.mm(hessians[i]) * e).sum() / weightsTotal;
@@ -1025,24 +1109,33 @@ Status PocketLlmMethod::compressAssign(const MatrixGroup& group, const ParamSet&
     const vqcommon::Weighting weighting = assignWeighting(group, l, g, weighted);
     const at::Tensor w = elementWeights(weighting, n, l.d);
     const double wSum = w.sum().item<double>();
-    const int kmIters = params.getText("init") == "vq" ? static_cast<int>(params.getInt("kmeans_iters")) : 0;
+    const int kmIters = params.getText("init") == "vq" ? static_cast<int>(params.getInt("kmeans_iters")) * l.books : 0;
     AssignProgress report(group.id, kmIters + epochs + finetune, l.codewords, context, clock);
 
     at::Generator gen = at::detail::createCPUGenerator(groupSeed(params.getInt("seed"), group.id));
-    AssignState s{Network::create(l.d, l.latent, l.hidden, l.group, l.codewords, gen, l.format), at::Tensor()};
+    AssignState s{Network::create(l.d, l.latent, l.hidden, l.group, l.codewords * l.books, gen, l.format), at::Tensor()};
     if (params.getText("init") == "vq") {
         if (!initFromVq(s, g, l, params, weighting, group.id, threads, report))
             return Error::cancelled();
     } else {
         s.idx = assignNearestDecoded(s.net.decoder, s.net.codebook, at::zeros({n}, at::kLong), g.x, w, l.group);
     }
+    if (l.books > 1) { // residual k-means codes are greedy: the beam search improves on them
+        at::NoGradGuard noGrad;
+        roundNetworkToFp16(s.net);
+        s.idx = assignAdditive(s.net.decoder, s.net.codebook, s.idx, g.x, w, l.group, params.getInt("beam"));
+    }
     json extra;
     if (epochs > 0 && !trainWeightSpace(s, g.x, w, wSum, l, params, kmIters, report, extra))
         return Error::cancelled();
     // The archive's fp16 values; then the final codes against them.
     roundNetworkToFp16(s.net);
-    if (epochs > 0)
+    if (epochs > 0 && l.books > 1) {
+        at::NoGradGuard noGrad;
+        s.idx = assignAdditive(s.net.decoder, s.net.codebook, s.idx, g.x, w, l.group, params.getInt("beam"));
+    } else if (epochs > 0) {
         s.idx = assignNearestDecoded(s.net.decoder, s.net.codebook, s.idx, g.x, w, l.group);
+    }
     extra["train_loss_end"] = reconstructionLoss(s.net, s.idx, g.x, w, wSum, l.group, false);
     if (feedback)
         POCKET_TRY(feedbackAssign(s, group, g, l, params, threads));
@@ -1050,7 +1143,7 @@ Status PocketLlmMethod::compressAssign(const MatrixGroup& group, const ParamSet&
         return Error::cancelled();
 
     std::vector<at::Tensor> indices;
-    for (std::size_t i = 0; i < group.matrices.size(); ++i)
+    for (std::size_t i = 0; i < group.matrices.size(); ++i) // [count] or [count, M] codes, sub-vector major
         indices.push_back(s.idx.narrow(0, g.offsets[i], g.counts[i]).to(at::kInt).contiguous());
     writePayload(l, s.net, g.scale, g.rowScales, indices, extra, group, payload);
     return {};
@@ -1086,11 +1179,12 @@ public:
         const std::vector<float>& rs = rowScales[index];
         std::atomic<bool> outOfRange{false};
         parallelFor(count / g, threads, std::max<std::int64_t>(1, 16384 / g), [&](std::int64_t g0, std::int64_t g1) {
-            std::vector<std::int32_t> codes(static_cast<std::size_t>(g));
+            const std::int64_t perGroup = g * dec.books; // codes of one RLN group: [G][books]
+            std::vector<std::int32_t> codes(static_cast<std::size_t>(perGroup));
             std::vector<float> sub(static_cast<std::size_t>(g * dec.d)), scratch;
             for (std::int64_t grp = g0; grp < g1; ++grp) {
-                for (std::int64_t i = 0; i < g; ++i) {
-                    const std::uint32_t c = packedValue(section.bytes.data(), section.bytes.size(), static_cast<std::uint64_t>(grp * g + i), bits);
+                for (std::int64_t i = 0; i < perGroup; ++i) {
+                    const std::uint32_t c = packedValue(section.bytes.data(), section.bytes.size(), static_cast<std::uint64_t>(grp * perGroup + i), bits);
                     if (c >= static_cast<std::uint64_t>(dec.codewords)) {
                         outOfRange = true;
                         return;
@@ -1160,6 +1254,10 @@ Result<std::unique_ptr<PayloadDecoder>> PocketLlmMethod::prepareDecoder(GroupPay
         } else if (meta.contains("out_skip") || meta.contains("row_scale")) {
             return Error{"pocketllm: group " + payload.groupId + ": version 1 payload with version 2 metadata"};
         }
+        l.books = meta.contains("codebooks") ? meta.at("codebooks").get<int>() : 1;
+        if (l.books != 1 && payload.methodVersion < 3)
+            return Error{"pocketllm: group " + payload.groupId + ": additive codebooks in a payload of version " +
+                         std::to_string(payload.methodVersion)};
     } catch (const std::exception& e) {
         return Error{"pocketllm: group " + payload.groupId + ": bad metadata: " + e.what()};
     }
@@ -1169,7 +1267,7 @@ Result<std::unique_ptr<PayloadDecoder>> PocketLlmMethod::prepareDecoder(GroupPay
     if (l.format.outSkip && l.latent != l.d)
         return Error{"pocketllm: group " + payload.groupId + ": the output skip needs latent = d"};
     if (l.d < 1 || l.d > 64 || l.latent < 1 || l.latent > 1024 || l.hidden < 1 || l.hidden > 4096 || l.codewords < 2 ||
-        l.codewords > (1 << 20) || l.bits != indexBits(l.codewords) || l.group < 1 || l.group > (1 << 24))
+        l.codewords > (1 << 20) || l.bits != indexBits(l.codewords) || l.group < 1 || l.group > (1 << 24) || l.books < 1 || l.books > 8)
         return Error{"pocketllm: group " + payload.groupId + ": metadata out of range"};
 
     const PayloadSection* decoderSection = payload.section("decoder");
@@ -1177,7 +1275,7 @@ Result<std::unique_ptr<PayloadDecoder>> PocketLlmMethod::prepareDecoder(GroupPay
     const std::size_t decoderElems = static_cast<std::size_t>(decoderParameterCount(l));
     if (!decoderSection || decoderSection->bytes.size() != decoderElems * 2)
         return Error{"pocketllm: group " + payload.groupId + ": decoder section missing or of the wrong size"};
-    if (!codebookSection || codebookSection->bytes.size() != static_cast<std::size_t>(l.codewords * l.latent) * 2)
+    if (!codebookSection || codebookSection->bytes.size() != static_cast<std::size_t>(l.codewords * l.latent * l.books) * 2)
         return Error{"pocketllm: group " + payload.groupId + ": codebook section missing or of the wrong size"};
     const PayloadSection* scaleSection = payload.section("scale");
     float scale = 0;
@@ -1197,8 +1295,9 @@ Result<std::unique_ptr<PayloadDecoder>> PocketLlmMethod::prepareDecoder(GroupPay
     dec.finalNorm = l.format.finalNorm;
     dec.outSkip = l.format.outSkip;
     dec.codewords = l.codewords;
+    dec.books = l.books;
     dec.scale = scale;
-    dec.codebook = halfValues(codebookSection->bytes, 0, static_cast<std::size_t>(l.codewords * l.latent));
+    dec.codebook = halfValues(codebookSection->bytes, 0, static_cast<std::size_t>(l.codewords * l.latent * l.books));
     // The decoder tensors in storage order (decoderTensorShapes).
     std::map<std::string, std::vector<float>> tensors;
     std::size_t offset = 0;
@@ -1239,7 +1338,7 @@ Result<std::unique_ptr<PayloadDecoder>> PocketLlmMethod::prepareDecoder(GroupPay
         const std::int64_t count = subvectorCount(m.ref, l.d);
         if (m.ref.rows < 1 || m.ref.cols < 1 || count % l.group != 0)
             return Error{"pocketllm: " + m.ref.name + ": shape does not fit the RLN group"};
-        if (!section || section->bytes.size() < (static_cast<std::uint64_t>(count) * static_cast<std::uint64_t>(l.bits) + 7) / 8)
+        if (!section || section->bytes.size() < (static_cast<std::uint64_t>(count * l.books) * static_cast<std::uint64_t>(l.bits) + 7) / 8)
             return Error{"pocketllm: " + m.ref.name + ": index section missing or too short"};
         out->indices.push_back(section);
         out->rowScales.emplace_back();
