@@ -415,26 +415,31 @@ private Q_SLOTS:
     // format documents them; a shared codebook is copied into each matrix.
     void aqlmFormatReproducesTheArchive_data()
     {
+        QTest::addColumn<QString>("method");
         QTest::addColumn<QString>("settings");
         QTest::addColumn<int>("nbits");
-        QTest::newRow("d4 K256 (int8 codes, signed)") << "d=4,K=256" << 8;
-        QTest::newRow("d8 K16 type-shared") << "d=8,K=16,sharing=type" << 4;
+        QTest::addColumn<int>("numBooks");
+        QTest::newRow("vq d4 K256 (int8 codes, signed)") << "vq" << "d=4,K=256" << 8 << 1;
+        QTest::newRow("vq d8 K16 type-shared") << "vq" << "d=8,K=16,sharing=type" << 4 << 1;
+        QTest::newRow("aqlm 2x8 g4 model-shared") << "aqlm" << "M=2,B=8,g=4,sharing=model,objective=weights,rounds=1,steps=3" << 8 << 2;
     }
     void aqlmFormatReproducesTheArchive()
     {
+        QFETCH(QString, method);
         QFETCH(QString, settings);
         QFETCH(int, nbits);
+        QFETCH(int, numBooks);
         std::vector<std::string> set;
         for (const QString& x : settings.split(','))
             set.push_back(x.toStdString());
         CompressJobParams cp;
         cp.modelPath = model(96);
-        cp.methodId = "vq";
+        cp.methodId = method.toStdString();
         cp.settings = set;
-        cp.outPath = m_tmp.filePath("aqlm-" + QString::number(nbits) + ".pllm").toStdString();
+        cp.outPath = m_tmp.filePath("aqlm-" + method + QString::number(nbits) + ".pllm").toStdString();
         auto compressed = runCompressJob(cp, m_registry);
         QVERIFY2(compressed.ok(), compressed.ok() ? "" : compressed.message().c_str());
-        const std::string out = m_tmp.filePath("aqlm-" + QString::number(nbits)).toStdString();
+        const std::string out = m_tmp.filePath("aqlm-" + method + QString::number(nbits)).toStdString();
         auto report = exportAqlm(cp.outPath, out, m_registry, {});
         QVERIFY2(report.ok(), report.ok() ? "" : report.message().c_str());
         QCOMPARE(report->nbits, nbits);
@@ -443,7 +448,8 @@ private Q_SLOTS:
         const auto q = nlohmann::json::parse(testsupport::readText(out + "/config.json")).at("quantization_config");
         QCOMPARE(q.at("quant_method").get<std::string>(), std::string("aqlm"));
         QCOMPARE(q.at("nbits_per_codebook").get<int>(), nbits);
-        QCOMPARE(q.at("num_codebooks").get<int>(), 1);
+        QCOMPARE(q.at("num_codebooks").get<int>(), numBooks);
+        QCOMPARE(report->numCodebooks, numBooks);
         QCOMPARE(q.at("out_group_size").get<int>(), 1);
         const int d = q.at("in_group_size").get<int>();
         QCOMPARE(q.at("linear_weights_not_to_quantize").size(), std::size_t{2});
@@ -462,9 +468,9 @@ private Q_SLOTS:
             const TensorInfo* scales = (*st)->find(base + ".scales");
             QVERIFY(books && scales);
             QCOMPARE(codes->dtype, nbits > 8 ? DType::I16 : DType::I8);
-            QCOMPARE(codes->shape, (std::vector<std::int64_t>{rows, blocks, 1}));
+            QCOMPARE(codes->shape, (std::vector<std::int64_t>{rows, blocks, numBooks}));
             QCOMPARE(books->dtype, DType::F16);
-            QCOMPARE(books->shape, (std::vector<std::int64_t>{1, std::int64_t{1} << nbits, 1, d}));
+            QCOMPARE(books->shape, (std::vector<std::int64_t>{numBooks, std::int64_t{1} << nbits, 1, d}));
             QCOMPARE(scales->dtype, DType::F16);
             QCOMPARE(scales->shape, (std::vector<std::int64_t>{rows, 1, 1, 1}));
             auto c = (*st)->load(codes->name);
@@ -473,13 +479,20 @@ private Q_SLOTS:
             auto want = (*decoded)->load(t.name);
             QVERIFY(c.ok() && b.ok() && s.ok() && want.ok());
             const std::vector<float> w = want->toFloat();
+            const std::int64_t entries = std::int64_t{1} << nbits;
             for (std::int64_t o = 0; o < rows; ++o)
                 for (std::int64_t g = 0; g < blocks; ++g) {
-                    const std::int64_t raw = nbits > 8 ? reinterpret_cast<const std::int16_t*>(c->data)[o * blocks + g]
-                                                       : reinterpret_cast<const std::int8_t*>(c->data)[o * blocks + g];
-                    const std::int64_t code = ((raw % (std::int64_t{1} << nbits)) + (std::int64_t{1} << nbits)) % (std::int64_t{1} << nbits);
+                    std::vector<float> sum(static_cast<std::size_t>(d), 0.0f);
+                    for (int m = 0; m < numBooks; ++m) {
+                        const std::int64_t at = (o * blocks + g) * numBooks + m;
+                        const std::int64_t raw = nbits > 8 ? reinterpret_cast<const std::int16_t*>(c->data)[at]
+                                                           : reinterpret_cast<const std::int8_t*>(c->data)[at];
+                        const std::int64_t code = ((raw % entries) + entries) % entries;
+                        for (int j = 0; j < d; ++j)
+                            sum[static_cast<std::size_t>(j)] += h(b->data + 2 * ((m * entries + code) * d + j));
+                    }
                     for (int j = 0; j < d; ++j) {
-                        const float value = h(s->data + 2 * o) * h(b->data + 2 * (code * d + j));
+                        const float value = sum[static_cast<std::size_t>(j)] * h(s->data + 2 * o);
                         const float archive = w[static_cast<std::size_t>(o * t.shape[1] + g * d + j)];
                         if (halfToFloat(floatToHalf(value)) != halfToFloat(floatToHalf(archive)))
                             QFAIL(qPrintable(QString("%1[%2, %3]: %4 vs the archive's %5").arg(QString::fromStdString(t.name)).arg(o).arg(g * d + j).arg(value).arg(archive)));
@@ -492,7 +505,7 @@ private Q_SLOTS:
         const std::string rtn = compress(model(96), "aqlm-rtn.pllm", {"bits=4", "group=32"});
         auto refused = exportAqlm(rtn, m_tmp.filePath("aqlm-rtn").toStdString(), m_registry, {});
         QVERIFY(!refused.ok());
-        QVERIFY2(refused.message().find("vq only") != std::string::npos, refused.message().c_str());
+        QVERIFY2(refused.message().find("vq and aqlm only") != std::string::npos, refused.message().c_str());
     }
 
     void plainModelsExportToo()

@@ -425,12 +425,12 @@ int runExportAqlm(const Globals& g, const ExportOptions& o, std::chrono::steady_
     if (!report)
         return fail(g, report.error());
     const double seconds = secondsSince(start);
-    ordered_json out{{"source", o.source}, {"out", o.out}, {"format", "aqlm"}, {"nbits_per_codebook", report->nbits},
+    ordered_json out{{"source", o.source}, {"out", o.out}, {"format", "aqlm"}, {"num_codebooks", report->numCodebooks}, {"nbits_per_codebook", report->nbits},
                      {"in_group_size", report->inGroupSize}, {"quantized", report->quantized},
                      {"shared_codebooks_copied", report->sharedCodebooksCopied}, {"bytes", report->bytes},
                      {"bpw_linear", report->bpwLinear}, {"seconds", seconds}, {"peak_rss_mb", peakRssMb()}};
     std::ostringstream t;
-    t << "wrote " << o.out << " (AQLM format, 1x" << report->nbits << " bits, in_group_size " << report->inGroupSize << ") in " << std::fixed
+    t << "wrote " << o.out << " (AQLM format, " << report->numCodebooks << "x" << report->nbits << " bits, in_group_size " << report->inGroupSize << ") in " << std::fixed
       << std::setprecision(1) << seconds << " s\n"
       << "quantised  " << report->quantized << " matrices as codes/codebooks/scales (codes copied), " << std::setprecision(3)
       << report->bpwLinear << " bits per weight with each matrix's own codebook\n";
@@ -651,7 +651,7 @@ void addCompressCommands(CLI::App& app, CompressCommands& c)
     ExportOptions& e = c.exportOptions;
     c.exportCommand = app.add_subcommand("export", "Write a model or archive for another runtime: a GGUF that llama.cpp loads still compressed, or the decoded Hugging Face folder");
     c.exportCommand->add_option("SOURCE", e.source, ".pllm archive, or a model (HF folder, .gguf, llama2.c .bin)")->required();
-    c.exportCommand->add_option("--format", e.format, "gguf: llama.cpp's format, rtn/gptq 4- and 5-bit codes re-encoded exactly as Q4_1/Q5_1; gptq: AutoGPTQ's checkpoint format (rtn/gptq archives made with zero=int); aqlm: AQLM's format (vq archives); hf: the decoded Hugging Face folder (archives)")
+    c.exportCommand->add_option("--format", e.format, "gguf: llama.cpp's format, rtn/gptq 4- and 5-bit codes re-encoded exactly as Q4_1/Q5_1; gptq: AutoGPTQ's checkpoint format (rtn/gptq archives made with zero=int); aqlm: AQLM's format (vq and aqlm archives); hf: the decoded Hugging Face folder (archives)")
         ->capture_default_str()
         ->check(CLI::IsMember({"gguf", "gptq", "aqlm", "hf"}));
     c.exportCommand->add_option("-o,--out", e.out, "Output file (gguf) or folder (hf)")->required();

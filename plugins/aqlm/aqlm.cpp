@@ -457,22 +457,28 @@ Status AqlmMethod::compressInto(const MatrixGroup& group, const ParamSet& params
     at::Tensor codebooks;
     if (!residualKmeans(ms, shape, params, group.id, context.threads, codebooks, [&](int, double loss) { return send(0, loss); }))
         return Error::cancelled();
+    const double initSeconds = clock.seconds();
+    double searchSeconds = 0, updateSeconds = 0;
     json trace = json::array();
     double best = objective(ms, codebooks);
     trace.push_back(best);
     const std::int64_t beam = params.getInt("beam");
     for (int round = 0; round < rounds; ++round) {
+        const Stopwatch phase;
         {
             at::NoGradGuard noGrad;
             for (MatrixState& s : ms)
                 searchCodes(s, codebooks, beam);
         }
+        searchSeconds += phase.seconds();
         const double searched = objective(ms, codebooks);
         std::vector<at::Tensor> scales;
         for (const MatrixState& s : ms)
             scales.push_back(s.scale);
         at::Tensor tuned = codebooks;
+        const Stopwatch update;
         updateCodebooksAndScales(ms, tuned, static_cast<int>(params.getInt("steps")), params.getFloat("lr"));
+        updateSeconds += update.seconds();
         const double after = objective(ms, tuned);
         if (after <= searched) {
             codebooks = tuned;
@@ -516,7 +522,7 @@ Status AqlmMethod::compressInto(const MatrixGroup& group, const ParamSet& params
     }
     meta["used_codewords"] = usedPerBook;
     meta["code_entropy_bits"] = entropyPerBook;
-    meta["seconds"] = clock.seconds();
+    meta["seconds"] = {{"total", clock.seconds()}, {"init", initSeconds}, {"code_search", searchSeconds}, {"codebook_update", updateSeconds}};
     p.metaJson = meta.dump();
     return {};
 }

@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -283,23 +284,26 @@ std::string checkAqlmLayout(const ArchiveManifest& m, AqlmExportReport& report)
     std::string why;
     for (const ArchiveGroup& g : m.groups) {
         const auto meta = nlohmann::json::parse(g.payload.metaJson, nullptr, false);
-        if (g.payload.methodId != "vq") {
-            why = "method " + g.payload.methodId + " has no AQLM form (vq only)";
+        if (!meta.is_object() || (g.payload.methodId != "vq" && g.payload.methodId != "aqlm")) {
+            why = "method " + g.payload.methodId + " has no AQLM form (vq and aqlm only)";
             break;
         }
-        const int d = meta.value("d", 0);
-        const std::int64_t k = meta.value("K", std::int64_t{0});
+        const bool aqlm = g.payload.methodId == "aqlm";
+        const int d = meta.value(aqlm ? "g" : "d", 0), books = aqlm ? meta.value("M", 0) : 1;
+        const std::int64_t k = aqlm ? std::int64_t{1} << std::clamp(meta.value("B", 0), 0, 30) : meta.value("K", std::int64_t{0});
         const int nbits = k > 1 ? indexBits(k) : 0;
-        if (d < 1 || nbits < 1 || nbits > 16) {
+        if (d < 1 || books < 1 || nbits < 1 || nbits > 16) {
             why = "a codebook of " + std::to_string(k) + " entries: AQLM holds up to 2^16";
             break;
         }
-        if ((report.nbits && nbits != report.nbits) || (report.inGroupSize && d != report.inGroupSize)) {
-            why = "groups of different d or codebook sizes: the AQLM config has one of each";
+        if ((report.nbits && nbits != report.nbits) || (report.inGroupSize && d != report.inGroupSize) ||
+            (report.numCodebooks && books != report.numCodebooks)) {
+            why = "groups of different group sizes, codebook counts or codebook sizes: the AQLM config has one of each";
             break;
         }
         report.nbits = nbits;
         report.inGroupSize = d;
+        report.numCodebooks = books;
         report.sharedCodebooksCopied = report.sharedCodebooksCopied || g.payload.matrices.size() > 1;
         for (const MatrixResult& r : g.payload.matrices) {
             if (r.ref.cols % d != 0)
@@ -326,47 +330,49 @@ Result<AqlmExportReport> exportAqlm(const std::string& archivePath, const std::s
     const std::string why = checkAqlmLayout(m, report);
     if (!why.empty())
         return Error{archivePath + ": cannot be written in the AQLM format: " + why, ErrorKind::Unsupported};
-    const int d = report.inGroupSize, nbits = report.nbits;
+    const int d = report.inGroupSize, nbits = report.nbits, books = report.numCodebooks;
     const std::int64_t entries = std::int64_t{1} << nbits;
     std::uint64_t quantBits = 0, quantWeights = 0;
     auto payloads = std::make_shared<PayloadCache>(*archive);
     const std::string source = archivePath;
-    // One matrix's codes [rows, cols/d, 1] (signed), padded codebook [1, 2^nbits, 1, d], scales [rows, 1, 1, 1].
-    const auto makeParts = [payloads, source, d, nbits, entries](std::size_t gi, const MatrixRef& ref) -> Result<std::vector<std::vector<std::uint8_t>>> {
+    // One matrix's codes [rows, cols/d, M] (signed), padded codebooks [M, 2^nbits, 1, d], scales [rows, 1, 1, 1].
+    const auto makeParts = [payloads, source, d, nbits, entries, books](std::size_t gi, const MatrixRef& ref) -> Result<std::vector<std::vector<std::uint8_t>>> {
         auto pr = payloads->get(gi);
         if (!pr)
             return pr.error();
         const GroupPayload& p = **pr;
+        const bool aqlm = p.methodId == "aqlm";
         const auto meta = nlohmann::json::parse(p.metaJson, nullptr, false);
-        const std::int64_t k = meta.value("K", std::int64_t{0});
-        const PayloadSection* codebook = p.section("codebook");
-        if (!codebook || codebook->bytes.size() != static_cast<std::size_t>(k * d) * 2)
+        const std::int64_t k = aqlm ? entries : meta.value("K", std::int64_t{0});
+        const PayloadSection* codebook = p.section(aqlm ? "codebooks" : "codebook");
+        if (!codebook || codebook->bytes.size() != static_cast<std::size_t>(k * d * books) * 2)
             return Error{source + ": group " + p.groupId + ": the codebook section is missing or of the wrong size"};
-        std::vector<std::uint8_t> padded(static_cast<std::size_t>(entries * d) * 2, 0); // fp16 zeros
+        std::vector<std::uint8_t> padded(static_cast<std::size_t>(entries * d * books) * 2, 0); // fp16 zeros
         std::memcpy(padded.data(), codebook->bytes.data(), codebook->bytes.size());
-        const std::int64_t rows = ref.rows, blocks = ref.cols / d, count = rows * blocks;
-        const PayloadSection* indices = p.section("indices/" + ref.name);
+        const std::int64_t rows = ref.rows, blocks = ref.cols / d, count = rows * blocks * books;
+        const PayloadSection* indices = p.section((aqlm ? "codes/" : "indices/") + ref.name);
         std::vector<std::int32_t> idx(static_cast<std::size_t>(count));
         if (!indices || !unpackBits(indices->bytes.data(), indices->bytes.size(), count, nbits, idx.data()))
             return Error{source + ": " + ref.name + ": the index section is missing or too short"};
-        // codes[o, g, 0] = the index of sub-vector (g * rows + o), stored signed.
+        // codes[o, g, m] = code m of sub-vector (g * rows + o), stored signed.
         const bool wide = nbits > 8;
         std::vector<std::uint8_t> codes(static_cast<std::size_t>(count) * (wide ? 2 : 1));
         for (std::int64_t o = 0; o < rows; ++o)
-            for (std::int64_t g = 0; g < blocks; ++g) {
-                std::int32_t v = idx[static_cast<std::size_t>(g * rows + o)];
-                if (v >= (1 << (nbits - 1)) && (wide ? nbits == 16 : nbits == 8))
-                    v -= 1 << nbits;
-                const std::size_t at = static_cast<std::size_t>(o * blocks + g);
-                if (wide) {
-                    const auto s16 = static_cast<std::int16_t>(v);
-                    std::memcpy(codes.data() + 2 * at, &s16, 2);
-                } else {
-                    codes[at] = static_cast<std::uint8_t>(static_cast<std::int8_t>(v));
+            for (std::int64_t g = 0; g < blocks; ++g)
+                for (int mb = 0; mb < books; ++mb) {
+                    std::int32_t v = idx[static_cast<std::size_t>((g * rows + o) * books + mb)];
+                    if (v >= (1 << (nbits - 1)) && (wide ? nbits == 16 : nbits == 8))
+                        v -= 1 << nbits;
+                    const std::size_t at = static_cast<std::size_t>((o * blocks + g) * books + mb);
+                    if (wide) {
+                        const auto s16 = static_cast<std::int16_t>(v);
+                        std::memcpy(codes.data() + 2 * at, &s16, 2);
+                    } else {
+                        codes[at] = static_cast<std::uint8_t>(static_cast<std::int8_t>(v));
+                    }
                 }
-            }
         std::vector<std::uint8_t> scales(static_cast<std::size_t>(rows) * 2);
-        if (meta.value("row_scale", false)) {
+        if (aqlm || meta.value("row_scale", false)) {
             const PayloadSection* rs = p.section("row_scales/" + ref.name);
             if (!rs || rs->bytes.size() != scales.size())
                 return Error{source + ": " + ref.name + ": the row scale section is missing or of the wrong size"};
@@ -384,8 +390,8 @@ Result<AqlmExportReport> exportAqlm(const std::string& archivePath, const std::s
                 const std::string base = baseName(r.ref.name);
                 const std::int64_t rows = r.ref.rows, blocks = r.ref.cols / d;
                 addParts(w,
-                         {{base + ".codes", nbits > 8 ? DType::I16 : DType::I8, {rows, blocks, 1}},
-                          {base + ".codebooks", DType::F16, {1, entries, 1, d}},
+                         {{base + ".codes", nbits > 8 ? DType::I16 : DType::I8, {rows, blocks, books}},
+                          {base + ".codebooks", DType::F16, {books, entries, 1, d}},
                           {base + ".scales", DType::F16, {rows, 1, 1, 1}}},
                          [makeParts, gi, ref = r.ref, progress]() -> Result<std::vector<std::vector<std::uint8_t>>> {
                              if (!progress())
@@ -395,13 +401,13 @@ Result<AqlmExportReport> exportAqlm(const std::string& archivePath, const std::s
                 covered[r.ref.name] = true;
                 ++report.quantized;
                 quantWeights += static_cast<std::uint64_t>(r.ref.weights());
-                quantBits += static_cast<std::uint64_t>(rows * blocks * nbits + entries * d * 16 + rows * 16);
+                quantBits += static_cast<std::uint64_t>(rows * blocks * books * nbits + books * entries * d * 16 + rows * 16);
             }
         return {};
     };
     const nlohmann::ordered_json quant{{"quant_method", "aqlm"},
                                        {"nbits_per_codebook", nbits},
-                                       {"num_codebooks", 1},
+                                       {"num_codebooks", books},
                                        {"out_group_size", 1},
                                        {"in_group_size", d},
                                        {"linear_weights_not_to_quantize", {"model.embed_tokens.weight", "lm_head.weight"}}};

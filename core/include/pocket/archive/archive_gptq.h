@@ -40,7 +40,10 @@ Result<GptqExportReport> exportGptq(const std::string& archivePath, const std::s
 // entries to 2^nbits), `scales` fp16 [out, 1, 1, 1] (the row scales, or 1); the embedding and head
 // listed in linear_weights_not_to_quantize. A codebook shared by several matrices (sharing=type or
 // model) is copied into each. W[o, g*d:(g+1)*d] = scales[o] * codebooks[0, codes[o, g, 0] mod 2^nbits, 0, :].
+// aqlm archives (M codebooks of 2^B entries, groups of g) keep their shape: codes [out, in/g, M],
+// codebooks [M, 2^B, 1, g], W[o, g*i:(g+1)*i] = scales[o] * sum_m codebooks[m, codes[o, i, m] mod 2^B, 0, :].
 struct AqlmExportReport {
+    int numCodebooks = 0;     // 1 for vq archives, M for aqlm archives
     int nbits = 0;
     int inGroupSize = 0;
     int quantized = 0;
