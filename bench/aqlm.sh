@@ -5,7 +5,7 @@
 # Split and calibration exactly as bench/pocketllm_vs_baselines.sh: TinyStories part A, first 3/4
 # evaluation text, last 1/4 calibration text (128 windows of 256 tokens), ctx 256.
 # Usage: bench/aqlm.sh [build dir]
-#        SERIES="aqlm pocketllm-additive vq-fb-rs pocketllm-best gptq" limits the series;
+#        SERIES="aqlm pocketllm-additive pocketllm-additive-ws vq-fb-rs pocketllm-best gptq" limits the series;
 #        AQLM_CONFIGS="g:M:B ..." the AQLM shapes; RECORD=1 records every run in the experiment
 #        store (so `pocketllm-cli compare` shows them beside the published AQLM rows);
 #        outputs in $BENCH_DIR (default <build>/bench/aqlm).
@@ -17,7 +17,7 @@ OUT=${BENCH_DIR:-$BUILD_DIR/bench/aqlm}
 mkdir -p "$OUT"
 . bench/bench_lib.sh
 [ "${RECORD:-0}" = 1 ] && STORE=()
-want() { [[ " ${SERIES:-aqlm pocketllm-additive vq-fb-rs pocketllm-best gptq} " == *" $1 "* ]]; }
+want() { [[ " ${SERIES:-aqlm pocketllm-additive pocketllm-additive-ws vq-fb-rs pocketllm-best gptq} " == *" $1 "* ]]; }
 export CSV_DETAIL=1
 
 MODEL=resources/models/stories260K/stories260K.bin
@@ -43,16 +43,20 @@ if want aqlm; then
     r aqlm aqlm "model-g$g-${m}x$b" --set sharing=model --set g="$g" --set M="$m" --set B="$b" "${CALIB_ARGS[@]}"
   done
 fi
-# PocketLLM with additive codebooks: M = 2 codebooks of K in the latent space, the init=vq start
-# (residual k-means, identity decoder), weight-space training with the beam-search re-assignment,
-# then fine-tuning decoder, codebooks and row scales on the layers' output error.
-PLA=${PLA_SETTINGS:-"--set epochs=20 --set weighting=hessian_diag --set finetune=300"}
-if want pocketllm-additive; then
-  for k in 16 32 64; do
-    # shellcheck disable=SC2086
-    r pocketllm-additive pocketllm "model-d4-K${k}x2" --set sharing=model --set d=4 --set K=$k --set codebooks=2 $PLA "${CALIB_ARGS[@]}"
-  done
-fi
+# PocketLLM with additive codebooks: M = 2 codebooks of K in the latent space, started from residual
+# k-means with the identity decoder. pocketllm-additive: AQLM's alternation (6 rounds of the
+# output-error code search, then 100 Adam steps on codebooks and row scales), the decoder joining the
+# last round's fine-tune. pocketllm-additive-ws: codes by the beam search over decoded candidates in
+# weight space (20 training steps, Hessian-diagonal weighting), then 300 fine-tune steps.
+PLA=${PLA_SETTINGS:-"--set epochs=0 --set feedback=true --set rounds=6 --set sweeps=1 --set finetune=100"}
+PLW=${PLW_SETTINGS:-"--set epochs=20 --set weighting=hessian_diag --set finetune=300"}
+for k in 16 32 64; do
+  A=(--set sharing=model --set d=4 --set K=$k --set codebooks=2)
+  # shellcheck disable=SC2086
+  want pocketllm-additive && r pocketllm-additive pocketllm "model-d4-K${k}x2" "${A[@]}" $PLA "${CALIB_ARGS[@]}"
+  # shellcheck disable=SC2086
+  want pocketllm-additive-ws && r pocketllm-additive-ws pocketllm "model-d4-K${k}x2-ws" "${A[@]}" $PLW "${CALIB_ARGS[@]}"
+done
 for dk in 4:256 4:1024 2:64; do
   d=${dk%%:*} k=${dk##*:}
   V=(--set sharing=model --set d=$d --set K=$k)

@@ -347,10 +347,29 @@ private Q_SLOTS:
         // More codebooks at the same K: a better reconstruction than one codebook.
         const GroupPayload one = compressOrDie("pocketllm", groupOf({w}), paramsOf("pocketllm", {"K=8", "d=4", "epochs=0", "kmeans_iters=3"}));
         QVERIFY2(p.matrices[0].snrDb > one.matrices[0].snrDb + 1, qPrintable(QString("%1 vs %2 dB").arg(p.matrices[0].snrDb).arg(one.matrices[0].snrDb)));
-        // Additive codebooks need the assign path without feedback.
-        auto refused = method("pocketllm").compress(groupOf({w}), paramsOf("pocketllm", {"codebooks=2", "K=8", "feedback=true"}), {});
+        // Additive codebooks need the assign path from init=vq.
+        auto refused = method("pocketllm").compress(groupOf({w}), paramsOf("pocketllm", {"codebooks=2", "K=8", "init=normal"}), {});
         QVERIFY(!refused.ok());
         QVERIFY2(refused.message().find("codebooks > 1 needs") != std::string::npos, refused.message().c_str());
+    }
+
+    // feedback=true with codebooks=2: AQLM's output-error search over the latent sums (the decoder is
+    // still the identity) lowers tr(E H E^T) against the weight-space codes of the same start, and
+    // rounds of search and fine-tune lower it further.
+    void pocketllmAdditiveFeedbackLowersTheOutputError()
+    {
+        const WeightMatrix w = calibrated(testsupport::randomWeights("a", MatrixType::Q, 0, 24, 32, 91), 92);
+        const auto err = [&](std::vector<std::string> settings) {
+            settings.insert(settings.end(), {"codebooks=2", "K=8", "d=4", "epochs=0", "kmeans_iters=5"});
+            const GroupPayload p = compressOrDie("pocketllm", groupOf({w}), paramsOf("pocketllm", settings));
+            return relativeOutputError(w, decodeOrDie("pocketllm", p)[0], w.hessian);
+        };
+        const double plain = err({}), searched = err({"feedback=true"}), tuned = err({"feedback=true", "rounds=3", "finetune=40"});
+        QVERIFY2(searched < 0.95 * plain, qPrintable(QString("search %1, weight-space codes %2").arg(searched).arg(plain)));
+        QVERIFY2(tuned < searched, qPrintable(QString("rounds with fine-tune %1, search alone %2").arg(tuned).arg(searched)));
+        auto refused = method("pocketllm").compress(groupOf({w}), paramsOf("pocketllm", {"codebooks=2", "K=8", "feedback=true", "epochs=5"}), {});
+        QVERIFY(!refused.ok());
+        QVERIFY2(refused.message().find("epochs=0") != std::string::npos, refused.message().c_str());
     }
 };
 

@@ -13,6 +13,8 @@
 #include "pocket/methods/vq_kernels.h"
 #include "pocket/support/timing.h"
 
+#include "../common/additive_search.h"
+
 #include <ATen/Parallel.h>
 #include <nlohmann/json.hpp>
 #include <torch/autograd.h>
@@ -91,6 +93,12 @@ std::vector<ParamSpec> schema()
                    "additive codebooks M: each latent is the sum of one codeword from each of M codebooks of K entries, "
                    "codes found by beam search over the decoded candidates (M>1 needs encoder=assign, init=vq, feedback=false)"),
         P::integer("beam", 8, 1, 4096, "codebooks > 1: beam width of the code search", true),
+        P::integer("rounds", 1, 1, 1000,
+                   "codebooks > 1 with feedback: rounds of code search followed by `finetune` steps on codebooks and row "
+                   "scales (the decoder joins in the last round's fine-tune), as AQLM alternates"),
+        P::integer("sweeps", 2, 1, 1000,
+                   "codebooks > 1 with feedback: sweeps of AQLM's output-error code search (each column group's codes "
+                   "chosen for tr(E H E^T) with the others fixed)"),
         P::integer("seed", 1, 0, 2147483647, "random seed (combined with the group id)"),
     };
 }
@@ -233,8 +241,9 @@ Result<Layout> layoutFor(const std::vector<MatrixRef>& matrices, const ParamSet&
         return Error::usage("pocketllm: encoder=assign needs rln_affine=false (codewords are decoded once per RLN group)", "settings");
     if (!assign && (params.getText("weighting") != "none" || params.getBool("feedback") || params.getInt("finetune") > 0))
         return Error::usage("pocketllm: weighting, feedback and finetune need encoder=assign", "settings");
-    if (l.books > 1 && (!assign || init != "vq" || params.getBool("feedback")))
-        return Error::usage("pocketllm: codebooks > 1 needs encoder=assign, init=vq and feedback=false", "settings");
+    if (l.books > 1 && (!assign || init != "vq" || (params.getBool("feedback") && params.getInt("epochs") > 0)))
+        return Error::usage("pocketllm: codebooks > 1 needs encoder=assign and init=vq, and with feedback=true epochs=0 (the "
+                            "output-error search assumes the identity decoder the codebooks start with)", "settings");
     return l;
 }
 
@@ -1028,13 +1037,41 @@ Status feedbackAssign(AssignState& s, const MatrixGroup& group, const GroupData&
     return {};
 }
 
+// feedback=true with codebooks > 1 (and epochs=0, so the decoder is still the identity and a sub-vector
+// decodes to its latent sum times its scales): each matrix's codes by AQLM's search on its output
+// error tr(E H E^T), `sweeps` times over the column blocks, starting from the current codes.
+void additiveFeedback(AssignState& s, const MatrixGroup& group, const GroupData& g, const Layout& l, const ParamSet& params)
+{
+    at::NoGradGuard noGrad;
+    const at::Tensor books = s.net.codebook.view({l.books, l.codewords, l.latent});
+    at::Tensor codes = s.idx.clone();
+    for (std::size_t i = 0; i < group.matrices.size(); ++i) {
+        const WeightMatrix& m = group.matrices[i];
+        additive::MatrixState st;
+        st.rows = m.ref.rows;
+        st.cols = m.ref.cols;
+        st.groups = (m.ref.cols + l.d - 1) / l.d;
+        st.padded = st.groups * l.d;
+        const at::Tensor w = at::from_blob(const_cast<float*>(m.values.data()), {st.rows, st.cols}, at::kFloat);
+        st.w = at::constant_pad_nd(w, {0, st.padded - st.cols}).contiguous();
+        st.h = additive::outputMetric(m.hessian.data(), st.cols, st.padded, params.getFloat("damp"));
+        st.scale = l.rowScale ? at::from_blob(const_cast<float*>(g.rowScales[i].data()), {st.rows}, at::kFloat) * g.scale
+                              : at::full({st.rows}, g.scale, at::kFloat);
+        st.codes = s.idx.narrow(0, g.offsets[i], g.counts[i]).view({st.groups, st.rows, l.books}).clone();
+        for (std::int64_t sweep = 0; sweep < params.getInt("sweeps"); ++sweep)
+            additive::searchCodes(st, books, params.getInt("beam"));
+        codes.narrow(0, g.offsets[i], g.counts[i]).copy_(st.codes.view({g.counts[i], l.books}));
+    }
+    s.idx = codes;
+}
+
 // finetune > 0: decoder and codebook (and, with finetune_scales, the row scales as multipliers of
 // their start) tuned on the layers' output error tr(E H E^T), H normalised to a mean diagonal of 1
 // per matrix, codes fixed. False when cancelled.
-bool finetuneOutputError(AssignState& s, const MatrixGroup& group, GroupData& g, const Layout& l, const ParamSet& params, int firstStep,
+bool finetuneOutputError(AssignState& s, const MatrixGroup& group, GroupData& g, const Layout& l, const ParamSet& params, int finetune,
+                         bool trainDecoder, int firstStep,
                          AssignProgress& report, json& extra)
 {
-    const int finetune = static_cast<int>(params.getInt("finetune"));
     std::vector<at::Tensor> hessians, targets, scalesT;
     double weightsTotal = 0;
     for (std::size_t i = 0; i < group.matrices.size(); ++i) {
@@ -1047,7 +1084,7 @@ bool finetuneOutputError(AssignState& s, const MatrixGroup& group, GroupData& g,
                                      : at::ones({m.ref.rows, 1}, at::kFloat));
         weightsTotal += static_cast<double>(m.ref.weights());
     }
-    std::vector<at::Tensor> trainable = codebookAndDecoder(s.net, params.getBool("train_decoder"));
+    std::vector<at::Tensor> trainable = codebookAndDecoder(s.net, trainDecoder);
     const bool tuneScales = l.rowScale && params.getBool("finetune_scales");
     std::vector<at::Tensor> multipliers;
     for (const at::Tensor& t : scalesT)
@@ -1099,6 +1136,7 @@ Status PocketLlmMethod::compressAssign(const MatrixGroup& group, const ParamSet&
     const bool feedback = params.getBool("feedback");
     const int finetune = static_cast<int>(params.getInt("finetune"));
     const int epochs = static_cast<int>(params.getInt("epochs"));
+    const int rounds = feedback && l.books > 1 ? static_cast<int>(params.getInt("rounds")) : 1;
     for (const WeightMatrix& m : group.matrices)
         if ((weighted || feedback || finetune > 0) && m.hessian.size() != static_cast<std::size_t>(m.ref.cols * m.ref.cols))
             return Error{"pocketllm: " + m.ref.name + ": weighting, feedback and finetune need calibration data", ErrorKind::Usage,
@@ -1110,7 +1148,7 @@ Status PocketLlmMethod::compressAssign(const MatrixGroup& group, const ParamSet&
     const at::Tensor w = elementWeights(weighting, n, l.d);
     const double wSum = w.sum().item<double>();
     const int kmIters = params.getText("init") == "vq" ? static_cast<int>(params.getInt("kmeans_iters")) * l.books : 0;
-    AssignProgress report(group.id, kmIters + epochs + finetune, l.codewords, context, clock);
+    AssignProgress report(group.id, kmIters + epochs + finetune * rounds, l.codewords, context, clock);
 
     at::Generator gen = at::detail::createCPUGenerator(groupSeed(params.getInt("seed"), group.id));
     AssignState s{Network::create(l.d, l.latent, l.hidden, l.group, l.codewords * l.books, gen, l.format), at::Tensor()};
@@ -1137,9 +1175,17 @@ Status PocketLlmMethod::compressAssign(const MatrixGroup& group, const ParamSet&
         s.idx = assignNearestDecoded(s.net.decoder, s.net.codebook, s.idx, g.x, w, l.group);
     }
     extra["train_loss_end"] = reconstructionLoss(s.net, s.idx, g.x, w, wSum, l.group, false);
-    if (feedback)
+    int step = kmIters + epochs;
+    if (feedback && l.books > 1) // AQLM's alternation, the decoder kept the identity until the last round
+        for (int round = 0; round < rounds; ++round) {
+            additiveFeedback(s, group, g, l, params);
+            if (round + 1 < rounds && finetune > 0 && !finetuneOutputError(s, group, g, l, params, finetune, false, step, report, extra))
+                return Error::cancelled();
+            step += round + 1 < rounds ? finetune : 0;
+        }
+    else if (feedback)
         POCKET_TRY(feedbackAssign(s, group, g, l, params, threads));
-    if (finetune > 0 && !finetuneOutputError(s, group, g, l, params, kmIters + epochs, report, extra))
+    if (finetune > 0 && !finetuneOutputError(s, group, g, l, params, finetune, params.getBool("train_decoder"), step, report, extra))
         return Error::cancelled();
 
     std::vector<at::Tensor> indices;

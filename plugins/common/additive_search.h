@@ -1,0 +1,110 @@
+// The code search of additive quantisation (AQLM, Egiazarian et al. 2024) on a layer's output error,
+// shared by the aqlm plugin and PocketLLM's additive codebooks (feedback=true): every group of g
+// input weights of a row is s_r * sum_m C_m[c_m]; a sweep visits the column groups in order and gives
+// each group the codes a beam search over the M codebooks finds for tr(E H E^T) with the other groups
+// fixed, keeping the current codes unless the search found lower. Header-only, LibTorch; private to
+// the plugins (core stays free of it).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <tuple>
+
+namespace pocket::additive {
+
+// One matrix being searched: its weights, metric, row scales and codes.
+struct MatrixState {
+    std::int64_t rows = 0, cols = 0, padded = 0, groups = 0;
+    at::Tensor w;      // [rows, padded] original weights, zero padded
+    at::Tensor h;      // [padded, padded] normalised, damped Hessian (zero on padding before damping)
+    at::Tensor scale0; // [rows] starting row scales (fp16 values)
+    at::Tensor scale;  // [rows] current row scales (fp16 values)
+    at::Tensor codes;  // [groups, rows, M] long
+    double norm = 0;   // tr(W H W^T)
+};
+
+// The metric of a [rows, cols] matrix padded to `padded` columns: its Hessian (cols x cols, row-major;
+// null for the identity) normalised to a mean diagonal of 1, zero on the padding, plus damp * I.
+inline at::Tensor outputMetric(const float* hessian, std::int64_t cols, std::int64_t padded, double damp)
+{
+    at::Tensor h = at::zeros({padded, padded}, at::kFloat);
+    if (hessian) {
+        const at::Tensor raw = at::from_blob(const_cast<float*>(hessian), {cols, cols}, at::kFloat);
+        const double meanDiag = raw.diagonal().mean().item<double>();
+        h.narrow(0, 0, cols).narrow(1, 0, cols).copy_(meanDiag > 0 ? raw / meanDiag : raw);
+    } else {
+        h.diagonal().narrow(0, 0, cols).fill_(1.0f);
+    }
+    h.diagonal().add_(damp);
+    return h;
+}
+
+// Y[rows, padded]: every group's sum of codewords (unscaled).
+inline at::Tensor codewordSums(const at::Tensor& codebooks, const at::Tensor& codes, std::int64_t rows, std::int64_t padded)
+{
+    const std::int64_t m = codebooks.size(0), k = codebooks.size(1), g = codebooks.size(2);
+    const at::Tensor offsets = at::arange(m, at::kLong) * k;
+    const at::Tensor flat = (codes + offsets).reshape({-1});
+    const at::Tensor picked = codebooks.reshape({m * k, g}).index_select(0, flat).view({codes.size(0), rows, m, g});
+    return picked.sum(2).permute({1, 0, 2}).reshape({rows, padded});
+}
+
+// Beam search over the M codebooks in order for rows sharing the metric A = H_bb: minimises
+// s^2 y^T A y - 2 s y.a over y = sum_m C_m[c_m]. Returns the best sum [rows, g], its codes
+// [rows, M] and its cost [rows]. With a beam of at least K^(M-1) every combination is tried.
+inline std::tuple<at::Tensor, at::Tensor, at::Tensor> beamSearch(const at::Tensor& codebooks, const at::Tensor& a, const at::Tensor& metric,
+                                                          const at::Tensor& scale, std::int64_t beam)
+{
+    const std::int64_t rows = a.size(0), m = codebooks.size(0), k = codebooks.size(1), g = codebooks.size(2);
+    const at::Tensor s = scale.view({rows, 1, 1}), s2 = s * s;
+    at::Tensor partial = at::zeros({rows, 1, g}, at::kFloat);
+    at::Tensor cost = at::zeros({rows, 1}, at::kFloat);
+    at::Tensor paths = at::zeros({rows, 1, 0}, at::kLong);
+    for (std::int64_t b = 0; b < m; ++b) {
+        const at::Tensor book = codebooks[b];                     // [K, g]
+        const at::Tensor quad = (book.mm(metric) * book).sum(1);  // [K]
+        const at::Tensor v = 2 * s2 * at::matmul(partial, metric) - 2 * s * a.unsqueeze(1);
+        const at::Tensor scores = cost.unsqueeze(2) + at::matmul(v, book.t()) + s2 * quad.view({1, 1, k}); // [rows, W, K]
+        const std::int64_t width = std::min<std::int64_t>(beam, scores.size(1) * k);
+        const auto [top, arg] = scores.reshape({rows, -1}).topk(width, 1, /*largest=*/false, /*sorted=*/true);
+        const at::Tensor parent = arg.div(k, "floor"), code = arg.remainder(k);
+        partial = partial.gather(1, parent.unsqueeze(2).expand({rows, width, g})) + book.index_select(0, code.reshape({-1})).view({rows, width, g});
+        paths = at::cat({paths.gather(1, parent.unsqueeze(2).expand({rows, width, b})), code.unsqueeze(2)}, 2);
+        cost = top;
+    }
+    return {partial.select(1, 0), paths.select(1, 0), cost.select(1, 0)};
+}
+
+// One sweep of the code search over the column groups of one matrix, rows in chunks; a group's
+// codes change only where the search found a lower cost than the current codes'.
+inline void searchCodes(MatrixState& s, const at::Tensor& codebooks, std::int64_t beam)
+{
+    const std::int64_t g = codebooks.size(2), k = codebooks.size(1);
+    const std::int64_t chunk = std::max<std::int64_t>(1, (std::int64_t{1} << 23) / (std::min(beam, k) * k));
+    const at::Tensor y = codewordSums(codebooks, s.codes, s.rows, s.padded);
+    for (std::int64_t r0 = 0; r0 < s.rows; r0 += chunk) {
+        const std::int64_t n = std::min(chunk, s.rows - r0);
+        const at::Tensor scale = s.scale.narrow(0, r0, n);
+        at::Tensor wHat = y.narrow(0, r0, n) * scale.unsqueeze(1);
+        at::Tensor u = (s.w.narrow(0, r0, n) - wHat).mm(s.h); // E H
+        for (std::int64_t b = 0; b < s.groups; ++b) {
+            const at::Tensor metric = s.h.narrow(0, b * g, g).narrow(1, b * g, g);
+            const at::Tensor current = wHat.narrow(1, b * g, g);
+            const at::Tensor a = u.narrow(1, b * g, g) + current.mm(metric);
+            auto [best, codes, cost] = beamSearch(codebooks, a, metric, scale, beam);
+            const at::Tensor yNow = y.narrow(0, r0, n).narrow(1, b * g, g);
+            const at::Tensor costNow = scale.pow(2) * (yNow.mm(metric) * yNow).sum(1) - 2 * scale * (yNow * a).sum(1);
+            const at::Tensor better = cost < costNow;
+            const at::Tensor newW = at::where(better.unsqueeze(1), best, yNow) * scale.unsqueeze(1);
+            const at::Tensor delta = newW - current;
+            at::Tensor codeSlice = s.codes[b].narrow(0, r0, n);
+            codeSlice.copy_(at::where(better.unsqueeze(1), codes, codeSlice));
+            u.sub_(delta.mm(s.h.narrow(0, b * g, g)));
+            wHat.narrow(1, b * g, g).copy_(newW);
+        }
+    }
+}
+
+} // namespace pocket::additive
