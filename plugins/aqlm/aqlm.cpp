@@ -15,7 +15,7 @@
 #include "pocket/methods/vq_kernels.h"
 #include "pocket/support/timing.h"
 
-#include "../common/additive_search.h"
+#include "pocket/methods/additive_search.h"
 
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
@@ -142,8 +142,17 @@ struct Layout {
         return l;
     }
 
-    // Rows [r0, r1) of matrix `index` into out (rows * cols floats of the whole matrix).
-    void decodeRows(const MatrixRef& ref, std::size_t index, std::int64_t r0, std::int64_t r1, float* out) const
+    std::uint64_t bytes() const
+    {
+        std::uint64_t n = codebooks.size() * sizeof(float);
+        for (const auto& rs : rowScales)
+            n += rs.size() * sizeof(float);
+        return n;
+    }
+
+    // Rows [r0, r1) of matrix `index` into out (rows * cols floats of the whole matrix); codes of B
+    // bits cannot leave the codebooks, so this never fails.
+    std::string decodeRows(const MatrixRef& ref, std::size_t index, std::int64_t r0, std::int64_t r1, float* out) const
     {
         const Shape& s = shape;
         const PayloadSection& sec = *codes[index];
@@ -165,44 +174,8 @@ struct Layout {
                     out[r * ref.cols + b * s.g + j] = y[static_cast<std::size_t>(j)] * scale;
             }
         }
-    }
-};
-
-class AqlmDecoder final : public PayloadDecoder {
-public:
-    static Result<std::unique_ptr<PayloadDecoder>> make(GroupPayload p)
-    {
-        std::unique_ptr<AqlmDecoder> dec(new AqlmDecoder);
-        dec->m_payload = std::move(p);
-        auto layout = Layout::check(dec->m_payload);
-        if (!layout)
-            return layout.error();
-        dec->m_layout = std::move(*layout);
-        return std::unique_ptr<PayloadDecoder>(std::move(dec));
-    }
-    std::size_t matrixCount() const override { return m_payload.matrices.size(); }
-    const MatrixRef& matrix(std::size_t index) const override { return m_payload.matrices.at(index).ref; }
-    std::uint64_t bytes() const override
-    {
-        std::uint64_t n = payloadBytes(m_payload) + m_layout.codebooks.size() * sizeof(float);
-        for (const auto& rs : m_layout.rowScales)
-            n += rs.size() * sizeof(float);
-        return n;
-    }
-    Status decodeMatrix(std::size_t index, float* out, int threads) const override
-    {
-        if (index >= m_payload.matrices.size())
-            return Error::internal("decodeMatrix: no matrix " + std::to_string(index) + " in group " + m_payload.groupId);
-        const MatrixRef& ref = m_payload.matrices[index].ref;
-        parallelFor(ref.rows, threads, std::max<std::int64_t>(1, 65536 / ref.cols),
-                    [&](std::int64_t r0, std::int64_t r1) { m_layout.decodeRows(ref, index, r0, r1, out); });
         return {};
     }
-
-private:
-    AqlmDecoder() = default;
-    GroupPayload m_payload;
-    Layout m_layout;
 };
 
 using additive::MatrixState;
@@ -343,7 +316,7 @@ public:
         return out;
     }
 
-    Result<std::unique_ptr<PayloadDecoder>> prepareDecoder(GroupPayload p) const override { return AqlmDecoder::make(std::move(p)); }
+    Result<std::unique_ptr<PayloadDecoder>> prepareDecoder(GroupPayload p) const override { return RowDecoder<Layout>::make(std::move(p)); }
 
 protected:
     Status compressInto(const MatrixGroup& group, const ParamSet& params, const CompressContext& context, GroupPayload& p) override;

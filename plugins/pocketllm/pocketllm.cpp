@@ -13,7 +13,7 @@
 #include "pocket/methods/vq_kernels.h"
 #include "pocket/support/timing.h"
 
-#include "../common/additive_search.h"
+#include "pocket/methods/additive_search.h"
 
 #include <ATen/Parallel.h>
 #include <nlohmann/json.hpp>

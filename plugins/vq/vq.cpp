@@ -108,69 +108,38 @@ struct VqLayout {
         }
         return l;
     }
-};
 
-// The fast decoder: each row is gathered straight from the codebook (no sub-vector copy of the
-// matrix, no unpacked index array), rows split over threads.
-class VqDecoder final : public PayloadDecoder {
-public:
-    static Result<std::unique_ptr<PayloadDecoder>> make(GroupPayload p)
+    std::uint64_t bytes() const
     {
-        std::unique_ptr<VqDecoder> dec(new VqDecoder);
-        dec->m_payload = std::move(p);
-        auto layout = VqLayout::check(dec->m_payload);
-        if (!layout)
-            return layout.error();
-        dec->m_layout = std::move(*layout);
-        return std::unique_ptr<PayloadDecoder>(std::move(dec));
-    }
-    std::size_t matrixCount() const override { return m_payload.matrices.size(); }
-    const MatrixRef& matrix(std::size_t index) const override { return m_payload.matrices.at(index).ref; }
-    std::uint64_t bytes() const override
-    {
-        std::uint64_t n = payloadBytes(m_payload) + m_layout.codebook.size() * sizeof(float);
-        for (const auto& rs : m_layout.rowScales)
+        std::uint64_t n = codebook.size() * sizeof(float);
+        for (const auto& rs : rowScales)
             n += rs.size() * sizeof(float);
         return n;
     }
-    Status decodeMatrix(std::size_t index, float* out, int threads) const override
+
+    // The fast decoder's rows [r0, r1) of matrix `index`: each row gathered straight from the
+    // codebook (no sub-vector copy of the matrix, no unpacked index array). "" or an error.
+    std::string decodeRows(const MatrixRef& ref, std::size_t index, std::int64_t r0, std::int64_t r1, float* out) const
     {
-        if (index >= m_payload.matrices.size())
-            return Error::internal("decodeMatrix: no matrix " + std::to_string(index) + " in group " + m_payload.groupId);
-        const MatrixRef& ref = m_payload.matrices[index].ref;
-        const int d = m_layout.d;
         const std::int64_t blocks = (ref.cols + d - 1) / d;
-        const PayloadSection& section = *m_layout.indices[index];
-        const std::vector<float>& rs = m_layout.rowScales[index];
-        std::atomic<bool> outOfRange{false};
-        parallelFor(ref.rows, threads, std::max<std::int64_t>(1, 65536 / ref.cols), [&](std::int64_t r0, std::int64_t r1) {
-            for (std::int64_t row = r0; row < r1; ++row) {
-                float* dst = out + row * ref.cols;
-                for (std::int64_t b = 0; b < blocks; ++b) {
-                    const std::uint32_t code = packedValue(section.bytes.data(), section.bytes.size(),
-                                                           static_cast<std::uint64_t>(b * ref.rows + row), m_layout.bits);
-                    if (code >= static_cast<std::uint64_t>(m_layout.k)) {
-                        outOfRange = true;
-                        return;
-                    }
-                    const std::int64_t width = std::min<std::int64_t>(d, ref.cols - b * d);
-                    std::memcpy(dst + b * d, &m_layout.codebook[static_cast<std::size_t>(code) * static_cast<std::size_t>(d)],
-                                sizeof(float) * static_cast<std::size_t>(width));
-                }
-                if (!rs.empty())
-                    for (std::int64_t c = 0; c < ref.cols; ++c)
-                        dst[c] *= rs[static_cast<std::size_t>(row)];
+        const PayloadSection& section = *indices[index];
+        const std::vector<float>& rs = rowScales[index];
+        for (std::int64_t row = r0; row < r1; ++row) {
+            float* dst = out + row * ref.cols;
+            for (std::int64_t b = 0; b < blocks; ++b) {
+                const std::uint32_t code = packedValue(section.bytes.data(), section.bytes.size(), static_cast<std::uint64_t>(b * ref.rows + row), bits);
+                if (code >= static_cast<std::uint64_t>(k))
+                    return "vq: " + ref.name + ": index out of the codebook's range";
+                const std::int64_t width = std::min<std::int64_t>(d, ref.cols - b * d);
+                std::memcpy(dst + b * d, &codebook[static_cast<std::size_t>(code) * static_cast<std::size_t>(d)],
+                            sizeof(float) * static_cast<std::size_t>(width));
             }
-        });
-        if (outOfRange)
-            return Error{"vq: " + ref.name + ": index out of the codebook's range"};
+            if (!rs.empty())
+                for (std::int64_t c = 0; c < ref.cols; ++c)
+                    dst[c] *= rs[static_cast<std::size_t>(row)];
+        }
         return {};
     }
-
-private:
-    VqDecoder() = default;
-    GroupPayload m_payload;
-    VqLayout m_layout;
 };
 
 class VqMethod final : public MethodBase {
@@ -235,7 +204,7 @@ public:
         return out;
     }
 
-    Result<std::unique_ptr<PayloadDecoder>> prepareDecoder(GroupPayload p) const override { return VqDecoder::make(std::move(p)); }
+    Result<std::unique_ptr<PayloadDecoder>> prepareDecoder(GroupPayload p) const override { return RowDecoder<VqLayout>::make(std::move(p)); }
 
 protected:
     Status compressInto(const MatrixGroup& group, const ParamSet& params, const CompressContext& context, GroupPayload& p) override

@@ -1,33 +1,12 @@
-// The code search of additive quantisation (AQLM, Egiazarian et al. 2024) on a layer's output error,
-// shared by the aqlm plugin and PocketLLM's additive codebooks (feedback=true): every group of g
-// input weights of a row is s_r * sum_m C_m[c_m]; a sweep visits the column groups in order and gives
-// each group the codes a beam search over the M codebooks finds for tr(E H E^T) with the other groups
-// fixed, keeping the current codes unless the search found lower. Header-only, LibTorch; private to
-// the plugins (core stays free of it).
-#pragma once
-
-#include <ATen/ATen.h>
+// AQLM's code search on a layer's output error (see pocket/methods/additive_search.h).
+#include "pocket/methods/additive_search.h"
 
 #include <algorithm>
-#include <cstdint>
-#include <tuple>
 
 namespace pocket::additive {
-
-// One matrix being searched: its weights, metric, row scales and codes.
-struct MatrixState {
-    std::int64_t rows = 0, cols = 0, padded = 0, groups = 0;
-    at::Tensor w;      // [rows, padded] original weights, zero padded
-    at::Tensor h;      // [padded, padded] normalised, damped Hessian (zero on padding before damping)
-    at::Tensor scale0; // [rows] starting row scales (fp16 values)
-    at::Tensor scale;  // [rows] current row scales (fp16 values)
-    at::Tensor codes;  // [groups, rows, M] long
-    double norm = 0;   // tr(W H W^T)
-};
-
 // The metric of a [rows, cols] matrix padded to `padded` columns: its Hessian (cols x cols, row-major;
 // null for the identity) normalised to a mean diagonal of 1, zero on the padding, plus damp * I.
-inline at::Tensor outputMetric(const float* hessian, std::int64_t cols, std::int64_t padded, double damp)
+at::Tensor outputMetric(const float* hessian, std::int64_t cols, std::int64_t padded, double damp)
 {
     at::Tensor h = at::zeros({padded, padded}, at::kFloat);
     if (hessian) {
@@ -42,7 +21,7 @@ inline at::Tensor outputMetric(const float* hessian, std::int64_t cols, std::int
 }
 
 // Y[rows, padded]: every group's sum of codewords (unscaled).
-inline at::Tensor codewordSums(const at::Tensor& codebooks, const at::Tensor& codes, std::int64_t rows, std::int64_t padded)
+at::Tensor codewordSums(const at::Tensor& codebooks, const at::Tensor& codes, std::int64_t rows, std::int64_t padded)
 {
     const std::int64_t m = codebooks.size(0), k = codebooks.size(1), g = codebooks.size(2);
     const at::Tensor offsets = at::arange(m, at::kLong) * k;
@@ -54,7 +33,7 @@ inline at::Tensor codewordSums(const at::Tensor& codebooks, const at::Tensor& co
 // Beam search over the M codebooks in order for rows sharing the metric A = H_bb: minimises
 // s^2 y^T A y - 2 s y.a over y = sum_m C_m[c_m]. Returns the best sum [rows, g], its codes
 // [rows, M] and its cost [rows]. With a beam of at least K^(M-1) every combination is tried.
-inline std::tuple<at::Tensor, at::Tensor, at::Tensor> beamSearch(const at::Tensor& codebooks, const at::Tensor& a, const at::Tensor& metric,
+std::tuple<at::Tensor, at::Tensor, at::Tensor> beamSearch(const at::Tensor& codebooks, const at::Tensor& a, const at::Tensor& metric,
                                                           const at::Tensor& scale, std::int64_t beam)
 {
     const std::int64_t rows = a.size(0), m = codebooks.size(0), k = codebooks.size(1), g = codebooks.size(2);
@@ -79,7 +58,7 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor> beamSearch(const at::Tenso
 
 // One sweep of the code search over the column groups of one matrix, rows in chunks; a group's
 // codes change only where the search found a lower cost than the current codes'.
-inline void searchCodes(MatrixState& s, const at::Tensor& codebooks, std::int64_t beam)
+void searchCodes(MatrixState& s, const at::Tensor& codebooks, std::int64_t beam)
 {
     const std::int64_t g = codebooks.size(2), k = codebooks.size(1);
     const std::int64_t chunk = std::max<std::int64_t>(1, (std::int64_t{1} << 23) / (std::min(beam, k) * k));
