@@ -771,12 +771,7 @@ at::Tensor assignAdditive(const Decoder& dec, const at::Tensor& codebook, const 
         for (std::int64_t b = 0; b < m; ++b) {
             const at::Tensor book = codebook.narrow(0, b * k, k);
             const at::Tensor scores = distance(partial.unsqueeze(2) + book.view({1, 1, k, latent})); // [rows, W, K]
-            const std::int64_t keep = std::min<std::int64_t>(beam, scores.size(1) * k);
-            const auto [top, arg] = scores.reshape({rows, -1}).topk(keep, 1, /*largest=*/false, /*sorted=*/true);
-            const at::Tensor parent = arg.div(k, "floor"), code = arg.remainder(k);
-            partial = partial.gather(1, parent.unsqueeze(2).expand({rows, keep, latent})) + book.index_select(0, code.reshape({-1})).view({rows, keep, latent});
-            paths = at::cat({paths.gather(1, parent.unsqueeze(2).expand({rows, keep, b})), code.unsqueeze(2)}, 2);
-            cost = top;
+            cost = additive::beamStep(scores, book, beam, partial, paths);
         }
         const at::Tensor now = current.narrow(0, g0 * group, rows);
         const at::Tensor costNow = distance(latentsOf(codebook, now).view({rows, 1, 1, latent})).view({rows});

@@ -30,6 +30,17 @@ at::Tensor codewordSums(const at::Tensor& codebooks, const at::Tensor& codes, st
     return picked.sum(2).permute({1, 0, 2}).reshape({rows, padded});
 }
 
+at::Tensor beamStep(const at::Tensor& scores, const at::Tensor& book, std::int64_t beam, at::Tensor& partial, at::Tensor& paths)
+{
+    const std::int64_t rows = scores.size(0), k = book.size(0), g = book.size(1), depth = paths.size(2);
+    const std::int64_t width = std::min<std::int64_t>(beam, scores.size(1) * k);
+    const auto [top, arg] = scores.reshape({rows, -1}).topk(width, 1, /*largest=*/false, /*sorted=*/true);
+    const at::Tensor parent = arg.div(k, "floor"), code = arg.remainder(k);
+    partial = partial.gather(1, parent.unsqueeze(2).expand({rows, width, g})) + book.index_select(0, code.reshape({-1})).view({rows, width, g});
+    paths = at::cat({paths.gather(1, parent.unsqueeze(2).expand({rows, width, depth})), code.unsqueeze(2)}, 2);
+    return top;
+}
+
 // Beam search over the M codebooks in order for rows sharing the metric A = H_bb: minimises
 // s^2 y^T A y - 2 s y.a over y = sum_m C_m[c_m]. Returns the best sum [rows, g], its codes
 // [rows, M] and its cost [rows]. With a beam of at least K^(M-1) every combination is tried.
@@ -46,12 +57,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> beamSearch(const at::Tensor& code
         const at::Tensor quad = (book.mm(metric) * book).sum(1);  // [K]
         const at::Tensor v = 2 * s2 * at::matmul(partial, metric) - 2 * s * a.unsqueeze(1);
         const at::Tensor scores = cost.unsqueeze(2) + at::matmul(v, book.t()) + s2 * quad.view({1, 1, k}); // [rows, W, K]
-        const std::int64_t width = std::min<std::int64_t>(beam, scores.size(1) * k);
-        const auto [top, arg] = scores.reshape({rows, -1}).topk(width, 1, /*largest=*/false, /*sorted=*/true);
-        const at::Tensor parent = arg.div(k, "floor"), code = arg.remainder(k);
-        partial = partial.gather(1, parent.unsqueeze(2).expand({rows, width, g})) + book.index_select(0, code.reshape({-1})).view({rows, width, g});
-        paths = at::cat({paths.gather(1, parent.unsqueeze(2).expand({rows, width, b})), code.unsqueeze(2)}, 2);
-        cost = top;
+        cost = beamStep(scores, book, beam, partial, paths);
     }
     return {partial.select(1, 0), paths.select(1, 0), cost.select(1, 0)};
 }

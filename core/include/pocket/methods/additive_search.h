@@ -31,6 +31,12 @@ at::Tensor outputMetric(const float* hessian, std::int64_t cols, std::int64_t pa
 // Y[rows, padded]: every group's sum of codewords (unscaled); codebooks [M, K, g], codes [groups, rows, M].
 at::Tensor codewordSums(const at::Tensor& codebooks, const at::Tensor& codes, std::int64_t rows, std::int64_t padded);
 
+// One step of a beam search over codebook `book` [K, g]: keeps the `beam` lowest of `scores`
+// [rows, W, K] (W partial sums, each extended by each codeword); `partial` [rows, W, g] and `paths`
+// [rows, W, depth] (the codes so far) become those of the kept candidates. Returns their scores
+// [rows, min(beam, W*K)], lowest first.
+at::Tensor beamStep(const at::Tensor& scores, const at::Tensor& book, std::int64_t beam, at::Tensor& partial, at::Tensor& paths);
+
 // Beam search over the M codebooks in order for rows sharing the metric A = H_bb: minimises
 // s^2 y^T A y - 2 s y.a over y = sum_m C_m[c_m]. Returns the best sum [rows, g], its codes
 // [rows, M] and its cost [rows]. With a beam of at least K^(M-1) every combination is tried.
