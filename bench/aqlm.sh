@@ -67,6 +67,6 @@ if want gptq; then for bg in 2:64 2:32 3:64; do
   r gptq gptq "${bg%%:*}b-g${bg##*:}" --set bits="${bg%%:*}" --set group="${bg##*:}" "${CALIB_ARGS[@]}"
 done; fi
 
-"$BUILD_DIR/bin/pareto_chart" "$CSV" "$OUT/pareto-stories260K.png" --reference "$fp" --xmin 1.7 --xmax 3.6 \
+"$BUILD_DIR/bin/pareto_chart" "$CSV" "$OUT/pareto-stories260K.png" --reference "$fp" --xmin 1.7 --xmax 3.4 --ymax 60 \
   --title "stories260K, TinyStories (3/4 of part A), ctx 256: AQLM and additive PocketLLM vs bpw_c"
 echo "CSV: $CSV"

@@ -48,9 +48,11 @@ if detail:
     used, ent = "", ""
     try:
         meta = json.loads(sys.argv[7])
-        used, ent = meta.get("used_codewords", ""), meta.get("index_entropy_bits", "")
+        used, ent = meta.get("used_codewords", ""), meta.get("index_entropy_bits", meta.get("code_entropy_bits", ""))
+        if isinstance(used, list):  # one entry per codebook (aqlm): "a/b"
+            used = "/".join(str(u) for u in used)
         if ent != "":
-            ent = "%.3f" % ent
+            ent = "/".join("%.3f" % e for e in ent) if isinstance(ent, list) else "%.3f" % ent
     except Exception:
         pass
     row += ["%.4f" % (b["index"] / w), "%.4f" % (b["codebook"] / w), "%.4f" % (b["decoder"] / w), "%.4f" % (b["scale"] / w),
