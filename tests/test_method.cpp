@@ -210,7 +210,7 @@ private Q_SLOTS:
         std::vector<std::string> ids;
         for (const PluginRecord& r : registry.records())
             ids.push_back(r.id);
-        QCOMPARE(ids, (std::vector<std::string>{"gptq", "pocketllm", "rtn", "vq"}));
+        QCOMPARE(ids, (std::vector<std::string>{"aqlm", "gptq", "pocketllm", "rtn", "vq"}));
     }
 
     void environmentVariableAddsFolders()
