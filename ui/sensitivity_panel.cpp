@@ -54,7 +54,8 @@ QHBoxLayout* SensitivityPanel::buildAnalysisForm()
 {
     auto* form = new QHBoxLayout;
     m_method = new QLineEdit(QStringLiteral("rtn"));
-    m_method->setToolTip(tr("Method applied to each unit (a method without calibration: rtn, vq, pocketllm)"));
+    m_method->setToolTip(tr("Method applied to each unit; methods that need calibration (gptq, feedback, aqlm) get Hessians measured "
+                            "once on the original model from windows of the analysis text"));
     m_method->setMaximumWidth(110);
     m_settings = new QLineEdit(QStringLiteral("bits=3,group=32"));
     m_settings->setToolTip(tr("Its settings, name=value separated by commas"));

@@ -5,6 +5,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,10 @@ struct SensitivityOptions {
     int ctx = 256;
     int windows = 16;
     int threads = 0;
+    std::string calibText; // methods that need calibration; "" = the scored text
+    int calibSamples = 128;
+    int calibLength = 256;
+    std::uint64_t calibSeed = 0;
 };
 
 struct AllocateOptions {

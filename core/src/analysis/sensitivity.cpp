@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <memory>
 
 namespace pocket {
 
@@ -86,10 +87,6 @@ Status checkRequest(const SensitivityParams& params, MethodRegistry& registry, C
     if (!r)
         return r.error();
     resolved = *r;
-    if (method->needsCalibration(resolved))
-        return Error::usage("method " + params.methodId + ": these settings need calibration data, which sensitivity runs do not collect yet; "
-                            "use a method without it (rtn, vq, pocketllm)",
-                            "method");
     return {};
 }
 
@@ -174,9 +171,58 @@ Result<BaseScores> measureBase(const LlamaModel& model, const Windows& w, std::i
     return base;
 }
 
-// Compresses the unit's groups with the method and puts the decoded weights into the model.
+// Input Hessians by tensor name (q/k/v share one vector, gate/up another).
+using Hessians = std::map<std::string, std::shared_ptr<const std::vector<float>>>;
+
+// The calibration Hessians of every matrix of `units`, measured block by block on the uncompressed
+// model (each unit is compressed with the rest of the model exact, so its inputs are the original's).
+Result<Hessians> measureHessians(LlamaModel& model, const Checkpoint& c, const Tokenizer& tokenizer, const std::vector<Unit>& units,
+                                 const SensitivityParams& params)
+{
+    CalibrationParams cp = params.calibration;
+    if (cp.textPath.empty())
+        cp.textPath = params.textPath;
+    cp.length = static_cast<int>(std::min<std::int64_t>(cp.length, c.config().maxPositions));
+    auto text = readTextFile(cp.textPath);
+    if (!text)
+        return text.error();
+    auto windows = calibrationWindows(tokenizer.encode(*text), tokenizer.bosId(), cp);
+    if (!windows)
+        return windows.error().prefixed(cp.textPath);
+    auto run = model.startCalibration(*windows);
+    if (!run)
+        return run.error();
+    std::map<int, std::vector<MatrixRef>> byBlock;
+    for (const Unit& unit : units)
+        for (const MatrixRef& m : unit.matrices)
+            byBlock[m.layer].push_back(m);
+    Hessians out;
+    for (const auto& [block, matrices] : byBlock) {
+        while ((*run)->nextBlock() < block)
+            POCKET_TRY((*run)->advance());
+        auto h = (*run)->hessians();
+        if (!h)
+            return h.error();
+        std::map<std::int64_t, std::shared_ptr<const std::vector<float>>> shared; // equal vectors kept once
+        for (const MatrixRef& m : matrices) {
+            std::vector<float>& values = (*h)[m.type];
+            const MatrixType first = m.type == MatrixType::K || m.type == MatrixType::V ? MatrixType::Q
+                                     : m.type == MatrixType::Up                         ? MatrixType::Gate
+                                                                                        : m.type;
+            const std::int64_t key = static_cast<std::int64_t>(first);
+            auto it = shared.find(key);
+            if (it == shared.end() || *it->second != values)
+                it = shared.insert_or_assign(key, std::make_shared<const std::vector<float>>(std::move(values))).first;
+            out[m.name] = it->second;
+        }
+    }
+    return out;
+}
+
+// Compresses the unit's groups with the method and puts the decoded weights into the model;
+// `hessians` (may be null) gives the matrices their calibration Hessians.
 Result<CompressedUnit> compressUnit(const Unit& unit, const Checkpoint& c, CompressionMethod& method, const ParamSet& resolved,
-                                    LlamaModel& model, UnitSensitivity& u)
+                                    const Hessians* hessians, LlamaModel& model, UnitSensitivity& u)
 {
     auto groups = method.planGroups(unit.matrices, resolved);
     if (!groups)
@@ -191,6 +237,8 @@ Result<CompressedUnit> compressUnit(const Unit& unit, const Checkpoint& c, Compr
             if (!data)
                 return data.error();
             group.matrices.push_back({ref, data->toFloat(), {}});
+            if (hessians)
+                group.matrices.back().hessian = *hessians->at(ref.name);
             out.originals[ref.name] = group.matrices.back().values;
         }
         CompressContext context;
@@ -312,6 +360,14 @@ Result<SensitivityResult> runSensitivity(const SensitivityParams& params, Method
     auto base = measureBase(**model, *windows, vocab);
     if (!base)
         return base.error();
+    Hessians hessians;
+    const bool calibrated = method->needsCalibration(resolved);
+    if (calibrated) {
+        auto h = measureHessians(**model, c, **tokenizer, *units, params);
+        if (!h)
+            return h.error();
+        hessians = std::move(*h);
+    }
 
     SensitivityResult result;
     result.windows = windows->count();
@@ -320,6 +376,10 @@ Result<SensitivityResult> runSensitivity(const SensitivityParams& params, Method
     json paramsJson{{"settings", params.settings}, {"method_params", json::parse(resolved.toJson(method->info().params))},
                     {"unit", sensitivityUnitName(params.unit)}, {"ctx", params.ctx}, {"windows", result.windows},
                     {"text", absolutePath(params.textPath)}, {"tokenizer", tokenizerPath}};
+    if (calibrated)
+        paramsJson["calibration"] = {{"text", absolutePath(params.calibration.textPath.empty() ? params.textPath : params.calibration.textPath)},
+                                     {"samples", params.calibration.samples}, {"length", params.calibration.length},
+                                     {"seed", params.calibration.seed}};
     std::unique_ptr<SensitivityRecorder> recorder;
     if (recording && recording->enabled)
         recorder = std::make_unique<SensitivityRecorder>(*recording, c, params, paramsJson.dump());
@@ -344,7 +404,7 @@ Result<SensitivityResult> runSensitivity(const SensitivityParams& params, Method
         const Stopwatch unitClock;
         UnitSensitivity u;
         u.unit = unit.name;
-        auto compressed = compressUnit(unit, c, *method, resolved, **model, u);
+        auto compressed = compressUnit(unit, c, *method, resolved, calibrated ? &hessians : nullptr, **model, u);
         if (!compressed)
             return fail(compressed.error());
         allWeights += u.weights;

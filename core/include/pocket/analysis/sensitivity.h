@@ -10,6 +10,7 @@
 #include "pocket/methods/layer_selection.h"
 #include "pocket/methods/method_registry.h"
 #include "pocket/support/result.h"
+#include "pocket/jobs/calibration.h"
 #include "pocket/jobs/run_recorder.h"
 
 #include <cstdint>
@@ -37,6 +38,10 @@ struct SensitivityParams {
     int ctx = 256;              // tokens per window, BOS included
     int windows = 16;           // windows of the text scored (fewer if the text is short)
     std::uint64_t maxCacheBytes = 1ull << 30; // cap on the cached log-probabilities (fewer windows if needed)
+    // For methods that need calibration (GPTQ, VQ/PocketLLM feedback, AQLM): the windows whose layer
+    // inputs give each matrix's Hessian, measured once on the uncompressed model (every unit is
+    // compressed with the rest of the model exact). An empty textPath takes the scored text.
+    CalibrationParams calibration;
 };
 
 // The outcome of compressing one unit alone.
@@ -75,7 +80,8 @@ struct SensitivityResult {
 // Runs the analysis. `onProgress` is called after the base pass and after each unit; returning
 // false stops at once (ErrorKind::Cancelled; units finished so far stay recorded). Errors name the
 // file or the setting (Usage errors: "ctx", "windows", "method", "settings", "selection").
-// Methods that need calibration data (GPTQ, VQ feedback) are refused.
+// Methods that need calibration data get the Hessians of `calibration` (held in memory: the
+// selected blocks' input Hessians, q/k/v and gate/up sharing theirs).
 // The steps (sensitivity.cpp): checkRequest, buildUnits, scoringWindows, measureBase, then per
 // unit compressUnit, scoreUnit and restoreUnit; SensitivityRecorder records as units finish.
 Result<SensitivityResult> runSensitivity(const SensitivityParams& params, MethodRegistry& registry, const RecorderOptions* recording = nullptr,
