@@ -306,6 +306,52 @@ private Q_SLOTS:
                  qPrintable(QString("%1 vs %2").arg(compressed->bits.bpwCompressed()).arg(r->plan.bpw)));
     }
 
+    // A menu across methods (rtn, and gptq with its calibration Hessians): the plan mixes them,
+    // and one compress job writes each matrix with its entry's method and settings, in block order
+    // (calibration visits blocks once), at exactly the plan's bits.
+    void allocationAcrossMethodsRunsAsOneJob()
+    {
+        AllocationRequest request;
+        request.base = params("0-1", "attn");
+        request.base.settings = {};
+        request.base.calibration.samples = 16;
+        request.base.calibration.length = 64;
+        request.menu = {{"bits=2", "group=32"}, {"bits=3", "group=32"}};
+        request.menuMethods = {"", "gptq"};
+        request.budgetBpw = 3.5;
+        auto r = planBitAllocation(request, m_registry);
+        QVERIFY2(r, r ? "" : r.message().c_str());
+        QVERIFY(!r->matrixMethods.empty());
+        QVERIFY(r->matrixMethods.size() < r->matrixSettings.size()); // both methods chosen
+        for (const auto& [name, method] : r->matrixMethods)
+            QCOMPARE(method, std::string("gptq"));
+
+        CompressJobParams job;
+        job.modelPath = request.base.modelPath;
+        job.methodId = "rtn";
+        job.matrixSettings = r->matrixSettings;
+        job.matrixMethods = r->matrixMethods;
+        job.selection = request.base.selection;
+        job.calibration = request.base.calibration;
+        job.calibration.textPath = request.base.textPath;
+        job.outPath = m_tmp.filePath("across.pllm").toStdString();
+        job.entropy.mode = EntropyMode::None;
+        auto compressed = runCompressJob(job, m_registry);
+        QVERIFY2(compressed, compressed ? "" : compressed.message().c_str());
+        QVERIFY2(std::abs(compressed->bits.bpwCompressed() - r->plan.bpw) < 1e-9,
+                 qPrintable(QString("%1 vs %2").arg(compressed->bits.bpwCompressed()).arg(r->plan.bpw)));
+        auto archive = Archive::open(job.outPath);
+        QVERIFY(archive);
+        int lastLayer = -1;
+        for (const ArchiveGroup& g : (*archive)->manifest().groups) {
+            const MatrixRef& ref = g.payload.matrices.front().ref;
+            const bool gptq = r->matrixMethods.count(ref.name) > 0;
+            QCOMPARE(g.payload.methodId, std::string(gptq ? "gptq" : "rtn"));
+            QVERIFY(ref.layer >= lastLayer);
+            lastLayer = ref.layer;
+        }
+    }
+
     void refusesBadInput()
     {
         SensitivityParams p = params("0", "q");

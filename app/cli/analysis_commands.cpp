@@ -129,8 +129,12 @@ int runAllocateCommand(const Globals& g, const AllocateOptions& o)
     pocket::AllocationRequest request;
     if (auto s = sensitivityParams(o.base, request.base); !s)
         return fail(g, s.error());
-    for (const std::string& entry : o.menu)
-        request.menu.push_back(splitAssignments(entry));
+    for (const std::string& entry : o.menu) { // "[method:]name=value,..."
+        const std::size_t colon = entry.find(':');
+        const bool named = colon != std::string::npos && entry.find('=') > colon;
+        request.menuMethods.push_back(named ? entry.substr(0, colon) : std::string());
+        request.menu.push_back(splitAssignments(named ? entry.substr(colon + 1) : entry));
+    }
     request.budgetBpw = o.budget;
     ProgressLine progress(!g.quiet);
     const pocket::RecorderOptions recording = recorderOptions(g);
@@ -169,6 +173,7 @@ int runAllocateCommand(const Globals& g, const AllocateOptions& o)
         job.methodId = o.base.method;
         job.settings = request.base.settings;
         job.matrixSettings = result->matrixSettings;
+        job.matrixMethods = result->matrixMethods;
         job.selection = request.base.selection;
         job.tokenizerPath = o.base.tokenizer;
         job.calibration = request.base.calibration;
@@ -231,7 +236,10 @@ void addAnalysisCommands(CLI::App& app, AnalysisCommands& c)
                                     "Choose each matrix's setting from a menu to minimise the summed sensitivity (KL) within a budget of "
                                     "bits per weight; optionally compress with the plan");
     addAnalysisOptions(c.allocate, a.base, false);
-    c.allocate->add_option("--menu", a.menu, "A choice, e.g. bits=3 or K=256,d=4 (repeat for each; settings on top of --set)")->required();
+    c.allocate->add_option("--menu", a.menu,
+                           "A choice, e.g. bits=3 or K=256,d=4 (settings on top of --set), or another method's: gptq:bits=3,group=32 "
+                           "(its settings alone); repeat for each")
+        ->required();
     c.allocate->add_option("--budget", a.budget, "Bits per weight over the compressed matrices, overheads included")
         ->required()
         ->check(CLI::PositiveNumber);

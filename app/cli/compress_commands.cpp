@@ -304,8 +304,16 @@ int runInspect(const Globals& g, const ArchiveOptions& o)
       << m.sourceName << "\n"
       << "tokenizer    " << (m.tokenizerKind.empty() ? "none embedded" : m.tokenizerKind) << "\n"
       << "groups       " << groups.size();
-    if (!groups.empty())
-        t << " (" << groups.front().methodId << " " << groups.front().paramsJson << ")";
+    std::map<std::string, int> perSetting; // "method params" -> groups
+    for (const auto& gr : groups)
+        ++perSetting[gr.methodId + " " + gr.paramsJson];
+    if (perSetting.size() == 1)
+        t << " (" << perSetting.begin()->first << ")";
+    else if (perSetting.size() > 1) { // a plan: groups per method and setting
+        t << ":";
+        for (const auto& [setting, count] : perSetting)
+            t << "\n  " << count << " x " << setting;
+    }
     t << "\nuncompressed " << m.tensors.size() << " tensor(s)\n" << bitsSummaryText(bits);
     if (!streams.empty()) {
         t << "code streams " << streams.size() << ", " << codedStreams << " entropy-coded: " << std::fixed << std::setprecision(1)

@@ -3,6 +3,17 @@
 
 namespace pocket {
 
+namespace {
+
+const std::string& methodOf(const AllocationRequest& request, std::size_t entry)
+{
+    if (entry < request.menuMethods.size() && !request.menuMethods[entry].empty())
+        return request.menuMethods[entry];
+    return request.base.methodId;
+}
+
+} // namespace
+
 Result<AllocationResult> planBitAllocation(const AllocationRequest& request, MethodRegistry& registry, const RecorderOptions* recording,
                                            const std::function<bool(const AllocationProgress&)>& onProgress)
 {
@@ -14,6 +25,11 @@ Result<AllocationResult> planBitAllocation(const AllocationRequest& request, Met
     for (std::size_t k = 0; k < request.menu.size(); ++k) {
         SensitivityParams p = request.base;
         p.unit = SensitivityUnit::Matrix;
+        const std::string method = methodOf(request, k);
+        if (method != request.base.methodId) {
+            p.methodId = method;
+            p.settings.clear();
+        }
         p.settings.insert(p.settings.end(), request.menu[k].begin(), request.menu[k].end());
         progress.option = static_cast<int>(k);
         auto r = runSensitivity(p, registry, recording, [&](const SensitivityProgress& s) {
@@ -50,8 +66,12 @@ Result<AllocationResult> planBitAllocation(const AllocationRequest& request, Met
     if (!plan)
         return plan.error();
     out.plan = *plan;
-    for (std::size_t i = 0; i < n; ++i)
-        out.matrixSettings[options[i].name] = request.menu[static_cast<std::size_t>(plan->choice[i])];
+    for (std::size_t i = 0; i < n; ++i) {
+        const auto k = static_cast<std::size_t>(plan->choice[i]);
+        out.matrixSettings[options[i].name] = request.menu[k];
+        if (methodOf(request, k) != request.base.methodId)
+            out.matrixMethods[options[i].name] = methodOf(request, k);
+    }
     return out;
 }
 

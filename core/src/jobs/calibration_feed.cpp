@@ -41,8 +41,9 @@ Result<std::unique_ptr<CalibrationFeed>> CalibrationFeed::start(const CompressJo
                                                                 const CompressionMethod& method, const JobPlan& plan,
                                                                 const std::string& tokenizerPath)
 {
-    const bool needed = std::any_of(plan.groupParams.begin(), plan.groupParams.end(),
-                                    [&](const ParamSet& ps) { return method.needsCalibration(ps); });
+    bool needed = false;
+    for (std::size_t i = 0; i < plan.groups.size(); ++i)
+        needed = needed || plan.groupMethods[i]->needsCalibration(plan.groupParams[i]);
     if (!needed)
         return std::unique_ptr<CalibrationFeed>();
     const CalibrationParams& cp = params.calibration;
@@ -109,6 +110,9 @@ Status CalibrationFeed::beforeGroup(const std::vector<MatrixRef>& group)
     if (m_upFront)
         return {};
     const int block = group.front().layer;
+    if (m_hessianBlock != block && m_run->nextBlock() > block)
+        return Error::internal("calibration: block " + std::to_string(block) + " comes after block " + std::to_string(m_run->nextBlock()) +
+                               " (the plan must visit blocks in order)");
     while (m_run->nextBlock() < block)
         POCKET_TRY(m_run->advance());
     if (m_hessianBlock != block) {

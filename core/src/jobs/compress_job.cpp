@@ -81,6 +81,8 @@ json jobIdentity(const CompressJobParams& params, const Checkpoint& checkpoint, 
             {"groups", groupIds}};
     if (!params.matrixSettings.empty()) // only then, so older work folders keep their identity
         identity["matrix_settings"] = params.matrixSettings;
+    if (!params.matrixMethods.empty())
+        identity["matrix_methods"] = params.matrixMethods;
     return identity;
 }
 
@@ -101,7 +103,7 @@ Status openJob(const CompressJobParams& params, MethodRegistry& registry, OpenJo
     if (!method)
         return method.error();
     job.method = *method;
-    auto plan = planCompressJob(params, *job.checkpoint, *job.method);
+    auto plan = planCompressJob(params, *job.checkpoint, *job.method, &registry);
     if (!plan)
         return plan.error();
     job.plan = std::move(*plan);
@@ -223,7 +225,7 @@ Result<GroupPayload> compressGroup(const OpenJob& job, std::size_t index, Calibr
     }
     CompressContext context;
     context.onProgress = [&](const TrainProgress& train) { return progress.onTrain(train); };
-    return job.method->compress(group, job.plan.groupParams[index], context);
+    return job.plan.groupMethods[index]->compress(group, job.plan.groupParams[index], context);
 }
 
 // Every group in plan order: taken from the work folder when finished earlier, else compressed
@@ -238,7 +240,7 @@ Result<std::vector<GroupPayload>> compressGroups(const OpenJob& job, Calibration
         progress.startGroup(i, job.plan.groups[i], groupsResumed);
         if (auto saved = work.finishedGroup(i, job.plan.groupIds[i])) {
             if (calibration)
-                POCKET_TRY(calibration->afterGroup(*saved, *job.method));
+                POCKET_TRY(calibration->afterGroup(*saved, *job.plan.groupMethods[i]));
             payloads.push_back(std::move(*saved));
             ++groupsResumed;
             progress.groupResumed();
@@ -249,7 +251,7 @@ Result<std::vector<GroupPayload>> compressGroups(const OpenJob& job, Calibration
             return progress.stopRequested() ? Error::cancelled() : payload.error();
         POCKET_TRY(work.saveGroup(i, *payload));
         if (calibration)
-            POCKET_TRY(calibration->afterGroup(*payload, *job.method));
+            POCKET_TRY(calibration->afterGroup(*payload, *job.plan.groupMethods[i]));
         payloads.push_back(std::move(*payload));
         progress.groupCompressed();
     }

@@ -28,41 +28,58 @@ std::string groupId(const std::vector<MatrixRef>& group, std::size_t index, std:
     return "group" + std::to_string(index);
 }
 
-// Matrices with equal effective settings (the job's settings, then a matrix's own overrides) form
-// one partition, which the method plans as a whole.
-using Partition = std::pair<ParamSet, std::vector<MatrixRef>>;
-Result<std::vector<Partition>> partitionBySettings(const CompressJobParams& params, const CompressionMethod& method,
-                                                   const ParamSet& resolved, const std::vector<MatrixRef>& refs)
+// Matrices with the same method and equal effective settings (the job's settings, then a matrix's
+// own overrides; a matrix with its own method takes its overrides alone) form one partition, which
+// the method plans as a whole.
+struct Partition {
+    CompressionMethod* method = nullptr;
+    ParamSet params;
+    std::vector<MatrixRef> refs;
+};
+Result<std::vector<Partition>> partitionBySettings(const CompressJobParams& params, CompressionMethod& method,
+                                                   const ParamSet& resolved, const std::vector<MatrixRef>& refs,
+                                                   const MethodRegistry* registry)
 {
     std::vector<Partition> partitions;
-    std::map<std::string, std::size_t> partitionOf; // canonical parameters -> partition
+    std::map<std::string, std::size_t> partitionOf; // method + canonical parameters -> partition
     for (const MatrixRef& ref : refs) {
+        CompressionMethod* m = &method;
+        if (auto own = params.matrixMethods.find(ref.name); own != params.matrixMethods.end() && own->second != method.info().id) {
+            if (!registry)
+                return Error::internal("planCompressJob: per-matrix methods need the method registry");
+            auto found = registry->find(own->second);
+            if (!found)
+                return found.error().prefixed(ref.name);
+            m = *found;
+        }
         ParamSet effective = resolved;
-        if (auto it = params.matrixSettings.find(ref.name); it != params.matrixSettings.end()) {
-            std::vector<std::string> merged = params.settings;
-            merged.insert(merged.end(), it->second.begin(), it->second.end());
-            auto r = ParamSet::resolve(method.info().params, merged);
+        auto extra = params.matrixSettings.find(ref.name);
+        if (m != &method || extra != params.matrixSettings.end()) {
+            std::vector<std::string> merged = m == &method ? params.settings : std::vector<std::string>{};
+            if (extra != params.matrixSettings.end())
+                merged.insert(merged.end(), extra->second.begin(), extra->second.end());
+            auto r = ParamSet::resolve(m->info().params, merged);
             if (!r)
-                return r.error().prefixed(method.info().id + ": " + ref.name);
+                return r.error().prefixed(m->info().id + ": " + ref.name);
             effective = *r;
         }
-        const std::string key = effective.toJson(method.info().params);
+        const std::string key = m->info().id + " " + effective.toJson(m->info().params);
         auto [it, inserted] = partitionOf.emplace(key, partitions.size());
         if (inserted)
-            partitions.push_back({effective, {}});
-        partitions[it->second].second.push_back(ref);
+            partitions.push_back({m, effective, {}});
+        partitions[it->second].refs.push_back(ref);
     }
     return partitions;
 }
 
 // The method's groups of every partition, with unique ids and estimated bits.
-Status planGroups(const std::vector<Partition>& partitions, std::size_t selectedCount, const CompressionMethod& method, JobPlan& plan,
-                  std::set<std::string>& compressed)
+Status planGroups(const std::vector<Partition>& partitions, std::size_t selectedCount, JobPlan& plan, std::set<std::string>& compressed)
 {
     std::set<std::string> ids;
     for (std::size_t p = 0; p < partitions.size(); ++p) {
-        const ParamSet& ps = partitions[p].first;
-        auto groups = method.planGroups(partitions[p].second, ps);
+        const ParamSet& ps = partitions[p].params;
+        CompressionMethod& method = *partitions[p].method;
+        auto groups = method.planGroups(partitions[p].refs, ps);
         if (!groups)
             return groups.error();
         for (auto& g : *groups) {
@@ -84,10 +101,34 @@ Status planGroups(const std::vector<Partition>& partitions, std::size_t selected
             }
             plan.groupIds.push_back(id);
             plan.groupParams.push_back(ps);
+            plan.groupMethods.push_back(&method);
             plan.groups.push_back(std::move(g));
         }
     }
     return {};
+}
+
+// Groups that each lie within one block, in block order (stable): calibration carries its windows
+// through the blocks once, so partitions must not send it back to an earlier block.
+void orderByBlock(JobPlan& plan)
+{
+    for (const auto& g : plan.groups)
+        for (const MatrixRef& m : g)
+            if (m.layer != g.front().layer)
+                return; // groups span blocks: their Hessians are measured up front, any order works
+    std::vector<std::size_t> order(plan.groups.size());
+    for (std::size_t i = 0; i < order.size(); ++i)
+        order[i] = i;
+    std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return plan.groups[a].front().layer < plan.groups[b].front().layer; });
+    JobPlan sorted;
+    for (std::size_t i : order) {
+        sorted.groups.push_back(std::move(plan.groups[i]));
+        sorted.groupIds.push_back(std::move(plan.groupIds[i]));
+        sorted.groupParams.push_back(std::move(plan.groupParams[i]));
+        sorted.groupMethods.push_back(plan.groupMethods[i]);
+    }
+    sorted.estimatedBits = plan.estimatedBits;
+    plan = std::move(sorted);
 }
 
 } // namespace
@@ -113,7 +154,8 @@ Result<std::vector<MatrixRef>> selectedMatrices(const Checkpoint& checkpoint, co
     return refs;
 }
 
-Result<JobPlan> planCompressJob(const CompressJobParams& params, const Checkpoint& checkpoint, const CompressionMethod& method)
+Result<JobPlan> planCompressJob(const CompressJobParams& params, const Checkpoint& checkpoint, CompressionMethod& method,
+                                const MethodRegistry* registry)
 {
     if (params.keepDtype != DType::F16 && params.keepDtype != DType::BF16 && params.keepDtype != DType::F32)
         return Error::usage("keep dtype: uncompressed tensors can be kept as f16, bf16 or f32", "keep dtype");
@@ -125,17 +167,25 @@ Result<JobPlan> planCompressJob(const CompressJobParams& params, const Checkpoin
         return refs.error();
     if (refs->empty())
         return Error::usage("the layer selection matches no matrix of " + checkpoint.path(), "selection");
+    const auto selected = [&](const std::string& name) {
+        return std::any_of(refs->begin(), refs->end(), [&](const MatrixRef& r) { return r.name == name; });
+    };
     for (const auto& [name, extra] : params.matrixSettings)
-        if (std::none_of(refs->begin(), refs->end(), [&](const MatrixRef& r) { return r.name == name; }))
+        if (!selected(name))
             return Error::usage("per-matrix settings name " + name + ", which is not a selected matrix of " + checkpoint.path(),
                                 "matrix settings");
-    auto partitions = partitionBySettings(params, method, *resolved, *refs);
+    for (const auto& [name, id] : params.matrixMethods)
+        if (!selected(name))
+            return Error::usage("per-matrix methods name " + name + ", which is not a selected matrix of " + checkpoint.path(),
+                                "matrix methods");
+    auto partitions = partitionBySettings(params, method, *resolved, *refs, registry);
     if (!partitions)
         return partitions.error();
 
     JobPlan plan;
     std::set<std::string> compressed;
-    POCKET_TRY(planGroups(*partitions, refs->size(), method, plan, compressed));
+    POCKET_TRY(planGroups(*partitions, refs->size(), plan, compressed));
+    orderByBlock(plan);
     for (const TensorInfo& t : expectedTensors(checkpoint.config())) {
         const auto n = static_cast<std::uint64_t>(elementCount(t.shape));
         plan.estimatedBits.totalWeights += n;

@@ -17,6 +17,9 @@ namespace pocket {
 struct AllocationRequest {
     SensitivityParams base;                      // model, text, method, base settings, selection; unit is forced to matrix
     std::vector<std::vector<std::string>> menu;  // e.g. {{"bits=2"}, {"bits=3"}, {"bits=4"}}
+    // Each entry's method ("" or missing: base.methodId, its settings on top of base.settings; any
+    // other method takes the entry's settings alone). A plan across methods.
+    std::vector<std::string> menuMethods;
     double budgetBpw = 0;
 };
 
@@ -24,6 +27,7 @@ struct AllocationResult {
     std::vector<std::vector<UnitSensitivity>> perOption; // [menu entry][matrix], model order
     AllocationPlan plan;
     std::map<std::string, std::vector<std::string>> matrixSettings; // matrix -> its menu entry
+    std::map<std::string, std::string> matrixMethods;               // matrix -> its entry's method, where not base.methodId
     std::vector<double> uniformBpw;              // bpw of using each entry everywhere
     double basePerplexity = 0;
 };

@@ -35,6 +35,9 @@ struct CompressJobParams {
     // Per-matrix overrides (a bit allocation): tensor name -> "name=value" applied on top of
     // `settings`. Matrices with equal effective settings are planned together (planGroups per set).
     std::map<std::string, std::vector<std::string>> matrixSettings;
+    // Per-matrix methods (a plan across methods): tensor name -> method id. A matrix listed here
+    // is compressed with that method and its matrixSettings alone (`settings` belong to methodId).
+    std::map<std::string, std::string> matrixMethods;
     LayerSelection selection;          // default: every linear matrix of every block
     DType keepDtype = DType::F16;      // dtype of the tensors left uncompressed (F16, BF16 or F32; "keep dtype")
     std::string tokenizerPath;         // embedded tokenizer; "" = the one beside the model
@@ -80,6 +83,7 @@ struct JobPlan {
     std::vector<std::vector<MatrixRef>> groups;
     std::vector<std::string> groupIds;
     std::vector<ParamSet> groupParams; // each group's resolved parameters
+    std::vector<CompressionMethod*> groupMethods; // each group's method
     ArchiveBits estimatedBits;
 };
 
@@ -88,7 +92,10 @@ Result<std::vector<MatrixRef>> selectedMatrices(const Checkpoint& checkpoint, co
 
 // Checks everything that can be checked up front (model, method, parameters, selection, groups)
 // and estimates the bits. Errors name the file or the setting (Usage errors carry Error::setting).
-Result<JobPlan> planCompressJob(const CompressJobParams& params, const Checkpoint& checkpoint, const CompressionMethod& method);
+// Groups that each lie within one block come in block order (calibration visits blocks in order).
+// `registry` finds the methods of params.matrixMethods (needed only when that is not empty).
+Result<JobPlan> planCompressJob(const CompressJobParams& params, const Checkpoint& checkpoint, CompressionMethod& method,
+                                const MethodRegistry* registry = nullptr);
 
 // Runs the whole job and, when `recording` is given and enabled, records it in the experiment
 // store (begun at the first progress report, so runs refused up front are not recorded).
