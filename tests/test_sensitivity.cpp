@@ -300,10 +300,28 @@ private Q_SLOTS:
         job.selection = request.base.selection;
         job.outPath = m_tmp.filePath("allocated.pllm").toStdString();
         job.entropy.mode = EntropyMode::None; // the plan counts codes at their fixed width
+        job.keepDtype = DType::F32;           // the rest of the model exactly as the analysis had it
         auto compressed = runCompressJob(job, m_registry);
         QVERIFY2(compressed, compressed ? "" : compressed.message().c_str());
         QVERIFY2(std::abs(compressed->bits.bpwCompressed() - r->plan.bpw) < 1e-9,
                  qPrintable(QString("%1 vs %2").arg(compressed->bits.bpwCompressed()).arg(r->plan.bpw)));
+
+        // The plan measured as a whole is the archive's model: same perplexity on the same windows.
+        QVERIFY(r->measured);
+        QVERIFY(r->measured->klMean > 0);
+        auto archive = openArchiveCheckpoint(job.outPath, m_registry);
+        QVERIFY(archive);
+        auto model = LlamaModel::load(**archive);
+        QVERIFY(model);
+        auto tokenizer = loadTokenizer(testsupport::demoTokenizer());
+        QVERIFY(tokenizer);
+        EvalParams ep;
+        ep.ctx = 64;
+        ep.maxTokens = 3 * 63;
+        auto eval = evaluatePerplexity(**model, (*tokenizer)->encode(*readTextFile(request.base.textPath)), (*tokenizer)->bosId(), ep);
+        QVERIFY(eval);
+        QVERIFY2(std::abs(eval->perplexity - r->measured->perplexity) < 1e-5 * eval->perplexity,
+                 qPrintable(QString("%1 vs %2").arg(eval->perplexity, 0, 'g', 10).arg(r->measured->perplexity, 0, 'g', 10)));
     }
 
     // A menu across methods (rtn, and gptq with its calibration Hessians): the plan mixes them,
@@ -340,6 +358,8 @@ private Q_SLOTS:
         QVERIFY2(compressed, compressed ? "" : compressed.message().c_str());
         QVERIFY2(std::abs(compressed->bits.bpwCompressed() - r->plan.bpw) < 1e-9,
                  qPrintable(QString("%1 vs %2").arg(compressed->bits.bpwCompressed()).arg(r->plan.bpw)));
+        QVERIFY(r->measured && r->measured->perplexity > r->basePerplexity);
+        QCOMPARE(r->measured->matrices.size(), r->matrixSettings.size());
         auto archive = Archive::open(job.outPath);
         QVERIFY(archive);
         int lastLayer = -1;

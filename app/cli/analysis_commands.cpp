@@ -167,6 +167,14 @@ int runAllocateCommand(const Globals& g, const AllocateOptions& o)
     ordered_json out{{"model", o.base.model}, {"method", o.base.method}, {"settings", request.base.settings}, {"menu", o.menu},
                      {"uniform_bpw", result->uniformBpw}, {"budget", o.budget}, {"bpw", plan.bpw},
                      {"predicted_damage", plan.predictedDamage}, {"matrices", matrices}};
+    if (result->measured) { // the summed per-matrix KL against the plan's real KL
+        const pocket::UnitSensitivity& m = *result->measured;
+        out["measured"] = {{"kl", m.klMean}, {"perplexity", m.perplexity}, {"base_perplexity", result->basePerplexity},
+                           {"top1_agreement", m.top1Agreement}, {"seconds", m.seconds}};
+        t << "measured:  KL " << std::setprecision(5) << m.klMean << " (predicted " << plan.predictedDamage << "), perplexity "
+          << std::setprecision(4) << m.perplexity << " (original " << result->basePerplexity << "), top-1 agreement "
+          << std::setprecision(2) << 100 * m.top1Agreement << "%\n";
+    }
     if (!o.out.empty()) {
         pocket::CompressJobParams job;
         job.modelPath = o.base.model;

@@ -12,6 +12,15 @@ const std::string& methodOf(const AllocationRequest& request, std::size_t entry)
     return request.base.methodId;
 }
 
+// The settings entry `entry` measures with: on top of the base settings for the base method, alone
+// for another method.
+std::vector<std::string> effectiveSettings(const AllocationRequest& request, std::size_t entry)
+{
+    std::vector<std::string> s = methodOf(request, entry) == request.base.methodId ? request.base.settings : std::vector<std::string>{};
+    s.insert(s.end(), request.menu[entry].begin(), request.menu[entry].end());
+    return s;
+}
+
 } // namespace
 
 Result<AllocationResult> planBitAllocation(const AllocationRequest& request, MethodRegistry& registry, const RecorderOptions* recording,
@@ -25,12 +34,8 @@ Result<AllocationResult> planBitAllocation(const AllocationRequest& request, Met
     for (std::size_t k = 0; k < request.menu.size(); ++k) {
         SensitivityParams p = request.base;
         p.unit = SensitivityUnit::Matrix;
-        const std::string method = methodOf(request, k);
-        if (method != request.base.methodId) {
-            p.methodId = method;
-            p.settings.clear();
-        }
-        p.settings.insert(p.settings.end(), request.menu[k].begin(), request.menu[k].end());
+        p.methodId = methodOf(request, k);
+        p.settings = effectiveSettings(request, k);
         progress.option = static_cast<int>(k);
         auto r = runSensitivity(p, registry, recording, [&](const SensitivityProgress& s) {
             progress.sensitivity = s;
@@ -66,11 +71,19 @@ Result<AllocationResult> planBitAllocation(const AllocationRequest& request, Met
     if (!plan)
         return plan.error();
     out.plan = *plan;
+    std::map<std::string, PlanChoice> choices;
     for (std::size_t i = 0; i < n; ++i) {
         const auto k = static_cast<std::size_t>(plan->choice[i]);
         out.matrixSettings[options[i].name] = request.menu[k];
         if (methodOf(request, k) != request.base.methodId)
             out.matrixMethods[options[i].name] = methodOf(request, k);
+        choices[options[i].name] = {methodOf(request, k), effectiveSettings(request, k)};
+    }
+    if (request.measurePlan) {
+        auto measured = pocket::measurePlan(request.base, choices, registry);
+        if (!measured)
+            return measured.error().prefixed("measuring the plan");
+        out.measured = *measured;
     }
     return out;
 }

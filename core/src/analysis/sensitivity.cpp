@@ -305,6 +305,59 @@ Status restoreUnit(const CompressedUnit& unit, LlamaModel& model)
     return {};
 }
 
+// What every analysis starts from: the model, its tokenizer, the units, the scored windows and
+// the uncompressed model's scores on them. Built in place (the windows point into `tokens`).
+struct Setup {
+    std::unique_ptr<Checkpoint> checkpoint;
+    std::string tokenizerPath;
+    std::unique_ptr<Tokenizer> tokenizer;
+    std::vector<std::int32_t> tokens;
+    std::vector<Unit> units;
+    Windows windows;
+    std::unique_ptr<LlamaModel> model;
+    BaseScores base;
+    std::int64_t vocab = 0;
+};
+
+Status prepare(const SensitivityParams& params, Setup& s)
+{
+    auto ckpt = openCheckpoint(params.modelPath);
+    if (!ckpt)
+        return ckpt.error();
+    s.checkpoint = std::move(*ckpt);
+    const Checkpoint& c = *s.checkpoint;
+    s.tokenizerPath = params.tokenizerPath.empty() ? c.tokenizerPath() : params.tokenizerPath;
+    if (s.tokenizerPath.empty())
+        return Error{c.path() + ": no tokenizer found beside the model (tokenizer.model, tokenizer.json or tokenizer.bin), and none was given: pass one (or a .gguf that carries one)",
+                     ErrorKind::Input, "tokenizer"};
+    auto tokenizer = loadTokenizer(s.tokenizerPath);
+    if (!tokenizer)
+        return tokenizer.error();
+    s.tokenizer = std::move(*tokenizer);
+    auto text = readTextFile(params.textPath);
+    if (!text)
+        return text.error();
+    s.tokens = s.tokenizer->encode(*text);
+    auto units = buildUnits(c, params);
+    if (!units)
+        return units.error();
+    s.units = std::move(*units);
+    s.vocab = c.config().vocabSize;
+    auto windows = scoringWindows(s.tokens, s.tokenizer->bosId(), s.vocab, params);
+    if (!windows)
+        return windows.error();
+    s.windows = std::move(*windows);
+    auto model = LlamaModel::load(c);
+    if (!model)
+        return model.error();
+    s.model = std::move(*model);
+    auto base = measureBase(*s.model, s.windows, s.vocab);
+    if (!base)
+        return base.error();
+    s.base = std::move(*base);
+    return {};
+}
+
 } // namespace
 
 const char* sensitivityUnitName(SensitivityUnit unit)
@@ -332,38 +385,19 @@ Result<SensitivityResult> runSensitivity(const SensitivityParams& params, Method
     CompressionMethod* method = nullptr;
     ParamSet resolved;
     POCKET_TRY(checkRequest(params, registry, method, resolved));
-    auto ckpt = openCheckpoint(params.modelPath);
-    if (!ckpt)
-        return ckpt.error();
-    const Checkpoint& c = **ckpt;
-    const std::string tokenizerPath = params.tokenizerPath.empty() ? c.tokenizerPath() : params.tokenizerPath;
-    if (tokenizerPath.empty())
-        return Error{c.path() + ": no tokenizer found beside the model (tokenizer.model, tokenizer.json or tokenizer.bin), and none was given: pass one (or a .gguf that carries one)",
-                     ErrorKind::Input, "tokenizer"};
-    auto tokenizer = loadTokenizer(tokenizerPath);
-    if (!tokenizer)
-        return tokenizer.error();
-    auto text = readTextFile(params.textPath);
-    if (!text)
-        return text.error();
-    const std::vector<std::int32_t> tokens = (*tokenizer)->encode(*text);
-    auto units = buildUnits(c, params);
-    if (!units)
-        return units.error();
-    const std::int64_t vocab = c.config().vocabSize;
-    auto windows = scoringWindows(tokens, (*tokenizer)->bosId(), vocab, params);
-    if (!windows)
-        return windows.error();
-    auto model = LlamaModel::load(c);
-    if (!model)
-        return model.error();
-    auto base = measureBase(**model, *windows, vocab);
-    if (!base)
-        return base.error();
+    Setup setup;
+    POCKET_TRY(prepare(params, setup));
+    const Checkpoint& c = *setup.checkpoint;
+    const std::string& tokenizerPath = setup.tokenizerPath;
+    const std::vector<Unit>* units = &setup.units;
+    const Windows* windows = &setup.windows;
+    const BaseScores* base = &setup.base;
+    std::unique_ptr<LlamaModel>* model = &setup.model;
+    const std::int64_t vocab = setup.vocab;
     Hessians hessians;
     const bool calibrated = method->needsCalibration(resolved);
     if (calibrated) {
-        auto h = measureHessians(**model, c, **tokenizer, *units, params);
+        auto h = measureHessians(**model, c, *setup.tokenizer, *units, params);
         if (!h)
             return h.error();
         hessians = std::move(*h);
@@ -429,6 +463,58 @@ Result<SensitivityResult> runSensitivity(const SensitivityParams& params, Method
     if (recorder)
         result.runId = recorder->done(result, allWeights, allBits);
     return result;
+}
+
+Result<UnitSensitivity> measurePlan(const SensitivityParams& params, const std::map<std::string, PlanChoice>& plan, MethodRegistry& registry)
+{
+    const Stopwatch clock;
+    SensitivityParams p = params;
+    p.unit = SensitivityUnit::Matrix;
+    p.selection = LayerSelection{};
+    for (const auto& [name, choice] : plan)
+        p.selection.names.push_back(name);
+    Setup setup;
+    POCKET_TRY(prepare(p, setup));
+    std::map<std::string, std::pair<CompressionMethod*, ParamSet>> resolved;
+    bool calibrated = false;
+    for (const auto& [name, choice] : plan) {
+        auto method = registry.find(choice.methodId);
+        if (!method)
+            return method.error().prefixed(name);
+        auto ps = ParamSet::resolve((*method)->info().params, choice.settings);
+        if (!ps)
+            return ps.error().prefixed(name);
+        calibrated = calibrated || (*method)->needsCalibration(*ps);
+        resolved[name] = {*method, *ps};
+    }
+    Hessians hessians;
+    if (calibrated) {
+        auto h = measureHessians(*setup.model, *setup.checkpoint, *setup.tokenizer, setup.units, p);
+        if (!h)
+            return h.error();
+        hessians = std::move(*h);
+    }
+    UnitSensitivity all;
+    all.unit = "plan";
+    double bits = 0, mse = 0, snr = 0;
+    for (const Unit& unit : setup.units) { // one matrix each; its weights stay in the model
+        const auto& [method, ps] = resolved.at(unit.name);
+        UnitSensitivity u;
+        auto compressed = compressUnit(unit, *setup.checkpoint, *method, ps, method->needsCalibration(ps) ? &hessians : nullptr, *setup.model, u);
+        if (!compressed)
+            return compressed.error();
+        bits += compressed->bits;
+        mse += u.mse * static_cast<double>(u.weights);
+        snr += u.snrDb;
+        all.weights += u.weights;
+        all.matrices.insert(all.matrices.end(), u.matrices.begin(), u.matrices.end());
+    }
+    POCKET_TRY(scoreUnit(*setup.model, setup.windows, setup.base, setup.vocab, all));
+    all.bpw = all.weights > 0 ? bits / static_cast<double>(all.weights) : 0;
+    all.mse = all.weights > 0 ? mse / static_cast<double>(all.weights) : 0;
+    all.snrDb = setup.units.empty() ? 0 : snr / static_cast<double>(setup.units.size());
+    all.seconds = clock.seconds();
+    return all;
 }
 
 } // namespace pocket

@@ -9,6 +9,7 @@
 
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,7 @@ struct AllocationRequest {
     // other method takes the entry's settings alone). A plan across methods.
     std::vector<std::string> menuMethods;
     double budgetBpw = 0;
+    bool measurePlan = true; // compress the plan's choices all at once and measure its real KL and perplexity
 };
 
 struct AllocationResult {
@@ -30,6 +32,7 @@ struct AllocationResult {
     std::map<std::string, std::string> matrixMethods;               // matrix -> its entry's method, where not base.methodId
     std::vector<double> uniformBpw;              // bpw of using each entry everywhere
     double basePerplexity = 0;
+    std::optional<UnitSensitivity> measured;     // the plan measured as a whole (measurePlan)
 };
 
 struct AllocationProgress {

@@ -87,4 +87,16 @@ struct SensitivityResult {
 Result<SensitivityResult> runSensitivity(const SensitivityParams& params, MethodRegistry& registry, const RecorderOptions* recording = nullptr,
                                          const std::function<bool(const SensitivityProgress&)>& onProgress = {});
 
+// One matrix's choice in a plan: its method and its effective settings.
+struct PlanChoice {
+    std::string methodId;
+    std::vector<std::string> settings;
+};
+
+// A plan's real damage, for checking the summed per-unit KL it was chosen by (an additive
+// approximation): every matrix of `plan` compressed with its choice, all at once, and the model
+// scored like one unit on the windows of `params` (its text, ctx, windows, calibration; its method
+// and selection are ignored). Hessians come from the uncompressed model, as for the units.
+Result<UnitSensitivity> measurePlan(const SensitivityParams& params, const std::map<std::string, PlanChoice>& plan, MethodRegistry& registry);
+
 } // namespace pocket
