@@ -372,6 +372,14 @@ private Q_SLOTS:
         }
     }
 
+    void menuEntriesNameTheirMethod()
+    {
+        QCOMPARE(parseMenuEntry("bits=3,group=32"), (std::pair<std::string, std::vector<std::string>>{"", {"bits=3", "group=32"}}));
+        QCOMPARE(parseMenuEntry("gptq:bits=3,group=32"), (std::pair<std::string, std::vector<std::string>>{"gptq", {"bits=3", "group=32"}}));
+        QCOMPARE(parseMenuEntry("vq:K=16"), (std::pair<std::string, std::vector<std::string>>{"vq", {"K=16"}}));
+        QCOMPARE(parseMenuEntry("init=a:b"), (std::pair<std::string, std::vector<std::string>>{"", {"init=a:b"}})); // ':' inside a value
+    }
+
     void refusesBadInput()
     {
         SensitivityParams p = params("0", "q");

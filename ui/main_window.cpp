@@ -626,6 +626,7 @@ bool MainWindow::startPlannedCompress()
     p.methodId = m_sensitivity->planMethod().toStdString();
     p.settings = m_sensitivity->planBaseSettings();
     p.matrixSettings = m_sensitivity->planMatrixSettings();
+    p.matrixMethods = m_sensitivity->planMatrixMethods();
     p.selection = LayerSelection{}; // the plan names every matrix it covers
     for (const auto& [name, settings] : p.matrixSettings)
         p.selection.names.push_back(name);

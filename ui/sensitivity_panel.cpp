@@ -130,7 +130,8 @@ void SensitivityPanel::buildAllocation(QVBoxLayout* layout)
     auto* alloc = new QHBoxLayout;
     m_menu = new QLineEdit(QStringLiteral("bits=2;bits=3;bits=4;bits=5"));
     m_menu->setToolTip(tr("Settings to choose from for each matrix, separated by ';' (each on top of the settings above), "
-                          "e.g. bits=2;bits=3;bits=4 or K=16,d=4;K=256,d=4"));
+                          "e.g. bits=2;bits=3;bits=4 or K=16,d=4;K=256,d=4; an entry may name another method, whose "
+                          "settings it gives alone: bits=2;gptq:bits=3,group=32"));
     m_budget = new QDoubleSpinBox;
     m_budget->setRange(0.1, 64);
     m_budget->setDecimals(3);
@@ -181,6 +182,7 @@ void SensitivityPanel::connectSignals()
     });
     connect(m_workbench, &Workbench::modelChanged, this, [this] {
         m_planSettings.clear();
+    m_planMethods.clear();
         m_runPlan->setEnabled(false);
         reset();
     });
@@ -229,12 +231,16 @@ bool SensitivityPanel::startPlan(QString* error)
     request.base = params(error);
     if (!error->isEmpty())
         return false;
-    for (const std::string& entry : splitList(m_menu->text(), QLatin1Char(';')))
-        request.menu.push_back(splitList(QString::fromStdString(entry), QLatin1Char(',')));
+    for (const std::string& entry : splitList(m_menu->text(), QLatin1Char(';'))) {
+        auto [method, settings] = parseMenuEntry(entry);
+        request.menuMethods.push_back(method);
+        request.menu.push_back(settings);
+    }
     request.budgetBpw = m_budget->value();
     reset();
     m_planTable->setRowCount(0);
     m_planSettings.clear();
+    m_planMethods.clear();
     m_runPlan->setEnabled(false);
     m_planSummary->setText(tr("Measuring every menu entry, then allocating…"));
     return m_workbench->startAllocation(request, error);
@@ -350,6 +356,7 @@ void SensitivityPanel::onFinished(const SensitivityOutcome& o)
     QString error;
     m_planBase = params(&error).settings;
     m_planSettings = a.matrixSettings;
+    m_planMethods = a.matrixMethods;
     m_planTable->setSortingEnabled(false);
     m_planTable->setRowCount(0);
     for (std::size_t i = 0; i < a.plan.choice.size(); ++i) {
@@ -357,6 +364,8 @@ void SensitivityPanel::onFinished(const SensitivityOutcome& o)
         QStringList setting;
         for (const std::string& s : a.matrixSettings.at(u.unit))
             setting << QString::fromStdString(s);
+        if (auto own = a.matrixMethods.find(u.unit); own != a.matrixMethods.end()) // a plan across methods
+            setting.front().prepend(QString::fromStdString(own->second) + QLatin1Char(':'));
         const int row = m_planTable->rowCount();
         m_planTable->insertRow(row);
         m_planTable->setItem(row, 0, new QTableWidgetItem(QString::fromStdString(u.unit)));

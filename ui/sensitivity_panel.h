@@ -45,6 +45,8 @@ public:
     QString planMethod() const { return m_planMethod; }
     std::vector<std::string> planBaseSettings() const { return m_planBase; }
     const std::map<std::string, std::vector<std::string>>& planMatrixSettings() const { return m_planSettings; }
+    // Matrices whose plan entry names another method than planMethod() (a plan across methods).
+    const std::map<std::string, std::string>& planMatrixMethods() const { return m_planMethods; }
 
     // For tests and screenshots.
     QLineEdit* methodEdit() const { return m_method; }
@@ -101,6 +103,7 @@ private:
     QString m_planMethod;
     std::vector<std::string> m_planBase;
     std::map<std::string, std::vector<std::string>> m_planSettings;
+    std::map<std::string, std::string> m_planMethods;
 };
 
 } // namespace pocket::ui

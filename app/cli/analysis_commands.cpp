@@ -113,27 +113,15 @@ int runSensitivityCommand(const Globals& g, const SensitivityOptions& o)
     return kExitOk;
 }
 
-std::vector<std::string> splitAssignments(const std::string& entry)
-{
-    std::vector<std::string> out;
-    std::string part;
-    std::istringstream in(entry);
-    while (std::getline(in, part, ','))
-        if (!part.empty())
-            out.push_back(part);
-    return out;
-}
-
 int runAllocateCommand(const Globals& g, const AllocateOptions& o)
 {
     pocket::AllocationRequest request;
     if (auto s = sensitivityParams(o.base, request.base); !s)
         return fail(g, s.error());
-    for (const std::string& entry : o.menu) { // "[method:]name=value,..."
-        const std::size_t colon = entry.find(':');
-        const bool named = colon != std::string::npos && entry.find('=') > colon;
-        request.menuMethods.push_back(named ? entry.substr(0, colon) : std::string());
-        request.menu.push_back(splitAssignments(named ? entry.substr(colon + 1) : entry));
+    for (const std::string& entry : o.menu) {
+        auto [method, settings] = pocket::parseMenuEntry(entry);
+        request.menuMethods.push_back(method);
+        request.menu.push_back(settings);
     }
     request.budgetBpw = o.budget;
     ProgressLine progress(!g.quiet);

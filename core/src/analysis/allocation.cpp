@@ -1,6 +1,8 @@
 // Bit allocation from measured sensitivities (pocket/analysis/allocation.h).
 #include "pocket/analysis/allocation.h"
 
+#include <sstream>
+
 namespace pocket {
 
 namespace {
@@ -22,6 +24,19 @@ std::vector<std::string> effectiveSettings(const AllocationRequest& request, std
 }
 
 } // namespace
+
+std::pair<std::string, std::vector<std::string>> parseMenuEntry(const std::string& entry)
+{
+    const std::size_t colon = entry.find(':');
+    const bool named = colon != std::string::npos && entry.find('=') > colon;
+    std::pair<std::string, std::vector<std::string>> out{named ? entry.substr(0, colon) : std::string(), {}};
+    std::string part;
+    std::istringstream in(named ? entry.substr(colon + 1) : entry);
+    while (std::getline(in, part, ','))
+        if (!part.empty())
+            out.second.push_back(part);
+    return out;
+}
 
 Result<AllocationResult> planBitAllocation(const AllocationRequest& request, MethodRegistry& registry, const RecorderOptions* recording,
                                            const std::function<bool(const AllocationProgress&)>& onProgress)

@@ -41,6 +41,10 @@ struct AllocationProgress {
     SensitivityProgress sensitivity;
 };
 
+// One menu entry as the front ends write it, "[method:]name=value,name=value": the method ("" when
+// not named) and the settings.
+std::pair<std::string, std::vector<std::string>> parseMenuEntry(const std::string& entry);
+
 // Runs the analyses and the allocation. Each analysis is recorded when `recording` is given.
 Result<AllocationResult> planBitAllocation(const AllocationRequest& request, MethodRegistry& registry, const RecorderOptions* recording = nullptr,
                                            const std::function<bool(const AllocationProgress&)>& onProgress = {});
