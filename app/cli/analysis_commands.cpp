@@ -59,10 +59,7 @@ pocket::Status sensitivityParams(const SensitivityOptions& o, pocket::Sensitivit
     }
     p.ctx = o.ctx;
     p.windows = o.windows;
-    p.calibration.textPath = o.calibText;
-    p.calibration.samples = o.calibSamples;
-    p.calibration.length = o.calibLength;
-    p.calibration.seed = o.calibSeed;
+    p.calibration = o.calibration;
     pocket::setComputeThreads(o.threads);
     return {};
 }
@@ -172,9 +169,7 @@ int runAllocateCommand(const Globals& g, const AllocateOptions& o)
         job.matrixMethods = result->matrixMethods;
         job.selection = request.base.selection;
         job.tokenizerPath = o.base.tokenizer;
-        job.calibration = request.base.calibration;
-        if (job.calibration.textPath.empty())
-            job.calibration.textPath = request.base.textPath;
+        job.calibration = pocket::calibrationOf(request.base);
         job.outPath = o.out;
         auto compressed = pocket::runCompressJob(job, registry(), &recording);
         if (!compressed)
@@ -209,14 +204,9 @@ void addAnalysisOptions(CLI::App* cmd, SensitivityOptions& o, bool withUnit)
     cmd->add_option("--ctx", o.ctx, "Tokens per window, BOS included")->capture_default_str()->check(CLI::Range(2, 1 << 20));
     cmd->add_option("--windows", o.windows, "Windows of the text scored")->capture_default_str()->check(CLI::Range(1, 1 << 20));
     cmd->add_option("--threads", o.threads, "Compute threads (default: one per core)")->check(CLI::Range(1, 1024));
-    cmd->add_option("--calib-text", o.calibText,
-                    "Calibration text for methods that need it (gptq, vq/pocketllm feedback, aqlm); default: the --text file. "
-                    "Hessians are measured once on the original model");
-    cmd->add_option("--calib-samples", o.calibSamples, "Calibration windows")->capture_default_str()->check(CLI::Range(1, 1 << 20));
-    cmd->add_option("--calib-len", o.calibLength, "Tokens per calibration window, BOS included (capped at the model's context)")
-        ->capture_default_str()
-        ->check(CLI::Range(2, 1 << 20));
-    cmd->add_option("--calib-seed", o.calibSeed, "Seed for the calibration windows' places")->capture_default_str();
+    addCalibrationOptions(cmd, o.calibration,
+                          "Calibration text for methods that need it (gptq, vq/pocketllm feedback, aqlm); default: the --text file. "
+                          "Hessians are measured once on the original model");
 }
 
 } // namespace

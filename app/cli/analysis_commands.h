@@ -3,6 +3,8 @@
 
 #include "cli_common.h"
 
+#include "pocket/jobs/calibration.h"
+
 #include <CLI/CLI.hpp>
 
 #include <cstdint>
@@ -23,10 +25,7 @@ struct SensitivityOptions {
     int ctx = 256;
     int windows = 16;
     int threads = 0;
-    std::string calibText; // methods that need calibration; "" = the scored text
-    int calibSamples = 128;
-    int calibLength = 256;
-    std::uint64_t calibSeed = 0;
+    pocket::CalibrationParams calibration; // methods that need calibration; no text = the scored text
 };
 
 struct AllocateOptions {

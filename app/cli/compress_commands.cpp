@@ -158,7 +158,7 @@ int runCompress(const Globals& g, const CompressOptions& o)
     params.workDir = o.workDir;
     params.resume = o.resume;
     params.keepWorkDir = o.keepWork;
-    params.calibration = {o.calibText, o.calibSamples, o.calibLength, o.calibSeed};
+    params.calibration = o.calibration;
     const auto entropy = entropyOptions(o.entropy, o.coder, o.minSaving);
     if (!entropy)
         return fail(g, entropy.error());
@@ -602,6 +602,16 @@ int runMethods(const Globals& g)
 
 } // namespace
 
+void addCalibrationOptions(CLI::App* command, pocket::CalibrationParams& params, const std::string& textHelp)
+{
+    command->add_option("--calib-text", params.textPath, textHelp);
+    command->add_option("--calib-samples", params.samples, "Calibration windows")->capture_default_str()->check(CLI::Range(1, 1 << 20));
+    command->add_option("--calib-len", params.length, "Tokens per calibration window, BOS included (capped at the model's context)")
+        ->capture_default_str()
+        ->check(CLI::Range(2, 1 << 20));
+    command->add_option("--calib-seed", params.seed, "Seed for the calibration windows' places")->capture_default_str();
+}
+
 pocket::Result<std::unique_ptr<pocket::Checkpoint>> openModelOrArchive(const std::string& path)
 {
     return pocket::openModelOrArchive(path, registry());
@@ -629,12 +639,7 @@ void addCompressCommands(CLI::App& app, CompressCommands& c)
     c.compress->add_flag("--keep-work", o.keepWork, "Keep the work folder after success");
     c.compress->add_flag("--dry-run", o.dryRun, "Only plan: check the options and print the estimated bits");
     c.compress->add_option("--threads", o.threads, "Compute threads (default: one per core)")->check(CLI::Range(1, 1024));
-    c.compress->add_option("--calib-text", o.calibText, "Calibration text (methods that need it, e.g. gptq)");
-    c.compress->add_option("--calib-samples", o.calibSamples, "Calibration windows")->capture_default_str()->check(CLI::Range(1, 1 << 20));
-    c.compress->add_option("--calib-len", o.calibLength, "Tokens per calibration window, BOS included (capped at the model's context)")
-        ->capture_default_str()
-        ->check(CLI::Range(2, 1 << 20));
-    c.compress->add_option("--calib-seed", o.calibSeed, "Seed for the calibration windows' places")->capture_default_str();
+    addCalibrationOptions(c.compress, o.calibration, "Calibration text (methods that need it, e.g. gptq)");
     addEntropyOptions(c.compress, o.entropy, o.coder, o.minSaving);
 
     ArchiveOptions& a = c.archiveOptions;

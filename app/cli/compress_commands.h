@@ -4,6 +4,7 @@
 #include "cli_common.h"
 
 #include "pocket/io/checkpoint.h"
+#include "pocket/jobs/calibration.h"
 #include "pocket/methods/method_registry.h"
 #include "pocket/support/result.h"
 
@@ -34,10 +35,7 @@ struct CompressOptions {
     bool keepWork = false;
     bool dryRun = false;
     int threads = 0;
-    std::string calibText;
-    int calibSamples = 128;
-    int calibLength = 256;
-    std::uint64_t calibSeed = 0;
+    pocket::CalibrationParams calibration; // --calib-text, --calib-samples, --calib-len, --calib-seed
     std::string entropy = "auto";
     std::string coder = "fastest";
     double minSaving = 2;
@@ -90,5 +88,8 @@ pocket::MethodRegistry& registry();
 // Opens a checkpoint, or a .pllm archive through the method plugins (which stay loaded for the
 // life of the process).
 pocket::Result<std::unique_ptr<pocket::Checkpoint>> openModelOrArchive(const std::string& path);
+
+// --calib-text (with `textHelp`), --calib-samples, --calib-len and --calib-seed into `params`.
+void addCalibrationOptions(CLI::App* command, pocket::CalibrationParams& params, const std::string& textHelp);
 
 } // namespace cli

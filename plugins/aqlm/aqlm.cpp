@@ -22,7 +22,6 @@
 #include <torch/optim/adam.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -260,14 +259,7 @@ bool residualKmeans(std::vector<MatrixState>& ms, const Shape& shape, const Para
 
 MatrixState stateOf(const WeightMatrix& m, const Shape& shape, bool useHessian, double damp)
 {
-    MatrixState s;
-    s.rows = m.ref.rows;
-    s.cols = m.ref.cols;
-    s.groups = groupsPerRow(m.ref, shape.g);
-    s.padded = s.groups * shape.g;
-    const at::Tensor w = at::from_blob(const_cast<float*>(m.values.data()), {s.rows, s.cols}, at::kFloat);
-    s.w = at::constant_pad_nd(w, {0, s.padded - s.cols}).contiguous();
-    s.h = additive::outputMetric(useHessian ? m.hessian.data() : nullptr, s.cols, s.padded, damp);
+    MatrixState s = additive::matrixState(m, shape.g, useHessian, damp);
     s.norm = (s.w.mm(s.h) * s.w).sum().item<double>();
     const std::vector<float> rs = vqcommon::rowScales(m);
     s.scale0 = at::from_blob(const_cast<float*>(rs.data()), {s.rows}, at::kFloat).clone();

@@ -742,11 +742,7 @@ at::Tensor decodeCandidates(const Decoder& dec, const at::Tensor& codebook, cons
 // codebooks stacked in `codebook` ([M*K, latent]), summed.
 at::Tensor latentsOf(const at::Tensor& codebook, const at::Tensor& idx)
 {
-    if (idx.dim() == 1)
-        return codebook.index_select(0, idx);
-    const std::int64_t m = idx.size(1), k = codebook.size(0) / m;
-    const at::Tensor flat = (idx + at::arange(m, at::kLong) * k).reshape({-1});
-    return codebook.index_select(0, flat).view({idx.size(0), m, codebook.size(1)}).sum(1);
+    return idx.dim() == 1 ? codebook.index_select(0, idx) : additive::sumCodewords(codebook, idx);
 }
 
 // codebooks > 1: the codes of every sub-vector by beam search over the M codebooks in order, each
@@ -1042,14 +1038,7 @@ void additiveFeedback(AssignState& s, const MatrixGroup& group, const GroupData&
     at::Tensor codes = s.idx.clone();
     for (std::size_t i = 0; i < group.matrices.size(); ++i) {
         const WeightMatrix& m = group.matrices[i];
-        additive::MatrixState st;
-        st.rows = m.ref.rows;
-        st.cols = m.ref.cols;
-        st.groups = (m.ref.cols + l.d - 1) / l.d;
-        st.padded = st.groups * l.d;
-        const at::Tensor w = at::from_blob(const_cast<float*>(m.values.data()), {st.rows, st.cols}, at::kFloat);
-        st.w = at::constant_pad_nd(w, {0, st.padded - st.cols}).contiguous();
-        st.h = additive::outputMetric(m.hessian.data(), st.cols, st.padded, params.getFloat("damp"));
+        additive::MatrixState st = additive::matrixState(m, l.d, true, params.getFloat("damp"));
         st.scale = l.rowScale ? at::from_blob(const_cast<float*>(g.rowScales[i].data()), {st.rows}, at::kFloat) * g.scale
                               : at::full({st.rows}, g.scale, at::kFloat);
         st.codes = s.idx.narrow(0, g.offsets[i], g.counts[i]).view({st.groups, st.rows, l.books}).clone();

@@ -179,9 +179,7 @@ using Hessians = std::map<std::string, std::shared_ptr<const std::vector<float>>
 Result<Hessians> measureHessians(LlamaModel& model, const Checkpoint& c, const Tokenizer& tokenizer, const std::vector<Unit>& units,
                                  const SensitivityParams& params)
 {
-    CalibrationParams cp = params.calibration;
-    if (cp.textPath.empty())
-        cp.textPath = params.textPath;
+    CalibrationParams cp = calibrationOf(params);
     cp.length = static_cast<int>(std::min<std::int64_t>(cp.length, c.config().maxPositions));
     auto text = readTextFile(cp.textPath);
     if (!text)
@@ -203,17 +201,16 @@ Result<Hessians> measureHessians(LlamaModel& model, const Checkpoint& c, const T
         auto h = (*run)->hessians();
         if (!h)
             return h.error();
-        std::map<std::int64_t, std::shared_ptr<const std::vector<float>>> shared; // equal vectors kept once
+        std::map<MatrixType, std::shared_ptr<const std::vector<float>>> shared; // one copy per input
         for (const MatrixRef& m : matrices) {
-            std::vector<float>& values = (*h)[m.type];
-            const MatrixType first = m.type == MatrixType::K || m.type == MatrixType::V ? MatrixType::Q
+            // hessians() gives k/v q's Hessian and up gate's: keep that one copy
+            const MatrixType input = m.type == MatrixType::K || m.type == MatrixType::V ? MatrixType::Q
                                      : m.type == MatrixType::Up                         ? MatrixType::Gate
                                                                                         : m.type;
-            const std::int64_t key = static_cast<std::int64_t>(first);
-            auto it = shared.find(key);
-            if (it == shared.end() || *it->second != values)
-                it = shared.insert_or_assign(key, std::make_shared<const std::vector<float>>(std::move(values))).first;
-            out[m.name] = it->second;
+            auto& kept = shared[input];
+            if (!kept)
+                kept = std::make_shared<const std::vector<float>>(std::move((*h)[input]));
+            out[m.name] = kept;
         }
     }
     return out;
@@ -388,32 +385,27 @@ Result<SensitivityResult> runSensitivity(const SensitivityParams& params, Method
     Setup setup;
     POCKET_TRY(prepare(params, setup));
     const Checkpoint& c = *setup.checkpoint;
-    const std::string& tokenizerPath = setup.tokenizerPath;
-    const std::vector<Unit>* units = &setup.units;
-    const Windows* windows = &setup.windows;
-    const BaseScores* base = &setup.base;
-    std::unique_ptr<LlamaModel>* model = &setup.model;
-    const std::int64_t vocab = setup.vocab;
+    LlamaModel& model = *setup.model;
     Hessians hessians;
     const bool calibrated = method->needsCalibration(resolved);
     if (calibrated) {
-        auto h = measureHessians(**model, c, *setup.tokenizer, *units, params);
+        auto h = measureHessians(model, c, *setup.tokenizer, setup.units, params);
         if (!h)
             return h.error();
         hessians = std::move(*h);
     }
 
     SensitivityResult result;
-    result.windows = windows->count();
-    result.tokensScored = windows->count() * windows->perWindow;
-    result.basePerplexity = base->perplexity;
+    result.windows = setup.windows.count();
+    result.tokensScored = setup.windows.count() * setup.windows.perWindow;
+    result.basePerplexity = setup.base.perplexity;
     json paramsJson{{"settings", params.settings}, {"method_params", json::parse(resolved.toJson(method->info().params))},
                     {"unit", sensitivityUnitName(params.unit)}, {"ctx", params.ctx}, {"windows", result.windows},
-                    {"text", absolutePath(params.textPath)}, {"tokenizer", tokenizerPath}};
-    if (calibrated)
-        paramsJson["calibration"] = {{"text", absolutePath(params.calibration.textPath.empty() ? params.textPath : params.calibration.textPath)},
-                                     {"samples", params.calibration.samples}, {"length", params.calibration.length},
-                                     {"seed", params.calibration.seed}};
+                    {"text", absolutePath(params.textPath)}, {"tokenizer", setup.tokenizerPath}};
+    if (calibrated) {
+        const CalibrationParams cp = calibrationOf(params);
+        paramsJson["calibration"] = {{"text", absolutePath(cp.textPath)}, {"samples", cp.samples}, {"length", cp.length}, {"seed", cp.seed}};
+    }
     std::unique_ptr<SensitivityRecorder> recorder;
     if (recording && recording->enabled)
         recorder = std::make_unique<SensitivityRecorder>(*recording, c, params, paramsJson.dump());
@@ -425,7 +417,7 @@ Result<SensitivityResult> runSensitivity(const SensitivityParams& params, Method
     };
 
     SensitivityProgress progress;
-    progress.unitCount = static_cast<int>(units->size());
+    progress.unitCount = static_cast<int>(setup.units.size());
     progress.basePerplexity = result.basePerplexity;
     if (recorder)
         recorder->begin();
@@ -434,18 +426,18 @@ Result<SensitivityResult> runSensitivity(const SensitivityParams& params, Method
 
     std::int64_t allWeights = 0;
     double allBits = 0;
-    for (const Unit& unit : *units) {
+    for (const Unit& unit : setup.units) {
         const Stopwatch unitClock;
         UnitSensitivity u;
         u.unit = unit.name;
-        auto compressed = compressUnit(unit, c, *method, resolved, calibrated ? &hessians : nullptr, **model, u);
+        auto compressed = compressUnit(unit, c, *method, resolved, calibrated ? &hessians : nullptr, model, u);
         if (!compressed)
             return fail(compressed.error());
         allWeights += u.weights;
         allBits += compressed->bits;
-        if (auto s = scoreUnit(**model, *windows, *base, vocab, u); !s)
+        if (auto s = scoreUnit(model, setup.windows, setup.base, setup.vocab, u); !s)
             return fail(s.error());
-        if (auto s = restoreUnit(*compressed, **model); !s)
+        if (auto s = restoreUnit(*compressed, model); !s)
             return fail(s.error());
         u.seconds = unitClock.seconds();
         result.units.push_back(u);
@@ -463,6 +455,14 @@ Result<SensitivityResult> runSensitivity(const SensitivityParams& params, Method
     if (recorder)
         result.runId = recorder->done(result, allWeights, allBits);
     return result;
+}
+
+CalibrationParams calibrationOf(const SensitivityParams& params)
+{
+    CalibrationParams cp = params.calibration;
+    if (cp.textPath.empty())
+        cp.textPath = params.textPath;
+    return cp;
 }
 
 Result<UnitSensitivity> measurePlan(const SensitivityParams& params, const std::map<std::string, PlanChoice>& plan, MethodRegistry& registry)

@@ -4,30 +4,40 @@
 #include <algorithm>
 
 namespace pocket::additive {
-// The metric of a [rows, cols] matrix padded to `padded` columns: its Hessian (cols x cols, row-major;
-// null for the identity) normalised to a mean diagonal of 1, zero on the padding, plus damp * I.
-at::Tensor outputMetric(const float* hessian, std::int64_t cols, std::int64_t padded, double damp)
+MatrixState matrixState(const WeightMatrix& m, int g, bool useHessian, double damp)
 {
-    at::Tensor h = at::zeros({padded, padded}, at::kFloat);
-    if (hessian) {
-        const at::Tensor raw = at::from_blob(const_cast<float*>(hessian), {cols, cols}, at::kFloat);
+    MatrixState s;
+    s.rows = m.ref.rows;
+    s.cols = m.ref.cols;
+    s.groups = (s.cols + g - 1) / g;
+    s.padded = s.groups * g;
+    const at::Tensor w = at::from_blob(const_cast<float*>(m.values.data()), {s.rows, s.cols}, at::kFloat);
+    s.w = at::constant_pad_nd(w, {0, s.padded - s.cols}).contiguous();
+    s.h = at::zeros({s.padded, s.padded}, at::kFloat);
+    if (useHessian) {
+        const at::Tensor raw = at::from_blob(const_cast<float*>(m.hessian.data()), {s.cols, s.cols}, at::kFloat);
         const double meanDiag = raw.diagonal().mean().item<double>();
-        h.narrow(0, 0, cols).narrow(1, 0, cols).copy_(meanDiag > 0 ? raw / meanDiag : raw);
+        s.h.narrow(0, 0, s.cols).narrow(1, 0, s.cols).copy_(meanDiag > 0 ? raw / meanDiag : raw);
     } else {
-        h.diagonal().narrow(0, 0, cols).fill_(1.0f);
+        s.h.diagonal().narrow(0, 0, s.cols).fill_(1.0f);
     }
-    h.diagonal().add_(damp);
-    return h;
+    s.h.diagonal().add_(damp);
+    return s;
 }
 
-// Y[rows, padded]: every group's sum of codewords (unscaled).
+at::Tensor sumCodewords(const at::Tensor& stacked, const at::Tensor& codes)
+{
+    const std::int64_t m = codes.size(-1), k = stacked.size(0) / m;
+    std::vector<std::int64_t> shape = codes.sizes().vec();
+    const at::Tensor flat = (codes + at::arange(m, at::kLong) * k).reshape({-1});
+    shape.push_back(stacked.size(1));
+    return stacked.index_select(0, flat).view(shape).sum(-2);
+}
+
 at::Tensor codewordSums(const at::Tensor& codebooks, const at::Tensor& codes, std::int64_t rows, std::int64_t padded)
 {
-    const std::int64_t m = codebooks.size(0), k = codebooks.size(1), g = codebooks.size(2);
-    const at::Tensor offsets = at::arange(m, at::kLong) * k;
-    const at::Tensor flat = (codes + offsets).reshape({-1});
-    const at::Tensor picked = codebooks.reshape({m * k, g}).index_select(0, flat).view({codes.size(0), rows, m, g});
-    return picked.sum(2).permute({1, 0, 2}).reshape({rows, padded});
+    const at::Tensor sums = sumCodewords(codebooks.reshape({codebooks.size(0) * codebooks.size(1), codebooks.size(2)}), codes); // [groups, rows, g]
+    return sums.permute({1, 0, 2}).reshape({rows, padded});
 }
 
 at::Tensor beamStep(const at::Tensor& scores, const at::Tensor& book, std::int64_t beam, at::Tensor& partial, at::Tensor& paths)

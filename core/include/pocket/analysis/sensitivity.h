@@ -87,6 +87,9 @@ struct SensitivityResult {
 Result<SensitivityResult> runSensitivity(const SensitivityParams& params, MethodRegistry& registry, const RecorderOptions* recording = nullptr,
                                          const std::function<bool(const SensitivityProgress&)>& onProgress = {});
 
+// The calibration a run of `params` uses: params.calibration with the scored text when it names none.
+CalibrationParams calibrationOf(const SensitivityParams& params);
+
 // One matrix's choice in a plan: its method and its effective settings.
 struct PlanChoice {
     std::string methodId;

@@ -6,6 +6,8 @@
 // LibTorch: for the plugins that use it (never include it where QCustomPlot is).
 #pragma once
 
+#include "pocket/methods/method.h"
+
 #include <ATen/ATen.h>
 
 #include <cstdint>
@@ -24,9 +26,14 @@ struct MatrixState {
     double norm = 0;   // tr(W H W^T)
 };
 
-// The metric of a [rows, cols] matrix padded to `padded` columns: its Hessian (cols x cols, row-major;
-// null for the identity) normalised to a mean diagonal of 1, zero on the padding, plus damp * I.
-at::Tensor outputMetric(const float* hessian, std::int64_t cols, std::int64_t padded, double damp);
+// The search state of matrix `m` cut into groups of `g` columns (the last padded with zeros): its
+// shape, padded weights, and metric: the Hessian (with `useHessian`; else the identity) normalised to
+// a mean diagonal of 1, zero on the padding, plus damp * I. The caller sets scales and codes.
+MatrixState matrixState(const WeightMatrix& m, int g, bool useHessian, double damp);
+
+// The sum of each code tuple's codewords: `stacked` holds M codebooks of K rows ([M*K, d]), `codes`
+// [..., M] indexes them (code m into codebook m). Returns [..., d].
+at::Tensor sumCodewords(const at::Tensor& stacked, const at::Tensor& codes);
 
 // Y[rows, padded]: every group's sum of codewords (unscaled); codebooks [M, K, g], codes [groups, rows, M].
 at::Tensor codewordSums(const at::Tensor& codebooks, const at::Tensor& codes, std::int64_t rows, std::int64_t padded);
