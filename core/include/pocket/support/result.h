@@ -49,8 +49,13 @@ struct Error {
     // The error of work stopped on request; its message is "cancelled".
     static Error cancelled() { return Error{"cancelled", ErrorKind::Cancelled, {}}; }
     bool isCancelled() const { return kind == ErrorKind::Cancelled; }
-    // The same error with `context + ": "` in front of the message (kind and setting kept).
-    Error prefixed(const std::string& context) const { return Error{context + ": " + message, kind, setting}; }
+    // The same error with `context + ": "` in front of the message (kind and setting kept), unless
+    // the message already starts with it (a method's own errors already name the method).
+    Error prefixed(const std::string& context) const
+    {
+        const std::string head = context + ": ";
+        return Error{message.compare(0, head.size(), head) == 0 ? message : head + message, kind, setting};
+    }
 };
 
 // Builds "<file>: <problem>", the shape of every error message about a file.
