@@ -372,6 +372,186 @@ private Q_SLOTS:
         }
     }
 
+    // Groups (shared codebooks) against a slow reference: every assignment of menu entries to
+    // matrices in which each group's members take its entry all or none, the best within budget.
+    void groupedAllocationRespectsGroupsAndIsNearOptimal()
+    {
+        std::mt19937 rng(11);
+        std::uniform_real_distribution<double> u(0, 1);
+        int exact = 0, solved = 0;
+        for (int trial = 0; trial < 150; ++trial) {
+            const std::size_t n = 5;
+            std::vector<MatrixOptions> ms(n);
+            for (std::size_t i = 0; i < n; ++i) {
+                ms[i].name = "m" + std::to_string(i);
+                ms[i].weights = 100 + static_cast<std::int64_t>(300 * u(rng));
+                for (int k = 0; k < 2; ++k) { // entries 0 and 1: alone
+                    const double bits = 2 + 2 * k + 0.3 * u(rng);
+                    ms[i].bits.push_back(bits * ms[i].weights);
+                    ms[i].damage.push_back((0.2 + u(rng)) * std::pow(2.0, -2 * bits));
+                    ms[i].entries.push_back(k);
+                }
+            }
+            if (trial % 3 == 0) { // m4 only moves with its group
+                ms[4].bits.clear();
+                ms[4].damage.clear();
+                ms[4].entries.clear();
+            }
+            std::vector<GroupOptions> groups{{"g0", {0, 1, 2}, 0, {2}, {}, {}}, {"g1", {3, 4}, 0, {2}, {}, {}}};
+            for (GroupOptions& g : groups) { // entry 2: one shared codebook per group
+                for (std::size_t m : g.members)
+                    g.weights += ms[m].weights;
+                g.bits.push_back((2.6 + 0.5 * u(rng)) * g.weights);
+                g.damage.push_back((0.3 + u(rng)) * 0.02 * g.members.size());
+            }
+            const double budget = 2.2 + 2 * u(rng);
+            auto plan = allocateWithGroups(ms, groups, budget);
+            // The reference: 3^5 assignments.
+            double bestDamage = INFINITY;
+            std::int64_t totalWeights = 0;
+            for (const auto& m : ms)
+                totalWeights += m.weights;
+            for (int code = 0; code < 243; ++code) {
+                int e[5], c = code;
+                for (int i = 0; i < 5; ++i, c /= 3)
+                    e[i] = c % 3;
+                double bits = 0, damage = 0;
+                bool valid = true;
+                for (const GroupOptions& g : groups) {
+                    int in = 0;
+                    for (std::size_t m : g.members)
+                        in += e[m] == 2;
+                    valid = valid && (in == 0 || in == int(g.members.size()));
+                    if (in > 0) {
+                        bits += g.bits[0];
+                        damage += g.damage[0];
+                    }
+                }
+                for (std::size_t i = 0; i < n && valid; ++i) {
+                    if (e[i] == 2)
+                        continue;
+                    if (ms[i].bits.empty()) {
+                        valid = false;
+                        break;
+                    }
+                    bits += ms[i].bits[e[i]];
+                    damage += ms[i].damage[e[i]];
+                }
+                if (valid && bits <= budget * totalWeights * (1 + 1e-12))
+                    bestDamage = std::min(bestDamage, damage);
+            }
+            QCOMPARE(plan.ok(), std::isfinite(bestDamage));
+            if (!plan)
+                continue;
+            ++solved;
+            QVERIFY(plan->bpw <= budget * (1 + 1e-12));
+            for (std::size_t g = 0; g < groups.size(); ++g) // members move together
+                for (std::size_t m : groups[g].members)
+                    QCOMPARE(plan->entry[m] == 2, plan->groupOption[g] == 0);
+            for (std::size_t i = 0; i < n; ++i)
+                QVERIFY(plan->entry[i] >= 0 && plan->entry[i] <= 2);
+            QVERIFY2(plan->predictedDamage <= bestDamage * 1.25 + 1e-15, qPrintable(QString("trial %1: %2 vs %3").arg(trial).arg(plan->predictedDamage).arg(bestDamage)));
+            exact += std::abs(plan->predictedDamage - bestDamage) <= 1e-12 * bestDamage;
+        }
+        QVERIFY2(solved >= 100 && exact >= solved * 3 / 4, qPrintable(QString("%1 of %2").arg(exact).arg(solved)));
+        // A matrix that no option covers is refused by name.
+        std::vector<MatrixOptions> lonely{{"m0", 10, {20}, {1}, {0}}, {"m1", 10, {}, {}, {}}};
+        auto refused = allocateWithGroups(lonely, {}, 4.0);
+        QVERIFY(!refused);
+        QVERIFY2(refused.message().find("m1") != std::string::npos, refused.message().c_str());
+    }
+
+    // A method that shares a codebook (vq sharing=type) is measured per group and charged to it;
+    // a plan keeps the group together, and the compress job's bits equal the plan's exactly.
+    void sharedCodebooksAreMeasuredAndPlannedPerGroup()
+    {
+        SensitivityParams p = params("0-1", "q,k");
+        p.methodId = "vq";
+        p.settings = {"K=16", "d=4", "sharing=type", "iters=4"};
+        auto shared = runSensitivity(p, m_registry);
+        QVERIFY2(shared, shared ? "" : shared.message().c_str());
+        QCOMPARE(shared->units.size(), std::size_t(2));
+        QCOMPARE(shared->units[0].unit, std::string("type:q_proj"));
+        QCOMPARE(shared->units[0].matrices.size(), std::size_t(2));
+        p.settings = {"K=16", "d=4", "sharing=matrix", "iters=4"};
+        auto alone = runSensitivity(p, m_registry);
+        QVERIFY(alone);
+        QCOMPARE(alone->units.size(), std::size_t(4));
+        QVERIFY(shared->units[0].bpw < alone->units[0].bpw); // one codebook for two matrices
+
+        AllocationRequest request;
+        request.base = params("0-1", "attn");
+        request.base.methodId = "rtn";
+        request.base.settings = {};
+        request.menu = {{"bits=2", "group=64"}, {"bits=4", "group=64"}, {"K=16", "d=2", "sharing=type", "iters=4"}};
+        request.menuMethods = {"", "", "vq"};
+        request.budgetBpw = 2.9;
+        auto r = planBitAllocation(request, m_registry);
+        QVERIFY2(r, r ? "" : r.message().c_str());
+        QCOMPARE(r->perOption[2].size(), std::size_t(4)); // one unit per type
+        int groupsChosen = 0;
+        for (const PlannedUnit& item : r->planned)
+            if (item.entry == 2) {
+                ++groupsChosen;
+                QCOMPARE(item.measured.matrices.size(), std::size_t(2));
+                for (const std::string& m : item.measured.matrices)
+                    QCOMPARE(r->matrixMethods.at(m), std::string("vq"));
+            }
+        QVERIFY2(groupsChosen > 0, "the shared codebook is never chosen: the test says nothing");
+        CompressJobParams job;
+        job.modelPath = request.base.modelPath;
+        job.methodId = "rtn";
+        job.matrixSettings = r->matrixSettings;
+        job.matrixMethods = r->matrixMethods;
+        job.selection = request.base.selection;
+        job.outPath = m_tmp.filePath("shared.pllm").toStdString();
+        job.entropy.mode = EntropyMode::None;
+        auto compressed = runCompressJob(job, m_registry);
+        QVERIFY2(compressed, compressed ? "" : compressed.message().c_str());
+        QVERIFY2(std::abs(compressed->bits.bpwCompressed() - r->plan.bpw) < 1e-9,
+                 qPrintable(QString("%1 vs %2").arg(compressed->bits.bpwCompressed()).arg(r->plan.bpw)));
+    }
+
+    // Recorded units are read back instead of measured again when every input is the same, and
+    // only then.
+    void measuredUnitsAreReusedFromTheStore()
+    {
+        const std::string storePath = m_tmp.filePath("cache.sqlite").toStdString();
+        RecorderOptions rec{storePath, true, "test"};
+        SensitivityParams p = params("0", "q,k,v");
+        auto first = runSensitivity(p, m_registry, &rec);
+        QVERIFY2(first, first ? "" : first.message().c_str());
+        QCOMPARE(first->cachedUnits, 0);
+        auto again = runSensitivity(p, m_registry, &rec);
+        QVERIFY(again);
+        QCOMPARE(again->cachedUnits, 3);
+        for (std::size_t i = 0; i < 3; ++i) {
+            QVERIFY(again->units[i].cached);
+            QCOMPARE(again->units[i].unit, first->units[i].unit);
+            QCOMPARE(again->units[i].klMean, first->units[i].klMean);
+            QVERIFY(std::abs(again->units[i].bpw - first->units[i].bpw) < 1e-12);
+            QVERIFY(std::abs(again->units[i].perplexity - first->units[i].perplexity) < 1e-9);
+        }
+        auto store = ExperimentStore::open(storePath);
+        QCOMPARE((*store)->run(again->runId)->matrices.size(), std::size_t(3)); // the reusing run is complete too
+        SensitivityParams wider = params("0-1", "q,k,v"); // block 0's units reused, block 1's measured
+        QCOMPARE(runSensitivity(wider, m_registry, &rec)->cachedUnits, 3);
+        SensitivityParams other = p;
+        other.settings = {"bits=4", "group=32"};
+        QCOMPARE(runSensitivity(other, m_registry, &rec)->cachedUnits, 0);
+        other = p;
+        other.windows = 2;
+        QCOMPARE(runSensitivity(other, m_registry, &rec)->cachedUnits, 0);
+        other = p;
+        other.textPath = m_tmp.filePath("other.txt").toStdString();
+        testsupport::writeText(other.textPath, *readTextFile(p.textPath) + "\nThe end.");
+        QCOMPARE(runSensitivity(other, m_registry, &rec)->cachedUnits, 0);
+        other = p;
+        other.reuse = false;
+        QCOMPARE(runSensitivity(other, m_registry, &rec)->cachedUnits, 0);
+        QCOMPARE(runSensitivity(p, m_registry)->cachedUnits, 0); // not recording: no store to read
+    }
+
     void menuEntriesNameTheirMethod()
     {
         QCOMPARE(parseMenuEntry("bits=3,group=32"), (std::pair<std::string, std::vector<std::string>>{"", {"bits=3", "group=32"}}));

@@ -71,6 +71,7 @@ QHBoxLayout* SensitivityPanel::buildAnalysisForm()
     m_metric->addItem(tr("KL divergence"));
     m_metric->addItem(tr("Perplexity change"));
     m_metric->addItem(tr("Top-1 changed (%)"));
+    m_metric->addItem(tr("Plan: menu entry")); // kPlanMetric
     m_run = new QPushButton(tr("Measure sensitivity"));
     form->addWidget(new QLabel(tr("Method:")));
     form->addWidget(m_method);
@@ -249,6 +250,7 @@ bool SensitivityPanel::startPlan(QString* error)
 void SensitivityPanel::reset()
 {
     m_units.clear();
+    m_planEntry.clear();
     m_table->setRowCount(0);
     m_layers = m_workbench->checkpoint() ? static_cast<int>(m_workbench->checkpoint()->config().numLayers) : 0;
     m_map->data()->setSize(std::max(1, m_layers), 7);
@@ -287,31 +289,72 @@ void SensitivityPanel::addUnits(const QVector<UnitSensitivity>& units)
     redrawMap();
 }
 
+namespace {
+
+// Block and type index of "model.layers.<b>.<...>.<type>.weight"; false for other names.
+bool cellOfMatrix(const std::string& name, int& block, int& type)
+{
+    const QStringList parts = QString::fromStdString(name).split(QLatin1Char('.'));
+    if (parts.size() < 5)
+        return false;
+    block = parts[2].toInt();
+    MatrixType t{};
+    if (!parseMatrixTypeName(parts[parts.size() - 2].toStdString(), t))
+        return false;
+    type = static_cast<int>(t);
+    return true;
+}
+
+} // namespace
+
 void SensitivityPanel::redrawMap()
 {
     m_map->data()->fill(std::nan(""));
+    for (QCPItemText* label : m_cellLabels)
+        m_plot->removeItem(label);
+    m_cellLabels.clear();
+    m_cellText.clear();
     double lo = INFINITY, hi = -INFINITY;
-    for (const UnitSensitivity& u : m_units) {
-        const double v = metricOf(u);
-        for (const std::string& name : u.matrices) {
-            // "model.layers.<b>.<...>.<type>.weight": block and type from the name.
-            const QString n = QString::fromStdString(name);
-            const QStringList parts = n.split(QLatin1Char('.'));
-            if (parts.size() < 5)
-                continue;
-            const int block = parts[2].toInt();
-            MatrixType type{};
-            if (!parseMatrixTypeName(parts[parts.size() - 2].toStdString(), type))
-                continue;
-            m_map->data()->setCell(block, static_cast<int>(type), v);
-        }
+    const bool planView = m_metric->currentIndex() == kPlanMetric;
+    std::vector<std::pair<std::string, double>> cells;
+    if (planView) { // the plan's menu entry per matrix, labelled with its method
+        for (const auto& [name, entry] : m_planEntry)
+            cells.emplace_back(name, entry + 1);
+    } else {
+        for (const UnitSensitivity& u : m_units)
+            for (const std::string& name : u.matrices)
+                cells.emplace_back(name, metricOf(u));
+    }
+    for (const auto& [name, v] : cells) {
+        int block = 0, type = 0;
+        if (!cellOfMatrix(name, block, type))
+            continue;
+        m_map->data()->setCell(block, type, v);
         lo = std::min(lo, v);
         hi = std::max(hi, v);
+        if (planView) {
+            const int entry = static_cast<int>(v) - 1;
+            const QString text = entry < m_planEntryLabels.size() ? m_planEntryLabels[entry] : QString::number(entry + 1);
+            m_cellText[{block, type}] = text;
+            if (m_layers <= 16) { // readable labels only
+                auto* label = new QCPItemText(m_plot);
+                label->position->setCoords(block, type);
+                label->setText(text);
+                label->setFont(QFont(font().family(), 7));
+                m_cellLabels.push_back(label);
+            }
+        }
     }
     if (std::isfinite(lo))
         m_map->setDataRange(QCPRange(lo, hi > lo ? hi : lo + 1e-12));
     m_map->colorScale()->axis()->setLabel(m_metric->currentText());
     m_plot->replot(QCustomPlot::rpQueuedReplot);
+}
+
+QString SensitivityPanel::cellText(int block, int typeIndex) const
+{
+    auto it = m_cellText.find({block, typeIndex});
+    return it == m_cellText.end() ? QString() : it->second;
 }
 
 int SensitivityPanel::filledCells() const
@@ -359,23 +402,32 @@ void SensitivityPanel::onFinished(const SensitivityOutcome& o)
     m_planMethods = a.matrixMethods;
     m_planTable->setSortingEnabled(false);
     m_planTable->setRowCount(0);
-    for (std::size_t i = 0; i < a.plan.choice.size(); ++i) {
-        const UnitSensitivity& u = a.perOption[static_cast<std::size_t>(a.plan.choice[i])][i];
-        QStringList setting;
-        for (const std::string& s : a.matrixSettings.at(u.unit))
-            setting << QString::fromStdString(s);
-        if (auto own = a.matrixMethods.find(u.unit); own != a.matrixMethods.end()) // a plan across methods
-            setting.front().prepend(QString::fromStdString(own->second) + QLatin1Char(':'));
+    const auto menu = splitList(m_menu->text(), QLatin1Char(';'));
+    m_planEntry.clear();
+    m_planEntryLabels.clear();
+    for (std::size_t k = 0; k < menu.size(); ++k) { // "1 gptq", "2 rtn", ...
+        const std::string method = parseMenuEntry(menu[k]).first;
+        m_planEntryLabels << QStringLiteral("%1 %2").arg(k + 1).arg(method.empty() ? m_planMethod : QString::fromStdString(method));
+    }
+    for (const PlannedUnit& item : a.planned) {
+        const UnitSensitivity& u = item.measured;
+        for (const std::string& m : u.matrices)
+            m_planEntry[m] = static_cast<int>(item.entry);
+        QString setting = item.entry < menu.size() ? QString::fromStdString(menu[item.entry]) : QString();
+        if (parseMenuEntry(setting.toStdString()).first.empty() && a.matrixMethods.count(u.matrices.front())) // a plan across methods
+            setting.prepend(QString::fromStdString(a.matrixMethods.at(u.matrices.front())) + QLatin1Char(':'));
+        const QString name = u.matrices.size() > 1
+                                 ? tr("%1 (%2 matrices, shared codebook)").arg(QString::fromStdString(u.unit)).arg(u.matrices.size())
+                                 : QString::fromStdString(u.unit);
         const int row = m_planTable->rowCount();
         m_planTable->insertRow(row);
-        m_planTable->setItem(row, 0, new QTableWidgetItem(QString::fromStdString(u.unit)));
-        m_planTable->setItem(row, 1, new QTableWidgetItem(setting.join(QLatin1Char(','))));
+        m_planTable->setItem(row, 0, new QTableWidgetItem(name));
+        m_planTable->setItem(row, 1, new QTableWidgetItem(setting));
         m_planTable->setItem(row, 2, number(u.bpw, 3));
         m_planTable->setItem(row, 3, number(u.klMean, 5));
     }
     m_planTable->setSortingEnabled(true);
     QStringList uniform;
-    const auto menu = splitList(m_menu->text(), QLatin1Char(';'));
     for (std::size_t k = 0; k < a.uniformBpw.size() && k < menu.size(); ++k)
         uniform << QStringLiteral("%1: %2").arg(QString::fromStdString(menu[k])).arg(a.uniformBpw[k], 0, 'f', 3);
     m_planSummary->setText(tr("<b>%1</b> Uniform settings cost %2 bpw. Run plan compresses with these per-matrix settings.")

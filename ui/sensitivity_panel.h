@@ -19,6 +19,7 @@
 class QComboBox;
 class QCustomPlot;
 class QCPColorMap;
+class QCPItemText;
 class QDoubleSpinBox;
 class QHBoxLayout;
 class QLabel;
@@ -60,6 +61,11 @@ public:
     QTableWidget* planTable() const { return m_planTable; }
     // Cells of the heatmap that hold a measurement.
     int filledCells() const;
+    // The heatmap's label at (block, type index) in the plan view ("2 gptq": menu entry and method), "" elsewhere.
+    QString cellText(int block, int typeIndex) const;
+    // The metric combo's index of the plan view.
+    static constexpr int kPlanMetric = 3;
+    QComboBox* metricCombo() const { return m_metric; }
     // What clicking the heatmap at (block, type index) does.
     void activateCell(int block, int typeIndex);
 
@@ -104,6 +110,10 @@ private:
     std::vector<std::string> m_planBase;
     std::map<std::string, std::vector<std::string>> m_planSettings;
     std::map<std::string, std::string> m_planMethods;
+    std::map<std::string, int> m_planEntry; // matrix -> menu index of the last plan
+    QStringList m_planEntryLabels;           // per menu entry: "<n> <method>"
+    QVector<QCPItemText*> m_cellLabels;
+    std::map<std::pair<int, int>, QString> m_cellText;
 };
 
 } // namespace pocket::ui

@@ -21,14 +21,14 @@ ordered_json unitJson(const pocket::UnitSensitivity& u)
     return {{"unit", u.unit},       {"matrices", u.matrices},         {"weights", u.weights},
             {"bpw", u.bpw},         {"mse", u.mse},                   {"snr_db", u.snrDb},
             {"perplexity", u.perplexity}, {"delta_perplexity", u.deltaPerplexity}, {"kl", u.klMean},
-            {"top1_agreement", u.top1Agreement}, {"seconds", u.seconds}};
+            {"top1_agreement", u.top1Agreement}, {"seconds", u.seconds}, {"from_store", u.cached}};
 }
 
 std::string unitLine(const pocket::UnitSensitivity& u)
 {
     char line[256];
-    std::snprintf(line, sizeof line, "%-42s %7.3f %10.4f %+10.4f %10.5f %7.2f%% %7.2f", u.unit.c_str(), u.bpw, u.perplexity, u.deltaPerplexity,
-                  u.klMean, 100 * u.top1Agreement, u.snrDb);
+    std::snprintf(line, sizeof line, "%-42s %7.3f %10.4f %+10.4f %10.5f %7.2f%% %7.2f%s", u.unit.c_str(), u.bpw, u.perplexity, u.deltaPerplexity,
+                  u.klMean, 100 * u.top1Agreement, u.snrDb, u.cached ? "  (from the store)" : "");
     return line;
 }
 
@@ -60,6 +60,7 @@ pocket::Status sensitivityParams(const SensitivityOptions& o, pocket::Sensitivit
     p.ctx = o.ctx;
     p.windows = o.windows;
     p.calibration = o.calibration;
+    p.reuse = !o.remeasure;
     pocket::setComputeThreads(o.threads);
     return {};
 }
@@ -100,6 +101,8 @@ int runSensitivityCommand(const Globals& g, const SensitivityOptions& o)
     std::ostringstream t;
     t << std::fixed << std::setprecision(1) << result->units.size() << " units, " << result->tokensScored << " tokens in " << result->windows
       << " windows, " << result->seconds << " s";
+    if (result->cachedUnits > 0)
+        t << " (" << result->cachedUnits << " units read from the store)";
     if (result->runId > 0)
         t << "; recorded as run #" << result->runId;
     t << "\n";
@@ -140,12 +143,16 @@ int runAllocateCommand(const Globals& g, const AllocateOptions& o)
         t << "  [" << k + 1 << "] " << o.menu[k] << " " << std::setprecision(3) << result->uniformBpw[k];
     t << "\n\n" << std::left << std::setw(44) << "matrix" << std::setw(24) << "setting" << std::right << std::setw(8) << "bpw" << std::setw(12)
       << "KL" << "\n";
-    for (std::size_t i = 0; i < plan.choice.size(); ++i) {
-        const auto& u = result->perOption[static_cast<std::size_t>(plan.choice[i])][i];
-        const std::string& setting = o.menu[static_cast<std::size_t>(plan.choice[i])];
-        matrices.push_back({{"matrix", u.unit}, {"setting", setting}, {"bpw", u.bpw}, {"kl", u.klMean}});
-        t << std::left << std::setw(44) << u.unit << std::setw(24) << setting << std::right << std::setprecision(3) << std::setw(8) << u.bpw
-          << std::setprecision(5) << std::setw(12) << u.klMean << "\n";
+    for (const pocket::PlannedUnit& item : result->planned) {
+        const auto& u = item.measured;
+        const std::string& setting = o.menu[item.entry];
+        ordered_json row{{"matrix", u.unit}, {"setting", setting}, {"bpw", u.bpw}, {"kl", u.klMean}};
+        if (u.matrices.size() > 1) // a group sharing one codebook, charged as a whole
+            row["matrices"] = u.matrices;
+        matrices.push_back(row);
+        const std::string name = u.matrices.size() > 1 ? u.unit + " (" + std::to_string(u.matrices.size()) + " matrices)" : u.unit;
+        t << std::left << std::setw(44) << name << std::setw(24) << setting << std::right << std::setprecision(3) << std::setw(8) << u.bpw
+          << std::setprecision(5) << std::setw(12) << u.klMean << (u.cached ? "  (from the store)" : "") << "\n";
     }
     t << std::setprecision(3) << "\nplan: " << plan.bpw << " bits per weight (budget " << o.budget << "), predicted damage (summed KL) "
       << std::setprecision(5) << plan.predictedDamage << "\n";
@@ -204,6 +211,9 @@ void addAnalysisOptions(CLI::App* cmd, SensitivityOptions& o, bool withUnit)
     cmd->add_option("--ctx", o.ctx, "Tokens per window, BOS included")->capture_default_str()->check(CLI::Range(2, 1 << 20));
     cmd->add_option("--windows", o.windows, "Windows of the text scored")->capture_default_str()->check(CLI::Range(1, 1 << 20));
     cmd->add_option("--threads", o.threads, "Compute threads (default: one per core)")->check(CLI::Range(1, 1024));
+    cmd->add_flag("--remeasure", o.remeasure,
+                  "Measure every unit again; by default units an earlier recorded analysis measured from the same model, texts, "
+                  "method and settings are read from the store");
     addCalibrationOptions(cmd, o.calibration,
                           "Calibration text for methods that need it (gptq, vq/pocketllm feedback, aqlm); default: the --text file. "
                           "Hessians are measured once on the original model");

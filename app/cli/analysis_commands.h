@@ -25,6 +25,7 @@ struct SensitivityOptions {
     int ctx = 256;
     int windows = 16;
     int threads = 0;
+    bool remeasure = false;            // measure every unit even when the store has it
     pocket::CalibrationParams calibration; // methods that need calibration; no text = the scored text
 };
 

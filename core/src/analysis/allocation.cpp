@@ -1,6 +1,7 @@
 // Bit allocation from measured sensitivities (pocket/analysis/allocation.h).
 #include "pocket/analysis/allocation.h"
 
+#include <algorithm>
 #include <sstream>
 
 namespace pocket {
@@ -38,6 +39,91 @@ std::pair<std::string, std::vector<std::string>> parseMenuEntry(const std::strin
     return out;
 }
 
+namespace {
+
+// The allocation's items from every entry's units: each matrix's options alone (entries that
+// measured it alone) and the groups (entries that measured matrices together; equal member sets
+// merged into one group with several options). Matrices in the order of the entry with most units.
+struct Items {
+    std::vector<std::string> names;
+    std::vector<MatrixOptions> matrices;
+    std::vector<GroupOptions> groups;
+    std::map<std::pair<std::size_t, std::string>, const UnitSensitivity*> unitOf; // (entry, first member if alone / group name)
+};
+
+Items itemsOf(const std::vector<std::vector<UnitSensitivity>>& perOption)
+{
+    Items items;
+    std::size_t finest = 0;
+    for (std::size_t k = 0; k < perOption.size(); ++k)
+        if (perOption[k].size() > perOption[finest].size())
+            finest = k;
+    std::map<std::string, std::size_t> index;
+    const auto add = [&](const std::string& name) {
+        if (index.emplace(name, items.names.size()).second) {
+            items.names.push_back(name);
+            items.matrices.push_back({name, 0, {}, {}, {}});
+        }
+    };
+    for (const UnitSensitivity& u : perOption[finest])
+        for (const std::string& m : u.matrices)
+            add(m);
+    std::map<std::vector<std::size_t>, std::size_t> groupIndex;
+    for (std::size_t k = 0; k < perOption.size(); ++k)
+        for (const UnitSensitivity& u : perOption[k]) {
+            const double bits = u.bpw * static_cast<double>(u.weights);
+            if (u.matrices.size() == 1) {
+                add(u.matrices.front());
+                MatrixOptions& m = items.matrices[index.at(u.matrices.front())];
+                m.weights = u.weights;
+                m.bits.push_back(bits);
+                m.damage.push_back(u.klMean);
+                m.entries.push_back(static_cast<int>(k));
+                items.unitOf[{k, u.matrices.front()}] = &u;
+                continue;
+            }
+            std::vector<std::size_t> members;
+            for (const std::string& name : u.matrices) {
+                add(name);
+                members.push_back(index.at(name));
+            }
+            std::sort(members.begin(), members.end());
+            auto [it, inserted] = groupIndex.emplace(members, items.groups.size());
+            if (inserted)
+                items.groups.push_back({u.unit, members, u.weights, {}, {}, {}});
+            GroupOptions& g = items.groups[it->second];
+            g.entries.push_back(static_cast<int>(k));
+            g.bits.push_back(bits);
+            g.damage.push_back(u.klMean);
+            items.unitOf[{k, g.name}] = &u;
+        }
+    return items;
+}
+
+// The plan's items in model order of their first matrix.
+std::vector<PlannedUnit> plannedUnits(const Items& items, const GroupedPlan& plan)
+{
+    std::vector<PlannedUnit> out;
+    std::vector<bool> done(items.names.size(), false);
+    for (std::size_t i = 0; i < items.names.size(); ++i) {
+        if (done[i])
+            continue;
+        const auto entry = static_cast<std::size_t>(plan.entry[i]);
+        std::string key = items.names[i];
+        for (std::size_t g = 0; g < items.groups.size(); ++g)
+            if (plan.groupOption[g] >= 0 && std::count(items.groups[g].members.begin(), items.groups[g].members.end(), i)) {
+                key = items.groups[g].name;
+                for (std::size_t m : items.groups[g].members)
+                    done[m] = true;
+            }
+        done[i] = true;
+        out.push_back({entry, *items.unitOf.at({entry, key})});
+    }
+    return out;
+}
+
+} // namespace
+
 Result<AllocationResult> planBitAllocation(const AllocationRequest& request, MethodRegistry& registry, const RecorderOptions* recording,
                                            const std::function<bool(const AllocationProgress&)>& onProgress)
 {
@@ -63,36 +149,28 @@ Result<AllocationResult> planBitAllocation(const AllocationRequest& request, Met
         out.basePerplexity = r->basePerplexity;
         out.perOption.push_back(std::move(r->units));
     }
-    const std::size_t n = out.perOption.front().size();
-    std::vector<MatrixOptions> options(n);
-    for (std::size_t i = 0; i < n; ++i) {
-        options[i].name = out.perOption.front()[i].unit;
-        options[i].weights = out.perOption.front()[i].weights;
-        for (const auto& perMatrix : out.perOption) {
-            options[i].bits.push_back(perMatrix[i].bpw * static_cast<double>(perMatrix[i].weights));
-            options[i].damage.push_back(perMatrix[i].klMean);
-        }
-    }
-    for (const auto& perMatrix : out.perOption) {
+    for (const auto& perUnit : out.perOption) {
         double bits = 0;
         std::int64_t weights = 0;
-        for (const auto& u : perMatrix) {
+        for (const auto& u : perUnit) {
             bits += u.bpw * static_cast<double>(u.weights);
             weights += u.weights;
         }
         out.uniformBpw.push_back(bits / static_cast<double>(weights));
     }
-    auto plan = allocateBits(options, request.budgetBpw);
+    const Items items = itemsOf(out.perOption);
+    auto plan = allocateWithGroups(items.matrices, items.groups, request.budgetBpw);
     if (!plan)
         return plan.error();
     out.plan = *plan;
+    out.planned = plannedUnits(items, *plan);
     std::map<std::string, PlanChoice> choices;
-    for (std::size_t i = 0; i < n; ++i) {
-        const auto k = static_cast<std::size_t>(plan->choice[i]);
-        out.matrixSettings[options[i].name] = request.menu[k];
+    for (std::size_t i = 0; i < items.names.size(); ++i) {
+        const auto k = static_cast<std::size_t>(plan->entry[i]);
+        out.matrixSettings[items.names[i]] = request.menu[k];
         if (methodOf(request, k) != request.base.methodId)
-            out.matrixMethods[options[i].name] = methodOf(request, k);
-        choices[options[i].name] = {methodOf(request, k), effectiveSettings(request, k)};
+            out.matrixMethods[items.names[i]] = methodOf(request, k);
+        choices[items.names[i]] = {methodOf(request, k), effectiveSettings(request, k)};
     }
     if (request.measurePlan) {
         auto measured = pocket::measurePlan(request.base, choices, registry);

@@ -7,6 +7,7 @@
 #include "pocket/archive/bit_accounting.h"
 #include "pocket/archive/container.h"
 #include "pocket/io/checkpoint.h"
+#include "pocket/io/fingerprint.h"
 #include "pocket/io/text.h"
 #include "pocket/io/tokenizer.h"
 #include "pocket/model/llama_model.h"
@@ -122,6 +123,24 @@ Result<std::vector<Unit>> buildUnits(const Checkpoint& c, const SensitivityParam
     if (params.unit == SensitivityUnit::Type) // q k v o gate up down, not first-seen order
         std::stable_sort(units.begin(), units.end(), [](const Unit& a, const Unit& b) { return a.matrices[0].type < b.matrices[0].type; });
     return units;
+}
+
+// Matrix units for a method that shares codebooks: the method's groups over all the units'
+// matrices (measured and charged as a whole), named as a compress job names them.
+Status groupUnits(std::vector<Unit>& units, const CompressionMethod& method, const ParamSet& resolved)
+{
+    std::vector<MatrixRef> refs;
+    for (const Unit& u : units)
+        refs.insert(refs.end(), u.matrices.begin(), u.matrices.end());
+    auto groups = method.planGroups(refs, resolved);
+    if (!groups)
+        return groups.error();
+    if (groups->size() == refs.size())
+        return {}; // one matrix each
+    units.clear();
+    for (std::size_t g = 0; g < groups->size(); ++g)
+        units.push_back({matrixGroupId((*groups)[g], g, refs.size()), (*groups)[g]});
+    return {};
 }
 
 // As many windows as asked, the text holds, and the log-probability cache allows.
@@ -355,6 +374,37 @@ Status prepare(const SensitivityParams& params, Setup& s)
     return {};
 }
 
+// The identity of a measurement (SensitivityParams::reuse): fingerprints of every input, the method,
+// its version and resolved settings, ctx and the windows scored. "" when an input cannot be read.
+std::string cacheKey(const SensitivityParams& params, const Setup& s, const CompressionMethod& method, const ParamSet& resolved, bool calibrated)
+{
+    auto model = modelFingerprint(params.modelPath);
+    auto text = fileFingerprint(params.textPath);
+    auto tokenizer = modelFingerprint(s.tokenizerPath);
+    if (!model || !text || !tokenizer)
+        return {};
+    json key{{"model", *model}, {"text", *text}, {"tokenizer", *tokenizer}, {"method", method.info().id}, {"version", method.info().version},
+             {"params", json::parse(resolved.toJson(method.info().params))}, {"ctx", params.ctx}, {"windows", s.windows.count()}};
+    if (calibrated) {
+        const CalibrationParams cp = calibrationOf(params);
+        auto calib = fileFingerprint(cp.textPath);
+        if (!calib)
+            return {};
+        key["calibration"] = {{"text", *calib}, {"samples", cp.samples}, {"length", cp.length}, {"seed", cp.seed}};
+    }
+    return textFingerprint(key.dump());
+}
+
+bool sameMatrices(std::vector<std::string> a, const std::vector<MatrixRef>& refs)
+{
+    std::vector<std::string> b;
+    for (const MatrixRef& m : refs)
+        b.push_back(m.name);
+    std::sort(a.begin(), a.end());
+    std::sort(b.begin(), b.end());
+    return a == b;
+}
+
 } // namespace
 
 const char* sensitivityUnitName(SensitivityUnit unit)
@@ -384,11 +434,23 @@ Result<SensitivityResult> runSensitivity(const SensitivityParams& params, Method
     POCKET_TRY(checkRequest(params, registry, method, resolved));
     Setup setup;
     POCKET_TRY(prepare(params, setup));
+    if (params.unit == SensitivityUnit::Matrix)
+        POCKET_TRY(groupUnits(setup.units, *method, resolved));
     const Checkpoint& c = *setup.checkpoint;
     LlamaModel& model = *setup.model;
-    Hessians hessians;
     const bool calibrated = method->needsCalibration(resolved);
-    if (calibrated) {
+    const bool recordingOn = recording && recording->enabled;
+    const std::string key = recordingOn ? cacheKey(params, setup, *method, resolved, calibrated) : std::string();
+    std::map<std::string, RecordedUnit> recorded;
+    if (params.reuse && !key.empty())
+        recorded = recordedUnits(*recording, method->info().id, key, setup.base.perplexity);
+    const auto recordedFor = [&](const Unit& unit) -> const RecordedUnit* {
+        auto it = recorded.find(unit.name);
+        return it != recorded.end() && sameMatrices(it->second.unit.matrices, unit.matrices) ? &it->second : nullptr;
+    };
+    Hessians hessians;
+    const bool allRecorded = std::all_of(setup.units.begin(), setup.units.end(), [&](const Unit& u) { return recordedFor(u) != nullptr; });
+    if (calibrated && !allRecorded) {
         auto h = measureHessians(model, c, *setup.tokenizer, setup.units, params);
         if (!h)
             return h.error();
@@ -406,8 +468,10 @@ Result<SensitivityResult> runSensitivity(const SensitivityParams& params, Method
         const CalibrationParams cp = calibrationOf(params);
         paramsJson["calibration"] = {{"text", absolutePath(cp.textPath)}, {"samples", cp.samples}, {"length", cp.length}, {"seed", cp.seed}};
     }
+    if (!key.empty())
+        paramsJson["cache_key"] = key;
     std::unique_ptr<SensitivityRecorder> recorder;
-    if (recording && recording->enabled)
+    if (recordingOn)
         recorder = std::make_unique<SensitivityRecorder>(*recording, c, params, paramsJson.dump());
     // Everything after the base pass ends through here, so a begun run is always finished.
     const auto fail = [&](const Error& e) {
@@ -430,19 +494,27 @@ Result<SensitivityResult> runSensitivity(const SensitivityParams& params, Method
         const Stopwatch unitClock;
         UnitSensitivity u;
         u.unit = unit.name;
-        auto compressed = compressUnit(unit, c, *method, resolved, calibrated ? &hessians : nullptr, model, u);
-        if (!compressed)
-            return fail(compressed.error());
+        std::vector<MatrixMetric> metrics;
+        if (const RecordedUnit* r = recordedFor(unit)) {
+            u = r->unit;
+            metrics = r->matrices;
+            ++result.cachedUnits;
+        } else {
+            auto compressed = compressUnit(unit, c, *method, resolved, calibrated ? &hessians : nullptr, model, u);
+            if (!compressed)
+                return fail(compressed.error());
+            if (auto s = scoreUnit(model, setup.windows, setup.base, setup.vocab, u); !s)
+                return fail(s.error());
+            if (auto s = restoreUnit(*compressed, model); !s)
+                return fail(s.error());
+            u.seconds = unitClock.seconds();
+            metrics = std::move(compressed->metrics);
+        }
         allWeights += u.weights;
-        allBits += compressed->bits;
-        if (auto s = scoreUnit(model, setup.windows, setup.base, setup.vocab, u); !s)
-            return fail(s.error());
-        if (auto s = restoreUnit(*compressed, model); !s)
-            return fail(s.error());
-        u.seconds = unitClock.seconds();
+        allBits += u.bpw * static_cast<double>(u.weights);
         result.units.push_back(u);
         if (recorder)
-            recorder->addUnit(u, compressed->metrics);
+            recorder->addUnit(u, metrics);
 
         progress.unitsDone = static_cast<int>(result.units.size());
         progress.elapsedSeconds = clock.seconds();
@@ -475,17 +547,28 @@ Result<UnitSensitivity> measurePlan(const SensitivityParams& params, const std::
         p.selection.names.push_back(name);
     Setup setup;
     POCKET_TRY(prepare(p, setup));
-    std::map<std::string, std::pair<CompressionMethod*, ParamSet>> resolved;
+    // As a compress job plans it: the matrices with the same method and settings, in model order,
+    // grouped by that method (shared codebooks span their partition).
+    struct Partition {
+        CompressionMethod* method = nullptr;
+        ParamSet params;
+        std::vector<MatrixRef> refs;
+    };
+    std::map<std::string, Partition> partitions;
     bool calibrated = false;
-    for (const auto& [name, choice] : plan) {
+    for (const Unit& unit : setup.units) { // one matrix each
+        const PlanChoice& choice = plan.at(unit.name);
         auto method = registry.find(choice.methodId);
         if (!method)
-            return method.error().prefixed(name);
+            return method.error().prefixed(unit.name);
         auto ps = ParamSet::resolve((*method)->info().params, choice.settings);
         if (!ps)
-            return ps.error().prefixed(name);
+            return ps.error().prefixed(unit.name);
         calibrated = calibrated || (*method)->needsCalibration(*ps);
-        resolved[name] = {*method, *ps};
+        Partition& part = partitions[choice.methodId + " " + ps->toJson((*method)->info().params)];
+        part.method = *method;
+        part.params = *ps;
+        part.refs.insert(part.refs.end(), unit.matrices.begin(), unit.matrices.end());
     }
     Hessians hessians;
     if (calibrated) {
@@ -497,22 +580,30 @@ Result<UnitSensitivity> measurePlan(const SensitivityParams& params, const std::
     UnitSensitivity all;
     all.unit = "plan";
     double bits = 0, mse = 0, snr = 0;
-    for (const Unit& unit : setup.units) { // one matrix each; its weights stay in the model
-        const auto& [method, ps] = resolved.at(unit.name);
-        UnitSensitivity u;
-        auto compressed = compressUnit(unit, *setup.checkpoint, *method, ps, method->needsCalibration(ps) ? &hessians : nullptr, *setup.model, u);
-        if (!compressed)
-            return compressed.error();
-        bits += compressed->bits;
-        mse += u.mse * static_cast<double>(u.weights);
-        snr += u.snrDb;
-        all.weights += u.weights;
-        all.matrices.insert(all.matrices.end(), u.matrices.begin(), u.matrices.end());
+    int matrices = 0;
+    for (const auto& [key, part] : partitions) {
+        const bool needsHessians = part.method->needsCalibration(part.params);
+        auto groups = part.method->planGroups(part.refs, part.params);
+        if (!groups)
+            return groups.error();
+        for (std::size_t g = 0; g < groups->size(); ++g) {
+            const Unit unit{matrixGroupId((*groups)[g], g, part.refs.size()), (*groups)[g]};
+            UnitSensitivity u; // its weights stay in the model
+            auto compressed = compressUnit(unit, *setup.checkpoint, *part.method, part.params, needsHessians ? &hessians : nullptr, *setup.model, u);
+            if (!compressed)
+                return compressed.error();
+            bits += compressed->bits;
+            mse += u.mse * static_cast<double>(u.weights);
+            snr += u.snrDb * static_cast<double>(u.matrices.size());
+            matrices += static_cast<int>(u.matrices.size());
+            all.weights += u.weights;
+            all.matrices.insert(all.matrices.end(), u.matrices.begin(), u.matrices.end());
+        }
     }
     POCKET_TRY(scoreUnit(*setup.model, setup.windows, setup.base, setup.vocab, all));
     all.bpw = all.weights > 0 ? bits / static_cast<double>(all.weights) : 0;
     all.mse = all.weights > 0 ? mse / static_cast<double>(all.weights) : 0;
-    all.snrDb = setup.units.empty() ? 0 : snr / static_cast<double>(setup.units.size());
+    all.snrDb = matrices > 0 ? snr / matrices : 0;
     all.seconds = clock.seconds();
     return all;
 }

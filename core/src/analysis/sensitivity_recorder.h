@@ -6,6 +6,7 @@
 #include "pocket/io/checkpoint.h"
 #include "pocket/jobs/run_recorder.h"
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -28,5 +29,17 @@ private:
     SensitivityParams m_params;
     std::string m_paramsJson;
 };
+
+// A unit an earlier analysis recorded, with the matrix rows it was recorded with.
+struct RecordedUnit {
+    UnitSensitivity unit;
+    std::vector<MatrixMetric> matrices;
+};
+
+// The units recorded by earlier sensitivity runs of `methodId` whose parameters carry `cacheKey`,
+// by unit name (the newest of each; runs cancelled part-way count for the units they finished).
+// `basePerplexity` completes each unit's perplexity. A store problem is logged and gives none.
+std::map<std::string, RecordedUnit> recordedUnits(const RecorderOptions& options, const std::string& methodId, const std::string& cacheKey,
+                                                  double basePerplexity);
 
 } // namespace pocket

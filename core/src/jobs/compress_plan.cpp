@@ -13,21 +13,6 @@ namespace pocket {
 
 namespace {
 
-// A readable, stable id for a group: the matrix name, "type:<name>", "model", or "group<i>".
-std::string groupId(const std::vector<MatrixRef>& group, std::size_t index, std::size_t selectedCount)
-{
-    if (group.size() == 1)
-        return group.front().name;
-    bool sameType = true;
-    for (const MatrixRef& m : group)
-        sameType = sameType && m.type == group.front().type;
-    if (sameType)
-        return std::string("type:") + matrixTypeName(group.front().type);
-    if (group.size() == selectedCount)
-        return "model";
-    return "group" + std::to_string(index);
-}
-
 // Matrices with the same method and equal effective settings (the job's settings, then a matrix's
 // own overrides; a matrix with its own method takes its overrides alone) form one partition, which
 // the method plans as a whole.
@@ -84,7 +69,7 @@ Status planGroups(const std::vector<Partition>& partitions, std::size_t selected
             return groups.error();
         for (auto& g : *groups) {
             const std::size_t i = plan.groups.size();
-            std::string id = groupId(g, i, selectedCount);
+            std::string id = matrixGroupId(g, i, selectedCount);
             if (partitions.size() > 1 && g.size() > 1) // "type:q_proj" may recur in another partition
                 id += "#" + std::to_string(p);
             while (!ids.insert(id).second)

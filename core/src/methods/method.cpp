@@ -330,6 +330,20 @@ std::vector<std::vector<MatrixRef>> groupsBySharing(const std::vector<MatrixRef>
     return groups;
 }
 
+std::string matrixGroupId(const std::vector<MatrixRef>& group, std::size_t index, std::size_t selectedCount)
+{
+    if (group.size() == 1)
+        return group.front().name;
+    bool sameType = true;
+    for (const MatrixRef& m : group)
+        sameType = sameType && m.type == group.front().type;
+    if (sameType)
+        return std::string("type:") + matrixTypeName(group.front().type);
+    if (group.size() == selectedCount)
+        return "model";
+    return "group" + std::to_string(index);
+}
+
 std::uint64_t groupSeed(std::int64_t seed, const std::string& groupId)
 {
     std::uint64_t h = 1469598103934665603ull; // FNV-1a

@@ -1,6 +1,7 @@
 // Bit allocation from measured sensitivities: one matrix-level sensitivity run per menu entry
-// (the entry's settings on top of base.settings), then allocateBits() with each matrix's bits and
-// KL under every entry. The plan's matrixSettings feed CompressJobParams::matrixSettings.
+// (the entry's settings on top of base.settings; units already in the store are reused), then
+// allocateWithGroups() with each matrix's (or shared group's) bits and KL under every entry. The
+// plan's matrixSettings and matrixMethods feed CompressJobParams.
 // Call from one thread.
 #pragma once
 
@@ -25,9 +26,19 @@ struct AllocationRequest {
     bool measurePlan = true; // compress the plan's choices all at once and measure its real KL and perplexity
 };
 
+// One item of a plan: a matrix, or the group of matrices that share a codebook under its entry.
+struct PlannedUnit {
+    std::size_t entry = 0;     // menu index
+    UnitSensitivity measured;  // that entry's measurement of the item
+};
+
 struct AllocationResult {
-    std::vector<std::vector<UnitSensitivity>> perOption; // [menu entry][matrix], model order
-    AllocationPlan plan;
+    // [menu entry][unit]: each entry's units in model order. A unit is a matrix, or under an entry
+    // with shared codebooks (sharing=type/model) the group, measured and charged as a whole; the
+    // plan moves a group's members together.
+    std::vector<std::vector<UnitSensitivity>> perOption;
+    GroupedPlan plan;
+    std::vector<PlannedUnit> planned;            // the plan's items, in model order of their first matrix
     std::map<std::string, std::vector<std::string>> matrixSettings; // matrix -> its menu entry
     std::map<std::string, std::string> matrixMethods;               // matrix -> its entry's method, where not base.methodId
     std::vector<double> uniformBpw;              // bpw of using each entry everywhere

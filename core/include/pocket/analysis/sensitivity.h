@@ -22,6 +22,8 @@
 
 namespace pocket {
 
+// Matrix: one matrix at a time; with a method that shares a codebook across matrices
+// (sharing=type/model) the unit is the method's group, measured and charged as a whole.
 enum class SensitivityUnit { Matrix, Block, Type };
 // "matrix" / "block" / "type", and back (nullopt for anything else).
 const char* sensitivityUnitName(SensitivityUnit unit);
@@ -42,6 +44,10 @@ struct SensitivityParams {
     // inputs give each matrix's Hessian, measured once on the uncompressed model (every unit is
     // compressed with the rest of the model exact). An empty textPath takes the scored text.
     CalibrationParams calibration;
+    // When recording: units that an earlier analysis measured from identical inputs (the model's,
+    // text's, tokenizer's and calibration text's fingerprints, the method, its version and resolved
+    // settings, ctx and windows) are read from the store instead of being measured again.
+    bool reuse = true;
 };
 
 // The outcome of compressing one unit alone.
@@ -57,6 +63,7 @@ struct UnitSensitivity {
     double klMean = 0;                 // mean over scored tokens of KL(original || compressed), nats
     double top1Agreement = 0;          // share of scored tokens with an unchanged argmax
     double seconds = 0;
+    bool cached = false;               // read from the store, measured by an earlier analysis
 };
 
 struct SensitivityProgress {
@@ -74,6 +81,7 @@ struct SensitivityResult {
     int windows = 0;
     std::vector<UnitSensitivity> units; // in model order
     double seconds = 0;
+    int cachedUnits = 0;                // units read from the store (see SensitivityParams::reuse)
     std::int64_t runId = 0;             // in the store (0 = not recorded)
 };
 

@@ -252,6 +252,9 @@ public:
 // Groups by a sharing scope: "matrix" (one group each), "type" (one per matrix type, block order
 // kept) or "model" (all in one).
 std::vector<std::vector<MatrixRef>> groupsBySharing(const std::vector<MatrixRef>& matrices, const std::string& scope);
+// A readable, stable id for a group of planGroups(): the matrix name, "type:<name>", "model" (all
+// `selectedCount` matrices) or "group<index>".
+std::string matrixGroupId(const std::vector<MatrixRef>& group, std::size_t index, std::size_t selectedCount);
 // A seed for one group from the user's seed and the group id, so a group's result does not depend
 // on which other groups run.
 std::uint64_t groupSeed(std::int64_t seed, const std::string& groupId);
