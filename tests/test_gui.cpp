@@ -288,6 +288,16 @@ private Q_SLOTS:
         QVERIFY(plan.allocation.plan.bpw <= 3.5 + 1e-9);
         QCOMPARE(int(panel->planMatrixSettings().size()), 35);
         QCOMPARE(panel->planTable()->rowCount(), 35);
+        // The heatmap's plan view: every matrix labelled with its menu entry and method.
+        panel->metricCombo()->setCurrentIndex(SensitivityPanel::kPlanMetric);
+        QCOMPARE(panel->filledCells(), 35);
+        for (int b = 0; b < 5; ++b)
+            for (int t = 0; t < 7; ++t) {
+                const auto& setting = panel->planMatrixSettings().at(pocket::matrixTensorName(b, pocket::kMatrixTypes[t]));
+                QCOMPARE(panel->cellText(b, t), QString(setting == std::vector<std::string>{"bits=2"} ? "1 rtn" : "2 rtn"));
+            }
+        panel->metricCombo()->setCurrentIndex(0);
+        QCOMPARE(panel->cellText(0, 0), QString()); // labels only in the plan view
 
         QSignalSpy compressed(m_wb.get(), &Workbench::compressFinished);
         m_window->outputPathEdit()->setText(m_tmp.filePath("planned.pllm"));

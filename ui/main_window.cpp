@@ -627,6 +627,7 @@ bool MainWindow::startPlannedCompress()
     p.settings = m_sensitivity->planBaseSettings();
     p.matrixSettings = m_sensitivity->planMatrixSettings();
     p.matrixMethods = m_sensitivity->planMatrixMethods();
+    p.calibration = m_sensitivity->planCalibration(); // what the analysis measured with, not the Compress pane's text
     p.selection = LayerSelection{}; // the plan names every matrix it covers
     for (const auto& [name, settings] : p.matrixSettings)
         p.selection.names.push_back(name);

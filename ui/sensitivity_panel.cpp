@@ -238,6 +238,7 @@ bool SensitivityPanel::startPlan(QString* error)
         request.menu.push_back(settings);
     }
     request.budgetBpw = m_budget->value();
+    m_planCalibration = calibrationOf(request.base); // Run plan compresses with the Hessians the analysis used
     reset();
     m_planTable->setRowCount(0);
     m_planSettings.clear();

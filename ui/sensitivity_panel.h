@@ -48,6 +48,8 @@ public:
     const std::map<std::string, std::vector<std::string>>& planMatrixSettings() const { return m_planSettings; }
     // Matrices whose plan entry names another method than planMethod() (a plan across methods).
     const std::map<std::string, std::string>& planMatrixMethods() const { return m_planMethods; }
+    // The calibration the plan's analysis used (its text: the scored text unless one was named).
+    const pocket::CalibrationParams& planCalibration() const { return m_planCalibration; }
 
     // For tests and screenshots.
     QLineEdit* methodEdit() const { return m_method; }
@@ -110,6 +112,7 @@ private:
     std::vector<std::string> m_planBase;
     std::map<std::string, std::vector<std::string>> m_planSettings;
     std::map<std::string, std::string> m_planMethods;
+    pocket::CalibrationParams m_planCalibration;
     std::map<std::string, int> m_planEntry; // matrix -> menu index of the last plan
     QStringList m_planEntryLabels;           // per menu entry: "<n> <method>"
     QVector<QCPItemText*> m_cellLabels;

@@ -159,6 +159,22 @@ int runAllocateCommand(const Globals& g, const AllocateOptions& o)
     ordered_json out{{"model", o.base.model}, {"method", o.base.method}, {"settings", request.base.settings}, {"menu", o.menu},
                      {"uniform_bpw", result->uniformBpw}, {"budget", o.budget}, {"bpw", plan.bpw},
                      {"predicted_damage", plan.predictedDamage}, {"matrices", matrices}};
+    ordered_json entries = ordered_json::array(); // what the analysis cost, per menu entry
+    int measured = 0, fromStore = 0;
+    for (std::size_t k = 0; k < result->perOption.size(); ++k) {
+        double seconds = 0;
+        int cached = 0;
+        for (const auto& u : result->perOption[k]) {
+            seconds += u.seconds;
+            cached += u.cached ? 1 : 0;
+        }
+        const int units = static_cast<int>(result->perOption[k].size());
+        measured += units - cached;
+        fromStore += cached;
+        entries.push_back({{"menu", o.menu[k]}, {"units", units}, {"from_store", cached}, {"seconds", seconds}});
+    }
+    out["entries"] = entries;
+    t << "analysis: " << measured << " units measured, " << fromStore << " read from the store\n";
     if (result->measured) { // the summed per-matrix KL against the plan's real KL
         const pocket::UnitSensitivity& m = *result->measured;
         out["measured"] = {{"kl", m.klMean}, {"perplexity", m.perplexity}, {"base_perplexity", result->basePerplexity},
