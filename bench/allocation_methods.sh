@@ -9,7 +9,8 @@
 # The analyses are cached in $OUT/analysis.sqlite: the first plan measures every menu entry, the
 # others read the units from the store (the per-entry cost is in plan-*.json, "entries").
 # Usage: bench/allocation_methods.sh [build dir]    (outputs in $BENCH_DIR, default <build>/bench/allocation-methods)
-#        BUDGETS="2.5 3.0 4.0" and PLANS="all rtn gptq aqlm" limit the plans; UNIFORM=0 skips the uniform runs.
+#        BUDGETS="2.5 3.0 4.0" and PLANS="all rtn gptq aqlm" limit the plans, SKIP="all-3.0 ..." skips some;
+#        UNIFORM=0 skips the uniform runs. Rows are appended to the CSV of an earlier run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${1:-build}
@@ -51,6 +52,7 @@ fi
 
 for budget in ${BUDGETS:-3.0 2.5 4.0}; do
   for plan in ${PLANS:-all gptq aqlm rtn}; do
+    [[ " ${SKIP:-} " == *" $plan-$budget "* ]] && continue
     menu=()
     for entry in ${MENUS[$plan]}; do menu+=(--menu "$entry"); done
     archive="$OUT/plan-$plan-$budget.pllm"

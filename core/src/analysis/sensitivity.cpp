@@ -28,20 +28,6 @@ namespace {
 
 using json = nlohmann::ordered_json;
 
-// log-softmax of one row of logits, in double for the sum.
-void logSoftmax(const float* logits, std::int64_t n, float* out)
-{
-    double maxValue = -INFINITY;
-    for (std::int64_t i = 0; i < n; ++i)
-        maxValue = std::max<double>(maxValue, logits[i]);
-    double sum = 0;
-    for (std::int64_t i = 0; i < n; ++i)
-        sum += std::exp(static_cast<double>(logits[i]) - maxValue);
-    const double logZ = maxValue + std::log(sum);
-    for (std::int64_t i = 0; i < n; ++i)
-        out[i] = static_cast<float>(logits[i] - logZ);
-}
-
 std::int64_t argmax(const float* v, std::int64_t n) { return std::max_element(v, v + n) - v; }
 
 struct Unit {
@@ -169,21 +155,40 @@ Result<Windows> scoringWindows(const std::vector<std::int32_t>& tokens, std::int
     return w;
 }
 
+// Windows [first, first + count) as one batch for LlamaModel::logProbs.
+std::vector<std::vector<std::int32_t>> batchOf(const Windows& w, int first, int count)
+{
+    return {w.inputs.begin() + first, w.inputs.begin() + first + count};
+}
+
+// Windows per forward pass: as many as keep the batch's log-probabilities under 128 MiB.
+int windowsPerPass(const Windows& w, std::int64_t vocab)
+{
+    const std::uint64_t perWindow = static_cast<std::uint64_t>((w.perWindow + 1) * vocab) * sizeof(float);
+    return static_cast<int>(std::clamp<std::uint64_t>((128ull << 20) / std::max<std::uint64_t>(perWindow, 1), 1, 64));
+}
+
 Result<BaseScores> measureBase(const LlamaModel& model, const Windows& w, std::int64_t vocab)
 {
     BaseScores base;
     base.logp.resize(static_cast<std::size_t>(w.count()) * w.perWindow * vocab);
     base.top.resize(static_cast<std::size_t>(w.count()) * w.perWindow);
     double nll = 0;
-    for (int i = 0; i < w.count(); ++i) {
-        auto logits = model.logits(w.inputs[i]);
-        if (!logits)
-            return logits.error();
-        for (std::int64_t p = 0; p < w.perWindow; ++p) {
-            float* row = base.logp.data() + (i * w.perWindow + p) * vocab;
-            logSoftmax(logits->data() + p * vocab, vocab, row);
-            nll -= row[w.target(i, p)];
-            base.top[i * w.perWindow + p] = static_cast<std::int32_t>(argmax(row, vocab));
+    const int step = windowsPerPass(w, vocab);
+    for (int first = 0; first < w.count(); first += step) {
+        const int count = std::min(step, w.count() - first);
+        auto logp = model.logProbs(batchOf(w, first, count));
+        if (!logp)
+            return logp.error();
+        for (int b = 0; b < count; ++b) {
+            const int i = first + b;
+            for (std::int64_t p = 0; p < w.perWindow; ++p) {
+                float* row = base.logp.data() + (i * w.perWindow + p) * vocab;
+                const float* src = logp->data() + (static_cast<std::int64_t>(b) * (w.perWindow + 1) + p) * vocab;
+                std::copy(src, src + vocab, row);
+                nll -= row[w.target(i, p)];
+                base.top[i * w.perWindow + p] = static_cast<std::int32_t>(argmax(row, vocab));
+            }
         }
     }
     base.perplexity = std::exp(nll / static_cast<double>(w.count() * w.perWindow));
@@ -287,22 +292,26 @@ Result<CompressedUnit> compressUnit(const Unit& unit, const Checkpoint& c, Compr
 // Perplexity, KL from the base distributions and top-1 agreement of the model as it is now.
 Status scoreUnit(const LlamaModel& model, const Windows& w, const BaseScores& base, std::int64_t vocab, UnitSensitivity& u)
 {
-    std::vector<float> logp(static_cast<std::size_t>(vocab));
     double nll = 0, kl = 0;
     std::int64_t agree = 0;
-    for (int i = 0; i < w.count(); ++i) {
-        auto logits = model.logits(w.inputs[i]);
-        if (!logits)
-            return logits.error();
-        for (std::int64_t p = 0; p < w.perWindow; ++p) {
-            logSoftmax(logits->data() + p * vocab, vocab, logp.data());
-            const float* b = base.logp.data() + (i * w.perWindow + p) * vocab;
-            double k = 0;
-            for (std::int64_t v = 0; v < vocab; ++v)
-                k += std::exp(static_cast<double>(b[v])) * (static_cast<double>(b[v]) - logp[v]);
-            kl += std::max(0.0, k);
-            nll -= logp[w.target(i, p)];
-            agree += argmax(logp.data(), vocab) == base.top[i * w.perWindow + p];
+    const int step = windowsPerPass(w, vocab);
+    for (int first = 0; first < w.count(); first += step) {
+        const int count = std::min(step, w.count() - first);
+        auto all = model.logProbs(batchOf(w, first, count));
+        if (!all)
+            return all.error();
+        for (int b = 0; b < count; ++b) {
+            const int i = first + b;
+            for (std::int64_t p = 0; p < w.perWindow; ++p) {
+                const float* logp = all->data() + (static_cast<std::int64_t>(b) * (w.perWindow + 1) + p) * vocab;
+                const float* ref = base.logp.data() + (i * w.perWindow + p) * vocab;
+                double k = 0;
+                for (std::int64_t v = 0; v < vocab; ++v)
+                    k += std::exp(static_cast<double>(ref[v])) * (static_cast<double>(ref[v]) - logp[v]);
+                kl += std::max(0.0, k);
+                nll -= logp[w.target(i, p)];
+                agree += argmax(logp, vocab) == base.top[i * w.perWindow + p];
+            }
         }
     }
     const double n = static_cast<double>(w.count() * w.perWindow);

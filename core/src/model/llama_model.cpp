@@ -595,6 +595,32 @@ Result<std::vector<float>> LlamaModel::logits(const std::vector<std::int32_t>& t
     }
 }
 
+Result<std::vector<float>> LlamaModel::logProbs(const std::vector<std::vector<std::int32_t>>& batch) const
+{
+    if (batch.empty() || batch[0].empty())
+        return Error{"no tokens to run"};
+    const std::size_t len = batch[0].size();
+    std::vector<std::int64_t> flat;
+    flat.reserve(batch.size() * len);
+    for (const auto& seq : batch) {
+        if (seq.size() != len)
+            return Error{"sequences of one batch must have the same length"};
+        if (auto s = checkTokens(seq, m_impl->config.vocabSize); !s)
+            return s.error();
+        flat.insert(flat.end(), seq.begin(), seq.end());
+    }
+    try {
+        c10::InferenceMode guard;
+        const at::Tensor input = at::tensor(flat, at::kLong).view({static_cast<std::int64_t>(batch.size()), static_cast<std::int64_t>(len)});
+        const at::Tensor out = at::log_softmax(m_impl->forward(input).to(at::kFloat), -1).contiguous();
+        return std::vector<float>(out.data_ptr<float>(), out.data_ptr<float>() + out.numel());
+    } catch (const c10::Error& e) {
+        return Error{"forward pass failed: " + describe(e)};
+    } catch (const std::exception& e) {
+        return Error{std::string("forward pass failed: ") + e.what()};
+    }
+}
+
 Result<std::vector<std::vector<double>>> LlamaModel::nextTokenNll(const std::vector<std::vector<std::int32_t>>& batch) const
 {
     if (batch.empty() || batch[0].size() < 2)

@@ -102,6 +102,11 @@ public:
     // Logits for one sequence, row-major [tokens.size(), vocab].
     Result<std::vector<float>> logits(const std::vector<std::int32_t>& tokens) const;
 
+    // Log-probabilities (log-softmax of the logits) for a batch of equal-length sequences in one
+    // forward pass, row-major [batch, length, vocab]: much faster than one logits() call per
+    // sequence for small models, where per-operation overhead dominates.
+    Result<std::vector<float>> logProbs(const std::vector<std::vector<std::int32_t>>& batch) const;
+
     // For each sequence of a batch of equal-length sequences, the negative log-likelihood
     // (natural log) of token t+1 given tokens 0..t, for t = 0 .. length-2.
     Result<std::vector<std::vector<double>>> nextTokenNll(const std::vector<std::vector<std::int32_t>>& batch) const;
