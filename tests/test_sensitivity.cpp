@@ -360,6 +360,20 @@ private Q_SLOTS:
                  qPrintable(QString("%1 vs %2").arg(compressed->bits.bpwCompressed()).arg(r->plan.bpw)));
         QVERIFY(r->measured && r->measured->perplexity > r->basePerplexity);
         QCOMPARE(r->measured->matrices.size(), r->matrixSettings.size());
+
+        // Refinement: alternative plans measured as a whole; the kept plan measures best of all.
+        AllocationRequest refined = request;
+        refined.refine = 3;
+        auto rr = planBitAllocation(refined, m_registry);
+        QVERIFY2(rr, rr ? "" : rr.message().c_str());
+        QVERIFY(!rr->refinements.empty() && rr->refinements.size() <= 3);
+        QVERIFY(rr->measured->klMean <= r->measured->klMean + 1e-12);
+        for (const PlanRefinement& alt : rr->refinements) {
+            QVERIFY(alt.bpw <= request.budgetBpw + 1e-9);
+            QVERIFY(alt.measured.klMean > 0);
+            QVERIFY(rr->measured->klMean <= alt.measured.klMean + 1e-12);
+        }
+        QVERIFY(std::abs(rr->measured->bpw - rr->plan.bpw) < 1e-9); // the measurement is of the kept plan
         auto archive = Archive::open(job.outPath);
         QVERIFY(archive);
         int lastLayer = -1;

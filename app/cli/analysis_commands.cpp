@@ -124,6 +124,7 @@ int runAllocateCommand(const Globals& g, const AllocateOptions& o)
         request.menu.push_back(settings);
     }
     request.budgetBpw = o.budget;
+    request.refine = o.refine;
     ProgressLine progress(!g.quiet);
     const pocket::RecorderOptions recording = recorderOptions(g);
     auto result = pocket::planBitAllocation(request, registry(), &recording, [&](const pocket::AllocationProgress& a) {
@@ -183,6 +184,19 @@ int runAllocateCommand(const Globals& g, const AllocateOptions& o)
           << std::setprecision(4) << m.perplexity << " (original " << result->basePerplexity << "), top-1 agreement "
           << std::setprecision(2) << 100 * m.top1Agreement << "%\n";
     }
+    ordered_json refinements = ordered_json::array();
+    for (const pocket::PlanRefinement& r : result->refinements) {
+        std::string left;
+        for (const std::string& s : r.left)
+            left += (left.empty() ? "" : ",") + s;
+        refinements.push_back({{"item", r.item}, {"left_out", left}, {"bpw", r.bpw}, {"predicted_damage", r.predictedDamage},
+                               {"kl", r.measured.klMean}, {"perplexity", r.measured.perplexity}, {"kept", r.kept}});
+        t << "refine:    without " << left << " for " << r.item << ": KL " << std::setprecision(5) << r.measured.klMean << " (predicted "
+          << r.predictedDamage << ")" << (r.kept ? ", kept" : "") << "\n";
+    }
+    if (!result->refinements.empty())
+        out["refinements"] = refinements;
+
     if (!o.out.empty()) {
         pocket::CompressJobParams job;
         job.modelPath = o.base.model;
@@ -255,6 +269,11 @@ void addAnalysisCommands(CLI::App& app, AnalysisCommands& c)
     c.allocate->add_option("--budget", a.budget, "Bits per weight over the compressed matrices, overheads included")
         ->required()
         ->check(CLI::PositiveNumber);
+    c.allocate->add_option("--refine", a.refine,
+                           "After planning, measure up to N alternative plans (each without the chosen entry of one of the items with "
+                           "the largest predicted damage) as a whole and keep the one with the least real KL")
+        ->capture_default_str()
+        ->check(CLI::Range(0, 1000));
     c.allocate->add_option("-o,--out", a.out, "Compress with the plan into this .pllm archive");
 }
 

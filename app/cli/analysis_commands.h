@@ -33,6 +33,7 @@ struct AllocateOptions {
     SensitivityOptions base;           // model, text, method, --set, selection, ctx, windows
     std::vector<std::string> menu;     // each "name=value[,name=value...]"
     double budget = 0;
+    int refine = 0;                    // alternative plans measured as a whole (AllocationRequest::refine)
     std::string out;                   // -o: run the plan as a compress job into this archive
 };
 

@@ -122,6 +122,90 @@ std::vector<PlannedUnit> plannedUnits(const Items& items, const GroupedPlan& pla
     return out;
 }
 
+// Each matrix's method and effective settings under `plan`.
+std::map<std::string, PlanChoice> choicesOf(const AllocationRequest& request, const Items& items, const GroupedPlan& plan)
+{
+    std::map<std::string, PlanChoice> choices;
+    for (std::size_t i = 0; i < items.names.size(); ++i) {
+        const auto k = static_cast<std::size_t>(plan.entry[i]);
+        choices[items.names[i]] = {methodOf(request, k), effectiveSettings(request, k)};
+    }
+    return choices;
+}
+
+// `plan` into the result: the plan, its items, and each matrix's settings and method.
+void applyPlan(const AllocationRequest& request, const Items& items, const GroupedPlan& plan, AllocationResult& out)
+{
+    out.plan = plan;
+    out.planned = plannedUnits(items, plan);
+    out.matrixSettings.clear();
+    out.matrixMethods.clear();
+    for (std::size_t i = 0; i < items.names.size(); ++i) {
+        const auto k = static_cast<std::size_t>(plan.entry[i]);
+        out.matrixSettings[items.names[i]] = request.menu[k];
+        if (methodOf(request, k) != request.base.methodId)
+            out.matrixMethods[items.names[i]] = methodOf(request, k);
+    }
+}
+
+// The items without the option `plan` chose for one of its items (a matrix alone, or a chosen group).
+Items without(const Items& items, const GroupedPlan& plan, const PlannedUnit& item)
+{
+    Items out = items;
+    const UnitSensitivity& u = item.measured;
+    const int entry = static_cast<int>(item.entry);
+    if (u.matrices.size() == 1) {
+        const auto i = static_cast<std::size_t>(std::find(out.names.begin(), out.names.end(), u.matrices.front()) - out.names.begin());
+        MatrixOptions& m = out.matrices[i];
+        const auto k = static_cast<std::size_t>(std::find(m.entries.begin(), m.entries.end(), entry) - m.entries.begin());
+        if (k < m.entries.size()) {
+            m.entries.erase(m.entries.begin() + k);
+            m.bits.erase(m.bits.begin() + k);
+            m.damage.erase(m.damage.begin() + k);
+        }
+        return out;
+    }
+    for (std::size_t g = 0; g < out.groups.size(); ++g)
+        if (plan.groupOption[g] >= 0 && out.groups[g].name == u.unit) {
+            GroupOptions& group = out.groups[g];
+            const auto k = static_cast<std::size_t>(plan.groupOption[g]);
+            group.entries.erase(group.entries.begin() + k);
+            group.bits.erase(group.bits.begin() + k);
+            group.damage.erase(group.damage.begin() + k);
+            if (group.entries.empty())
+                out.groups.erase(out.groups.begin() + g);
+            break;
+        }
+    return out;
+}
+
+// AllocationRequest::refine: for the items with the largest predicted damage, the plan made without
+// their chosen entry, measured as a whole; the plan with the least real KL is kept.
+Status refinePlan(const AllocationRequest& request, const Items& items, MethodRegistry& registry, AllocationResult& out)
+{
+    std::vector<PlannedUnit> order = out.planned;
+    std::stable_sort(order.begin(), order.end(), [](const PlannedUnit& a, const PlannedUnit& b) { return a.measured.klMean > b.measured.klMean; });
+    const GroupedPlan first = out.plan;
+    std::vector<std::vector<int>> tried{first.entry};
+    for (std::size_t r = 0; r < order.size() && static_cast<int>(out.refinements.size()) < request.refine; ++r) {
+        const Items fewer = without(items, first, order[r]);
+        auto plan = allocateWithGroups(fewer.matrices, fewer.groups, request.budgetBpw);
+        if (!plan || std::find(tried.begin(), tried.end(), plan->entry) != tried.end())
+            continue; // nothing else fits, or a plan measured already
+        tried.push_back(plan->entry);
+        auto measured = pocket::measurePlan(request.base, choicesOf(request, fewer, *plan), registry);
+        if (!measured)
+            return measured.error().prefixed("measuring an alternative plan");
+        const bool better = measured->klMean < out.measured->klMean;
+        out.refinements.push_back({order[r].measured.unit, request.menu[order[r].entry], plan->predictedDamage, plan->bpw, *measured, better});
+        if (better) {
+            applyPlan(request, fewer, *plan, out);
+            out.measured = *measured;
+        }
+    }
+    return {};
+}
+
 } // namespace
 
 Result<AllocationResult> planBitAllocation(const AllocationRequest& request, MethodRegistry& registry, const RecorderOptions* recording,
@@ -162,21 +246,13 @@ Result<AllocationResult> planBitAllocation(const AllocationRequest& request, Met
     auto plan = allocateWithGroups(items.matrices, items.groups, request.budgetBpw);
     if (!plan)
         return plan.error();
-    out.plan = *plan;
-    out.planned = plannedUnits(items, *plan);
-    std::map<std::string, PlanChoice> choices;
-    for (std::size_t i = 0; i < items.names.size(); ++i) {
-        const auto k = static_cast<std::size_t>(plan->entry[i]);
-        out.matrixSettings[items.names[i]] = request.menu[k];
-        if (methodOf(request, k) != request.base.methodId)
-            out.matrixMethods[items.names[i]] = methodOf(request, k);
-        choices[items.names[i]] = {methodOf(request, k), effectiveSettings(request, k)};
-    }
+    applyPlan(request, items, *plan, out);
     if (request.measurePlan) {
-        auto measured = pocket::measurePlan(request.base, choices, registry);
+        auto measured = pocket::measurePlan(request.base, choicesOf(request, items, *plan), registry);
         if (!measured)
             return measured.error().prefixed("measuring the plan");
         out.measured = *measured;
+        POCKET_TRY(refinePlan(request, items, registry, out));
     }
     return out;
 }

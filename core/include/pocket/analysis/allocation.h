@@ -24,6 +24,20 @@ struct AllocationRequest {
     std::vector<std::string> menuMethods;
     double budgetBpw = 0;
     bool measurePlan = true; // compress the plan's choices all at once and measure its real KL and perplexity
+    // With measurePlan: for up to this many of the plan's items with the largest predicted damage
+    // (where the summed-KL approximation errs most), the plan made without that item's chosen entry
+    // is measured as a whole too; the plan with the least real KL is kept. 0 = none.
+    int refine = 0;
+};
+
+// One alternative plan tried by AllocationRequest::refine.
+struct PlanRefinement {
+    std::string item;               // the matrix or group whose chosen entry was left out
+    std::vector<std::string> left;  // that entry
+    double predictedDamage = 0;     // the alternative's summed KL
+    double bpw = 0;
+    UnitSensitivity measured;       // the alternative measured as a whole
+    bool kept = false;              // it measured better than the best plan before it
 };
 
 // One item of a plan: a matrix, or the group of matrices that share a codebook under its entry.
@@ -44,6 +58,7 @@ struct AllocationResult {
     std::vector<double> uniformBpw;              // bpw of using each entry everywhere
     double basePerplexity = 0;
     std::optional<UnitSensitivity> measured;     // the plan measured as a whole (measurePlan)
+    std::vector<PlanRefinement> refinements;     // the alternatives AllocationRequest::refine measured, in order
 };
 
 struct AllocationProgress {
