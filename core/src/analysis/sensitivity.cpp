@@ -168,29 +168,38 @@ int windowsPerPass(const Windows& w, std::int64_t vocab)
     return static_cast<int>(std::clamp<std::uint64_t>((128ull << 20) / std::max<std::uint64_t>(perWindow, 1), 1, 64));
 }
 
-Result<BaseScores> measureBase(const LlamaModel& model, const Windows& w, std::int64_t vocab)
+// Runs the windows in batched forward passes and calls visit(window, position, log-probabilities)
+// for every scored position.
+template <typename Visit>
+Status forEachScored(const LlamaModel& model, const Windows& w, std::int64_t vocab, Visit visit)
 {
-    BaseScores base;
-    base.logp.resize(static_cast<std::size_t>(w.count()) * w.perWindow * vocab);
-    base.top.resize(static_cast<std::size_t>(w.count()) * w.perWindow);
-    double nll = 0;
     const int step = windowsPerPass(w, vocab);
     for (int first = 0; first < w.count(); first += step) {
         const int count = std::min(step, w.count() - first);
         auto logp = model.logProbs(batchOf(w, first, count));
         if (!logp)
             return logp.error();
-        for (int b = 0; b < count; ++b) {
-            const int i = first + b;
-            for (std::int64_t p = 0; p < w.perWindow; ++p) {
-                float* row = base.logp.data() + (i * w.perWindow + p) * vocab;
-                const float* src = logp->data() + (static_cast<std::int64_t>(b) * (w.perWindow + 1) + p) * vocab;
-                std::copy(src, src + vocab, row);
-                nll -= row[w.target(i, p)];
-                base.top[i * w.perWindow + p] = static_cast<std::int32_t>(argmax(row, vocab));
-            }
-        }
+        for (int b = 0; b < count; ++b)
+            for (std::int64_t p = 0; p < w.perWindow; ++p)
+                visit(first + b, p, logp->data() + (static_cast<std::int64_t>(b) * (w.perWindow + 1) + p) * vocab);
     }
+    return {};
+}
+
+Result<BaseScores> measureBase(const LlamaModel& model, const Windows& w, std::int64_t vocab)
+{
+    BaseScores base;
+    base.logp.resize(static_cast<std::size_t>(w.count()) * w.perWindow * vocab);
+    base.top.resize(static_cast<std::size_t>(w.count()) * w.perWindow);
+    double nll = 0;
+    const Status scored = forEachScored(model, w, vocab, [&](int i, std::int64_t p, const float* logp) {
+        float* row = base.logp.data() + (i * w.perWindow + p) * vocab;
+        std::copy(logp, logp + vocab, row);
+        nll -= row[w.target(i, p)];
+        base.top[i * w.perWindow + p] = static_cast<std::int32_t>(argmax(row, vocab));
+    });
+    if (!scored)
+        return scored.error();
     base.perplexity = std::exp(nll / static_cast<double>(w.count() * w.perWindow));
     return base;
 }
@@ -294,26 +303,17 @@ Status scoreUnit(const LlamaModel& model, const Windows& w, const BaseScores& ba
 {
     double nll = 0, kl = 0;
     std::int64_t agree = 0;
-    const int step = windowsPerPass(w, vocab);
-    for (int first = 0; first < w.count(); first += step) {
-        const int count = std::min(step, w.count() - first);
-        auto all = model.logProbs(batchOf(w, first, count));
-        if (!all)
-            return all.error();
-        for (int b = 0; b < count; ++b) {
-            const int i = first + b;
-            for (std::int64_t p = 0; p < w.perWindow; ++p) {
-                const float* logp = all->data() + (static_cast<std::int64_t>(b) * (w.perWindow + 1) + p) * vocab;
-                const float* ref = base.logp.data() + (i * w.perWindow + p) * vocab;
-                double k = 0;
-                for (std::int64_t v = 0; v < vocab; ++v)
-                    k += std::exp(static_cast<double>(ref[v])) * (static_cast<double>(ref[v]) - logp[v]);
-                kl += std::max(0.0, k);
-                nll -= logp[w.target(i, p)];
-                agree += argmax(logp, vocab) == base.top[i * w.perWindow + p];
-            }
-        }
-    }
+    const Status scored = forEachScored(model, w, vocab, [&](int i, std::int64_t p, const float* logp) {
+        const float* ref = base.logp.data() + (i * w.perWindow + p) * vocab;
+        double k = 0;
+        for (std::int64_t v = 0; v < vocab; ++v)
+            k += std::exp(static_cast<double>(ref[v])) * (static_cast<double>(ref[v]) - logp[v]);
+        kl += std::max(0.0, k);
+        nll -= logp[w.target(i, p)];
+        agree += argmax(logp, vocab) == base.top[i * w.perWindow + p];
+    });
+    if (!scored)
+        return scored.error();
     const double n = static_cast<double>(w.count() * w.perWindow);
     u.perplexity = std::exp(nll / n);
     u.deltaPerplexity = u.perplexity - base.perplexity;

@@ -595,23 +595,30 @@ Result<std::vector<float>> LlamaModel::logits(const std::vector<std::int32_t>& t
     }
 }
 
-Result<std::vector<float>> LlamaModel::logProbs(const std::vector<std::vector<std::int32_t>>& batch) const
+// The tokens of a batch of equal-length sequences, one after another (checked against the vocabulary).
+static Status flattenBatch(const std::vector<std::vector<std::int32_t>>& batch, std::int64_t vocab, std::vector<std::int64_t>& flat)
 {
-    if (batch.empty() || batch[0].empty())
-        return Error{"no tokens to run"};
     const std::size_t len = batch[0].size();
-    std::vector<std::int64_t> flat;
     flat.reserve(batch.size() * len);
     for (const auto& seq : batch) {
         if (seq.size() != len)
             return Error{"sequences of one batch must have the same length"};
-        if (auto s = checkTokens(seq, m_impl->config.vocabSize); !s)
+        if (auto s = checkTokens(seq, vocab); !s)
             return s.error();
         flat.insert(flat.end(), seq.begin(), seq.end());
     }
+    return {};
+}
+
+Result<std::vector<float>> LlamaModel::logProbs(const std::vector<std::vector<std::int32_t>>& batch) const
+{
+    if (batch.empty() || batch[0].empty())
+        return Error{"no tokens to run"};
+    std::vector<std::int64_t> flat;
+    POCKET_TRY(flattenBatch(batch, m_impl->config.vocabSize, flat));
     try {
         c10::InferenceMode guard;
-        const at::Tensor input = at::tensor(flat, at::kLong).view({static_cast<std::int64_t>(batch.size()), static_cast<std::int64_t>(len)});
+        const at::Tensor input = at::tensor(flat, at::kLong).view({static_cast<std::int64_t>(batch.size()), -1});
         const at::Tensor out = at::log_softmax(m_impl->forward(input).to(at::kFloat), -1).contiguous();
         return std::vector<float>(out.data_ptr<float>(), out.data_ptr<float>() + out.numel());
     } catch (const c10::Error& e) {
@@ -627,14 +634,7 @@ Result<std::vector<std::vector<double>>> LlamaModel::nextTokenNll(const std::vec
         return Error{"each sequence needs at least two tokens"};
     const std::size_t len = batch[0].size();
     std::vector<std::int64_t> flat;
-    flat.reserve(batch.size() * len);
-    for (const auto& seq : batch) {
-        if (seq.size() != len)
-            return Error{"sequences of one batch must have the same length"};
-        if (auto s = checkTokens(seq, m_impl->config.vocabSize); !s)
-            return s.error();
-        flat.insert(flat.end(), seq.begin(), seq.end());
-    }
+    POCKET_TRY(flattenBatch(batch, m_impl->config.vocabSize, flat));
     try {
         c10::InferenceMode guard;
         const auto b = static_cast<std::int64_t>(batch.size());
