@@ -44,6 +44,21 @@ class TestSensitivity : public QObject {
         return p;
     }
 
+    // The compress job of a plan across methods (base method rtn), codes at their fixed width.
+    CompressJobParams planJob(const AllocationRequest& request, const AllocationResult& r, const QString& archive)
+    {
+        CompressJobParams job;
+        job.modelPath = request.base.modelPath;
+        job.methodId = "rtn";
+        job.matrixSettings = r.matrixSettings;
+        job.matrixMethods = r.matrixMethods;
+        job.selection = request.base.selection;
+        job.calibration = calibrationOf(request.base);
+        job.outPath = m_tmp.filePath(archive).toStdString();
+        job.entropy.mode = EntropyMode::None;
+        return job;
+    }
+
 private Q_SLOTS:
     void initTestCase()
     {
@@ -344,16 +359,7 @@ private Q_SLOTS:
         for (const auto& [name, method] : r->matrixMethods)
             QCOMPARE(method, std::string("gptq"));
 
-        CompressJobParams job;
-        job.modelPath = request.base.modelPath;
-        job.methodId = "rtn";
-        job.matrixSettings = r->matrixSettings;
-        job.matrixMethods = r->matrixMethods;
-        job.selection = request.base.selection;
-        job.calibration = request.base.calibration;
-        job.calibration.textPath = request.base.textPath;
-        job.outPath = m_tmp.filePath("across.pllm").toStdString();
-        job.entropy.mode = EntropyMode::None;
+        CompressJobParams job = planJob(request, *r, "across.pllm");
         auto compressed = runCompressJob(job, m_registry);
         QVERIFY2(compressed, compressed ? "" : compressed.message().c_str());
         QVERIFY2(std::abs(compressed->bits.bpwCompressed() - r->plan.bpw) < 1e-9,
@@ -512,14 +518,7 @@ private Q_SLOTS:
                     QCOMPARE(r->matrixMethods.at(m), std::string("vq"));
             }
         QVERIFY2(groupsChosen > 0, "the shared codebook is never chosen: the test says nothing");
-        CompressJobParams job;
-        job.modelPath = request.base.modelPath;
-        job.methodId = "rtn";
-        job.matrixSettings = r->matrixSettings;
-        job.matrixMethods = r->matrixMethods;
-        job.selection = request.base.selection;
-        job.outPath = m_tmp.filePath("shared.pllm").toStdString();
-        job.entropy.mode = EntropyMode::None;
+        CompressJobParams job = planJob(request, *r, "shared.pllm");
         auto compressed = runCompressJob(job, m_registry);
         QVERIFY2(compressed, compressed ? "" : compressed.message().c_str());
         QVERIFY2(std::abs(compressed->bits.bpwCompressed() - r->plan.bpw) < 1e-9,
