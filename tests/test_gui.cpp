@@ -306,7 +306,7 @@ private Q_SLOTS:
         QCOMPARE(compressed.size(), 1);
         const auto done = compressed.at(0).at(0).value<CompressOutcome>();
         QVERIFY2(done.ok, qPrintable(done.message));
-        // The plan counts codes at their fixed width; the lossless stage (entropy auto) can only take bits off.
+        // The plan counts bits after the lossless stage (auto) as the job stores them, unless the Compress pane asks for another.
         QVERIFY2(done.bpwCompressed <= plan.allocation.plan.bpw + 1e-9 && done.bpwCompressed > 0.5 * plan.allocation.plan.bpw, qPrintable(done.message));
         m_window->outputPathEdit()->setText(m_archive);
     }

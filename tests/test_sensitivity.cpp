@@ -314,8 +314,8 @@ private Q_SLOTS:
         job.matrixSettings = r->matrixSettings;
         job.selection = request.base.selection;
         job.outPath = m_tmp.filePath("allocated.pllm").toStdString();
-        job.entropy.mode = EntropyMode::None; // the plan counts codes at their fixed width
-        job.keepDtype = DType::F32;           // the rest of the model exactly as the analysis had it
+        job.keepDtype = DType::F32; // the rest of the model exactly as the analysis had it
+        // The plan counts bits after the same lossless stage (auto, as compress), so they match exactly.
         auto compressed = runCompressJob(job, m_registry);
         QVERIFY2(compressed, compressed ? "" : compressed.message().c_str());
         QVERIFY2(std::abs(compressed->bits.bpwCompressed() - r->plan.bpw) < 1e-9,
@@ -349,6 +349,7 @@ private Q_SLOTS:
         request.base.settings = {};
         request.base.calibration.samples = 16;
         request.base.calibration.length = 64;
+        request.base.entropy.mode = EntropyMode::None; // fixed-width bits: exact whatever the codes
         request.menu = {{"bits=2", "group=32"}, {"bits=3", "group=32"}};
         request.menuMethods = {"", "gptq"};
         request.budgetBpw = 3.5;
@@ -505,6 +506,7 @@ private Q_SLOTS:
         request.base.settings = {};
         request.menu = {{"bits=2", "group=64"}, {"bits=4", "group=64"}, {"K=16", "d=2", "sharing=type", "iters=4"}};
         request.menuMethods = {"", "", "vq"};
+        request.base.entropy.mode = EntropyMode::None; // fixed-width bits (vq's seeds follow group ids, which a mixed job suffixes)
         request.budgetBpw = 2.9;
         auto r = planBitAllocation(request, m_registry);
         QVERIFY2(r, r ? "" : r.message().c_str());

@@ -61,6 +61,10 @@ pocket::Status sensitivityParams(const SensitivityOptions& o, pocket::Sensitivit
     p.windows = o.windows;
     p.calibration = o.calibration;
     p.reuse = !o.remeasure;
+    auto entropy = entropyOptions(o.entropy, o.coder, o.minSaving);
+    if (!entropy)
+        return entropy.error();
+    p.entropy = *entropy;
     pocket::setComputeThreads(o.threads);
     return {};
 }
@@ -207,6 +211,7 @@ int runAllocateCommand(const Globals& g, const AllocateOptions& o)
         job.selection = request.base.selection;
         job.tokenizerPath = o.base.tokenizer;
         job.calibration = pocket::calibrationOf(request.base);
+        job.entropy = request.base.entropy;
         job.outPath = o.out;
         auto compressed = pocket::runCompressJob(job, registry(), &recording);
         if (!compressed)
@@ -244,6 +249,7 @@ void addAnalysisOptions(CLI::App* cmd, SensitivityOptions& o, bool withUnit)
     cmd->add_flag("--remeasure", o.remeasure,
                   "Measure every unit again; by default units an earlier recorded analysis measured from the same model, texts, "
                   "method and settings are read from the store");
+    addEntropyOptions(cmd, o.entropy, o.coder, o.minSaving); // bits counted as an archive would store them
     addCalibrationOptions(cmd, o.calibration,
                           "Calibration text for methods that need it (gptq, vq/pocketllm feedback, aqlm); default: the --text file. "
                           "Hessians are measured once on the original model");

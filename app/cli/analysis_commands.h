@@ -26,6 +26,9 @@ struct SensitivityOptions {
     int windows = 16;
     int threads = 0;
     bool remeasure = false;            // measure every unit even when the store has it
+    std::string entropy = "auto";      // the lossless stage the units' bits are counted with
+    std::string coder = "fastest";
+    double minSaving = 2;
     pocket::CalibrationParams calibration; // methods that need calibration; no text = the scored text
 };
 

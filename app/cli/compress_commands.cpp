@@ -21,6 +21,37 @@
 
 namespace cli {
 
+// The lossless stage's options from --entropy, --coder and --min-saving (percent).
+pocket::Result<pocket::EntropyOptions> entropyOptions(const std::string& mode, const std::string& coder, double minSavingPercent)
+{
+    pocket::EntropyOptions options;
+    auto m = pocket::parseEntropyMode(mode);
+    if (!m)
+        return m.error();
+    auto c = pocket::parseEntropyCoder(coder);
+    if (!c)
+        return c.error();
+    options.mode = *m;
+    options.coder = *c;
+    options.minSaving = minSavingPercent / 100;
+    return options;
+}
+
+// --entropy, --coder and --min-saving, the same on compress and repack.
+void addEntropyOptions(CLI::App* command, std::string& mode, std::string& coder, double& minSaving)
+{
+    command->add_option("--entropy", mode, "Lossless stage: none (codes packed at fixed width), auto (entropy-code a code stream where it saves at least --min-saving), on (every code stream)")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"none", "auto", "on"}));
+    command->add_option("--min-saving", minSaving, "Percent of a stream's packed size that --entropy auto must save")
+        ->capture_default_str()
+        ->check(CLI::Range(0.0, 100.0));
+    command->add_option("--coder", coder, "Coder of coded streams: fastest (zstd where within 1% of rANS's size, else rANS), rans (smallest), zstd (fastest to decode)")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"fastest", "rans", "zstd"}));
+}
+
+
 pocket::MethodRegistry& registry()
 {
     static pocket::MethodRegistry instance;
@@ -109,35 +140,6 @@ pocket::Result<pocket::LayerSelection> selectionFrom(const CompressOptions& o)
     return selection;
 }
 
-// The lossless stage's options from --entropy, --coder and --min-saving (percent).
-pocket::Result<pocket::EntropyOptions> entropyOptions(const std::string& mode, const std::string& coder, double minSavingPercent)
-{
-    pocket::EntropyOptions options;
-    auto m = pocket::parseEntropyMode(mode);
-    if (!m)
-        return m.error();
-    auto c = pocket::parseEntropyCoder(coder);
-    if (!c)
-        return c.error();
-    options.mode = *m;
-    options.coder = *c;
-    options.minSaving = minSavingPercent / 100;
-    return options;
-}
-
-// --entropy, --coder and --min-saving, the same on compress and repack.
-void addEntropyOptions(CLI::App* command, std::string& mode, std::string& coder, double& minSaving)
-{
-    command->add_option("--entropy", mode, "Lossless stage: none (codes packed at fixed width), auto (entropy-code a code stream where it saves at least --min-saving), on (every code stream)")
-        ->capture_default_str()
-        ->check(CLI::IsMember({"none", "auto", "on"}));
-    command->add_option("--min-saving", minSaving, "Percent of a stream's packed size that --entropy auto must save")
-        ->capture_default_str()
-        ->check(CLI::Range(0.0, 100.0));
-    command->add_option("--coder", coder, "Coder of coded streams: fastest (zstd where within 1% of rANS's size, else rANS), rans (smallest), zstd (fastest to decode)")
-        ->capture_default_str()
-        ->check(CLI::IsMember({"fastest", "rans", "zstd"}));
-}
 
 int runCompress(const Globals& g, const CompressOptions& o)
 {

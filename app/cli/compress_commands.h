@@ -3,6 +3,7 @@
 
 #include "cli_common.h"
 
+#include "pocket/archive/lossless.h"
 #include "pocket/io/checkpoint.h"
 #include "pocket/jobs/calibration.h"
 #include "pocket/methods/method_registry.h"
@@ -88,6 +89,11 @@ pocket::MethodRegistry& registry();
 // Opens a checkpoint, or a .pllm archive through the method plugins (which stay loaded for the
 // life of the process).
 pocket::Result<std::unique_ptr<pocket::Checkpoint>> openModelOrArchive(const std::string& path);
+
+// The lossless stage's options from --entropy, --coder and --min-saving (percent).
+pocket::Result<pocket::EntropyOptions> entropyOptions(const std::string& mode, const std::string& coder, double minSavingPercent);
+// --entropy, --coder and --min-saving, the same on compress, repack, sensitivity and allocate.
+void addEntropyOptions(CLI::App* command, std::string& mode, std::string& coder, double& minSaving);
 
 // --calib-text (with `textHelp`), --calib-samples, --calib-len and --calib-seed into `params`.
 void addCalibrationOptions(CLI::App* command, pocket::CalibrationParams& params, const std::string& textHelp);

@@ -6,6 +6,7 @@
 
 #include "pocket/archive/bit_accounting.h"
 #include "pocket/archive/container.h"
+#include "pocket/archive/lossless.h"
 #include "pocket/io/checkpoint.h"
 #include "pocket/io/fingerprint.h"
 #include "pocket/io/text.h"
@@ -250,9 +251,10 @@ Result<Hessians> measureHessians(LlamaModel& model, const Checkpoint& c, const T
 }
 
 // Compresses the unit's groups with the method and puts the decoded weights into the model;
-// `hessians` (may be null) gives the matrices their calibration Hessians.
+// `hessians` (may be null) gives the matrices their calibration Hessians. Bits are counted after
+// the lossless stage of `entropy`, as an archive stores them.
 Result<CompressedUnit> compressUnit(const Unit& unit, const Checkpoint& c, CompressionMethod& method, const ParamSet& resolved,
-                                    const Hessians* hessians, LlamaModel& model, UnitSensitivity& u)
+                                    const Hessians* hessians, const EntropyOptions& entropy, LlamaModel& model, UnitSensitivity& u)
 {
     auto groups = method.planGroups(unit.matrices, resolved);
     if (!groups)
@@ -279,7 +281,11 @@ Result<CompressedUnit> compressUnit(const Unit& unit, const Checkpoint& c, Compr
         auto decoded = method.decode(*payload);
         if (!decoded)
             return decoded.error().prefixed(unit.name);
-        const std::vector<MatrixReport> reports = matrixReports(*payload);
+        ArchiveGroup stored;
+        stored.payload = std::move(*payload);
+        if (entropy.mode != EntropyMode::None)
+            POCKET_TRY(applyLosslessStage(stored, entropy));
+        const std::vector<MatrixReport> reports = matrixReports(stored.payload);
         for (std::size_t i = 0; i < reports.size(); ++i) {
             const MatrixReport& m = reports[i];
             out.bits += m.bpw * static_cast<double>(m.rows * m.cols);
@@ -393,7 +399,8 @@ std::string cacheKey(const SensitivityParams& params, const Setup& s, const Comp
     if (!model || !text || !tokenizer)
         return {};
     json key{{"model", *model}, {"text", *text}, {"tokenizer", *tokenizer}, {"method", method.info().id}, {"version", method.info().version},
-             {"params", json::parse(resolved.toJson(method.info().params))}, {"ctx", params.ctx}, {"windows", s.windows.count()}};
+             {"params", json::parse(resolved.toJson(method.info().params))}, {"ctx", params.ctx}, {"windows", s.windows.count()},
+             {"entropy", {entropyModeName(params.entropy.mode), entropyCoderName(params.entropy.coder), params.entropy.minSaving, params.entropy.zstdSlack}}};
     if (calibrated) {
         const CalibrationParams cp = calibrationOf(params);
         auto calib = fileFingerprint(cp.textPath);
@@ -472,7 +479,8 @@ Result<SensitivityResult> runSensitivity(const SensitivityParams& params, Method
     result.basePerplexity = setup.base.perplexity;
     json paramsJson{{"settings", params.settings}, {"method_params", json::parse(resolved.toJson(method->info().params))},
                     {"unit", sensitivityUnitName(params.unit)}, {"ctx", params.ctx}, {"windows", result.windows},
-                    {"text", absolutePath(params.textPath)}, {"tokenizer", setup.tokenizerPath}};
+                    {"text", absolutePath(params.textPath)}, {"tokenizer", setup.tokenizerPath},
+                    {"entropy", entropyModeName(params.entropy.mode)}};
     if (calibrated) {
         const CalibrationParams cp = calibrationOf(params);
         paramsJson["calibration"] = {{"text", absolutePath(cp.textPath)}, {"samples", cp.samples}, {"length", cp.length}, {"seed", cp.seed}};
@@ -509,7 +517,7 @@ Result<SensitivityResult> runSensitivity(const SensitivityParams& params, Method
             metrics = r->matrices;
             ++result.cachedUnits;
         } else {
-            auto compressed = compressUnit(unit, c, *method, resolved, calibrated ? &hessians : nullptr, model, u);
+            auto compressed = compressUnit(unit, c, *method, resolved, calibrated ? &hessians : nullptr, params.entropy, model, u);
             if (!compressed)
                 return fail(compressed.error());
             if (auto s = scoreUnit(model, setup.windows, setup.base, setup.vocab, u); !s)
@@ -598,7 +606,8 @@ Result<UnitSensitivity> measurePlan(const SensitivityParams& params, const std::
         for (std::size_t g = 0; g < groups->size(); ++g) {
             const Unit unit{matrixGroupId((*groups)[g], g, part.refs.size()), (*groups)[g]};
             UnitSensitivity u; // its weights stay in the model
-            auto compressed = compressUnit(unit, *setup.checkpoint, *part.method, part.params, needsHessians ? &hessians : nullptr, *setup.model, u);
+            auto compressed = compressUnit(unit, *setup.checkpoint, *part.method, part.params, needsHessians ? &hessians : nullptr, p.entropy,
+                                           *setup.model, u);
             if (!compressed)
                 return compressed.error();
             bits += compressed->bits;

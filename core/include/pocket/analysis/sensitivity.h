@@ -7,6 +7,7 @@
 // "sensitivity", per-matrix metrics written as each unit finishes). Call from one thread.
 #pragma once
 
+#include "pocket/archive/lossless.h"
 #include "pocket/methods/layer_selection.h"
 #include "pocket/methods/method_registry.h"
 #include "pocket/support/result.h"
@@ -44,6 +45,9 @@ struct SensitivityParams {
     // inputs give each matrix's Hessian, measured once on the uncompressed model (every unit is
     // compressed with the rest of the model exact). An empty textPath takes the scored text.
     CalibrationParams calibration;
+    // The lossless stage a unit's bits are counted with, as a compress job with these options would
+    // store them (default: auto, as compress; EntropyMode::None counts codes at their fixed width).
+    EntropyOptions entropy;
     // When recording: units that an earlier analysis measured from identical inputs (the model's,
     // text's, tokenizer's and calibration text's fingerprints, the method, its version and resolved
     // settings, ctx and windows) are read from the store instead of being measured again.
@@ -55,7 +59,7 @@ struct UnitSensitivity {
     std::string unit;                  // tensor name, "block 3", or "q_proj"
     std::vector<std::string> matrices; // its matrices
     std::int64_t weights = 0;
-    double bpw = 0;                    // bits per weight of the unit, overheads included
+    double bpw = 0;                    // bits per weight of the unit, overheads included, as stored (SensitivityParams::entropy)
     double mse = 0;                    // weight-weighted mean over its matrices
     double snrDb = 0;                  // mean over its matrices
     double perplexity = 0;
