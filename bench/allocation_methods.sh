@@ -4,8 +4,8 @@
 # windows of 256 tokens scored and 128 x 256 calibration windows; perplexity on the first three
 # quarters, ctx 256). At budgets of 2.5, 3.0 and 4.0 bpw_c: the best uniform setting of each method,
 # the best one-method plan (a menu of that method's settings) and the cross-method plan (all
-# entries). Every archive is written with the default lossless stage; the plans' budgets count codes
-# at their fixed width, so archives land a little under them.
+# entries). Every archive is written with the default lossless stage, and the analysis counts each
+# unit's bits after the same stage, so budgets and results are both stored bits (bpw_c).
 # The analyses are cached in $OUT/analysis.sqlite: the first plan measures every menu entry, the
 # others read the units from the store (the per-entry cost is in plan-*.json, "entries").
 # Usage: bench/allocation_methods.sh [build dir]    (outputs in $BENCH_DIR, default <build>/bench/allocation-methods)
