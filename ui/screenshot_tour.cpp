@@ -10,6 +10,7 @@
 #include "pocket/jobs/compress_job.h"
 #include "pocket/support/app_paths.h"
 
+#include <QComboBox>
 #include <QApplication>
 #include <QDir>
 #include <QDoubleSpinBox>
@@ -75,17 +76,19 @@ int renderScreenshots(Workbench& wb, MainWindow& window, const QString& dir)
     window.tabs()->setCurrentIndex(2);
     settle(300);
     window.grab().save(QDir(dir).filePath(QStringLiteral("workbench-compare.png")));
-    // Sensitivity: RTN 3 bits on each matrix alone, then a plan for 3.5 bits per weight.
+    // Sensitivity: RTN 3 bits on each matrix alone, then a plan across methods for 3.5 bits per
+    // weight, the heatmap showing each matrix's menu entry and method.
     auto* sensitivity = window.sensitivityPanel();
     sensitivity->windowsSpin()->setValue(4);
     window.tabs()->setCurrentIndex(3);
     QString error;
     if (sensitivity->startAnalysis(&error))
         wb.waitForIdle(kJobTimeoutMs);
-    sensitivity->menuEdit()->setText(QStringLiteral("bits=2;bits=3;bits=4"));
+    sensitivity->menuEdit()->setText(QStringLiteral("bits=2;bits=4;gptq:bits=3,group=64"));
     sensitivity->budgetSpin()->setValue(3.5);
     if (sensitivity->startPlan(&error))
         wb.waitForIdle(kJobTimeoutMs);
+    sensitivity->metricCombo()->setCurrentIndex(SensitivityPanel::kPlanMetric);
     settle(300);
     window.grab().save(QDir(dir).filePath(QStringLiteral("workbench-sensitivity.png")));
     QFile::remove(QDir(dir).filePath(QStringLiteral("screenshot-run.pllm")));

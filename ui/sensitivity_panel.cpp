@@ -342,6 +342,8 @@ void SensitivityPanel::redrawMap()
                 label->position->setCoords(block, type);
                 label->setText(text);
                 label->setFont(QFont(font().family(), 7));
+                label->setBrush(QBrush(QColor(255, 255, 255, 210))); // readable on dark cells too
+                label->setPadding(QMargins(2, 0, 2, 0));
                 m_cellLabels.push_back(label);
             }
         }
