@@ -11,6 +11,7 @@
 #include "pocket/io/fingerprint.h"
 #include "pocket/io/text.h"
 #include "pocket/io/tokenizer.h"
+#include "pocket/jobs/compress_job.h"
 #include "pocket/model/llama_model.h"
 #include "pocket/support/app_paths.h"
 #include "pocket/support/timing.h"
@@ -556,6 +557,8 @@ CalibrationParams calibrationOf(const SensitivityParams& params)
 
 Result<UnitSensitivity> measurePlan(const SensitivityParams& params, const std::map<std::string, PlanChoice>& plan, MethodRegistry& registry)
 {
+    if (plan.empty())
+        return Error::usage("the plan names no matrix", "plan");
     const Stopwatch clock;
     SensitivityParams p = params;
     p.unit = SensitivityUnit::Matrix;
@@ -564,29 +567,25 @@ Result<UnitSensitivity> measurePlan(const SensitivityParams& params, const std::
         p.selection.names.push_back(name);
     Setup setup;
     POCKET_TRY(prepare(p, setup));
-    // As a compress job plans it: the matrices with the same method and settings, in model order,
-    // grouped by that method (shared codebooks span their partition).
-    struct Partition {
-        CompressionMethod* method = nullptr;
-        ParamSet params;
-        std::vector<MatrixRef> refs;
-    };
-    std::map<std::string, Partition> partitions;
-    bool calibrated = false;
-    for (const Unit& unit : setup.units) { // one matrix each
-        const PlanChoice& choice = plan.at(unit.name);
-        auto method = registry.find(choice.methodId);
-        if (!method)
-            return method.error().prefixed(unit.name);
-        auto ps = ParamSet::resolve((*method)->info().params, choice.settings);
-        if (!ps)
-            return ps.error().prefixed(unit.name);
-        calibrated = calibrated || (*method)->needsCalibration(*ps);
-        Partition& part = partitions[choice.methodId + " " + ps->toJson((*method)->info().params)];
-        part.method = *method;
-        part.params = *ps;
-        part.refs.insert(part.refs.end(), unit.matrices.begin(), unit.matrices.end());
+    // Grouped exactly as the compress job of this plan groups it (planCompressJob): matrices with the
+    // same method and settings together, shared codebooks spanning their partition, the job's ids.
+    CompressJobParams job;
+    job.modelPath = p.modelPath;
+    job.methodId = plan.begin()->second.methodId;
+    job.selection = p.selection;
+    for (const auto& [name, choice] : plan) { // every matrix with its method and its effective settings alone
+        job.matrixMethods[name] = choice.methodId;
+        job.matrixSettings[name] = choice.settings;
     }
+    auto base = registry.find(job.methodId);
+    if (!base)
+        return base.error();
+    auto jobPlan = planCompressJob(job, *setup.checkpoint, **base, &registry);
+    if (!jobPlan)
+        return jobPlan.error();
+    bool calibrated = false;
+    for (std::size_t g = 0; g < jobPlan->groups.size(); ++g)
+        calibrated = calibrated || jobPlan->groupMethods[g]->needsCalibration(jobPlan->groupParams[g]);
     Hessians hessians;
     if (calibrated) {
         auto h = measureHessians(*setup.model, *setup.checkpoint, *setup.tokenizer, setup.units, p);
@@ -598,25 +597,21 @@ Result<UnitSensitivity> measurePlan(const SensitivityParams& params, const std::
     all.unit = "plan";
     double bits = 0, mse = 0, snr = 0;
     int matrices = 0;
-    for (const auto& [key, part] : partitions) {
-        const bool needsHessians = part.method->needsCalibration(part.params);
-        auto groups = part.method->planGroups(part.refs, part.params);
-        if (!groups)
-            return groups.error();
-        for (std::size_t g = 0; g < groups->size(); ++g) {
-            const Unit unit{matrixGroupId((*groups)[g], g, part.refs.size()), (*groups)[g]};
-            UnitSensitivity u; // its weights stay in the model
-            auto compressed = compressUnit(unit, *setup.checkpoint, *part.method, part.params, needsHessians ? &hessians : nullptr, p.entropy,
-                                           *setup.model, u);
-            if (!compressed)
-                return compressed.error();
-            bits += compressed->bits;
-            mse += u.mse * static_cast<double>(u.weights);
-            snr += u.snrDb * static_cast<double>(u.matrices.size());
-            matrices += static_cast<int>(u.matrices.size());
-            all.weights += u.weights;
-            all.matrices.insert(all.matrices.end(), u.matrices.begin(), u.matrices.end());
-        }
+    for (std::size_t g = 0; g < jobPlan->groups.size(); ++g) {
+        CompressionMethod& method = *jobPlan->groupMethods[g];
+        const ParamSet& ps = jobPlan->groupParams[g];
+        const Unit unit{jobPlan->groupIds[g], jobPlan->groups[g]};
+        UnitSensitivity u; // its weights stay in the model
+        auto compressed = compressUnit(unit, *setup.checkpoint, method, ps, method.needsCalibration(ps) ? &hessians : nullptr, p.entropy,
+                                       *setup.model, u);
+        if (!compressed)
+            return compressed.error();
+        bits += compressed->bits;
+        mse += u.mse * static_cast<double>(u.weights);
+        snr += u.snrDb * static_cast<double>(u.matrices.size());
+        matrices += static_cast<int>(u.matrices.size());
+        all.weights += u.weights;
+        all.matrices.insert(all.matrices.end(), u.matrices.begin(), u.matrices.end());
     }
     POCKET_TRY(scoreUnit(*setup.model, setup.windows, setup.base, setup.vocab, all));
     all.bpw = all.weights > 0 ? bits / static_cast<double>(all.weights) : 0;
