@@ -5,6 +5,7 @@
 #include "pocket/version.h"
 
 #include "analysis_commands.h"
+#include "eval_commands.h"
 #include "cli_common.h"
 #include "compress_commands.h"
 #include "model_commands.h"
@@ -48,6 +49,8 @@ int main(int argc, char** argv)
     addStoreCommands(app, storeCommands);
     AnalysisCommands analysisCommands;
     addAnalysisCommands(app, analysisCommands);
+    EvalCommands evalCommands;
+    addEvalCommands(app, evalCommands);
 
     try {
         app.parse(argc, argv);
@@ -83,6 +86,7 @@ int main(int argc, char** argv)
         if (const int code = runCompressCommands(g, compressCommands); code >= 0) return code;
         if (const int code = runStoreCommands(g, storeCommands); code >= 0) return code;
         if (const int code = runAnalysisCommands(g, analysisCommands); code >= 0) return code;
+        if (const int code = runEvalCommands(g, evalCommands); code >= 0) return code;
     } catch (const std::exception& e) {
         return fail(g, std::string("internal error: ") + e.what(), kExitInternal);
     }

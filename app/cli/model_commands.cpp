@@ -170,6 +170,7 @@ int runEval(const Globals& g, const EvalOptions& o)
     params.eval.scoring = *scoring;
     params.eval.maxTokens = o.maxTokens;
     params.eval.batch = o.batch;
+    params.referencePath = o.reference;
     auto run = runOptions(o.precision, o.memoryBudget);
     if (!run)
         return fail(g, run.error());
@@ -223,6 +224,23 @@ int runEval(const Globals& g, const EvalOptions& o)
     if (job->runId > 0)
         out["run_id"] = job->runId;
     std::ostringstream t;
+    if (r.divergence) {
+        const pocket::DivergenceResult& d = *r.divergence;
+        out["reference"] = {{"model", job->referencePath},
+                            {"perplexity", d.referencePerplexity},
+                            {"delta_perplexity", r.perplexity - d.referencePerplexity},
+                            {"kl_mean", d.meanKl},
+                            {"kl_p90", d.klP90},
+                            {"kl_p99", d.klP99},
+                            {"kl_p99_9", d.klP999},
+                            {"kl_max", d.klMax},
+                            {"top1_agreement", d.top1Agreement}};
+        t << std::fixed << std::setprecision(4) << "reference    " << job->referencePath << ": perplexity " << d.referencePerplexity << " (change "
+          << std::showpos << r.perplexity - d.referencePerplexity << std::noshowpos << ")\n"
+          << std::setprecision(5) << "KL           mean " << d.meanKl << " nats/token; p90 " << d.klP90 << ", p99 " << d.klP99 << ", p99.9 "
+          << d.klP999 << ", max " << d.klMax << "\n"
+          << std::setprecision(2) << "same top-1   " << 100 * d.top1Agreement << "% of " << d.tokens << " tokens\n";
+    }
     t << std::fixed << std::setprecision(4) << "perplexity   " << r.perplexity << "\n"
       << "mean NLL     " << r.meanNll << " nats/token\n"
       << "tokens       " << r.tokensScored << " scored in " << r.windows << " windows of ctx " << r.ctx << " (stride " << r.stride << ")\n"
@@ -426,6 +444,9 @@ void addModelCommands(CLI::App& app, ModelCommands& c)
     c.eval->add_option("--batch", c.evalOptions.batch, "Windows per forward pass (default: automatic)")->check(CLI::Range(1, 4096));
     c.eval->add_option("--threads", c.evalOptions.threads, "Compute threads (default: one per core)")->check(CLI::Range(1, 1024));
     addRunOptions(c.eval, c.evalOptions.precision, c.evalOptions.memoryBudget);
+    c.eval->add_option("--reference", c.evalOptions.reference,
+                       "The original model (any format) run on the same windows: adds KL(original || model) per token (mean, "
+                       "90/99/99.9th percentiles), the share of unchanged top-1 tokens and the perplexity change");
 
     c.convert = app.add_subcommand("convert", "Convert a checkpoint (llama2.c, GGUF, ...) to a Hugging Face folder or a GGUF file");
     c.convert->add_option("MODEL", c.convertModel, "Model to convert: HF folder, llama2.c .bin, or .gguf")->required();

@@ -28,6 +28,7 @@ struct EvalOptions {
     int threads = 0;
     std::string precision = "fp32";
     std::string memoryBudget;
+    std::string reference; // a model to measure the divergence from
 };
 
 struct WriteOptions {

@@ -24,7 +24,8 @@ ordered_json parseOrString(const std::string& text)
     return j.is_discarded() ? ordered_json(text) : j;
 }
 
-std::string evalParamsJson(const std::string& textPath, const std::string& tokenizerPath, const EvalParams& p, ComputePrecision precision)
+std::string evalParamsJson(const std::string& textPath, const std::string& tokenizerPath, const EvalParams& p, ComputePrecision precision,
+                           const std::string& referencePath)
 {
     ordered_json j{{"ctx", p.ctx},
                    {"stride", p.stride},
@@ -36,19 +37,26 @@ std::string evalParamsJson(const std::string& textPath, const std::string& token
         j["scoring"] = evalScoringName(p.scoring);
     if (precision != ComputePrecision::F32) // likewise
         j["precision"] = computePrecisionName(precision);
+    if (!referencePath.empty())
+        j["reference"] = absolutePath(referencePath);
     return j.dump();
 }
 
 } // namespace
 
 EvalRecorder::EvalRecorder(RecorderOptions options, const Checkpoint& checkpoint, const std::string& textPath, const std::string& tokenizerPath,
-                           const EvalParams& params, ComputePrecision precision)
+                           const EvalParams& params, ComputePrecision precision, const std::string& referencePath)
+    : EvalRecorder(std::move(options), checkpoint, evalParamsJson(textPath, tokenizerPath, params, precision, referencePath))
+{
+    m_textPath = textPath;
+}
+
+EvalRecorder::EvalRecorder(RecorderOptions options, const Checkpoint& checkpoint, std::string paramsJson)
     : RunRecorder(std::move(options)),
       m_modelPath(checkpoint.path()),
       m_modelName(displayName(checkpoint.path())),
       m_architecture(checkpoint.config().architecture),
-      m_textPath(textPath),
-      m_paramsJson(evalParamsJson(textPath, tokenizerPath, params, precision))
+      m_paramsJson(std::move(paramsJson))
 {
     for (const auto& t : checkpoint.tensors())
         m_parameters += elementCount(t.shape);
@@ -164,6 +172,55 @@ std::int64_t EvalRecorder::done(const EvalResult& r)
     result.value = r.meanNll;
     if (auto s = m_store->addResult(m_runId, result); !s)
         return disable(s.message());
+    if (r.divergence) { // against a reference model, on the same tokens
+        const DivergenceResult& d = *r.divergence;
+        const std::pair<const char*, double> rows[] = {{"kl", d.meanKl},
+                                                       {"kl_p90", d.klP90},
+                                                       {"kl_p99", d.klP99},
+                                                       {"kl_p99.9", d.klP999},
+                                                       {"top1_agreement", d.top1Agreement},
+                                                       {"perplexity_reference", d.referencePerplexity}};
+        for (const auto& [metric, value] : rows) {
+            result.metric = metric;
+            result.value = value;
+            if (auto s = m_store->addResult(m_runId, result); !s)
+                return disable(s.message());
+        }
+    }
+    RunFinish f;
+    f.wallSeconds = secondsSinceStart();
+    f.bpwCompressed = m_bpwCompressed;
+    f.bpwAllIn = m_bpwAllIn;
+    return finishDone(f);
+}
+
+std::int64_t EvalRecorder::done(const std::vector<DatasetResult>& results)
+{
+    if (!startFinishing())
+        return 0;
+    for (const DatasetResult& r : results) {
+        std::string hash = "none:" + r.datasetName;
+        if (!r.datasetPath.empty()) {
+            auto fingerprint = fileFingerprint(r.datasetPath);
+            if (!fingerprint)
+                return disable(fingerprint.message());
+            hash = *fingerprint;
+        }
+        // The split as the file name says it ("piqa_validation.jsonl", "winogrande_dev.jsonl").
+        const std::string file = r.datasetPath.empty() ? "" : displayName(r.datasetPath);
+        const std::string split = file.find("test") != std::string::npos ? "test"
+                                  : file.find("valid") != std::string::npos || file.find("dev") != std::string::npos ? "validation"
+                                  : file.find("train") != std::string::npos ? "train"
+                                                                            : "";
+        auto dataset = m_store->upsertDataset({0, r.datasetName, split, hash,
+                                               r.datasetPath.empty() ? "" : absolutePath(r.datasetPath)});
+        if (!dataset)
+            return disable(dataset.message());
+        RunResult result = r.result;
+        result.datasetId = *dataset;
+        if (auto s = m_store->addResult(m_runId, result); !s)
+            return disable(s.message());
+    }
     RunFinish f;
     f.wallSeconds = secondsSinceStart();
     f.bpwCompressed = m_bpwCompressed;

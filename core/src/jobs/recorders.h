@@ -17,9 +17,19 @@ class EvalRecorder : public RunRecorder {
 public:
     // Everything is copied; `checkpoint` is only read here.
     EvalRecorder(RecorderOptions options, const Checkpoint& checkpoint, const std::string& textPath, const std::string& tokenizerPath,
-                 const EvalParams& params, ComputePrecision precision = ComputePrecision::F32);
+                 const EvalParams& params, ComputePrecision precision = ComputePrecision::F32, const std::string& referencePath = {});
+    // A run whose parameters are given as JSON (zero-shot tasks); textPath "" = none.
+    EvalRecorder(RecorderOptions options, const Checkpoint& checkpoint, std::string paramsJson);
     // Records the results and finishes the run; returns its id (0 when not recorded).
     std::int64_t done(const EvalResult& result);
+    // One result under a dataset of its own (a zero-shot task: its name, the file it was read from;
+    // path "" = a dataset without a file, such as an average over tasks).
+    struct DatasetResult {
+        std::string datasetName;
+        std::string datasetPath;
+        RunResult result;
+    };
+    std::int64_t done(const std::vector<DatasetResult>& results);
 
 protected:
     Result<std::int64_t> insertRun(ExperimentStore& store) override;

@@ -8,6 +8,7 @@
 #include "pocket/io/checkpoint.h"
 #include "pocket/methods/method_registry.h"
 #include "pocket/model/perplexity.h"
+#include "pocket/model/zeroshot.h"
 #include "pocket/support/result.h"
 #include "pocket/jobs/run_recorder.h"
 
@@ -23,6 +24,9 @@ struct EvalJobParams {
     std::string tokenizerPath; // "" = the one beside the model (or embedded in the archive)
     EvalParams eval;           // eval.ctx 0 = min(2048, the model's max positions)
     RunOptions run;            // precision, and for an archive the memory budget
+    // "" = none; else a model (usually the original the evaluated one was compressed from) run on
+    // the same windows: the result then has the divergence figures. Loaded in fp32, all decoded.
+    std::string referencePath;
 };
 
 struct EvalJobProgress {
@@ -42,6 +46,7 @@ struct EvalJobResult {
     double totalSeconds = 0;
     WeightMemory memory;       // where the model's weight memory went
     std::int64_t runId = 0;    // the run recorded in the store (0 = not recorded)
+    std::string referencePath; // the reference model, when one was given
 };
 
 // Runs the evaluation and, when `recording` is given and enabled, records it in the experiment
@@ -50,5 +55,48 @@ struct EvalJobResult {
 // (ErrorKind::Cancelled).
 Result<EvalJobResult> runEvalJob(const EvalJobParams& params, const MethodRegistry& registry, const RecorderOptions* recording = nullptr,
                                  const std::function<bool(const EvalJobProgress&)>& onProgress = {});
+
+// Zero-shot multiple-choice accuracy of a model on task files (see pocket/model/zeroshot.h).
+struct ZeroShotJobTask {
+    ZeroShotTask task = ZeroShotTask::Piqa;
+    std::string path; // JSONL
+};
+
+struct ZeroShotJobParams {
+    std::string modelPath;
+    std::vector<ZeroShotJobTask> tasks;
+    std::string tokenizerPath; // "" = beside the model / embedded
+    int limit = 0;             // items per task, 0 = all
+    ZeroShotParams zeroShot;
+    RunOptions run;
+};
+
+struct ZeroShotJobProgress {
+    enum class Phase { Loading, Scoring };
+    Phase phase = Phase::Loading;
+    int tensorsLoaded = 0;
+    int tensorsTotal = 0;
+    int taskIndex = 0; // Scoring: which of params.tasks
+    ZeroShotProgress scoring;
+};
+
+struct ZeroShotJobResult {
+    std::vector<ZeroShotTaskResult> tasks;
+    double meanAcc = 0;        // unweighted mean of the tasks' acc (fractions)
+    std::string averageName;   // the dataset name the mean is recorded under ("zero-shot-5" for the
+                               // five tasks of the published tables, else "zero-shot:<tasks>")
+    std::string modelPath;
+    std::string tokenizerPath;
+    double loadSeconds = 0;
+    double totalSeconds = 0;
+    std::int64_t runId = 0;
+};
+
+// Reads every task file first (so that a bad line fails before the model loads), loads the model,
+// scores the tasks in order and records an eval run whose results are per task "accuracy" and,
+// where the harness has it, "accuracy_norm" (percent, as the published tables), their
+// "..._stderr", and the mean as "accuracy_avg".
+Result<ZeroShotJobResult> runZeroShotJob(const ZeroShotJobParams& params, const MethodRegistry& registry, const RecorderOptions* recording = nullptr,
+                                         const std::function<bool(const ZeroShotJobProgress&)>& onProgress = {});
 
 } // namespace pocket

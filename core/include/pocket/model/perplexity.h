@@ -59,6 +59,18 @@ struct EvalProgress {
     double perplexitySoFar = 0;
 };
 
+// How far a model's predictions are from a reference model's on the same windows (llama.cpp's
+// llama-perplexity --kl-divergence figures): per scored token, KL(reference || model) over the
+// vocabulary and whether both put the same token first.
+struct DivergenceResult {
+    double meanKl = 0;          // nats per token
+    double klP90 = 0, klP99 = 0, klP999 = 0, klMax = 0;
+    double top1Agreement = 0;   // share of tokens (0..1) with the same most likely next token
+    double referencePerplexity = 0;
+    double referenceMeanNll = 0;
+    std::int64_t tokens = 0;
+};
+
 struct EvalResult {
     double perplexity = 0;
     double meanNll = 0;               // natural log, per scored token
@@ -70,11 +82,19 @@ struct EvalResult {
     int batch = 0;
     double elapsedSeconds = 0;
     double tokensPerSecond = 0;       // tokens processed per second
+    std::optional<DivergenceResult> divergence; // with a reference model
 };
 
 // Evaluates `model` on `textTokens` (no BOS; it is added to every window). `onProgress` is
 // called after each batch on the calling thread; returning false cancels ("cancelled" error).
+// With `reference` (same vocabulary), both run on every window and the result's divergence is
+// filled; only the current batch's log-probabilities are held, plus one float per scored token.
 Result<EvalResult> evaluatePerplexity(const LlamaModel& model, const std::vector<std::int32_t>& textTokens, std::int32_t bosId,
-                                      const EvalParams& params, const std::function<bool(const EvalProgress&)>& onProgress = {});
+                                      const EvalParams& params, const std::function<bool(const EvalProgress&)>& onProgress = {},
+                                      const LlamaModel* reference = nullptr);
+
+// The q-quantile (0..1) of `values` by linear interpolation between order statistics (numpy's
+// default); `values` is reordered. 0 when empty.
+double quantile(std::vector<float>& values, double q);
 
 } // namespace pocket
