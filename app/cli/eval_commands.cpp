@@ -4,6 +4,7 @@
 #include "store_commands.h"
 
 #include "pocket/jobs/eval_job.h"
+#include "pocket/jobs/recover_job.h"
 #include "pocket/model/llama_model.h"
 
 #include <algorithm>
@@ -152,6 +153,80 @@ int runZeroShot(const Globals& g, const ZeroShotOptions& o)
     return kExitOk;
 }
 
+int runRecover(const Globals& g, const RecoverOptions& o)
+{
+    pocket::RecoverJobParams params;
+    params.archivePath = o.archive;
+    params.outPath = o.out;
+    params.overwrite = o.force;
+    params.calibration.textPath = o.calibText;
+    params.calibration.samples = o.calibSamples;
+    params.calibration.length = o.calibLen;
+    params.calibration.seed = o.seed;
+    params.tokenizerPath = o.tokenizer;
+    params.originalPath = o.original;
+    params.types = o.types;
+    if (o.objective != "nll" && o.objective != "kl")
+        return fail(g, "--objective: '" + o.objective + "' is not nll or kl", kExitUsage);
+    params.training.objective = o.objective == "kl" ? pocket::AdapterObjective::Kl : pocket::AdapterObjective::Nll;
+    params.training.rank = o.rank;
+    params.training.alpha = o.alpha;
+    params.training.epochs = o.epochs;
+    params.training.learningRate = o.lr;
+    params.training.batch = o.batch;
+    params.training.seed = o.seed;
+    pocket::setComputeThreads(o.threads);
+
+    ProgressLine progress(!g.quiet);
+    auto job = pocket::runRecoverJob(params, registry(), [&](const pocket::RecoverJobProgress& p) {
+        using Phase = pocket::RecoverJobProgress::Phase;
+        if (p.phase == Phase::Loading)
+            progress.show("loading weights " + std::to_string(p.tensorsLoaded) + "/" + std::to_string(p.tensorsTotal));
+        else if (p.phase == Phase::Measuring)
+            progress.show("measuring the objective before training");
+        else if (p.phase == Phase::Writing)
+            progress.show("writing the archive");
+        else {
+            const auto& s = p.step;
+            const double rate = s.elapsedSeconds > 0 ? s.step / s.elapsedSeconds : 0;
+            char line[160];
+            std::snprintf(line, sizeof line, "training step %d/%d (epoch %d)  loss %.4f  ETA %s", s.step, s.steps, s.epoch + 1, s.loss,
+                          formatDuration(rate > 0 ? (s.steps - s.step) / rate : -1).c_str());
+            progress.show(line);
+        }
+        return true;
+    });
+    progress.finish();
+    if (!job)
+        return fail(g, job.error());
+    ordered_json out{{"archive", o.archive},
+                     {"out", job->outPath},
+                     {"objective", o.objective},
+                     {"rank", o.rank},
+                     {"alpha", o.alpha},
+                     {"adapters", job->adapters},
+                     {"objective_before", job->objectiveBefore},
+                     {"objective_after", job->objectiveAfter},
+                     {"bpw_before", job->bpwBefore},
+                     {"bpw_after", job->bpwAfter},
+                     {"adapter_bpw", job->adapterBpw},
+                     {"adapter_bits", job->adapterBits},
+                     {"steps", job->losses.size()},
+                     {"losses", job->losses},
+                     {"train_s", job->trainSeconds},
+                     {"total_s", job->totalSeconds},
+                     {"threads", pocket::computeThreads()}};
+    std::ostringstream t;
+    t << std::fixed << std::setprecision(4) << "objective    " << o.objective << " " << job->objectiveBefore << " -> " << job->objectiveAfter
+      << " on the " << o.calibSamples << " training windows\n"
+      << std::setprecision(3) << "adapters     " << job->adapters << " matrices, rank " << o.rank << ", alpha " << o.alpha << ": +" << job->adapterBpw
+      << " bits per compressed weight (" << job->bpwBefore << " -> " << job->bpwAfter << ")\n"
+      << std::setprecision(1) << "training     " << job->losses.size() << " steps in " << job->trainSeconds << " s\n"
+      << "written      " << job->outPath << "\n";
+    emit(g, out, t.str());
+    return kExitOk;
+}
+
 } // namespace
 
 void addEvalCommands(CLI::App& app, EvalCommands& c)
@@ -170,11 +245,32 @@ void addEvalCommands(CLI::App& app, EvalCommands& c)
         ->check(CLI::Range(1, 1 << 20));
     c.zeroshot->add_option("--threads", o.threads, "Compute threads (default: one per core)")->check(CLI::Range(1, 1024));
     addRunOptions(c.zeroshot, o.precision, o.memoryBudget);
+
+    auto& r = c.recoverOptions;
+    c.recover = app.add_subcommand("recover", "Train LoRA adapters on an archive's compressed matrices (weights frozen) and write an archive with them");
+    c.recover->add_option("ARCHIVE", r.archive, ".pllm archive")->required();
+    c.recover->add_option("--calib-text", r.calibText, "UTF-8 text to train on")->required();
+    c.recover->add_option("--calib-samples", r.calibSamples, "Training windows (default 128)")->check(CLI::Range(1, 1 << 20));
+    c.recover->add_option("--calib-len", r.calibLen, "Tokens per window, BOS included (default 256)")->check(CLI::Range(2, 1 << 20));
+    c.recover->add_option("--seed", r.seed, "Seed of the windows, the adapters' start and the order of training (default 1)");
+    c.recover->add_option("--rank", r.rank, "Adapter rank (default 32, the paper's)")->check(CLI::Range(1, 1 << 16));
+    c.recover->add_option("--alpha", r.alpha, "Adapter alpha: the update is scaled by alpha/rank (default 64)");
+    c.recover->add_option("--epochs", r.epochs, "Passes over the windows (default 1)")->check(CLI::Range(1, 1 << 16));
+    c.recover->add_option("--lr", r.lr, "Adam learning rate (default 1e-4)")->check(CLI::PositiveNumber);
+    c.recover->add_option("--batch", r.batch, "Windows per step (default 8)")->check(CLI::Range(1, 1 << 16));
+    c.recover->add_option("--objective", r.objective, "nll: next-token loss on the text; kl: KL(original || model), needs --original (default nll)");
+    c.recover->add_option("--original", r.original, "The uncompressed model, teacher of --objective kl");
+    c.recover->add_option("--types", r.types, "Adapt only these matrix types, comma-separated (default: every compressed matrix)");
+    c.recover->add_option("--tokenizer", r.tokenizer, "Tokenizer (default: the archive's own)");
+    c.recover->add_option("-o,--out", r.out, "The archive to write (default: <archive>-lora.pllm beside it)");
+    c.recover->add_flag("--force", r.force, "Overwrite the output file");
+    c.recover->add_option("--threads", r.threads, "Compute threads (default: one per core)")->check(CLI::Range(1, 1024));
 }
 
 int runEvalCommands(const Globals& g, const EvalCommands& c)
 {
     if (*c.zeroshot) return runZeroShot(g, c.zeroShotOptions);
+    if (*c.recover) return runRecover(g, c.recoverOptions);
     return -1;
 }
 

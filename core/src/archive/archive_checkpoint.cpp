@@ -121,6 +121,10 @@ public:
             ckpt->m_tensors.push_back(it->second);
         }
         ckpt->buildIndex();
+        auto adapters = ckpt->m_archive->adapters();
+        if (!adapters)
+            return adapters.error();
+        for (LoraAdapter& a : *adapters) ckpt->m_adapters[a.name] = std::move(a);
         if (!manifest.tokenizerKind.empty()) {
             auto status = ckpt->extractTokenizer();
             if (!status)
@@ -138,6 +142,12 @@ public:
     }
 
     std::string fileOf(const std::string&) const override { return m_path; }
+
+    // The archive's LoRA adapters, by matrix name.
+    const std::map<std::string, LoraAdapter>& adapters() const { return m_adapters; }
+    // Whether load() returns compressed matrices with their adapters merged in (the default: a
+    // decompressed or exported model then carries them); a model that applies them itself turns it off.
+    void setMergeAdapters(bool merge) { m_mergeAdapters = merge; }
 
     // The compressed matrices as payload decoders (one per group, by the methods open() found),
     // for a model that keeps them compressed.
@@ -211,6 +221,22 @@ public:
         data.info = *info;
         data.data = reinterpret_cast<const std::uint8_t*>(values.data());
         data.owner = matrices;
+        if (const auto adapter = m_adapters.find(name); m_mergeAdapters && adapter != m_adapters.end()) {
+            // W + (alpha / rank) B A, in fp32 (a model run from the archive applies it unmerged).
+            const LoraAdapter& a = adapter->second;
+            auto merged = std::make_shared<std::vector<float>>(values);
+            const float scale = a.scale();
+            for (std::int64_t r = 0; r < a.rows; ++r) {
+                float* row = merged->data() + r * a.cols;
+                for (int k = 0; k < a.rank; ++k) {
+                    const float bk = scale * a.b[static_cast<std::size_t>(r * a.rank + k)];
+                    const float* ak = a.a.data() + static_cast<std::size_t>(k) * static_cast<std::size_t>(a.cols);
+                    for (std::int64_t c = 0; c < a.cols; ++c) row[c] += bk * ak[c];
+                }
+            }
+            data.data = reinterpret_cast<const std::uint8_t*>(merged->data());
+            data.owner = merged;
+        }
         // Drop the decoded group once each of its matrices was handed out (callers hold their copies).
         cache.served[matrixIndex] = true;
         if (std::all_of(cache.served.begin(), cache.served.end(), [](bool b) { return b; }))
@@ -252,6 +278,8 @@ private:
     std::shared_ptr<Archive> m_archive;
     std::vector<const CompressionMethod*> m_methods; // per group
     std::map<std::string, std::pair<std::size_t, std::size_t>> m_decoded; // name -> (group, matrix)
+    std::map<std::string, LoraAdapter> m_adapters;
+    bool m_mergeAdapters = true;
     mutable std::mutex m_mutex;
     mutable std::map<std::size_t, DecodedGroup> m_cache;
 };
@@ -266,8 +294,15 @@ Result<RunnableModel> loadRunnableModel(std::unique_ptr<Checkpoint> checkpoint, 
     LoadOptions load;
     load.precision = options.precision;
     load.memoryBudget = options.memoryBudget;
+    load.trainable = options.trainable;
+    auto* archive = dynamic_cast<ArchiveCheckpoint*>(out.checkpoint.get());
+    if (archive && !archive->adapters().empty()) {
+        // Applied in the forward pass, the same way whether a matrix is decoded or not.
+        archive->setMergeAdapters(false);
+        if (!options.trainable) // training replaces them, starting from the decoded weights alone
+            for (const auto& [name, adapter] : archive->adapters()) load.adapters.push_back(adapter);
+    }
     if (options.memoryBudget != LoadOptions::kUnlimited) {
-        const auto* archive = dynamic_cast<const ArchiveCheckpoint*>(out.checkpoint.get());
         if (!archive)
             return Error::usage(out.checkpoint->path() + ": a memory budget applies to .pllm archives (their matrices can stay " +
                                     "compressed); this model is loaded whole",

@@ -25,6 +25,8 @@ namespace {
 
 // Where each compressed matrix of an archive lives, and the last group read (groups are read once
 // for all their matrices: the checkpoint lists a group's matrices one after another).
+constexpr const char* kAdapterMerged = "its LoRA adapter is merged into the decoded weights (the codes alone would drop it)";
+
 class ArchiveCodes {
 public:
     explicit ArchiveCodes(std::shared_ptr<Archive> archive) : m_archive(archive), m_payloads(std::move(archive))
@@ -35,6 +37,12 @@ public:
                 m_where[groups[g].payload.matrices[k].ref.name] = {g, k};
     }
     bool compressed(const std::string& name) const { return m_where.count(name) > 0; }
+    // Whether the archive has a LoRA adapter on the matrix (its codes alone would drop it).
+    bool adapted(const std::string& name) const
+    {
+        const auto& adapters = m_archive->manifest().adapters;
+        return std::any_of(adapters.begin(), adapters.end(), [&](const ArchiveAdapter& a) { return a.tensor == name; });
+    }
     const GroupPayload& manifestPayload(const std::string& name) const { return m_archive->manifest().groups[m_where.at(name).first].payload; }
     std::size_t indexInGroup(const std::string& name) const { return m_where.at(name).second; }
     // The group's payload with its bytes.
@@ -115,7 +123,7 @@ std::optional<GgmlType> exactType(const ArchiveCodes& codes, const std::string& 
     const GroupPayload& manifest = codes.manifestPayload(name);
     const std::size_t k = codes.indexInGroup(name);
     const UniformLayout layout = layoutOf(manifest, k);
-    why = noExactType(manifest.methodId, layout.bits, layout.groupCols, manifest.matrices[k].ref.cols, layout.intZero);
+    why = codes.adapted(name) ? kAdapterMerged : noExactType(manifest.methodId, layout.bits, layout.groupCols, manifest.matrices[k].ref.cols, layout.intZero);
     if (!why.empty())
         return std::nullopt;
     return layout.bits == 4 ? GgmlType::Q4_1 : GgmlType::Q5_1;
@@ -189,7 +197,11 @@ Result<std::vector<ArchiveGgufTensor>> planGgufExport(const std::string& source,
                 const UniformLayout l = layoutOf(*it->second.first, it->second.second);
                 p.method = l.method;
                 p.how = "decoded";
-                p.reason = options.exact ? noExactType(l.method, l.bits, l.groupCols, t.shape[1], l.intZero) : "exact re-encoding turned off";
+                const auto& adapters = archive->manifest().adapters;
+                const bool adapted = std::any_of(adapters.begin(), adapters.end(), [&](const ArchiveAdapter& a) { return a.tensor == t.name; });
+                p.reason = !options.exact ? "exact re-encoding turned off"
+                           : adapted      ? kAdapterMerged
+                                          : noExactType(l.method, l.bits, l.groupCols, t.shape[1], l.intZero);
                 if (p.reason.empty()) {
                     p.how = "exact";
                     type = l.bits == 4 ? GgmlType::Q4_1 : GgmlType::Q5_1;

@@ -231,6 +231,10 @@ Result<GptqExportReport> exportGptq(const std::string& archivePath, const std::s
         return archive.error();
     const ArchiveManifest& m = (*archive)->manifest();
     GptqExportReport report;
+    if (!m.adapters.empty())
+        return Error{archivePath + ": has LoRA adapters, which the GPTQ format cannot hold (its codes alone would drop them): export it as GGUF "
+                                   "(adapters merged into F16 matrices) or decompress it",
+                     ErrorKind::Unsupported};
     if (const std::string why = checkGptqLayout(m, report.bits, report.groupSize); !why.empty())
         return Error{archivePath + ": cannot be written in the GPTQ format: " + why, ErrorKind::Unsupported};
     std::uint64_t quantBits = 0, quantWeights = 0;
@@ -327,6 +331,10 @@ Result<AqlmExportReport> exportAqlm(const std::string& archivePath, const std::s
         return archive.error();
     const ArchiveManifest& m = (*archive)->manifest();
     AqlmExportReport report;
+    if (!m.adapters.empty())
+        return Error{archivePath + ": has LoRA adapters, which the AQLM format cannot hold (its codes alone would drop them): export it as GGUF "
+                                   "(adapters merged into F16 matrices) or decompress it",
+                     ErrorKind::Unsupported};
     const std::string why = checkAqlmLayout(m, report);
     if (!why.empty())
         return Error{archivePath + ": cannot be written in the AQLM format: " + why, ErrorKind::Unsupported};

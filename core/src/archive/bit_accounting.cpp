@@ -9,7 +9,11 @@ namespace pocket {
 double ArchiveBits::bpwAllIn() const { return totalWeights ? static_cast<double>(totalBits()) / static_cast<double>(totalWeights) : 0.0; }
 double ArchiveBits::bpwCompressed() const
 {
-    return compressedWeights ? static_cast<double>(compressed.total()) / static_cast<double>(compressedWeights) : 0.0;
+    return compressedWeights ? static_cast<double>(compressed.total() + adapterBits) / static_cast<double>(compressedWeights) : 0.0;
+}
+double ArchiveBits::bpwAdapters() const
+{
+    return compressedWeights ? static_cast<double>(adapterBits) / static_cast<double>(compressedWeights) : 0.0;
 }
 double ArchiveBits::ratioFp16() const { return totalBits() ? 16.0 * static_cast<double>(totalWeights) / static_cast<double>(totalBits()) : 0.0; }
 double ArchiveBits::ratioFp32() const { return totalBits() ? 32.0 * static_cast<double>(totalWeights) / static_cast<double>(totalBits()) : 0.0; }
@@ -25,6 +29,8 @@ ArchiveBits accountBits(const ArchiveManifest& manifest)
     }
     for (const ArchiveTensor& t : manifest.tensors)
         bits.uncompressedBits += static_cast<std::uint64_t>(elementCount(t.shape)) * dtypeSize(t.dtype) * 8;
+    for (const ArchiveAdapter& a : manifest.adapters)
+        bits.adapterBits += 16 * static_cast<std::uint64_t>(a.rank) * static_cast<std::uint64_t>(a.rows + a.cols);
     return bits;
 }
 

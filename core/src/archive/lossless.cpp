@@ -310,6 +310,7 @@ Status repackArchive(const std::string& inPath, const std::string& outPath, cons
         group.coding.clear();
     }
     POCKET_TRY(applyLosslessStage(input.manifest.groups, options));
+    POCKET_TRY(loadAdapterBytes(a, input.manifest));
     auto tokenizer = a.tokenizerBytes();
     if (!tokenizer)
         return tokenizer.error();

@@ -6,8 +6,10 @@
 
 #include "pocket/archive/lossless.h"
 #include "pocket/io/checkpoint.h"
+#include "pocket/io/dtype.h"
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <map>
 #include <set>
@@ -81,6 +83,35 @@ Status checkModelLayout(const ArchiveManifest& m, const std::string& file)
     return {};
 }
 
+std::string adapterSectionName(const std::string& tensor, const char* which) { return "adapter/" + tensor + "/" + which; }
+
+// Each adapter on a distinct compressed matrix, with its shape; when writing, its bytes sized.
+Status checkAdapters(const ArchiveManifest& m, const std::string& path, bool needBytes = true)
+{
+    std::map<std::string, const MatrixRef*> compressed;
+    for (const ArchiveGroup& g : m.groups)
+        for (const MatrixResult& r : g.payload.matrices) compressed[r.ref.name] = &r.ref;
+    std::set<std::string> seen;
+    for (const ArchiveAdapter& a : m.adapters) {
+        const std::string where = "adapter '" + a.tensor + "'";
+        const auto it = compressed.find(a.tensor);
+        if (it == compressed.end())
+            return fileError(path, where + ": not a compressed matrix of the archive");
+        if (!seen.insert(a.tensor).second)
+            return fileError(path, where + ": given twice");
+        if (a.rank < 1 || a.rank > std::min(it->second->rows, it->second->cols))
+            return fileError(path, where + ": rank " + std::to_string(a.rank) + " must be 1 .. min(rows, cols)");
+        if (a.rows != it->second->rows || a.cols != it->second->cols)
+            return fileError(path, where + ": shape " + std::to_string(a.rows) + "x" + std::to_string(a.cols) + " differs from the matrix's");
+        if (!std::isfinite(a.alpha))
+            return fileError(path, where + ": alpha is not finite");
+        const std::uint64_t needA = 2 * static_cast<std::uint64_t>(a.rank * a.cols), needB = 2 * static_cast<std::uint64_t>(a.rows * a.rank);
+        if (needBytes && (a.bytesA.size() != needA || a.bytesB.size() != needB))
+            return fileError(path, where + ": its values are missing or of the wrong size");
+    }
+    return {};
+}
+
 Status writeArchiveUnguarded(const std::string& path, ArchiveInput& input)
 {
     ArchiveManifest& m = input.manifest;
@@ -90,7 +121,12 @@ Status writeArchiveUnguarded(const std::string& path, ArchiveInput& input)
         group.sectionNames.clear();
         for (const PayloadSection& s : group.payload.sections) group.sectionNames.push_back(groupSectionName(g, s.name));
     }
+    for (ArchiveAdapter& a : m.adapters) {
+        a.sectionA = adapterSectionName(a.tensor, "a");
+        a.sectionB = adapterSectionName(a.tensor, "b");
+    }
     POCKET_TRY(checkModelLayout(m, path));
+    POCKET_TRY(checkAdapters(m, path));
     const bool hasTokenizer = !m.tokenizerKind.empty();
     if (hasTokenizer && input.tokenizerBytes.empty())
         return fileError(path, "tokenizer '" + m.tokenizerKind + "' has no bytes to embed");
@@ -137,12 +173,18 @@ Status writeArchiveUnguarded(const std::string& path, ArchiveInput& input)
     if (!selection)
         return selection.error();
     j["selection"] = std::move(*selection);
+    if (!m.adapters.empty()) {
+        Json adapters = Json::array();
+        for (const ArchiveAdapter& a : m.adapters)
+            adapters.push_back(Json{{"tensor", a.tensor}, {"rank", a.rank}, {"alpha", realJson(a.alpha)}, {"a", a.sectionA}, {"b", a.sectionB}});
+        j["adapters"] = std::move(adapters);
+    }
     auto text = dumpStrict(j, path);
     if (!text)
         return text.error();
 
     const bool coded = std::any_of(m.groups.begin(), m.groups.end(), [](const ArchiveGroup& g) { return g.anyCoded(); });
-    ContainerWriter writer(path, "model", coded ? 2 : 1);
+    ContainerWriter writer(path, "model", !m.adapters.empty() ? 3 : coded ? 2 : 1);
     POCKET_TRY(writer.open());
     if (hasTokenizer)
         POCKET_TRY(writer.addSection(kTokenizerSection, input.tokenizerBytes.data(), input.tokenizerBytes.size()));
@@ -155,6 +197,10 @@ Status writeArchiveUnguarded(const std::string& path, ArchiveInput& input)
     for (const ArchiveGroup& g : m.groups)
         for (std::size_t k = 0; k < g.payload.sections.size(); ++k)
             POCKET_TRY(writer.addSection(g.sectionNames[k], g.payload.sections[k].bytes.data(), g.payload.sections[k].bytes.size()));
+    for (const ArchiveAdapter& a : m.adapters) {
+        POCKET_TRY(writer.addSection(a.sectionA, a.bytesA.data(), a.bytesA.size()));
+        POCKET_TRY(writer.addSection(a.sectionB, a.bytesB.data(), a.bytesB.size()));
+    }
     return writer.finish(*text);
 }
 
@@ -304,6 +350,47 @@ Status openArchiveManifest(const ContainerReader& c, ArchiveManifest& m)
         return selection.error();
     m.selectionJson = (*selection)->dump();
 
+    if (j.contains("adapters")) {
+        if (c.formatVersion() < 3)
+            return f.bad("key 'adapters' needs format version 3 (this file says " + std::to_string(c.formatVersion()) + ")");
+        auto adapters = f.array("adapters");
+        if (!adapters)
+            return adapters.error();
+        std::map<std::string, const MatrixRef*> compressed;
+        for (const ArchiveGroup& g : m.groups)
+            for (const MatrixResult& r : g.payload.matrices) compressed[r.ref.name] = &r.ref;
+        for (std::size_t i = 0; i < (*adapters)->size(); ++i) {
+            const Json& e = (**adapters)[i];
+            if (!e.is_object())
+                return f.bad("adapters[" + std::to_string(i) + "] is not an object");
+            const Fields a{path, "manifest adapters[" + std::to_string(i) + "]", e};
+            ArchiveAdapter adapter;
+            std::int64_t rank = 0;
+            POCKET_TRY(a.string("tensor", adapter.tensor));
+            POCKET_TRY(a.integer("rank", 1, kMaxMatrixDim, rank));
+            adapter.rank = static_cast<int>(rank);
+            POCKET_TRY(a.real("alpha", adapter.alpha));
+            POCKET_TRY(a.string("a", adapter.sectionA));
+            POCKET_TRY(a.string("b", adapter.sectionB));
+            if (const auto it = compressed.find(adapter.tensor); it != compressed.end()) {
+                adapter.rows = it->second->rows;
+                adapter.cols = it->second->cols;
+            }
+            m.adapters.push_back(std::move(adapter));
+        }
+        POCKET_TRY(checkAdapters(m, path, false));
+        for (const ArchiveAdapter& a : m.adapters) {
+            for (const auto& [section, size] : {std::pair{a.sectionA, 2 * a.rank * a.cols}, std::pair{a.sectionB, 2 * a.rows * a.rank}}) {
+                auto s = useSection(section, "adapter '" + a.tensor + "'");
+                if (!s)
+                    return s.error();
+                if ((*s)->size != static_cast<std::uint64_t>(size))
+                    return fileError(path, "adapter '" + a.tensor + "': section '" + section + "' holds " + std::to_string((*s)->size) +
+                                               " bytes, not the " + std::to_string(size) + " of its fp16 values");
+            }
+        }
+    }
+
     POCKET_TRY(checkModelLayout(m, path));
     for (const ArchiveTensor& t : m.tensors) {
         auto s = useSection(t.section, "tensor '" + t.name + "'");
@@ -419,5 +506,89 @@ Result<std::vector<std::uint8_t>> Archive::tokenizerBytes() const
     });
 }
 
+
+ArchiveAdapter archiveAdapter(const LoraAdapter& adapter)
+{
+    ArchiveAdapter out;
+    out.tensor = adapter.name;
+    out.rank = adapter.rank;
+    out.alpha = adapter.alpha;
+    out.rows = adapter.rows;
+    out.cols = adapter.cols;
+    auto pack = [](const std::vector<float>& values, std::vector<std::uint8_t>& bytes) {
+        bytes.resize(2 * values.size());
+        for (std::size_t i = 0; i < values.size(); ++i) {
+            const std::uint16_t h = floatToHalf(values[i]);
+            bytes[2 * i] = static_cast<std::uint8_t>(h & 0xFF);
+            bytes[2 * i + 1] = static_cast<std::uint8_t>(h >> 8);
+        }
+    };
+    pack(adapter.a, out.bytesA);
+    pack(adapter.b, out.bytesB);
+    return out;
+}
+
+Result<std::vector<LoraAdapter>> Archive::adapters() const
+{
+    std::vector<LoraAdapter> out;
+    for (const ArchiveAdapter& a : m_manifest.adapters) {
+        LoraAdapter adapter;
+        adapter.name = a.tensor;
+        adapter.rank = a.rank;
+        adapter.alpha = static_cast<float>(a.alpha);
+        adapter.rows = a.rows;
+        adapter.cols = a.cols;
+        for (const auto& [section, values] : {std::pair{a.sectionA, &adapter.a}, std::pair{a.sectionB, &adapter.b}}) {
+            auto data = m_container->section(section);
+            if (!data)
+                return data.error();
+            const auto* bytes = static_cast<const std::uint8_t*>(data->data);
+            values->resize(data->info.byteSize / 2);
+            for (std::size_t i = 0; i < values->size(); ++i)
+                (*values)[i] = halfToFloat(static_cast<std::uint16_t>(bytes[2 * i] | (bytes[2 * i + 1] << 8)));
+        }
+        out.push_back(std::move(adapter));
+    }
+    return out;
+}
+
+Status loadAdapterBytes(const Archive& archive, ArchiveManifest& manifest)
+{
+    auto values = archive.adapters();
+    if (!values)
+        return values.error();
+    manifest.adapters.clear();
+    for (const LoraAdapter& a : *values) manifest.adapters.push_back(archiveAdapter(a));
+    return {};
+}
+
+Status writeArchiveWithAdapters(const std::string& inPath, const std::string& outPath, const std::vector<LoraAdapter>& adapters)
+{
+    auto archive = Archive::open(inPath);
+    if (!archive)
+        return archive.error();
+    const Archive& a = **archive;
+    ArchiveInput input;
+    input.manifest = a.manifest();
+    for (std::size_t g = 0; g < input.manifest.groups.size(); ++g) {
+        auto stored = a.storedPayload(g); // coded sections stay coded, with their coding
+        if (!stored)
+            return stored.error();
+        input.manifest.groups[g].payload = std::move(*stored);
+    }
+    input.manifest.adapters.clear();
+    for (const LoraAdapter& adapter : adapters) input.manifest.adapters.push_back(archiveAdapter(adapter));
+    auto tokenizer = a.tokenizerBytes();
+    if (!tokenizer)
+        return tokenizer.error();
+    input.tokenizerBytes = std::move(*tokenizer);
+    input.tensorBytes = [&](const ArchiveTensor& t, const ContainerWriter::Sink& sink) -> Status {
+        auto data = a.tensor(t.name);
+        if (!data)
+            return data.error();
+        return sink(data->data, data->info.byteSize);
+    };
+    return writeArchive(outPath, std::move(input));
+}
 
 } // namespace pocket

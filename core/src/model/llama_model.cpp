@@ -15,6 +15,9 @@
 #include <malloc.h>
 #include <map>
 #include <mutex>
+#include <numeric>
+#include <random>
+#include <set>
 #include <thread>
 
 namespace pocket {
@@ -25,6 +28,10 @@ struct Weight {
     at::Tensor resident;
     std::shared_ptr<const CompressedMatrix> source;
     std::int64_t rows = 0, cols = 0;
+    // A low-rank adapter: + scale * (x A^T) B^T (fp32; undefined when none).
+    at::Tensor loraA, loraB;
+    int loraRank = 0;
+    float loraAlpha = 0;
 };
 
 struct Layer {
@@ -267,8 +274,10 @@ static Status placeCompressed(LlamaModel::Impl& m, std::int64_t budget)
 Result<std::unique_ptr<LlamaModel>> LlamaModel::load(const Checkpoint& checkpoint, const std::function<bool(int, int)>& onTensor,
                                                      LoadOptions options)
 {
+    if (options.trainable && (options.precision != ComputePrecision::F32 || !options.compressed.empty()))
+        return Error::usage("a model to train adapters on is loaded in fp32 with every weight decoded", "precision");
     try {
-        c10::InferenceMode guard;
+        c10::InferenceMode guard(!options.trainable);
         std::unique_ptr<LlamaModel> model(new LlamaModel());
         Impl& m = *model->m_impl;
         m.config = checkpoint.config();
@@ -341,6 +350,9 @@ Result<std::unique_ptr<LlamaModel>> LlamaModel::load(const Checkpoint& checkpoin
         m.invFreq = at::pow(c.ropeTheta, -at::arange(0, c.headDim, 2, at::kDouble) / static_cast<double>(c.headDim)).to(at::kFloat);
         options.compressed.clear(); // any not used by this model
         POCKET_TRY(placeCompressed(m, budget));
+        if (!options.adapters.empty())
+            if (auto st = model->setAdapters(options.adapters); !st)
+                return st.error().prefixed(checkpoint.path());
         return model;
     } catch (const c10::Error& e) {
         return fileError(checkpoint.path(), "cannot load weights: " + describe(e));
@@ -393,7 +405,10 @@ at::Tensor project(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b
 
 at::Tensor LlamaModel::Impl::linear(const at::Tensor& x, const Weight& w, const at::Tensor& bias) const
 {
-    return project(x, matrix(w), bias);
+    at::Tensor y = project(x, matrix(w), bias);
+    if (w.loraA.defined())
+        y = y + at::linear(at::linear(x, w.loraA), w.loraB) * (static_cast<double>(w.loraAlpha) / w.loraRank);
+    return y;
 }
 
 at::Tensor LlamaModel::Impl::block(std::size_t index, const at::Tensor& input, const Positional& pos, InputStats* stats, KvCache* cache) const
@@ -456,6 +471,284 @@ at::Tensor LlamaModel::Impl::forward(const at::Tensor& tokens, KvCache* cache, c
         x = x.narrow(1, tokens.size(1) - 1, 1); // generation needs the last token's logits only
     }
     return project(rmsNorm(x, finalNorm, config.rmsNormEps), head, at::Tensor());
+}
+
+// --------------------------------------------------------------------------------- adapters
+
+const char* adapterObjectiveName(AdapterObjective objective) { return objective == AdapterObjective::Kl ? "kl" : "nll"; }
+
+namespace {
+
+// The linear weights by tensor name, in model order.
+std::vector<std::pair<std::string, Weight*>> namedWeights(const LlamaModel::Impl& m)
+{
+    std::vector<std::pair<std::string, Weight*>> out;
+    for (std::size_t l = 0; l < m.layers.size(); ++l)
+        for (std::size_t t = 0; t < 7; ++t) out.emplace_back(matrixTensorName(static_cast<int>(l), kMatrixTypes[t]), m.layers[l]->weights[t]);
+    return out;
+}
+
+std::vector<float> tensorValues(const at::Tensor& t)
+{
+    const at::Tensor c = t.detach().to(at::kFloat).contiguous();
+    return std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
+}
+
+// [B, T] int64 tokens of equal-length sequences.
+at::Tensor tokenTensor(const std::vector<std::vector<std::int32_t>>& batch)
+{
+    std::vector<std::int64_t> flat;
+    for (const auto& s : batch) flat.insert(flat.end(), s.begin(), s.end());
+    return at::tensor(flat, at::kLong).view({static_cast<std::int64_t>(batch.size()), static_cast<std::int64_t>(batch.front().size())});
+}
+
+} // namespace
+
+std::vector<LoraAdapter> LlamaModel::adapters() const
+{
+    std::vector<LoraAdapter> out;
+    for (const auto& [name, w] : namedWeights(*m_impl)) {
+        if (!w->loraA.defined())
+            continue;
+        LoraAdapter a;
+        a.name = name;
+        a.rank = w->loraRank;
+        a.alpha = w->loraAlpha;
+        a.rows = w->rows;
+        a.cols = w->cols;
+        a.a = tensorValues(w->loraA);
+        a.b = tensorValues(w->loraB);
+        out.push_back(std::move(a));
+    }
+    return out;
+}
+
+Status LlamaModel::setAdapters(const std::vector<LoraAdapter>& adapters)
+{
+    std::map<std::string, Weight*> byName;
+    for (const auto& [name, w] : namedWeights(*m_impl)) byName[name] = w;
+    for (const LoraAdapter& a : adapters) {
+        const auto it = byName.find(a.name);
+        if (it == byName.end())
+            return Error{"adapter '" + a.name + "': the model has no such linear weight"};
+        const Weight& w = *it->second;
+        if (a.rank < 1 || a.rows != w.rows || a.cols != w.cols || a.a.size() != static_cast<std::size_t>(a.rank * a.cols) ||
+            a.b.size() != static_cast<std::size_t>(a.rows * a.rank))
+            return Error{"adapter '" + a.name + "': rank " + std::to_string(a.rank) + " on " + std::to_string(a.rows) + "x" + std::to_string(a.cols) +
+                         " does not fit the " + std::to_string(w.rows) + "x" + std::to_string(w.cols) + " weight (or its values are missing)"};
+        if (!std::isfinite(a.alpha))
+            return Error{"adapter '" + a.name + "': alpha is not finite"};
+    }
+    for (const LoraAdapter& a : adapters) {
+        Weight& w = *byName[a.name];
+        w.loraA = at::from_blob(const_cast<float*>(a.a.data()), {a.rank, a.cols}, at::kFloat).clone();
+        w.loraB = at::from_blob(const_cast<float*>(a.b.data()), {a.rows, a.rank}, at::kFloat).clone();
+        w.loraRank = a.rank;
+        w.loraAlpha = a.alpha;
+    }
+    return {};
+}
+
+namespace {
+
+// The objective of one batch, differentiable with respect to the adapters. `teacher`: the
+// reference log-probabilities [B, T-1, V] for the KL objective.
+at::Tensor batchObjective(const LlamaModel::Impl& m, const at::Tensor& tokens, AdapterObjective objective, const at::Tensor& teacher)
+{
+    const std::int64_t t = tokens.size(1);
+    const at::Tensor logProbs = at::log_softmax(m.forward(tokens).narrow(1, 0, t - 1), -1);
+    if (objective == AdapterObjective::Nll)
+        return -logProbs.gather(-1, tokens.narrow(1, 1, t - 1).unsqueeze(-1)).mean();
+    return (teacher.exp() * (teacher - logProbs)).sum(-1).mean();
+}
+
+at::Tensor teacherLogProbs(const LlamaModel::Impl* teacher, const at::Tensor& tokens)
+{
+    if (!teacher)
+        return {};
+    at::Tensor out;
+    {
+        c10::InferenceMode guard;
+        out = at::log_softmax(teacher->forward(tokens).narrow(1, 0, tokens.size(1) - 1), -1);
+    }
+    return out.clone(); // outside inference mode: a normal tensor autograd may save
+}
+
+Status checkSequences(const std::vector<std::vector<std::int32_t>>& sequences, std::int64_t vocab)
+{
+    if (sequences.empty() || sequences.front().size() < 2)
+        return Error{"no training sequences of at least two tokens"};
+    for (const auto& s : sequences) {
+        if (s.size() != sequences.front().size())
+            return Error{"training sequences must have equal lengths"};
+        POCKET_TRY(checkTokens(s, vocab));
+    }
+    return {};
+}
+
+} // namespace
+
+// Long: checks, the teacher, batches, and the gradient copy-out.
+Result<AdapterLoss> LlamaModel::adapterLoss(const std::vector<std::vector<std::int32_t>>& sequences, AdapterObjective objective,
+                                            const LlamaModel* teacher, bool gradients, int batch) const
+{
+    const Impl& m = *m_impl;
+    POCKET_TRY(checkSequences(sequences, m.config.vocabSize));
+    if (objective == AdapterObjective::Kl && !teacher)
+        return Error::usage("the KL objective needs the original model as teacher", "teacher");
+    if (teacher && teacher->config().vocabSize != m.config.vocabSize)
+        return Error::usage("the teacher's vocabulary differs from the model's", "teacher");
+    try {
+        AdapterLoss out;
+        if (!gradients) {
+            c10::InferenceMode guard;
+            double sum = 0;
+            const std::size_t step = static_cast<std::size_t>(std::max(1, batch));
+            for (std::size_t b = 0; b < sequences.size(); b += step) {
+                const std::vector<std::vector<std::int32_t>> part(sequences.begin() + static_cast<std::ptrdiff_t>(b),
+                                                                  sequences.begin() + static_cast<std::ptrdiff_t>(std::min(sequences.size(), b + step)));
+                const at::Tensor tokens = tokenTensor(part);
+                const at::Tensor ref = objective == AdapterObjective::Kl ? teacherLogProbs(teacher->m_impl.get(), tokens) : at::Tensor();
+                sum += batchObjective(m, tokens, objective, ref).item<double>() * static_cast<double>(part.size());
+            }
+            out.loss = sum / static_cast<double>(sequences.size());
+            return out;
+        }
+        std::vector<Weight*> adapted;
+        for (const auto& [name, w] : namedWeights(m))
+            if (w->loraA.defined()) {
+                if (w->loraA.is_inference())
+                    return Error::usage("gradients need a model loaded with trainable tensors", "trainable");
+                w->loraA.requires_grad_(true);
+                w->loraB.requires_grad_(true);
+                w->loraA.mutable_grad() = at::Tensor();
+                w->loraB.mutable_grad() = at::Tensor();
+                adapted.push_back(w);
+            }
+        const at::Tensor tokens = tokenTensor(sequences);
+        const at::Tensor ref = objective == AdapterObjective::Kl ? teacherLogProbs(teacher->m_impl.get(), tokens) : at::Tensor();
+        at::Tensor loss = batchObjective(m, tokens, objective, ref);
+        loss.backward();
+        out.loss = loss.item<double>();
+        out.gradients = adapters();
+        for (std::size_t i = 0; i < adapted.size(); ++i) {
+            Weight* w = adapted[i];
+            out.gradients[i].a = w->loraA.grad().defined() ? tensorValues(w->loraA.grad()) : std::vector<float>(out.gradients[i].a.size(), 0.0f);
+            out.gradients[i].b = w->loraB.grad().defined() ? tensorValues(w->loraB.grad()) : std::vector<float>(out.gradients[i].b.size(), 0.0f);
+            w->loraA.requires_grad_(false);
+            w->loraB.requires_grad_(false);
+            w->loraA.mutable_grad() = at::Tensor();
+            w->loraB.mutable_grad() = at::Tensor();
+        }
+        return out;
+    } catch (const c10::Error& e) {
+        return Error{"adapter objective failed: " + describe(e)};
+    } catch (const std::exception& e) {
+        return Error{std::string("adapter objective failed: ") + e.what()};
+    }
+}
+
+// Long: set-up (fresh adapters), the epoch/batch loop with Adam written out, fp16 rounding.
+Result<std::vector<double>> LlamaModel::trainAdapters(const AdapterTrainingParams& p, const std::vector<std::vector<std::int32_t>>& sequences,
+                                                      const LlamaModel* teacher, const std::function<bool(const AdapterTrainingProgress&)>& onStep)
+{
+    Impl& m = *m_impl;
+    POCKET_TRY(checkSequences(sequences, m.config.vocabSize));
+    if (p.rank < 1)
+        return Error::usage("rank must be at least 1", "rank");
+    if (p.epochs < 1 || p.batch < 1 || !(p.learningRate > 0))
+        return Error::usage("epochs and batch must be at least 1 and the learning rate positive", "epochs");
+    if (p.objective == AdapterObjective::Kl && !teacher)
+        return Error::usage("the KL objective needs the original model as teacher", "teacher");
+    if (teacher && teacher->config().vocabSize != m.config.vocabSize)
+        return Error::usage("the teacher's vocabulary differs from the model's", "teacher");
+    if (m.embed.is_inference())
+        return Error::usage("training adapters needs a model loaded with trainable tensors", "trainable");
+    const std::set<std::string> chosen(p.matrices.begin(), p.matrices.end());
+    std::mt19937_64 rng(p.seed);
+    std::vector<at::Tensor> params;
+    try {
+        std::set<std::string> seen;
+        for (const auto& [name, w] : namedWeights(m)) {
+            w->loraA = at::Tensor();
+            w->loraB = at::Tensor();
+            if (!chosen.empty() && !chosen.count(name))
+                continue;
+            seen.insert(name);
+            const int rank = static_cast<int>(std::min<std::int64_t>(p.rank, std::min(w->rows, w->cols)));
+            std::vector<float> a(static_cast<std::size_t>(rank * w->cols));
+            std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+            const float bound = 1.0f / std::sqrt(static_cast<float>(w->cols));
+            for (float& v : a) v = bound * uniform(rng);
+            w->loraA = at::from_blob(a.data(), {rank, w->cols}, at::kFloat).clone().requires_grad_(true);
+            w->loraB = at::zeros({w->rows, rank}, at::kFloat).requires_grad_(true);
+            w->loraRank = rank;
+            w->loraAlpha = p.alpha;
+            params.push_back(w->loraA);
+            params.push_back(w->loraB);
+        }
+        for (const auto& name : chosen)
+            if (!seen.count(name))
+                return Error::usage("'" + name + "' is not a linear weight of this model", "matrices");
+        std::vector<at::Tensor> moment1, moment2;
+        for (const auto& t : params) {
+            moment1.push_back(at::zeros_like(t).detach());
+            moment2.push_back(at::zeros_like(t).detach());
+        }
+        const double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+        std::vector<std::size_t> order(sequences.size());
+        std::iota(order.begin(), order.end(), 0);
+        const std::size_t batch = static_cast<std::size_t>(p.batch);
+        AdapterTrainingProgress progress;
+        progress.steps = p.epochs * static_cast<int>((sequences.size() + batch - 1) / batch);
+        std::vector<double> losses;
+        const auto start = std::chrono::steady_clock::now();
+        for (int epoch = 0; epoch < p.epochs; ++epoch) {
+            std::shuffle(order.begin(), order.end(), rng);
+            for (std::size_t b = 0; b < order.size(); b += batch) {
+                std::vector<std::vector<std::int32_t>> part;
+                for (std::size_t k = b; k < std::min(order.size(), b + batch); ++k) part.push_back(sequences[order[k]]);
+                const at::Tensor tokens = tokenTensor(part);
+                const at::Tensor ref = p.objective == AdapterObjective::Kl ? teacherLogProbs(teacher->m_impl.get(), tokens) : at::Tensor();
+                at::Tensor loss = batchObjective(m, tokens, p.objective, ref);
+                for (auto& t : params) t.mutable_grad() = at::Tensor();
+                loss.backward();
+                ++progress.step;
+                {
+                    at::NoGradGuard noGrad;
+                    const double c1 = 1 - std::pow(beta1, progress.step), c2 = 1 - std::pow(beta2, progress.step);
+                    for (std::size_t i = 0; i < params.size(); ++i) {
+                        const at::Tensor g = params[i].grad();
+                        if (!g.defined())
+                            continue;
+                        moment1[i].mul_(beta1).add_(g, 1 - beta1);
+                        moment2[i].mul_(beta2).addcmul_(g, g, 1 - beta2);
+                        params[i].sub_((moment1[i] / c1) / ((moment2[i] / c2).sqrt() + eps) * p.learningRate);
+                    }
+                }
+                progress.epoch = epoch;
+                progress.loss = loss.item<double>();
+                progress.elapsedSeconds = secondsSince(start);
+                losses.push_back(progress.loss);
+                if (!std::isfinite(progress.loss))
+                    return Error{"training diverged (loss " + std::to_string(progress.loss) + " at step " + std::to_string(progress.step) +
+                                 "): lower the learning rate"};
+                if (onStep && !onStep(progress))
+                    return Error::cancelled();
+            }
+        }
+        // As an archive stores them: fp16 values, no autograd state.
+        for (const auto& [name, w] : namedWeights(m))
+            if (w->loraA.defined()) {
+                w->loraA = w->loraA.detach().to(at::kHalf).to(at::kFloat);
+                w->loraB = w->loraB.detach().to(at::kHalf).to(at::kFloat);
+            }
+        return losses;
+    } catch (const c10::Error& e) {
+        return Error{"adapter training failed: " + describe(e)};
+    } catch (const std::exception& e) {
+        return Error{std::string("adapter training failed: ") + e.what()};
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -29,6 +29,9 @@ Result<std::unique_ptr<Checkpoint>> openModelOrArchive(const std::string& path, 
 struct RunOptions {
     ComputePrecision precision = ComputePrecision::F32;
     std::int64_t memoryBudget = LoadOptions::kUnlimited; // bytes, or LoadOptions::kUnlimited / kAuto
+    // For adapter training (LoadOptions::trainable): the model starts from an archive's decoded
+    // weights without the adapters it may have (training replaces them).
+    bool trainable = false;
 };
 
 // A model ready to run, and the checkpoint it came from (which keeps the tokenizer file).

@@ -18,9 +18,11 @@ struct ArchiveBits {
     std::uint64_t compressedWeights = 0;  // weights of compressed matrices
     BitCounts compressed;                 // all method bits (indices, codebooks, decoders, scales)
     std::uint64_t uncompressedBits = 0;   // stored tensors at their stored dtype
-    std::uint64_t totalBits() const { return compressed.total() + uncompressedBits; }
+    std::uint64_t adapterBits = 0;        // LoRA adapters (fp16 A and B), charged to the compressed matrices
+    std::uint64_t totalBits() const { return compressed.total() + adapterBits + uncompressedBits; }
     double bpwAllIn() const;              // totalBits / totalWeights
-    double bpwCompressed() const;         // compressed.total() / compressedWeights
+    double bpwCompressed() const;         // (compressed.total() + adapterBits) / compressedWeights
+    double bpwAdapters() const;           // adapterBits / compressedWeights
     double ratioFp16() const;             // 16 * totalWeights / totalBits
     double ratioFp32() const;             // 32 * totalWeights / totalBits (the paper's convention)
 };

@@ -17,7 +17,7 @@ namespace pocket {
 // Versions read; a writer writes the lowest version that holds its file (1 unless a section is
 // entropy-coded: docs/archive-format.md, section 13).
 constexpr std::uint32_t kMinArchiveFormatVersion = 1;
-constexpr std::uint32_t kArchiveFormatVersion = 2;
+constexpr std::uint32_t kArchiveFormatVersion = 3;
 
 struct ContainerSection {
     std::string name;

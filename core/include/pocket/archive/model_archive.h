@@ -9,6 +9,7 @@
 #include "pocket/io/model_config.h"
 #include "pocket/io/tensor_data.h"
 #include "pocket/methods/method.h"
+#include "pocket/model/llama_model.h"
 #include "pocket/support/result.h"
 
 #include <cstdint>
@@ -48,6 +49,19 @@ struct ArchiveGroup {
     bool coded(std::size_t k) const { return k < coding.size() && coding[k].codec != SectionCoding::Codec::None; }
 };
 
+// A LoRA adapter on a compressed matrix (format version 3; docs/archive-format.md section 10.2):
+// y = W x + (alpha / rank) B (A x), A [rank, cols] and B [rows, rank] stored as fp16, row-major.
+struct ArchiveAdapter {
+    std::string tensor;     // the matrix's tensor name
+    int rank = 0;
+    double alpha = 0;
+    std::int64_t rows = 0, cols = 0;
+    std::string sectionA, sectionB;           // "adapter/<tensor>/a" and ".../b" (assigned when written)
+    std::vector<std::uint8_t> bytesA, bytesB; // fp16 little-endian; filled to write, empty as read
+};
+// The stored form of a model's adapter (values rounded to fp16), and back.
+ArchiveAdapter archiveAdapter(const LoraAdapter& adapter);
+
 struct ArchiveManifest {
     ModelConfig config;
     std::string sourceName;         // file or folder name of the source model (no directories)
@@ -57,6 +71,7 @@ struct ArchiveManifest {
     std::vector<ArchiveTensor> tensors; // uncompressed tensors
     std::vector<ArchiveGroup> groups;
     std::string selectionJson;      // the layer selection used, JSON object (informational)
+    std::vector<ArchiveAdapter> adapters; // LoRA adapters of compressed matrices (none: format 1 or 2)
 };
 
 
@@ -86,11 +101,21 @@ public:
     Result<TensorData> tensor(const std::string& name) const;
     // The embedded tokenizer's bytes (empty if none).
     Result<std::vector<std::uint8_t>> tokenizerBytes() const;
+    // The adapters with their values (fp32 from the stored fp16), in manifest order.
+    Result<std::vector<LoraAdapter>> adapters() const;
 
 private:
     std::shared_ptr<ContainerReader> m_container;
     ArchiveManifest m_manifest;
 };
+
+// Fills the bytes of `manifest.adapters` from `archive` (to write them again, as a repack does).
+Status loadAdapterBytes(const Archive& archive, ArchiveManifest& manifest);
+
+// Writes `outPath`: the archive `inPath` with everything as stored (groups, coded sections,
+// tensors, tokenizer) and `adapters` instead of any it had (none: the adapters are removed). Each
+// adapter must be on a compressed matrix of the archive, with its shape.
+Status writeArchiveWithAdapters(const std::string& inPath, const std::string& outPath, const std::vector<LoraAdapter>& adapters);
 
 // An archive's group payloads read one at a time, the last one kept: for writers that visit a
 // group's matrices one after another (the GGUF and GPTQ exports). Use from one thread.

@@ -40,6 +40,18 @@ public:
     virtual const void* payloadKey() const { return this; }
 };
 
+// A low-rank adapter (LoRA) on one linear weight: y = W x + (alpha / rank) B (A x), with A
+// [rank, cols] and B [rows, rank], row-major fp32. Applied in the forward pass, never merged, so
+// a model gives the same results whether its weights are decoded or kept compressed.
+struct LoraAdapter {
+    std::string name; // the weight's tensor name ("model.layers.0.self_attn.q_proj.weight")
+    int rank = 0;
+    float alpha = 0;
+    std::int64_t rows = 0, cols = 0;
+    std::vector<float> a, b;
+    float scale() const { return rank > 0 ? alpha / static_cast<float>(rank) : 0.0f; }
+};
+
 enum class ComputePrecision {
     F32,  // fp32 weights and compute: the reference
     BF16, // bf16 weights and matrix products (oneDNN, AVX-512 BF16 where the CPU has it); fp32
@@ -60,6 +72,41 @@ struct LoadOptions {
     static constexpr std::int64_t kUnlimited = -1;
     static constexpr std::int64_t kAuto = -2;
     std::int64_t memoryBudget = kUnlimited;
+    // Adapters applied to linear weights (names must be linear weights of the model, shapes must match).
+    std::vector<LoraAdapter> adapters;
+    // Tensors autograd can use (not inference tensors): for trainAdapters(). fp32 only, every
+    // weight decoded.
+    bool trainable = false;
+};
+
+// Training low-rank adapters on a model's linear weights, the weights themselves frozen.
+enum class AdapterObjective {
+    Nll, // next-token negative log-likelihood of the training text
+    Kl,  // KL(teacher || model) per token, the teacher being the original model
+};
+const char* adapterObjectiveName(AdapterObjective objective); // "nll" / "kl"
+
+struct AdapterTrainingParams {
+    int rank = 32;            // the paper's recovery setting
+    float alpha = 64;
+    int epochs = 1;
+    double learningRate = 1e-4;
+    int batch = 8;            // sequences per step
+    AdapterObjective objective = AdapterObjective::Nll;
+    std::uint64_t seed = 1;   // initial A (uniform, +-1/sqrt(cols), as PEFT) and the order of sequences
+    std::vector<std::string> matrices; // weights to adapt; empty = every linear weight
+};
+
+struct AdapterTrainingProgress {
+    int step = 0, steps = 0, epoch = 0;
+    double loss = 0;          // this step's batch
+    double elapsedSeconds = 0;
+};
+
+// The objective on sequences, and optionally its gradient with respect to every adapter value.
+struct AdapterLoss {
+    double loss = 0;
+    std::vector<LoraAdapter> gradients; // same layout as adapters(), a/b holding d loss / d value
 };
 
 // Where a model's weight memory goes (load() decides it).
@@ -115,6 +162,24 @@ public:
     // floats), e.g. its quantised version, so that later calibration sees it. Not thread-safe.
     // Only for fp32 models whose weights are all decoded.
     Status setWeight(const std::string& name, const std::vector<float>& values);
+
+    // The adapters the model applies, with their current values (in model order).
+    std::vector<LoraAdapter> adapters() const;
+    // Replaces adapter values (same names, ranks and shapes as adapters()). Not thread-safe.
+    Status setAdapters(const std::vector<LoraAdapter>& adapters);
+
+    // Trains new adapters (replacing any) on `sequences` (equal lengths, BOS included) with Adam,
+    // the weights frozen; `teacher` (same vocabulary) is needed for AdapterObjective::Kl. Needs a
+    // model loaded with LoadOptions::trainable. At the end the adapter values are rounded to fp16
+    // (as an archive stores them). `onStep` after every step; false cancels (adapters then kept
+    // as they are). Returns the loss of each step.
+    Result<std::vector<double>> trainAdapters(const AdapterTrainingParams& params, const std::vector<std::vector<std::int32_t>>& sequences,
+                                              const LlamaModel* teacher = nullptr,
+                                              const std::function<bool(const AdapterTrainingProgress&)>& onStep = {});
+    // The mean objective over `sequences` in batches of `batch` (with gradients: one batch of all
+    // of them, trainable models only).
+    Result<AdapterLoss> adapterLoss(const std::vector<std::vector<std::int32_t>>& sequences, AdapterObjective objective,
+                                    const LlamaModel* teacher = nullptr, bool gradients = false, int batch = 8) const;
 
     // Starts carrying calibration sequences (equal lengths, BOS included) through the model block
     // by block. The run uses this model's current weights at each step and must not outlive it.
