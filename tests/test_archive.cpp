@@ -1005,8 +1005,8 @@ private Q_SLOTS:
         std::memcpy(gguf.data(), "GGUF\3\0\0\0", 8);
         row("wrong magic", gguf, "not a .pllm archive");
         Bytes future = good;
-        future[8] = 3;
-        row("future version", future, "version 3 is not supported (this build reads versions 1 to 2)");
+        future[8] = 4;
+        row("future version", future, "version 4 is not supported (this build reads versions 1 to 3)");
         row("bad manifest json", withManifestText(good, "{\"kind\": \"model\", oops}"), "not valid JSON");
         row("manifest not object", withManifestText(good, "[1,2,3]"), "not a JSON object");
         row("deep manifest", withManifestText(good, std::string(100000, '[') + std::string(100000, ']')), "nests deeper");

@@ -9,6 +9,7 @@
 #include "pocket/io/dtype.h"
 
 #include <algorithm>
+#include <functional>
 #include <cmath>
 #include <limits>
 #include <map>
@@ -251,6 +252,54 @@ Status checkStoredStream(ArchiveGroup& group, std::size_t k, const ContainerSect
     return {};
 }
 
+using SectionUse = std::function<Result<const ContainerSection*>(const std::string& name, const std::string& where)>;
+
+// The manifest's "adapters" (format 3): each on a compressed matrix, its sections sized to its fp16 values.
+Status readAdapters(const Fields& f, const ContainerReader& c, ArchiveManifest& m, const SectionUse& useSection)
+{
+    const std::string& path = c.path();
+    if (c.formatVersion() < 3)
+        return f.bad("key 'adapters' needs format version 3 (this file says " + std::to_string(c.formatVersion()) + ")");
+    auto adapters = f.array("adapters");
+    if (!adapters)
+        return adapters.error();
+    std::map<std::string, const MatrixRef*> compressed;
+    for (const ArchiveGroup& g : m.groups)
+        for (const MatrixResult& r : g.payload.matrices) compressed[r.ref.name] = &r.ref;
+    for (std::size_t i = 0; i < (*adapters)->size(); ++i) {
+        const Json& e = (**adapters)[i];
+        if (!e.is_object())
+            return f.bad("adapters[" + std::to_string(i) + "] is not an object");
+        const Fields a{path, "manifest adapters[" + std::to_string(i) + "]", e};
+        ArchiveAdapter adapter;
+        std::int64_t rank = 0;
+        POCKET_TRY(a.string("tensor", adapter.tensor));
+        POCKET_TRY(a.integer("rank", 1, kMaxMatrixDim, rank));
+        adapter.rank = static_cast<int>(rank);
+        POCKET_TRY(a.real("alpha", adapter.alpha));
+        POCKET_TRY(a.string("a", adapter.sectionA));
+        POCKET_TRY(a.string("b", adapter.sectionB));
+        if (const auto it = compressed.find(adapter.tensor); it != compressed.end()) {
+            adapter.rows = it->second->rows;
+            adapter.cols = it->second->cols;
+        }
+        m.adapters.push_back(std::move(adapter));
+    }
+    POCKET_TRY(checkAdapters(m, path, false));
+    for (const ArchiveAdapter& a : m.adapters) {
+        for (const auto& [section, size] : {std::pair{a.sectionA, 2 * a.rank * a.cols}, std::pair{a.sectionB, 2 * a.rows * a.rank}}) {
+            auto s = useSection(section, "adapter '" + a.tensor + "'");
+            if (!s)
+                return s.error();
+            if ((*s)->size != static_cast<std::uint64_t>(size))
+                return fileError(path, "adapter '" + a.tensor + "': section '" + section + "' holds " + std::to_string((*s)->size) +
+                                           " bytes, not the " + std::to_string(size) + " of its fp16 values");
+        }
+    }
+    return {};
+}
+
+// Long: one block per manifest key, in the file's order, then the sections they reference.
 Status openArchiveManifest(const ContainerReader& c, ArchiveManifest& m)
 {
     const std::string& path = c.path();
@@ -350,46 +399,8 @@ Status openArchiveManifest(const ContainerReader& c, ArchiveManifest& m)
         return selection.error();
     m.selectionJson = (*selection)->dump();
 
-    if (j.contains("adapters")) {
-        if (c.formatVersion() < 3)
-            return f.bad("key 'adapters' needs format version 3 (this file says " + std::to_string(c.formatVersion()) + ")");
-        auto adapters = f.array("adapters");
-        if (!adapters)
-            return adapters.error();
-        std::map<std::string, const MatrixRef*> compressed;
-        for (const ArchiveGroup& g : m.groups)
-            for (const MatrixResult& r : g.payload.matrices) compressed[r.ref.name] = &r.ref;
-        for (std::size_t i = 0; i < (*adapters)->size(); ++i) {
-            const Json& e = (**adapters)[i];
-            if (!e.is_object())
-                return f.bad("adapters[" + std::to_string(i) + "] is not an object");
-            const Fields a{path, "manifest adapters[" + std::to_string(i) + "]", e};
-            ArchiveAdapter adapter;
-            std::int64_t rank = 0;
-            POCKET_TRY(a.string("tensor", adapter.tensor));
-            POCKET_TRY(a.integer("rank", 1, kMaxMatrixDim, rank));
-            adapter.rank = static_cast<int>(rank);
-            POCKET_TRY(a.real("alpha", adapter.alpha));
-            POCKET_TRY(a.string("a", adapter.sectionA));
-            POCKET_TRY(a.string("b", adapter.sectionB));
-            if (const auto it = compressed.find(adapter.tensor); it != compressed.end()) {
-                adapter.rows = it->second->rows;
-                adapter.cols = it->second->cols;
-            }
-            m.adapters.push_back(std::move(adapter));
-        }
-        POCKET_TRY(checkAdapters(m, path, false));
-        for (const ArchiveAdapter& a : m.adapters) {
-            for (const auto& [section, size] : {std::pair{a.sectionA, 2 * a.rank * a.cols}, std::pair{a.sectionB, 2 * a.rows * a.rank}}) {
-                auto s = useSection(section, "adapter '" + a.tensor + "'");
-                if (!s)
-                    return s.error();
-                if ((*s)->size != static_cast<std::uint64_t>(size))
-                    return fileError(path, "adapter '" + a.tensor + "': section '" + section + "' holds " + std::to_string((*s)->size) +
-                                               " bytes, not the " + std::to_string(size) + " of its fp16 values");
-            }
-        }
-    }
+    if (j.contains("adapters"))
+        POCKET_TRY(readAdapters(f, c, m, useSection));
 
     POCKET_TRY(checkModelLayout(m, path));
     for (const ArchiveTensor& t : m.tensors) {
