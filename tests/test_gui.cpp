@@ -6,6 +6,7 @@
 #include "export_dialog.h"
 #include "layer_picker.h"
 #include "main_window.h"
+#include "judge_panel.h"
 #include "playground_panel.h"
 #include "method_form.h"
 #include "sensitivity_panel.h"
@@ -237,6 +238,13 @@ private Q_SLOTS:
         QVERIFY2(original.ok && compressed.ok, qPrintable(original.message + " / " + compressed.message));
         QVERIFY(compressed.perplexity > original.perplexity); // 2-bit-ish compression costs something
         QCOMPARE(m_window->resultsTable()->rowCount(), 2);
+        // The archive was measured against the open original (the default): KL and top-1 shown.
+        QVERIFY(!original.divergence);
+        QVERIFY(compressed.divergence);
+        QVERIFY(compressed.divergence->meanKl > 0 && compressed.divergence->top1Agreement < 1);
+        QVERIFY(std::fabs(compressed.divergence->referencePerplexity - original.perplexity) < 1e-6 * original.perplexity);
+        QCOMPARE(m_window->resultsTable()->item(0, 5)->text(), QStringLiteral("-"));
+        QVERIFY(m_window->resultsTable()->item(1, 5)->text().startsWith(QString::number(compressed.divergence->meanKl, 'f', 4)));
 
         ComparePanel* compare = m_window->comparePanel();
         compare->setModelFilter(QString());
@@ -401,6 +409,61 @@ private Q_SLOTS:
 
     // The playground streams both models, tints and explains the compressed one's tokens, runs one
     // thing at a time, and stops when asked.
+    // Zero-shot on the original (table rows against core's figures and the store), then LoRA
+    // recovery of the last archive with its loss curve; the recovered archive becomes the last one.
+    void judgeAndRecover()
+    {
+        QVERIFY(m_window->openPath(QString::fromStdString(testsupport::demoModel()), true));
+        JudgePanel* panel = m_window->judgePanel();
+        m_window->showTab(panel);
+        const QString archive = m_window->lastArchive();
+        QVERIFY(!archive.isEmpty());
+        panel->limitSpin()->setValue(6);
+        QSignalSpy zero(m_wb.get(), &Workbench::zeroShotFinished);
+        QString error;
+        QVERIFY2(panel->startZeroShot(false, &error), qPrintable(error));
+        QVERIFY(m_wb->waitForIdle(120000));
+        QCOMPARE(zero.size(), 1);
+        const auto z = zero.at(0).at(0).value<ZeroShotOutcome>();
+        QVERIFY2(z.ok, qPrintable(z.message));
+        QCOMPARE(int(z.tasks.size()), int(bundledZeroShotTasks().size()));
+        QCOMPARE(panel->zeroShotTable()->rowCount(), int(z.tasks.size()));
+        for (int r = 0; r < panel->zeroShotTable()->rowCount(); ++r) {
+            QCOMPARE(panel->zeroShotTable()->item(r, 2)->text(), QStringLiteral("6"));
+            QVERIFY(panel->zeroShotTable()->item(r, 3)->text().startsWith(QString::number(100 * z.tasks[std::size_t(r)].acc, 'f', 2)));
+        }
+        auto store = ExperimentStore::open(m_wb->storePath().toStdString());
+        QVERIFY(store);
+        auto run = (*store)->run(z.runId);
+        QVERIFY(run);
+        int accuracyRows = 0;
+        for (const auto& r : run->results) accuracyRows += r.metric == "accuracy";
+        QCOMPARE(accuracyRows, int(z.tasks.size()));
+
+        panel->rankSpin()->setValue(1);
+        panel->epochsSpin()->setValue(2);
+        panel->samplesSpin()->setValue(16);
+        panel->lengthSpin()->setValue(32);
+        panel->typesCombo()->setCurrentIndex(1); // the MLP matrices
+        panel->outputEdit()->setText(m_tmp.filePath("recovered.pllm"));
+        QSignalSpy rec(m_wb.get(), &Workbench::recoverFinished);
+        QSignalSpy steps(m_wb.get(), &Workbench::recoverSteps);
+        QVERIFY2(panel->startRecover(&error), qPrintable(error));
+        QVERIFY(m_wb->waitForIdle(120000));
+        QCOMPARE(rec.size(), 1);
+        const auto o = rec.at(0).at(0).value<RecoverOutcome>();
+        QVERIFY2(o.ok, qPrintable(o.message));
+        QCOMPARE(int(o.result.losses.size()), 4);
+        QCOMPARE(panel->lossPlot()->graph(0)->dataCount(), 4);
+        QVERIFY(steps.size() >= 1);
+        QCOMPARE(o.result.adapters, 3 * int(m_wb->summary().layers));
+        QCOMPARE(m_window->lastArchive(), m_tmp.filePath("recovered.pllm"));
+        QVERIFY(panel->recoverLabel()->text().contains("recovered.pllm"));
+        auto recovered = Archive::open(m_window->lastArchive().toStdString());
+        QVERIFY(recovered);
+        QCOMPARE(int((*recovered)->manifest().adapters.size()), o.result.adapters);
+    }
+
     void playgroundRunsSideBySide()
     {
         QVERIFY(m_window->openPath(QString::fromStdString(testsupport::demoModel()), true));

@@ -8,6 +8,7 @@
 #include "log_bridge.h"
 #include "method_form.h"
 #include "sensitivity_panel.h"
+#include "judge_panel.h"
 #include "playground_panel.h"
 #include "training_chart.h"
 
@@ -17,6 +18,7 @@
 #include <QAction>
 #include <QApplication>
 #include <QCloseEvent>
+#include <QCheckBox>
 #include <QComboBox>
 #include <QDockWidget>
 #include <QDragEnterEvent>
@@ -292,10 +294,15 @@ QWidget* MainWindow::buildResultsTab()
     m_evalCompressed = new QPushButton(tr("Evaluate compressed archive"));
     evalButtons->addWidget(m_evalOriginal);
     evalButtons->addWidget(m_evalCompressed);
+    m_evalReference = new QCheckBox(tr("with its divergence from the original (KL, same top-1)"));
+    m_evalReference->setChecked(true);
+    m_evalReference->setToolTip(tr("Runs the open original model on the same windows: mean KL(original || archive) per token, its 99th "
+                                   "percentile, and the share of tokens whose most likely next token is unchanged"));
+    evalButtons->addWidget(m_evalReference);
     evalButtons->addStretch(1);
     resultsLayout->addLayout(evalButtons);
-    m_results = new QTableWidget(0, 6);
-    m_results->setHorizontalHeaderLabels({tr("Model"), tr("Text"), tr("Context"), tr("Perplexity"), tr("Change"), tr("Run")});
+    m_results = new QTableWidget(0, 8);
+    m_results->setHorizontalHeaderLabels({tr("Model"), tr("Text"), tr("Context"), tr("Perplexity"), tr("Change"), tr("KL (p99)"), tr("Same top-1"), tr("Run")});
     m_results->horizontalHeader()->setStretchLastSection(true);
     m_results->setEditTriggers(QAbstractItemView::NoEditTriggers);
     m_results->verticalHeader()->setVisible(false);
@@ -335,6 +342,15 @@ void MainWindow::buildAnalysisTabs()
 
     m_playground = new PlaygroundPanel(m_workbench);
     m_tabs->addTab(m_playground, tr("Playground"));
+
+    m_judge = new JudgePanel(m_workbench);
+    m_tabs->addTab(m_judge, tr("Judge && recover"));
+    connect(m_judge, &JudgePanel::archiveWritten, this, [this](const QString& path) {
+        m_lastArchive = path;
+        m_playground->setCompressedPath(path);
+        statusBar()->showMessage(tr("Recovered archive %1: Results ▸ Evaluate compressed archive measures it.").arg(path), 15000);
+        updateActions();
+    });
 }
 
 void MainWindow::showTab(QWidget* page)
@@ -593,6 +609,10 @@ void MainWindow::updateActions()
     m_evalOriginal->setEnabled(!busy && m_workbench->hasModel() && !m_workbench->summary().isArchive);
     m_evalCompressed->setEnabled(!busy && haveArchive);
     m_sensitivity->setEnabled(!busy || m_workbench->runningKind() == JobStatus::Kind::Sensitivity);
+    const QString calib = m_calibText->text().trimmed();
+    m_judge->setTrainingText(calib.isEmpty() ? m_textPath->text().trimmed() : calib);
+    m_judge->setArchive(haveArchive ? m_lastArchive : QString());
+    m_evalReference->setEnabled(m_workbench->hasModel() && !m_workbench->summary().isArchive);
     m_playground->setEnabled(!busy || m_workbench->runningKind() == JobStatus::Kind::Playground);
     if (!busy)
         m_jobLabel->clear();
@@ -661,6 +681,8 @@ bool MainWindow::startEval(bool compressed)
     p.modelPath = (compressed ? m_lastArchive : m_workbench->summary().path).toStdString();
     p.textPath = m_textPath->text().trimmed().toStdString();
     p.eval.ctx = m_ctx->value();
+    if (compressed && m_evalReference->isChecked() && m_workbench->hasModel() && !m_workbench->summary().isArchive)
+        p.referencePath = m_workbench->summary().path.toStdString();
     QString error;
     if (p.modelPath.empty() || !m_workbench->startEval(p, &error)) {
         m_lastError = p.modelPath.empty() ? tr("Nothing to evaluate: open a model or compress one first.") : error;
@@ -790,7 +812,11 @@ void MainWindow::onEvalFinished(const EvalOutcome& o)
     ppl->setData(Qt::UserRole, o.perplexity);
     m_results->setItem(row, 3, ppl);
     m_results->setItem(row, 4, cell(reference > 0 && !original ? QStringLiteral("%1%2 %").arg(o.perplexity >= reference ? "+" : "").arg(100 * (o.perplexity / reference - 1), 0, 'f', 2) : QStringLiteral("-"), true));
-    m_results->setItem(row, 5, cell(o.runId > 0 ? tr("#%1").arg(o.runId) : tr("not recorded")));
+    m_results->setItem(row, 5, cell(o.divergence ? QStringLiteral("%1 (%2)").arg(o.divergence->meanKl, 0, 'f', 4).arg(o.divergence->klP99, 0, 'f', 3)
+                                                 : QStringLiteral("-"),
+                                    true));
+    m_results->setItem(row, 6, cell(o.divergence ? QStringLiteral("%1 %").arg(100 * o.divergence->top1Agreement, 0, 'f', 1) : QStringLiteral("-"), true));
+    m_results->setItem(row, 7, cell(o.runId > 0 ? tr("#%1").arg(o.runId) : tr("not recorded")));
     m_results->resizeColumnsToContents();
     updateActions();
 }

@@ -11,6 +11,7 @@
 #include <QTimer>
 
 class QAction;
+class QCheckBox;
 class QLabel;
 class QComboBox;
 class QLineEdit;
@@ -27,6 +28,7 @@ namespace pocket::ui {
 class ComparePanel;
 class SensitivityPanel;
 class PlaygroundPanel;
+class JudgePanel;
 class LayerPicker;
 class MethodForm;
 class TrainingChart;
@@ -67,6 +69,8 @@ public:
     ComparePanel* comparePanel() const { return m_compare; }
     SensitivityPanel* sensitivityPanel() const { return m_sensitivity; }
     PlaygroundPanel* playgroundPanel() const { return m_playground; }
+    JudgePanel* judgePanel() const { return m_judge; }
+    QCheckBox* evalReferenceCheck() const { return m_evalReference; }
     // Shows the tab holding `page`.
     void showTab(QWidget* page);
     QTabWidget* tabs() const { return m_tabs; }
@@ -118,6 +122,8 @@ private:
     ComparePanel* m_compare = nullptr;
     SensitivityPanel* m_sensitivity = nullptr;
     PlaygroundPanel* m_playground = nullptr;
+    JudgePanel* m_judge = nullptr;
+    QCheckBox* m_evalReference = nullptr;
     QTabWidget* m_tabs = nullptr;
     QLabel* m_summary = nullptr;
     QLabel* m_estimate = nullptr;

@@ -75,6 +75,8 @@ Workbench::Workbench(QObject* parent, const QString& extraPluginFolder) : QObjec
     qRegisterMetaType<TrainPoint>();
     qRegisterMetaType<PlaygroundToken>();
     qRegisterMetaType<PlaygroundOutcome>();
+    qRegisterMetaType<ZeroShotOutcome>();
+    qRegisterMetaType<RecoverOutcome>();
     qRegisterMetaType<SensitivityOutcome>();
     qRegisterMetaType<UnitSensitivity>();
     qRegisterMetaType<QVector<UnitSensitivity>>();
@@ -253,8 +255,12 @@ void Workbench::drainMetrics()
         tokens.swap(m_pendingTokens);
         status.swap(m_pendingStatus);
     }
-    if (!points.empty())
-        Q_EMIT trainMetrics(QVector<TrainPoint>(points.begin(), points.end()));
+    if (!points.empty()) {
+        if (m_runningKind == JobStatus::Kind::Recover)
+            Q_EMIT recoverSteps(QVector<TrainPoint>(points.begin(), points.end()));
+        else
+            Q_EMIT trainMetrics(QVector<TrainPoint>(points.begin(), points.end()));
+    }
     if (!units.empty())
         Q_EMIT sensitivityUnits(QVector<UnitSensitivity>(units.begin(), units.end()));
     if (!tokens.empty())
@@ -469,11 +475,17 @@ bool Workbench::startEval(const EvalJobParams& params, QString* error)
             o.ctx = result->result.ctx;
             o.seconds = result->totalSeconds;
             o.runId = result->runId;
+            o.divergence = result->result.divergence;
             o.message = tr("Perplexity %1 over %2 tokens (ctx %3) in %4.")
                             .arg(o.perplexity, 0, 'f', 4)
                             .arg(o.tokens)
                             .arg(o.ctx)
                             .arg(formatSeconds(o.seconds));
+            if (o.divergence)
+                o.message += tr(" Against the original: KL %1 nats/token (99th percentile %2), same top-1 for %3% of tokens.")
+                                 .arg(o.divergence->meanKl, 0, 'f', 4)
+                                 .arg(o.divergence->klP99, 0, 'f', 3)
+                                 .arg(100 * o.divergence->top1Agreement, 0, 'f', 1);
         } else {
             o.cancelled = result.cancelled();
             o.errorKind = result.kind();

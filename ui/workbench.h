@@ -16,6 +16,7 @@
 #include "pocket/io/dtype.h"
 #include "pocket/jobs/eval_job.h"
 #include "pocket/jobs/playground.h"
+#include "pocket/jobs/recover_job.h"
 #include "pocket/methods/method_registry.h"
 #include "pocket/analysis/allocation.h"
 #include "pocket/analysis/sensitivity.h"
@@ -56,7 +57,7 @@ struct TrainPoint {
 
 // What a progress bar shows.
 struct JobStatus {
-    enum class Kind { None, Compress, Eval, Export, Sensitivity, Playground };
+    enum class Kind { None, Compress, Eval, Export, Sensitivity, Playground, ZeroShot, Recover };
     Kind kind = Kind::None;
     QString text;             // "group 3/35: model.layers.2.mlp.up_proj.weight  epoch 4/50"
     double fraction = 0;      // whole job, 0..1
@@ -111,6 +112,28 @@ struct EvalOutcome {
     int ctx = 0;
     double seconds = 0;
     qint64 runId = 0;
+    // With a reference model (EvalJobParams::referencePath): the divergence from it.
+    std::optional<pocket::DivergenceResult> divergence;
+};
+
+struct ZeroShotOutcome {
+    bool ok = false;
+    bool cancelled = false;
+    pocket::ErrorKind errorKind = pocket::ErrorKind::Input; // when not ok
+    QString message;
+    QString modelPath;
+    std::vector<pocket::ZeroShotTaskResult> tasks; // per task (scores included)
+    double meanAcc = 0;
+    QString averageName;
+    qint64 runId = 0;
+};
+
+struct RecoverOutcome {
+    bool ok = false;
+    bool cancelled = false;
+    pocket::ErrorKind errorKind = pocket::ErrorKind::Input; // when not ok
+    QString message;
+    pocket::RecoverJobResult result;
 };
 
 struct ExportOutcome {
@@ -187,6 +210,10 @@ public:
     // The original and a compressed model generating side by side (tokens stream through
     // playgroundTokens()); one run at a time, like every job.
     bool startPlayground(const pocket::PlaygroundRequest& request, QString* error);
+    // Zero-shot multiple-choice accuracy on task files (recorded in the store).
+    bool startZeroShot(const pocket::ZeroShotJobParams& params, QString* error);
+    // LoRA recovery of an archive: training steps stream through recoverSteps().
+    bool startRecover(const pocket::RecoverJobParams& params, QString* error);
     bool busy() const { return m_thread != nullptr; }
     JobStatus::Kind runningKind() const { return m_runningKind; }
     // Asks the running job to stop at its next safe point (finished groups stay for a resume).
@@ -219,6 +246,10 @@ Q_SIGNALS:
     // Playground tokens since the last report (buffered like the training metrics).
     void playgroundTokens(const QVector<pocket::PlaygroundToken>& tokens);
     void playgroundFinished(const pocket::ui::PlaygroundOutcome& outcome);
+    void zeroShotFinished(const pocket::ui::ZeroShotOutcome& outcome);
+    // Recovery training steps since the last report (step, totalSteps and loss of each; buffered).
+    void recoverSteps(const QVector<pocket::ui::TrainPoint>& steps);
+    void recoverFinished(const pocket::ui::RecoverOutcome& outcome);
     // A run was written to the experiment store.
     void storeChanged();
 
@@ -272,3 +303,5 @@ Q_DECLARE_METATYPE(pocket::ui::SensitivityOutcome)
 Q_DECLARE_METATYPE(pocket::UnitSensitivity)
 Q_DECLARE_METATYPE(pocket::PlaygroundToken)
 Q_DECLARE_METATYPE(pocket::ui::PlaygroundOutcome)
+Q_DECLARE_METATYPE(pocket::ui::ZeroShotOutcome)
+Q_DECLARE_METATYPE(pocket::ui::RecoverOutcome)

@@ -18,25 +18,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// The bundled task files (resources/eval/zeroshot), by task.
-std::vector<pocket::ZeroShotJobTask> bundledTasks()
-{
-    std::vector<pocket::ZeroShotJobTask> out;
-    const std::string dir = pocket::resourcesDir().empty() ? "" : pocket::resourcesDir() + "/eval/zeroshot";
-    std::error_code ec;
-    if (dir.empty() || !fs::is_directory(dir, ec))
-        return out;
-    std::vector<std::string> files;
-    for (const auto& e : fs::directory_iterator(dir, ec))
-        if (e.path().extension() == ".jsonl")
-            files.push_back(e.path().string());
-    std::sort(files.begin(), files.end());
-    for (const auto& f : files)
-        if (auto task = pocket::parseZeroShotTask(f))
-            out.push_back({*task, f});
-    return out;
-}
-
 // "FILE" (task from its name), "TASK=FILE", or "TASK" (the bundled file of that task).
 pocket::Result<pocket::ZeroShotJobTask> parseTaskArgument(const std::string& arg, const std::vector<pocket::ZeroShotJobTask>& bundled)
 {
@@ -77,7 +58,7 @@ int runZeroShot(const Globals& g, const ZeroShotOptions& o)
     params.zeroShot.batch = o.batch;
     params.zeroShot.addBos = o.addBos;
     params.zeroShot.maxLength = o.maxLength;
-    const auto bundled = bundledTasks();
+    const auto bundled = pocket::bundledZeroShotTasks();
     if (o.tasks.empty()) {
         if (bundled.empty())
             return fail(g, "no task files given and none bundled (resources/eval/zeroshot not found): pass TASK=FILE arguments", kExitUsage);

@@ -12,6 +12,7 @@
 #include "pocket/support/timing.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <set>
 
 #include <nlohmann/json.hpp>
@@ -175,6 +176,26 @@ std::string averageName(const std::vector<ZeroShotJobTask>& tasks)
 }
 
 } // namespace
+
+std::vector<ZeroShotJobTask> bundledZeroShotTasks()
+{
+    namespace fs = std::filesystem;
+    std::vector<ZeroShotJobTask> out;
+    const std::string resources = resourcesDir();
+    std::error_code ec;
+    const fs::path dir = fs::path(resources) / "eval" / "zeroshot";
+    if (resources.empty() || !fs::is_directory(dir, ec))
+        return out;
+    std::vector<std::string> files;
+    for (const auto& e : fs::directory_iterator(dir, ec))
+        if (e.path().extension() == ".jsonl")
+            files.push_back(e.path().string());
+    std::sort(files.begin(), files.end());
+    for (const auto& f : files)
+        if (auto task = parseZeroShotTask(f))
+            out.push_back({*task, f});
+    return out;
+}
 
 // Long: read every task, open and load the model, score task by task, record per-task rows.
 Result<ZeroShotJobResult> runZeroShotJob(const ZeroShotJobParams& params, const MethodRegistry& registry, const RecorderOptions* recording,

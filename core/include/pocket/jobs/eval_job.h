@@ -92,6 +92,10 @@ struct ZeroShotJobResult {
     std::int64_t runId = 0;
 };
 
+// The task files bundled with the program (<resources>/eval/zeroshot/*.jsonl whose names start
+// with a task's), in file-name order; empty when there are none.
+std::vector<ZeroShotJobTask> bundledZeroShotTasks();
+
 // Reads every task file first (so that a bad line fails before the model loads), loads the model,
 // scores the tasks in order and records an eval run whose results are per task "accuracy" and,
 // where the harness has it, "accuracy_norm" (percent, as the published tables), their
