@@ -8,6 +8,7 @@
 #include "pocket/io/checkpoint.h"
 #include "pocket/io/gguf_export.h"
 #include "pocket/io/tensor_stats.h"
+#include "pocket/archive/model_archive.h"
 #include "pocket/jobs/eval_job.h"
 #include "pocket/io/hf_writer.h"
 #include "pocket/model/llama_model.h"
@@ -24,6 +25,7 @@
 #include <iostream>
 #include <limits>
 #include <map>
+#include <set>
 #include <sstream>
 
 namespace cli {
@@ -78,6 +80,22 @@ int runInfo(const Globals& g, const InfoOptions& o)
     out["bpw_linear"] = stored.linearBitsPerWeight;
     out["bpw_all_in"] = stored.allBitsPerWeight;
     out["tokenizer"] = (*ckpt)->tokenizerPath();
+    std::string adapterLine; // an archive with LoRA adapters (format 3)
+    if (pocket::isPllmFile(o.model)) {
+        auto archive = pocket::Archive::open(o.model, pocket::ContainerReader::Verify::ManifestOnly);
+        if (archive && !(*archive)->manifest().adapters.empty()) {
+            const auto& adapters = (*archive)->manifest().adapters;
+            const pocket::ArchiveBits bits = pocket::accountBits((*archive)->manifest());
+            std::set<int> ranks;
+            for (const auto& a : adapters) ranks.insert(a.rank);
+            out["adapters"] = {{"count", adapters.size()}, {"ranks", ranks}, {"bits", bits.adapterBits}, {"bpw", bits.bpwAdapters()}};
+            std::ostringstream line;
+            line << std::fixed << std::setprecision(3) << adapters.size() << " LoRA adapters (rank " << *ranks.begin()
+                 << (ranks.size() > 1 ? "+" : "") << "): +" << bits.bpwAdapters() << " bits per compressed weight, "
+                 << bits.bpwCompressed() << " in all (adapters applied when the model runs, merged when it is exported)";
+            adapterLine = line.str();
+        }
+    }
     std::string tokenizerLine = "(none found beside the model: pass --tokenizer tokenizer.model, tokenizer.json, tokenizer.bin or a .gguf)";
     if (!(*ckpt)->tokenizerPath().empty()) {
         auto tokenizer = pocket::loadTokenizer((*ckpt)->tokenizerPath());
@@ -138,6 +156,8 @@ int runInfo(const Globals& g, const InfoOptions& o)
          << stored.linearMix() << "), " << stored.allBitsPerWeight << " all-in";
     if (!(*ckpt)->fileType().empty())
         text << "; file type " << (*ckpt)->fileType();
+    if (!adapterLine.empty())
+        text << "\nadapters     " << adapterLine;
     text << "\ntokenizer    " << tokenizerLine << "\n";
     if (o.tensors)
         for (const auto& row : tensorRows) {
