@@ -311,16 +311,7 @@ Status repackArchive(const std::string& inPath, const std::string& outPath, cons
     }
     POCKET_TRY(applyLosslessStage(input.manifest.groups, options));
     POCKET_TRY(loadAdapterBytes(a, input.manifest));
-    auto tokenizer = a.tokenizerBytes();
-    if (!tokenizer)
-        return tokenizer.error();
-    input.tokenizerBytes = std::move(*tokenizer);
-    input.tensorBytes = [&](const ArchiveTensor& t, const ContainerWriter::Sink& sink) -> Status {
-        auto data = a.tensor(t.name);
-        if (!data)
-            return data.error();
-        return sink(data->data, data->info.byteSize);
-    };
+    POCKET_TRY(copyStoredParts(a, input));
     return writeArchive(outPath, std::move(input));
 }
 

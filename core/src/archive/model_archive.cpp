@@ -589,17 +589,23 @@ Status writeArchiveWithAdapters(const std::string& inPath, const std::string& ou
     }
     input.manifest.adapters.clear();
     for (const LoraAdapter& adapter : adapters) input.manifest.adapters.push_back(archiveAdapter(adapter));
-    auto tokenizer = a.tokenizerBytes();
+    POCKET_TRY(copyStoredParts(a, input));
+    return writeArchive(outPath, std::move(input));
+}
+
+Status copyStoredParts(const Archive& archive, ArchiveInput& input)
+{
+    auto tokenizer = archive.tokenizerBytes();
     if (!tokenizer)
         return tokenizer.error();
     input.tokenizerBytes = std::move(*tokenizer);
-    input.tensorBytes = [&](const ArchiveTensor& t, const ContainerWriter::Sink& sink) -> Status {
-        auto data = a.tensor(t.name);
+    input.tensorBytes = [&archive](const ArchiveTensor& t, const ContainerWriter::Sink& sink) -> Status {
+        auto data = archive.tensor(t.name);
         if (!data)
             return data.error();
         return sink(data->data, data->info.byteSize);
     };
-    return writeArchive(outPath, std::move(input));
+    return {};
 }
 
 } // namespace pocket

@@ -187,6 +187,11 @@ std::int64_t EvalRecorder::done(const EvalResult& r)
                 return disable(s.message());
         }
     }
+    return finishEval();
+}
+
+std::int64_t EvalRecorder::finishEval()
+{
     RunFinish f;
     f.wallSeconds = secondsSinceStart();
     f.bpwCompressed = m_bpwCompressed;
@@ -221,11 +226,7 @@ std::int64_t EvalRecorder::done(const std::vector<DatasetResult>& results)
         if (auto s = m_store->addResult(m_runId, result); !s)
             return disable(s.message());
     }
-    RunFinish f;
-    f.wallSeconds = secondsSinceStart();
-    f.bpwCompressed = m_bpwCompressed;
-    f.bpwAllIn = m_bpwAllIn;
-    return finishDone(f);
+    return finishEval();
 }
 
 CompressRecorder::CompressRecorder(RecorderOptions options, CompressJobParams params)

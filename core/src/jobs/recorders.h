@@ -35,6 +35,7 @@ protected:
     Result<std::int64_t> insertRun(ExperimentStore& store) override;
 
 private:
+    std::int64_t finishEval(); // the run done, with the model's bits
     std::string m_modelPath;
     std::string m_modelName;
     std::string m_architecture;

@@ -109,6 +109,10 @@ private:
     ArchiveManifest m_manifest;
 };
 
+// Fills `input`'s tokenizer bytes and its source of uncompressed tensors from `archive`, as stored:
+// for writers that rewrite an archive (`archive` must outlive the write).
+Status copyStoredParts(const Archive& archive, ArchiveInput& input);
+
 // Fills the bytes of `manifest.adapters` from `archive` (to write them again, as a repack does).
 Status loadAdapterBytes(const Archive& archive, ArchiveManifest& manifest);
 
