@@ -226,6 +226,11 @@ private Q_SLOTS:
         QTest::newRow("generate --precision f16") << QStringList{"generate", demo(), "--precision", "f16"};
         QTest::newRow("generate --memory-budget lots") << QStringList{"generate", demo(), "--memory-budget", "lots"};
         QTest::newRow("generate budget on a model") << QStringList{"generate", demo(), "--memory-budget", "100"};
+        QTest::newRow("zeroshot unknown task") << QStringList{"zeroshot", demo(), "hellaswag"};
+        QTest::newRow("zeroshot bad task name") << QStringList{"zeroshot", demo(), "trivia=x.jsonl"};
+        QTest::newRow("recover without --calib-text") << QStringList{"recover", "x.pllm"};
+        QTest::newRow("recover --objective mse") << QStringList{"recover", "x.pllm", "--calib-text", "x.txt", "--objective", "mse"};
+        QTest::newRow("recover a model, not an archive") << QStringList{"recover", demo(), "--calib-text", "x.txt"};
     }
     void usageErrors()
     {
@@ -342,6 +347,42 @@ private Q_SLOTS:
         QCOMPARE(windows, (tokens + 62) / 63);
         QCOMPARE(j.at("tokens_processed").get<qint64>(), tokens + windows);
         m_demoPerplexity = ppl;
+    }
+
+    // Divergence, zero-shot and recovery through the CLI: the JSON keys, the model against itself
+    // (no divergence), a recovered archive that eval, info and generate run with its adapters.
+    void judgeAndRecoverDemo()
+    {
+        Run r;
+        const json self = runJson({"eval", demo(), "--text", m_text, "--ctx", "64", "--reference", demo()}, &r);
+        QVERIFY2(r.code == 0, qPrintable(r.describe()));
+        QVERIFY(self.at("reference").at("kl_mean").get<double>() < 1e-6);
+        QCOMPARE(self.at("reference").at("top1_agreement").get<double>(), 1.0);
+        const json zero = runJson({"zeroshot", demo(), "piqa", "winogrande", "--limit", "8"}, &r);
+        QVERIFY2(r.code == 0, qPrintable(r.describe()));
+        QCOMPARE(zero.at("tasks").size(), std::size_t{2});
+        QCOMPARE(zero.at("tasks")[0].at("items").get<int>(), 8);
+        QVERIFY(zero.at("tasks")[0].contains("acc_norm") && !zero.at("tasks")[1].contains("acc_norm"));
+        QCOMPARE(zero.at("average_dataset").get<std::string>(), std::string("zero-shot:piqa,winogrande"));
+
+        const QString archive = path("judge-rtn2.pllm"), recovered = path("judge-rtn2-lora.pllm");
+        QVERIFY2(runJson({"compress", demo(), "--method", "rtn", "--set", "bits=2", "--out", archive}, &r).is_object() && r.code == 0, qPrintable(r.describe()));
+        const json rec = runJson({"recover", archive, "--calib-text", m_text, "--calib-samples", "16", "--calib-len", "32", "--rank", "1", "--batch", "4", "--epochs", "2", "--lr", "1e-3"}, &r);
+        QVERIFY2(r.code == 0, qPrintable(r.describe()));
+        QCOMPARE(QString::fromStdString(rec.at("out").get<std::string>()), recovered);
+        QCOMPARE(rec.at("adapters").get<int>(), 35);
+        QVERIFY(rec.at("objective_after").get<double>() < rec.at("objective_before").get<double>());
+        QVERIFY(relClose(rec.at("bpw_after").get<double>() - rec.at("bpw_before").get<double>(), rec.at("adapter_bpw").get<double>(), 1e-9));
+        const json info = runJson({"info", recovered}, &r);
+        QVERIFY2(r.code == 0 && info.contains("adapters"), qPrintable(r.describe()));
+        QCOMPARE(info.at("adapters").at("count").get<int>(), 35);
+        // Again without --force: refused, the first output kept.
+        Run again = run({"recover", archive, "--calib-text", m_text, "--calib-samples", "8", "--calib-len", "32"});
+        QCOMPARE(again.code, 2);
+        const json before = runJson({"eval", archive, "--text", m_text, "--ctx", "64"}, &r);
+        const json after = runJson({"eval", recovered, "--text", m_text, "--ctx", "64"}, &r);
+        QVERIFY2(r.code == 0, qPrintable(r.describe()));
+        QVERIFY(after.at("perplexity").get<double>() != before.at("perplexity").get<double>());
     }
 
     // The lossless stage end to end: the same rtn 3-bit compression with --entropy none and on

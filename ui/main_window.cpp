@@ -346,11 +346,16 @@ void MainWindow::buildAnalysisTabs()
     m_judge = new JudgePanel(m_workbench);
     m_tabs->addTab(m_judge, tr("Judge && recover"));
     connect(m_judge, &JudgePanel::archiveWritten, this, [this](const QString& path) {
-        m_lastArchive = path;
-        m_playground->setCompressedPath(path);
+        setLastArchive(path);
         statusBar()->showMessage(tr("Recovered archive %1: Results ▸ Evaluate compressed archive measures it.").arg(path), 15000);
-        updateActions();
     });
+}
+
+void MainWindow::setLastArchive(const QString& path)
+{
+    m_lastArchive = path;
+    m_playground->setCompressedPath(path);
+    updateActions();
 }
 
 void MainWindow::showTab(QWidget* page)

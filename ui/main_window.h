@@ -61,6 +61,8 @@ public:
     // What File ▸ Export GGUF exports: the last archive, else the open model ("" when neither).
     QString ggufExportSource() const;
     QString lastArchive() const { return m_lastArchive; }
+    // Makes `path` the archive the Results, Judge & recover and Playground tabs work on.
+    void setLastArchive(const QString& path);
 
     // Widgets, for tests and the screenshot script.
     LayerPicker* layerPicker() const { return m_picker; }

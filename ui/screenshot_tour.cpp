@@ -3,6 +3,7 @@
 #include "layer_picker.h"
 #include "main_window.h"
 #include "method_form.h"
+#include "judge_panel.h"
 #include "playground_panel.h"
 #include "sensitivity_panel.h"
 #include "workbench.h"
@@ -40,6 +41,7 @@ void settle(int ms)
 } // namespace
 
 int renderPlayground(Workbench& wb, MainWindow& window, const QString& dir);
+int renderJudge(Workbench& wb, MainWindow& window, const QString& dir, const QString& archive);
 
 int renderScreenshots(Workbench& wb, MainWindow& window, const QString& dir)
 {
@@ -121,9 +123,42 @@ int renderPlayground(Workbench& wb, MainWindow& window, const QString& dir)
         wb.waitForIdle(kJobTimeoutMs);
         settle(300);
         window.grab().save(QDir(dir).filePath(QStringLiteral("workbench-playground-%1bit.png").arg(bits)));
+        if (bits == 2 && renderJudge(wb, window, dir, QString::fromStdString(p.outPath)) != 0)
+            return 1;
         QFile::remove(QString::fromStdString(p.outPath));
     }
     std::printf("screenshots written to %s\n", qPrintable(dir));
+    return 0;
+}
+
+// Judge & recover: zero-shot accuracy of the demo model and its RTN 2-bit archive (100 items per
+// task), then a rank-1 LoRA recovery of the MLP matrices with its loss curve.
+int renderJudge(Workbench& wb, MainWindow& window, const QString& dir, const QString& archive)
+{
+    auto* judge = window.judgePanel();
+    window.setLastArchive(archive);
+    window.showTab(judge);
+    judge->limitSpin()->setValue(100);
+    QString error;
+    for (const bool compressed : {false, true}) {
+        if (!judge->startZeroShot(compressed, &error)) {
+            std::fprintf(stderr, "screenshots: %s\n", qPrintable(error));
+            return 1;
+        }
+        wb.waitForIdle(kJobTimeoutMs);
+    }
+    judge->rankSpin()->setValue(1);
+    judge->typesCombo()->setCurrentIndex(1);
+    judge->samplesSpin()->setValue(64);
+    judge->outputEdit()->setText(QDir(dir).absoluteFilePath(QStringLiteral("judge-lora.pllm")));
+    if (!judge->startRecover(&error)) {
+        std::fprintf(stderr, "screenshots: %s\n", qPrintable(error));
+        return 1;
+    }
+    wb.waitForIdle(kJobTimeoutMs);
+    settle(300);
+    window.grab().save(QDir(dir).filePath(QStringLiteral("workbench-judge.png")));
+    QFile::remove(QDir(dir).filePath(QStringLiteral("judge-lora.pllm")));
     return 0;
 }
 
