@@ -17,6 +17,7 @@
 #include <QLineEdit>
 #include <QPushButton>
 #include <QSpinBox>
+#include <QStandardItemModel>
 #include <QTableWidget>
 #include <QVBoxLayout>
 
@@ -164,7 +165,10 @@ void JudgePanel::updateActions()
     m_zeroOriginal->setEnabled(!busy && haveOriginal);
     m_zeroCompressed->setEnabled(!busy && haveArchive);
     m_recover->setEnabled(!busy && haveArchive);
-    m_objective->setItemData(1, haveOriginal ? QVariant() : QVariant(0), Qt::UserRole - 1); // KL needs the original open
+    if (auto* model = qobject_cast<QStandardItemModel*>(m_objective->model())) // KL needs the original open
+        model->item(1)->setEnabled(haveOriginal);
+    if (!haveOriginal && m_objective->currentIndex() == 1)
+        m_objective->setCurrentIndex(0);
 }
 
 bool JudgePanel::startZeroShot(bool compressed, QString* error)
