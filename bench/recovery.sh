@@ -4,7 +4,8 @@
 # best PocketLLM variant of bench/pocketllm_vs_baselines.sh, d4 K1024), each evaluated against the
 # original (perplexity, KL(original || model) with percentiles, same top-1) before and after
 # `recover` with each adapter setting in $RECOVER (default: rank 1 on the MLP matrices, the setting
-# that stays under 0.3 bpw_c; rank 1 on every matrix; rank 4 on every matrix). Calibration and
+# that stays under 0.3 bpw_c; rank 1 on every matrix; rank 4 on every matrix; rank 1 on the MLP
+# matrices trained on KL(original || model) instead of the next-token loss). Calibration and
 # training: the last quarter of TinyStories part A; evaluation: the first three quarters, ctx 256.
 # With ZEROSHOT=1 (default) also zero-shot accuracy of the FP32 model on the five bundled tasks.
 #   bash bench/recovery.sh [BUILD_DIR]     outputs in $BENCH_DIR (default <build>/bench/recovery)
@@ -21,7 +22,7 @@ PART_A=../shared/assets/eval/tinystories/tinystories_valid_part_a.txt
 split_part_a "$PART_A"
 CALIB=(--calib-text "$OUT/calib.txt" --calib-samples 128 --calib-len 256)
 TRAIN=${TRAIN:-"--lr 1e-3 --epochs 4 --batch 8"}
-RECOVER=${RECOVER:-"mlp-r1:--rank=1:--types=gate_proj,up_proj,down_proj all-r1:--rank=1 all-r4:--rank=4"}
+RECOVER=${RECOVER:-"mlp-r1:--rank=1:--types=gate_proj,up_proj,down_proj all-r1:--rank=1 all-r4:--rank=4 mlp-r1-kl:--rank=1:--types=gate_proj,up_proj,down_proj:--objective=kl:--original=$MODEL"}
 CSV="$OUT/recovery-stories260K.csv"
 echo "series,adapters,bpw_c,adapter_bpw,perplexity,kl_mean,kl_p99,top1,objective_before,objective_after,train_s" > "$CSV"
 
