@@ -154,6 +154,8 @@ private Q_SLOTS:
         QCOMPARE(bos.target, a.target);
         const EncodedRequest empty = encodeZeroShotRequest(t, "", "there was", 512, false);
         QCOMPARE(empty.input.front(), t.bosId());
+        // Nothing to predict: no input, nothing scored (the harness's requests always have a token to score).
+        QVERIFY(encodeZeroShotRequest(t, "", "", 512, false).input.empty());
         const EncodedRequest cut = encodeZeroShotRequest(t, "Once upon a time", " there was", 4, false);
         QCOMPARE(cut.input.size(), std::size_t{4});
         QCOMPARE(cut.input.back(), whole[whole.size() - 2]);

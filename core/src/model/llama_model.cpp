@@ -665,16 +665,36 @@ Result<std::vector<double>> LlamaModel::trainAdapters(const AdapterTrainingParam
     if (m.embed.is_inference())
         return Error::usage("training adapters needs a model loaded with trainable tensors", "trainable");
     const std::set<std::string> chosen(p.matrices.begin(), p.matrices.end());
+    {
+        std::set<std::string> known;
+        for (const auto& [name, w] : namedWeights(m)) known.insert(name);
+        for (const auto& name : chosen)
+            if (!known.count(name))
+                return Error::usage("'" + name + "' is not a linear weight of this model", "matrices");
+    }
     std::mt19937_64 rng(p.seed);
     std::vector<at::Tensor> params;
+    // On any way out, the adapters are left as plain tensors (no autograd state), as stored.
+    struct Detach {
+        Impl& m;
+        ~Detach()
+        {
+            try {
+                for (const auto& [name, w] : namedWeights(m))
+                    if (w->loraA.defined()) {
+                        w->loraA = w->loraA.detach().to(at::kHalf).to(at::kFloat);
+                        w->loraB = w->loraB.detach().to(at::kHalf).to(at::kFloat);
+                    }
+            } catch (...) { // out of memory at worst: the adapters stay as they were
+            }
+        }
+    } detach{m};
     try {
-        std::set<std::string> seen;
         for (const auto& [name, w] : namedWeights(m)) {
             w->loraA = at::Tensor();
             w->loraB = at::Tensor();
             if (!chosen.empty() && !chosen.count(name))
                 continue;
-            seen.insert(name);
             const int rank = static_cast<int>(std::min<std::int64_t>(p.rank, std::min(w->rows, w->cols)));
             std::vector<float> a(static_cast<std::size_t>(rank * w->cols));
             std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
@@ -687,9 +707,6 @@ Result<std::vector<double>> LlamaModel::trainAdapters(const AdapterTrainingParam
             params.push_back(w->loraA);
             params.push_back(w->loraB);
         }
-        for (const auto& name : chosen)
-            if (!seen.count(name))
-                return Error::usage("'" + name + "' is not a linear weight of this model", "matrices");
         std::vector<at::Tensor> moment1, moment2;
         for (const auto& t : params) {
             moment1.push_back(at::zeros_like(t).detach());
@@ -737,13 +754,8 @@ Result<std::vector<double>> LlamaModel::trainAdapters(const AdapterTrainingParam
                     return Error::cancelled();
             }
         }
-        // As an archive stores them: fp16 values, no autograd state.
-        for (const auto& [name, w] : namedWeights(m))
-            if (w->loraA.defined()) {
-                w->loraA = w->loraA.detach().to(at::kHalf).to(at::kFloat);
-                w->loraB = w->loraB.detach().to(at::kHalf).to(at::kFloat);
-            }
-        return losses;
+        return losses; // `detach` rounds the adapters to fp16, as an archive stores them
+
     } catch (const c10::Error& e) {
         return Error{"adapter training failed: " + describe(e)};
     } catch (const std::exception& e) {

@@ -342,7 +342,7 @@ EncodedRequest encodeZeroShotRequest(const Tokenizer& tokenizer, std::string con
 {
     std::vector<std::int32_t> contextTokens, continuationTokens;
     if (context.empty()) {
-        contextTokens = {tokenizer.bosId()}; // the harness's prefix_token_id
+        contextTokens = {tokenizer.bosId() >= 0 ? tokenizer.bosId() : tokenizer.eosId()}; // the harness's prefix_token_id
         continuationTokens = tokenizer.encode(continuation);
     } else {
         // _encode_pair: the context's trailing white space moves into the continuation.
@@ -361,9 +361,11 @@ EncodedRequest encodeZeroShotRequest(const Tokenizer& tokenizer, std::string con
     }
     std::vector<std::int32_t> all = contextTokens;
     all.insert(all.end(), continuationTokens.begin(), continuationTokens.end());
+    EncodedRequest r;
+    if (all.size() < 2) // nothing to predict (a blank context and an empty continuation)
+        return r;
     // (context_enc + continuation_enc)[-(max_length + 1):][:-1]
     const std::size_t keepTokens = std::min(all.size(), static_cast<std::size_t>(maxLength) + 1);
-    EncodedRequest r;
     r.input.assign(all.end() - static_cast<std::ptrdiff_t>(keepTokens), all.end() - 1);
     r.target = continuationTokens;
     r.continuationTokens = static_cast<int>(std::min(continuationTokens.size(), r.input.size()));
@@ -422,8 +424,11 @@ Result<ZeroShotTaskResult> evaluateZeroShot(const LlamaModel& model, const Token
     };
     std::vector<Request> requests;
     for (std::size_t i = 0; i < items.size(); ++i)
-        for (std::size_t c = 0; c < items[i].contexts.size(); ++c)
-            requests.push_back({i, c, encodeZeroShotRequest(tokenizer, items[i].contexts[c], items[i].continuations[c], maxLength, params.addBos)});
+        for (std::size_t c = 0; c < items[i].contexts.size(); ++c) {
+            Request r{i, c, encodeZeroShotRequest(tokenizer, items[i].contexts[c], items[i].continuations[c], maxLength, params.addBos)};
+            if (!r.enc.input.empty()) // else nothing is scored: its log-likelihood stays 0
+                requests.push_back(std::move(r));
+        }
     // Longest first (the harness's order), so a batch's padding is small.
     std::vector<std::size_t> order(requests.size());
     std::iota(order.begin(), order.end(), 0);

@@ -26,6 +26,8 @@ struct RecoverJobParams {
     std::string originalPath;      // the uncompressed model: teacher of the KL objective ("" = none)
     AdapterTrainingParams training;
     // Matrices to adapt: "" = every compressed matrix, else a comma list of types ("down_proj,o_proj").
+    // The output holds only the new adapters: any the input archive had are replaced, also on the
+    // matrices of other types.
     std::string types;
 };
 
