@@ -38,11 +38,7 @@ public:
     }
     bool compressed(const std::string& name) const { return m_where.count(name) > 0; }
     // Whether the archive has a LoRA adapter on the matrix (its codes alone would drop it).
-    bool adapted(const std::string& name) const
-    {
-        const auto& adapters = m_archive->manifest().adapters;
-        return std::any_of(adapters.begin(), adapters.end(), [&](const ArchiveAdapter& a) { return a.tensor == name; });
-    }
+    bool adapted(const std::string& name) const { return hasAdapter(m_archive->manifest(), name); }
     const GroupPayload& manifestPayload(const std::string& name) const { return m_archive->manifest().groups[m_where.at(name).first].payload; }
     std::size_t indexInGroup(const std::string& name) const { return m_where.at(name).second; }
     // The group's payload with its bytes.
@@ -197,10 +193,8 @@ Result<std::vector<ArchiveGgufTensor>> planGgufExport(const std::string& source,
                 const UniformLayout l = layoutOf(*it->second.first, it->second.second);
                 p.method = l.method;
                 p.how = "decoded";
-                const auto& adapters = archive->manifest().adapters;
-                const bool adapted = std::any_of(adapters.begin(), adapters.end(), [&](const ArchiveAdapter& a) { return a.tensor == t.name; });
-                p.reason = !options.exact ? "exact re-encoding turned off"
-                           : adapted      ? kAdapterMerged
+                p.reason = !options.exact                              ? "exact re-encoding turned off"
+                           : hasAdapter(archive->manifest(), t.name) ? kAdapterMerged
                                           : noExactType(l.method, l.bits, l.groupCols, t.shape[1], l.intZero);
                 if (p.reason.empty()) {
                     p.how = "exact";

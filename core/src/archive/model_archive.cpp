@@ -84,14 +84,21 @@ Status checkModelLayout(const ArchiveManifest& m, const std::string& file)
     return {};
 }
 
+// The compressed matrices of the groups, by tensor name.
+std::map<std::string, const MatrixRef*> compressedMatrices(const ArchiveManifest& m)
+{
+    std::map<std::string, const MatrixRef*> out;
+    for (const ArchiveGroup& g : m.groups)
+        for (const MatrixResult& r : g.payload.matrices) out[r.ref.name] = &r.ref;
+    return out;
+}
+
 std::string adapterSectionName(const std::string& tensor, const char* which) { return "adapter/" + tensor + "/" + which; }
 
 // Each adapter on a distinct compressed matrix, with its shape; when writing, its bytes sized.
 Status checkAdapters(const ArchiveManifest& m, const std::string& path, bool needBytes = true)
 {
-    std::map<std::string, const MatrixRef*> compressed;
-    for (const ArchiveGroup& g : m.groups)
-        for (const MatrixResult& r : g.payload.matrices) compressed[r.ref.name] = &r.ref;
+    const std::map<std::string, const MatrixRef*> compressed = compressedMatrices(m);
     std::set<std::string> seen;
     for (const ArchiveAdapter& a : m.adapters) {
         const std::string where = "adapter '" + a.tensor + "'";
@@ -263,9 +270,7 @@ Status readAdapters(const Fields& f, const ContainerReader& c, ArchiveManifest& 
     auto adapters = f.array("adapters");
     if (!adapters)
         return adapters.error();
-    std::map<std::string, const MatrixRef*> compressed;
-    for (const ArchiveGroup& g : m.groups)
-        for (const MatrixResult& r : g.payload.matrices) compressed[r.ref.name] = &r.ref;
+    const std::map<std::string, const MatrixRef*> compressed = compressedMatrices(m);
     for (std::size_t i = 0; i < (*adapters)->size(); ++i) {
         const Json& e = (**adapters)[i];
         if (!e.is_object())
@@ -517,6 +522,11 @@ Result<std::vector<std::uint8_t>> Archive::tokenizerBytes() const
     });
 }
 
+
+bool hasAdapter(const ArchiveManifest& manifest, const std::string& tensor)
+{
+    return std::any_of(manifest.adapters.begin(), manifest.adapters.end(), [&](const ArchiveAdapter& a) { return a.tensor == tensor; });
+}
 
 ArchiveAdapter archiveAdapter(const LoraAdapter& adapter)
 {

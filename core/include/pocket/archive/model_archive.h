@@ -74,6 +74,9 @@ struct ArchiveManifest {
     std::vector<ArchiveAdapter> adapters; // LoRA adapters of compressed matrices (none: format 1 or 2)
 };
 
+// Whether `manifest` has a LoRA adapter on the matrix `tensor`.
+bool hasAdapter(const ArchiveManifest& manifest, const std::string& tensor);
+
 
 // Writes a model archive: the uncompressed tensors come from `tensorBytes(name, sink)` (streamed,
 // each exactly its dtype size), the groups from their payloads (taken with their bytes), the
