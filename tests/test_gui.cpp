@@ -296,6 +296,17 @@ private Q_SLOTS:
         QVERIFY(plan.allocation.plan.bpw <= 3.5 + 1e-9);
         QCOMPARE(int(panel->planMatrixSettings().size()), 35);
         QCOMPARE(panel->planTable()->rowCount(), 35);
+        // Unit names and plan settings are shown whole (the issue: the unit column showed "...").
+        settle(50);
+        for (QTableWidget* table : {panel->table(), panel->planTable()})
+            for (int column : table == panel->table() ? std::vector<int>{0} : std::vector<int>{0, 1})
+                for (int r = 0; r < table->rowCount(); ++r) {
+                    const QString text = table->item(r, column)->text();
+                    QVERIFY(column == 1 || text.startsWith("model.layers."));
+                    const int needed = table->fontMetrics().horizontalAdvance(text);
+                    QVERIFY2(table->columnWidth(column) >= needed,
+                             qPrintable(QString("%1: column %2 is %3 px, needs %4").arg(text).arg(column).arg(table->columnWidth(column)).arg(needed)));
+                }
         // The heatmap's plan view: every matrix labelled with its menu entry and method.
         panel->metricCombo()->setCurrentIndex(SensitivityPanel::kPlanMetric);
         QCOMPARE(panel->filledCells(), 35);

@@ -9,6 +9,7 @@
 #include "method_form.h"
 #include "sensitivity_panel.h"
 #include "judge_panel.h"
+#include "inspect_panel.h"
 #include "playground_panel.h"
 #include "training_chart.h"
 
@@ -108,6 +109,7 @@ MainWindow::MainWindow(Workbench* workbench, QWidget* parent) : QMainWindow(pare
         m_compare->setModelFilter(m_workbench->summary().isArchive ? QString() : m_workbench->summary().name);
         m_compare->refresh();
         updateActions();
+        suggestSettings(true); // the form's proposal fits the model just opened
         m_estimateTimer.start();
     });
     connect(m_workbench, &Workbench::jobProgress, this, &MainWindow::onProgress);
@@ -131,6 +133,10 @@ MainWindow::MainWindow(Workbench* workbench, QWidget* parent) : QMainWindow(pare
     connect(m_form, &MethodForm::changed, this, [this] {
         if (!m_outPathEdited && m_workbench->hasModel() && !m_workbench->busy())
             m_outPath->setText(m_workbench->defaultArchivePath(m_form->methodId()));
+        // Another method, at its defaults: its proposal fits the model too.
+        if (m_workbench->hasModel() && m_proposedFor != m_workbench->summary().path + QLatin1Char('|') + m_form->methodId() &&
+            !m_form->rememberedSettings().contains(m_form->methodId()))
+            suggestSettings(true);
         m_estimateTimer.start();
     });
     connect(m_outPath, &QLineEdit::textEdited, this, [this] {
@@ -195,6 +201,10 @@ QWidget* MainWindow::buildCompressTab()
     m_form = new MethodForm;
     m_form->setRegistry(&m_workbench->registry());
     settingsLayout->addWidget(m_form, 1);
+    m_suggest = new QPushButton(tr("Suggest settings for this model"));
+    m_suggest->setToolTip(tr("Share codebooks and decoders (and shrink the codebook) until they cost at most a tenth of the codes: "
+                             "on a small model one network for the whole model, on a 7B model the paper's one per matrix"));
+    settingsLayout->addWidget(m_suggest);
     compress->addWidget(settingsBox);
 
     auto* runPane = new QWidget;
@@ -247,6 +257,7 @@ QWidget* MainWindow::buildCompressTab()
     compress->setStretchFactor(0, 1);
     compress->setStretchFactor(1, 3);
 
+    connect(m_suggest, &QPushButton::clicked, this, [this] { suggestSettings(false); });
     connect(m_start, &QPushButton::clicked, this, [this] { startCompress(false); });
     connect(m_resume, &QPushButton::clicked, this, [this] { startCompress(true); });
     connect(m_cancel, &QPushButton::clicked, m_workbench, &Workbench::cancel);
@@ -342,6 +353,13 @@ void MainWindow::buildAnalysisTabs()
 
     m_playground = new PlaygroundPanel(m_workbench);
     m_tabs->addTab(m_playground, tr("Playground"));
+
+    m_inspect = new InspectPanel(&m_workbench->registry());
+    m_tabs->addTab(m_inspect, tr("Inspect"));
+    connect(m_tabs, &QTabWidget::currentChanged, this, [this] {
+        if (m_tabs->currentWidget() == m_inspect)
+            m_inspect->ensureInspected();
+    });
 
     m_judge = new JudgePanel(m_workbench);
     m_tabs->addTab(m_judge, tr("Judge && recover"));
@@ -588,6 +606,12 @@ void MainWindow::updateEstimate()
                             (m_entropy->currentData().toString() == QLatin1String("none")
                                  ? QString()
                                  : tr(" Codes counted at their fixed width: entropy coding can only lower this.")));
+        const PlanCheck check = m_workbench->checkPlan(*plan);
+        QString warnings;
+        for (const std::string& w : check.warnings)
+            warnings += QStringLiteral("<br><span style='color:#b35900'>&#9888; %1</span>").arg(QString::fromStdString(w).toHtmlEscaped());
+        if (!warnings.isEmpty())
+            m_estimate->setText(m_estimate->text() + warnings + tr("<br>Start will ask before running; <i>Suggest settings</i> proposes ones that fit."));
     }
     updateActions();
 }
@@ -617,6 +641,8 @@ void MainWindow::updateActions()
     const QString calib = m_calibText->text().trimmed();
     m_judge->setTrainingText(calib.isEmpty() ? m_textPath->text().trimmed() : calib);
     m_judge->setArchive(haveArchive ? m_lastArchive : QString());
+    m_inspect->setSources(haveArchive ? m_lastArchive : QString(),
+                          m_workbench->hasModel() && !m_workbench->summary().isArchive ? m_workbench->summary().path : QString());
     m_evalReference->setEnabled(m_workbench->hasModel() && !m_workbench->summary().isArchive);
     m_playground->setEnabled(!busy || m_workbench->runningKind() == JobStatus::Kind::Playground);
     if (!busy)
@@ -632,12 +658,58 @@ bool MainWindow::startCompress(bool resume)
         statusBar()->showMessage(invalid, 8000);
         return false;
     }
+    if (!resume && m_workbench->hasModel()) {
+        if (auto plan = m_workbench->plan(jobParams(false))) {
+            const PlanCheck check = m_workbench->checkPlan(*plan);
+            if (!check.warnings.empty()) {
+                QString text = tr("This run's estimate has a problem:\n");
+                for (const std::string& w : check.warnings)
+                    text += QStringLiteral("\n• %1").arg(QString::fromStdString(w));
+                text += tr("\n\nStart it anyway?");
+                const bool go = m_confirm ? m_confirm(text)
+                                          : dialogsAllowed() && QMessageBox::question(this, tr("Start this compression?"), text) == QMessageBox::Yes;
+                if (!go) {
+                    m_lastError = tr("Not started: %1").arg(QString::fromStdString(check.warnings.front()));
+                    statusBar()->showMessage(m_lastError, 10000);
+                    return false;
+                }
+            }
+        }
+    }
     if (resume && !m_lastJob.outPath.empty() && m_lastJob.outPath == m_outPath->text().trimmed().toStdString()) {
         CompressJobParams again = m_lastJob; // the interrupted job as it was started (a plan's overrides included)
         again.resume = true;
         return launchCompress(again, true);
     }
     return launchCompress(jobParams(resume), resume);
+}
+
+bool MainWindow::suggestSettings(bool onlyIfNeeded)
+{
+    if (!m_workbench->hasModel() || m_workbench->summary().isArchive || m_workbench->busy() || !m_form->validationError().isEmpty())
+        return false;
+    m_proposedFor = m_workbench->summary().path + QLatin1Char('|') + m_form->methodId();
+    auto suggestion = m_workbench->suggest(jobParams(false));
+    if (!suggestion) {
+        if (!onlyIfNeeded)
+            statusBar()->showMessage(tr("No suggestion: %1").arg(QString::fromStdString(suggestion.message())), 10000);
+        return false;
+    }
+    const QString reason = QString::fromStdString(suggestion->reason);
+    if (!suggestion->changed) {
+        if (!onlyIfNeeded)
+            statusBar()->showMessage(tr("Suggest: %1").arg(reason), 10000);
+        return false;
+    }
+    QStringList changes;
+    for (const std::string& c : suggestion->changes)
+        changes << QString::fromStdString(c);
+    m_form->applySettings(changes);
+    const QString message = tr("%1 for %2: %3").arg(onlyIfNeeded ? tr("Proposed") : tr("Suggested"), m_workbench->summary().name, reason);
+    spdlog::info("{}", message.toStdString());
+    statusBar()->showMessage(message, 15000);
+    m_estimateTimer.start();
+    return true;
 }
 
 bool MainWindow::startPlannedCompress()
@@ -765,6 +837,7 @@ void MainWindow::onCompressFinished(const CompressOutcome& o)
         m_overall->setValue(1000);
         m_lastArchive = o.archivePath;
         m_playground->setCompressedPath(o.archivePath);
+        m_inspect->setSources(o.archivePath, m_workbench->summary().path, true); // the file may be new at the same path
         m_matrices->setSortingEnabled(false);
         m_matrices->setRowCount(0);
         for (const MatrixReport& m : o.matrices) {

@@ -10,6 +10,8 @@
 #include <QStringList>
 #include <QTimer>
 
+#include <functional>
+
 class QAction;
 class QCheckBox;
 class QLabel;
@@ -29,6 +31,7 @@ class ComparePanel;
 class SensitivityPanel;
 class PlaygroundPanel;
 class JudgePanel;
+class InspectPanel;
 class LayerPicker;
 class MethodForm;
 class TrainingChart;
@@ -50,6 +53,15 @@ public:
     bool startCompress(bool resume);
     // Starts a compression with the sensitivity panel's allocation plan (per-matrix settings).
     bool startPlannedCompress();
+    // Applies settings that fit the open model (the Suggest button). `onlyIfNeeded`: only when the
+    // current settings' codebook and decoder overhead is above a tenth of the codes. Returns
+    // whether the form changed.
+    bool suggestSettings(bool onlyIfNeeded = false);
+    // Asked before a run whose plan has warnings; returns true to run. Default: a question box
+    // (refused when dialogs are off: tests set their own).
+    void setConfirmHandler(std::function<bool(const QString& text)> handler) { m_confirm = std::move(handler); }
+    QPushButton* suggestButton() const { return m_suggest; }
+    QPushButton* startButton() const { return m_start; }
     // Evaluates the open model (compressed = false) or the last archive (true).
     bool startEval(bool compressed);
     bool exportArchiveTo(const QString& destination);
@@ -72,6 +84,7 @@ public:
     SensitivityPanel* sensitivityPanel() const { return m_sensitivity; }
     PlaygroundPanel* playgroundPanel() const { return m_playground; }
     JudgePanel* judgePanel() const { return m_judge; }
+    InspectPanel* inspectPanel() const { return m_inspect; }
     QCheckBox* evalReferenceCheck() const { return m_evalReference; }
     // Shows the tab holding `page`.
     void showTab(QWidget* page);
@@ -125,6 +138,7 @@ private:
     SensitivityPanel* m_sensitivity = nullptr;
     PlaygroundPanel* m_playground = nullptr;
     JudgePanel* m_judge = nullptr;
+    InspectPanel* m_inspect = nullptr;
     QCheckBox* m_evalReference = nullptr;
     QTabWidget* m_tabs = nullptr;
     QLabel* m_summary = nullptr;
@@ -135,6 +149,9 @@ private:
     QLineEdit* m_textPath = nullptr;
     QSpinBox* m_ctx = nullptr;
     QPushButton* m_start = nullptr;
+    QPushButton* m_suggest = nullptr;
+    std::function<bool(const QString&)> m_confirm;
+    QString m_proposedFor; // the model and method the settings were last proposed for
     QPushButton* m_resume = nullptr;
     QPushButton* m_cancel = nullptr;
     QPushButton* m_discard = nullptr;

@@ -115,6 +115,7 @@ QSplitter* SensitivityPanel::buildResultsView()
     m_table = new QTableWidget(0, 7);
     m_table->setHorizontalHeaderLabels({tr("Unit"), tr("Bits/weight"), tr("Perplexity"), tr("Change"), tr("KL"), tr("Top-1 same"), tr("SNR (dB)")});
     m_table->horizontalHeader()->setSectionResizeMode(QHeaderView::ResizeToContents); // full names; scrolls sideways
+    m_table->setTextElideMode(Qt::ElideMiddle); // if ever narrowed: the block and the type stay visible
     m_table->setEditTriggers(QAbstractItemView::NoEditTriggers);
     m_table->setSelectionBehavior(QAbstractItemView::SelectRows);
     m_table->setSortingEnabled(true);
@@ -154,7 +155,10 @@ void SensitivityPanel::buildAllocation(QVBoxLayout* layout)
     layout->addWidget(m_planSummary);
     m_planTable = new QTableWidget(0, 4);
     m_planTable->setHorizontalHeaderLabels({tr("Matrix"), tr("Setting"), tr("Bits/weight"), tr("Predicted KL")});
-    m_planTable->horizontalHeader()->setSectionResizeMode(0, QHeaderView::Stretch);
+    // Full matrix names and settings (no "..."): columns fit their contents, the table scrolls sideways.
+    m_planTable->horizontalHeader()->setSectionResizeMode(QHeaderView::ResizeToContents);
+    m_planTable->horizontalHeader()->setStretchLastSection(true);
+    m_planTable->setTextElideMode(Qt::ElideMiddle);
     m_planTable->setEditTriggers(QAbstractItemView::NoEditTriggers);
     m_planTable->setSortingEnabled(true);
     m_planTable->verticalHeader()->setVisible(false);
@@ -278,7 +282,9 @@ void SensitivityPanel::addUnits(const QVector<UnitSensitivity>& units)
         m_units.push_back(u);
         const int row = m_table->rowCount();
         m_table->insertRow(row);
-        m_table->setItem(row, 0, new QTableWidgetItem(QString::fromStdString(u.unit)));
+        auto* unit = new QTableWidgetItem(QString::fromStdString(u.unit));
+        unit->setToolTip(unit->text());
+        m_table->setItem(row, 0, unit);
         m_table->setItem(row, 1, number(u.bpw, 3));
         m_table->setItem(row, 2, number(u.perplexity, 4));
         m_table->setItem(row, 3, number(u.deltaPerplexity, 4));
@@ -424,8 +430,11 @@ void SensitivityPanel::onFinished(const SensitivityOutcome& o)
                                  : QString::fromStdString(u.unit);
         const int row = m_planTable->rowCount();
         m_planTable->insertRow(row);
-        m_planTable->setItem(row, 0, new QTableWidgetItem(name));
-        m_planTable->setItem(row, 1, new QTableWidgetItem(setting));
+        for (int column : {0, 1}) {
+            auto* item = new QTableWidgetItem(column == 0 ? name : setting);
+            item->setToolTip(item->text());
+            m_planTable->setItem(row, column, item);
+        }
         m_planTable->setItem(row, 2, number(u.bpw, 3));
         m_planTable->setItem(row, 3, number(u.klMean, 5));
     }

@@ -17,6 +17,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <cmath>
 #include <filesystem>
 #include <map>
 
@@ -164,6 +165,21 @@ Result<JobPlan> Workbench::plan(const CompressJobParams& params) const
     if (!method)
         return method.error();
     return planCompressJob(params, *m_checkpoint, **method);
+}
+
+PlanCheck Workbench::checkPlan(const JobPlan& plan) const
+{
+    return m_checkpoint ? pocket::checkPlan(plan, *m_checkpoint) : PlanCheck{};
+}
+
+Result<SettingsSuggestion> Workbench::suggest(const CompressJobParams& params) const
+{
+    if (!m_checkpoint)
+        return Error{"no model is open"};
+    auto method = m_registry->find(params.methodId);
+    if (!method)
+        return method.error();
+    return suggestSettings(params, *m_checkpoint, **method, m_registry.get());
 }
 
 QString Workbench::defaultArchivePath(const QString& methodId) const
@@ -381,14 +397,15 @@ bool Workbench::startCompress(const CompressJobParams& params, QString* error)
                 const TrainProgress& t = p.train;
                 st.groupFraction = t.totalSteps > 0 ? double(t.step) / t.totalSteps : 0;
                 st.groupEtaSeconds = t.etaSeconds;
-                st.text = tr("group %1/%2: %3   epoch %4/%5   loss %6   SNR %7 dB")
+                st.text = tr("group %1/%2: %3   epoch %4/%5   loss %6")
                               .arg(p.groupIndex + 1)
                               .arg(p.groupCount)
                               .arg(QString::fromStdString(t.groupId))
                               .arg(t.epoch)
                               .arg(t.epochs)
-                              .arg(t.loss, 0, 'g', 4)
-                              .arg(t.snrDb, 0, 'f', 1);
+                              .arg(t.loss, 0, 'g', 4);
+                if (std::isfinite(t.snrDb)) // unknown until the method reports it (fine-tune steps: never)
+                    st.text += tr("   SNR %1 dB").arg(t.snrDb, 0, 'f', 1);
                 if (t.step > 0) {
                     TrainPoint pt{p.groupIndex,         QString::fromStdString(t.groupId), t.step,       t.totalSteps,
                                   t.loss,               t.reconstruction,                  t.codebookTerm, t.commitmentTerm,

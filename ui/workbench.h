@@ -189,6 +189,10 @@ public:
 
     // The bits a compression would cost, without running it (the CLI's --dry-run).
     pocket::Result<pocket::JobPlan> plan(const pocket::CompressJobParams& params) const;
+    // The plan's warnings (above 16 bits per weight, larger than the open model) and overhead.
+    pocket::PlanCheck checkPlan(const pocket::JobPlan& plan) const;
+    // Settings whose codebook and decoder overhead fits the open model (core's suggestSettings).
+    pocket::Result<pocket::SettingsSuggestion> suggest(const pocket::CompressJobParams& params) const;
 
     // Jobs: one at a time. Return false (with `error`) when one is running or the request is bad.
     bool startCompress(const pocket::CompressJobParams& params, QString* error);

@@ -13,7 +13,9 @@
 #include "pocket/methods/method_registry.h"
 #include "pocket/io/model_config.h"
 
+#include <cmath>
 #include <filesystem>
+#include <iostream>
 #include <iomanip>
 #include <map>
 #include <optional>
@@ -141,6 +143,26 @@ pocket::Result<pocket::LayerSelection> selectionFrom(const CompressOptions& o)
 }
 
 
+// The plan's warnings (above 16 bits per weight, an archive larger than the model) on stderr, with
+// settings that fit the model when there are any; returns the warnings for the JSON output.
+std::vector<std::string> warnAboutPlan(const pocket::CompressJobParams& params, const pocket::Checkpoint& checkpoint,
+                                       pocket::CompressionMethod& method, const pocket::JobPlan& plan)
+{
+    const pocket::PlanCheck check = pocket::checkPlan(plan, checkpoint);
+    for (const std::string& w : check.warnings)
+        std::cerr << "warning: " << w << "\n";
+    if (!check.warnings.empty()) {
+        auto suggestion = pocket::suggestSettings(params, checkpoint, method, &registry());
+        if (suggestion && suggestion->changed) {
+            std::cerr << "suggested:";
+            for (const std::string& c : suggestion->changes)
+                std::cerr << " --set " << c;
+            std::cerr << "   (" << suggestion->reason << ")\n";
+        }
+    }
+    return check.warnings;
+}
+
 int runCompress(const Globals& g, const CompressOptions& o)
 {
     auto selection = selectionFrom(o);
@@ -167,20 +189,25 @@ int runCompress(const Globals& g, const CompressOptions& o)
     params.entropy = *entropy;
     pocket::setComputeThreads(o.threads);
 
-    if (o.dryRun) {
+    std::vector<std::string> warnings;
+    { // the plan up front: a dry run prints it; a run hears its warnings before it starts
         auto ckpt = pocket::openCheckpoint(o.model);
         if (!ckpt)
             return fail(g, ckpt.error());
         auto method = registry().find(o.method);
         if (!method)
             return fail(g, method.error());
-        auto plan = pocket::planCompressJob(params, **ckpt, **method);
+        auto plan = pocket::planCompressJob(params, **ckpt, **method, &registry());
         if (!plan)
             return fail(g, plan.error());
-        ordered_json out = archiveBitsJson(plan->estimatedBits);
-        out["groups"] = plan->groupIds;
-        emit(g, out, "plan: " + std::to_string(plan->groups.size()) + " group(s)\n" + bitsSummaryText(plan->estimatedBits));
-        return kExitOk;
+        warnings = warnAboutPlan(params, **ckpt, **method, *plan);
+        if (o.dryRun) {
+            ordered_json out = archiveBitsJson(plan->estimatedBits);
+            out["groups"] = plan->groupIds;
+            out["warnings"] = warnings;
+            emit(g, out, "plan: " + std::to_string(plan->groups.size()) + " group(s)\n" + bitsSummaryText(plan->estimatedBits));
+            return kExitOk;
+        }
     }
 
     // The selection as given; the store replaces it with the archive's resolved one on success.
@@ -197,8 +224,11 @@ int runCompress(const Globals& g, const CompressOptions& o)
             return true;
         }
         const auto& t = p.train;
-        std::snprintf(line, sizeof line, "group %d/%d  epoch %d/%d  loss %.3g  SNR %.1f dB  used %.0f%%  ETA %s", p.groupIndex + 1,
-                      p.groupCount, t.epoch, t.epochs, t.loss, t.snrDb, 100 * t.codebookUsage, formatDuration(p.etaSeconds).c_str());
+        char snr[32] = ""; // unknown until the method reports it
+        if (std::isfinite(t.snrDb))
+            std::snprintf(snr, sizeof snr, "  SNR %.1f dB", t.snrDb);
+        std::snprintf(line, sizeof line, "group %d/%d  epoch %d/%d  loss %.3g%s  used %.0f%%  ETA %s", p.groupIndex + 1, p.groupCount,
+                      t.epoch, t.epochs, t.loss, snr, 100 * t.codebookUsage, formatDuration(p.etaSeconds).c_str());
         progress.show(line);
         return true;
     });
@@ -219,6 +249,7 @@ int runCompress(const Globals& g, const CompressOptions& o)
     out["seconds"] = r.seconds;
     out["threads"] = pocket::computeThreads();
     out["peak_rss_mb"] = peakRssMb();
+    out["warnings"] = warnings;
     if (r.runId > 0)
         out["run_id"] = r.runId;
 

@@ -23,6 +23,7 @@
 #include <algorithm>
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <cmath>
 #include <map>
 #include <numeric>
@@ -879,11 +880,15 @@ public:
         progress.step = progress.epoch = step;
         progress.loss = progress.reconstruction = loss;
         progress.codebookUsage = 1.0 - static_cast<double>(progress.deadCodewords) / static_cast<double>(m_codewords);
+        // The loss is a mean squared error in the units of `signal` (k-means, weight-space training);
+        // the fine-tune's output error is not, and leaves the SNR unknown (signal 0).
+        progress.snrDb = signal <= 0 ? std::numeric_limits<double>::quiet_NaN() : loss > 0 ? 10 * std::log10(signal / loss) : 99;
         progress.elapsedSeconds = m_clock.seconds();
         progress.etaSeconds = step > 0 ? progress.elapsedSeconds / step * (progress.totalSteps - step) : 0;
         return !m_context.onProgress || m_context.onProgress(progress);
     }
     TrainProgress progress; // lr and dead codewords are set by the steps
+    double signal = 0;      // mean (weighted) square of the data, in the loss's units; 0 = SNR unknown
 
 private:
     std::int64_t m_codewords;
@@ -1136,6 +1141,8 @@ Status PocketLlmMethod::compressAssign(const MatrixGroup& group, const ParamSet&
 
     at::Generator gen = at::detail::createCPUGenerator(groupSeed(params.getInt("seed"), group.id));
     AssignState s{Network::create(l.d, l.latent, l.hidden, l.group, l.codewords * l.books, gen, l.format), at::Tensor()};
+    const double weightedSquares = (w * g.x.pow(2)).sum().item<double>();
+    report.signal = weightedSquares / static_cast<double>(g.x.numel()); // k-means: per value
     if (params.getText("init") == "vq") {
         if (!initFromVq(s, g, l, params, weighting, group.id, threads, report))
             return Error::cancelled();
@@ -1148,6 +1155,7 @@ Status PocketLlmMethod::compressAssign(const MatrixGroup& group, const ParamSet&
         s.idx = assignAdditive(s.net.decoder, s.net.codebook, s.idx, g.x, w, l.group, params.getInt("beam"));
     }
     json extra;
+    report.signal = wSum > 0 ? weightedSquares / wSum : 0; // training: weighted mean
     if (epochs > 0 && !trainWeightSpace(s, g.x, w, wSum, l, params, kmIters, report, extra))
         return Error::cancelled();
     // The archive's fp16 values; then the final codes against them.
@@ -1160,6 +1168,7 @@ Status PocketLlmMethod::compressAssign(const MatrixGroup& group, const ParamSet&
     }
     extra["train_loss_end"] = reconstructionLoss(s.net, s.idx, g.x, w, wSum, l.group, false);
     int step = kmIters + epochs;
+    report.signal = 0; // fine-tune steps report the output error
     if (feedback && l.books > 1) // AQLM's alternation, the decoder kept the identity until the last round
         for (int round = 0; round < rounds; ++round) {
             additiveFeedback(s, group, g, l, params);

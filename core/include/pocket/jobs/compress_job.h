@@ -97,6 +97,30 @@ Result<std::vector<MatrixRef>> selectedMatrices(const Checkpoint& checkpoint, co
 Result<JobPlan> planCompressJob(const CompressJobParams& params, const Checkpoint& checkpoint, CompressionMethod& method,
                                 const MethodRegistry* registry = nullptr);
 
+// What a user should hear before running a plan: its overhead and the warnings (the workbench asks
+// before it starts a plan with warnings; the CLI prints them).
+struct PlanCheck {
+    double overhead = 0; // codebook and decoder bits per index bit (0 for methods without them)
+    std::vector<std::string> warnings; // above 16 bits per weight; an archive larger than the model
+};
+PlanCheck checkPlan(const JobPlan& plan, const Checkpoint& checkpoint);
+
+// Settings of `params.methodId` that fit the model: the codebook and decoder bits (the shared
+// overhead) at most `maxOverhead` of the index bits. The first value of the method's `sharing`
+// choice (matrix, type, model) that fits with the current codebook; failing all, the widest
+// sharing with the codebook size (`K`, or `B` bits) lowered until it fits. Methods without shared
+// overhead keep their settings (changed = false). Other settings are kept as given.
+struct SettingsSuggestion {
+    std::vector<std::string> settings; // "name=value": params.settings with the suggestion applied
+    std::vector<std::string> changes;  // what changed, e.g. "sharing=model", "K=512"
+    bool changed = false;
+    double overhead = 0;               // of the suggested settings
+    double bpwCompressed = 0;          // their estimate
+    std::string reason;                // one line for the status bar and the CLI
+};
+Result<SettingsSuggestion> suggestSettings(const CompressJobParams& params, const Checkpoint& checkpoint, CompressionMethod& method,
+                                           const MethodRegistry* registry = nullptr, double maxOverhead = 0.1);
+
 // Runs the whole job and, when `recording` is given and enabled, records it in the experiment
 // store (begun at the first progress report, so runs refused up front are not recorded).
 // `onProgress` returning false cancels: finished groups stay in the work folder (resume later), no

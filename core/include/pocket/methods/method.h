@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <map>
 #include <memory>
 #include <string>
@@ -166,7 +167,7 @@ struct TrainProgress {
     double reconstruction = 0; // reconstruction term (MSE, or RMSE for the paper's loss)
     double codebookTerm = 0;
     double commitmentTerm = 0;
-    double snrDb = 0;        // of the last batch's reconstruction
+    double snrDb = std::numeric_limits<double>::quiet_NaN(); // of the last reconstruction; NaN = not known
     double codebookUsage = 0;  // fraction of codewords used so far in this epoch
     double indexPerplexity = 0; // exp(entropy) of the index histogram of the last full epoch
     int deadCodewords = 0;   // codewords not used during the last full epoch

@@ -1,0 +1,173 @@
+// Checks and suggestions on a compression plan before it runs: the warnings the workbench and the
+// CLI show (more than 16 bits per weight, an archive larger than the model) and settings whose
+// codebook and decoder overhead fits the model (the workbench's Suggest button and its proposals).
+#include "pocket/jobs/compress_job.h"
+
+#include "pocket/io/checkpoint.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <optional>
+
+namespace pocket {
+
+namespace {
+
+std::string bytesText(double bytes)
+{
+    const char* units[] = {"bytes", "KiB", "MiB", "GiB", "TiB"};
+    int u = 0;
+    while (bytes >= 1024 && u < 4) {
+        bytes /= 1024;
+        ++u;
+    }
+    char buf[64];
+    std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.1f %s", bytes, units[u]);
+    return buf;
+}
+
+double overheadOf(const ArchiveBits& bits)
+{
+    const BitCounts& c = bits.compressed;
+    return c.indexBits > 0 ? static_cast<double>(c.codebookBits + c.decoderBits) / static_cast<double>(c.indexBits) : 0;
+}
+
+const ParamSpec* findSpec(const CompressionMethod& method, const std::string& name)
+{
+    for (const ParamSpec& p : method.info().params)
+        if (p.name == name)
+            return &p;
+    return nullptr;
+}
+
+// `settings` with name=value set (replacing any earlier assignment of `name`).
+std::vector<std::string> withSetting(std::vector<std::string> settings, const std::string& name, const std::string& value)
+{
+    std::vector<std::string> out;
+    for (std::string& s : settings)
+        if (s.rfind(name + "=", 0) != 0)
+            out.push_back(std::move(s));
+    out.push_back(name + "=" + value);
+    return out;
+}
+
+// The resolved value of `name` under `settings` as text ("" when the method has no such parameter).
+std::string resolvedValue(const CompressionMethod& method, const std::vector<std::string>& settings, const std::string& name)
+{
+    auto r = ParamSet::resolve(method.info().params, settings);
+    if (!r || !findSpec(method, name))
+        return {};
+    const ParamSpec& spec = *findSpec(method, name);
+    switch (spec.kind) {
+    case ParamKind::Int: return std::to_string(r->getInt(name));
+    case ParamKind::Choice: return r->getText(name);
+    default: return {};
+    }
+}
+
+} // namespace
+
+PlanCheck checkPlan(const JobPlan& plan, const Checkpoint& checkpoint)
+{
+    PlanCheck check;
+    const ArchiveBits& b = plan.estimatedBits;
+    check.overhead = overheadOf(b);
+    char buf[512];
+    if (b.compressedWeights > 0 && b.bpwCompressed() > 16) {
+        std::snprintf(buf, sizeof buf,
+                      "%.1f bits per weight: more than fp16's 16. The codebooks and decoders (%.0fx the codes) outweigh what they "
+                      "save on this model; share them more widely or use a smaller codebook (the workbench's Suggest does both)",
+                      b.bpwCompressed(), check.overhead);
+        check.warnings.push_back(buf);
+    }
+    const double archiveBytes = static_cast<double>(b.totalBits()) / 8;
+    const double modelBytes = static_cast<double>(checkpoint.totalBytes());
+    if (modelBytes > 0 && archiveBytes > modelBytes)
+        check.warnings.push_back("the archive (about " + bytesText(archiveBytes) + ") would be larger than the model (" + bytesText(modelBytes) +
+                                 " on disk)");
+    return check;
+}
+
+// Long: one search over the sharing levels, then over the codebook sizes, each a plan estimate.
+Result<SettingsSuggestion> suggestSettings(const CompressJobParams& params, const Checkpoint& checkpoint, CompressionMethod& method,
+                                           const MethodRegistry* registry, double maxOverhead)
+{
+    auto estimate = [&](const std::vector<std::string>& settings) -> Result<JobPlan> {
+        CompressJobParams p = params;
+        p.settings = settings;
+        return planCompressJob(p, checkpoint, method, registry);
+    };
+    SettingsSuggestion s;
+    s.settings = params.settings;
+    auto current = estimate(s.settings);
+    if (!current)
+        return current.error();
+    s.overhead = overheadOf(current->estimatedBits);
+    s.bpwCompressed = current->estimatedBits.bpwCompressed();
+    char buf[256];
+    if (s.overhead <= maxOverhead) {
+        std::snprintf(buf, sizeof buf, "the settings fit the model: codebooks and decoders cost %.1f%% of the codes", 100 * s.overhead);
+        s.reason = buf;
+        return s;
+    }
+    auto accept = [&](std::vector<std::string> settings, const JobPlan& plan) {
+        s.settings = std::move(settings);
+        s.overhead = overheadOf(plan.estimatedBits);
+        s.bpwCompressed = plan.estimatedBits.bpwCompressed();
+    };
+    // Sharing levels, narrowest first, with the codebook as it is.
+    const ParamSpec* sharing = findSpec(method, "sharing");
+    std::vector<std::string> widest = s.settings;
+    if (sharing)
+        for (const std::string& level : sharing->choices) {
+            std::vector<std::string> candidate = withSetting(s.settings, "sharing", level);
+            auto plan = estimate(candidate);
+            if (!plan)
+                continue;
+            widest = candidate;
+            if (overheadOf(plan->estimatedBits) <= maxOverhead) {
+                accept(candidate, *plan);
+                break;
+            }
+        }
+    // Smaller codebooks at the widest sharing: K halved, or B one bit less, down to the minimum.
+    if (s.overhead > maxOverhead) {
+        std::string name = findSpec(method, "K") ? "K" : findSpec(method, "B") ? "B" : "";
+        std::vector<std::string> candidate = widest;
+        std::optional<JobPlan> last;
+        while (!name.empty()) {
+            const ParamSpec& spec = *findSpec(method, name);
+            const std::int64_t value = std::stoll(resolvedValue(method, candidate, name));
+            const std::int64_t next = name == "K" ? value / 2 : value - 1;
+            if (next < std::max<std::int64_t>(1, static_cast<std::int64_t>(spec.minValue)))
+                break;
+            candidate = withSetting(candidate, name, std::to_string(next));
+            auto plan = estimate(candidate);
+            if (!plan)
+                break;
+            last = *plan;
+            if (overheadOf(plan->estimatedBits) <= maxOverhead)
+                break;
+        }
+        if (last)
+            accept(candidate, *last);
+        else if (widest != params.settings)
+            if (auto plan = estimate(widest))
+                accept(widest, *plan);
+    }
+    for (const std::string& name : {std::string("sharing"), std::string("K"), std::string("B")}) {
+        const std::string before = resolvedValue(method, params.settings, name), after = resolvedValue(method, s.settings, name);
+        if (before != after)
+            s.changes.push_back(name + "=" + after);
+    }
+    s.changed = !s.changes.empty();
+    std::string list;
+    for (const std::string& c : s.changes)
+        list += (list.empty() ? "" : ", ") + c;
+    std::snprintf(buf, sizeof buf, "%s: codebooks and decoders cost %.1f%% of the codes (%.3f bits per weight)",
+                  s.changed ? list.c_str() : "no setting fits better", 100 * s.overhead, s.bpwCompressed);
+    s.reason = s.overhead <= maxOverhead ? buf : std::string(buf) + "; still above the aim of " + std::to_string(int(100 * maxOverhead)) + "%";
+    return s;
+}
+
+} // namespace pocket
