@@ -113,6 +113,18 @@ ComparePanel::ComparePanel(QWidget* parent) : QWidget(parent)
 
 ComparePanel::~ComparePanel() = default;
 
+double ComparePanel::selectedRunBpw() const
+{
+    const auto rows = m_table->selectionModel()->selectedRows();
+    if (rows.isEmpty() || m_table->item(rows.first().row(), 0)->data(Qt::UserRole).toLongLong() <= 0)
+        return 0;
+    bool ok = false;
+    const double bpw = m_table->item(rows.first().row(), 2)->data(Qt::DisplayRole).toDouble(&ok);
+    return ok ? bpw : 0;
+}
+
+void ComparePanel::addFooter(QWidget* widget) { layout()->addWidget(widget); }
+
 void ComparePanel::setStorePath(const QString& path)
 {
     if (path != m_storePath)

@@ -47,6 +47,10 @@ public:
     QTableWidget* table() const { return m_table; }
     // Selects the table row behind a point of the chart (what a click does).
     void selectPoint(QCPAbstractPlottable* plottable, int dataIndex);
+    // The bits per weight of the selected row's local run, or 0 when no local run with bits is selected.
+    double selectedRunBpw() const;
+    // Adds a widget under the table (the main window's baseline queue).
+    void addFooter(QWidget* widget);
 
 Q_SIGNALS:
     // A row or point of a local run was selected.

@@ -10,6 +10,8 @@
 #include "sensitivity_panel.h"
 #include "judge_panel.h"
 #include "inspect_panel.h"
+#include "job_queue.h"
+#include "guided_demo.h"
 #include "playground_panel.h"
 #include "training_chart.h"
 
@@ -17,6 +19,7 @@
 #include "pocket/version.h"
 
 #include <QAction>
+#include <QDir>
 #include <QApplication>
 #include <QCloseEvent>
 #include <QCheckBox>
@@ -339,6 +342,19 @@ void MainWindow::buildAnalysisTabs()
 {
     m_compare = new ComparePanel;
     m_tabs->addTab(m_compare, tr("Compare"));
+    auto* footer = new QWidget;
+    auto* footerLayout = new QHBoxLayout(footer);
+    footerLayout->setContentsMargins(0, 0, 0, 0);
+    auto* baselines = new QPushButton(tr("Run baselines"));
+    baselines->setObjectName(QStringLiteral("runBaselines"));
+    baselines->setToolTip(tr("Compress the open model with RTN, GPTQ (on the calibration text) and k-means VQ at settings whose bits just "
+                             "bracket the selected run's (else the last compression's), and evaluate each on the Results tab's text"));
+    m_queue = new JobQueue(m_workbench);
+    footerLayout->addWidget(baselines, 0, Qt::AlignTop);
+    footerLayout->addWidget(m_queue, 1);
+    m_compare->addFooter(footer);
+    connect(baselines, &QPushButton::clicked, this, [this] { runBaselines(); });
+    connect(m_queue, &JobQueue::itemFinished, this, [this] { m_compare->refresh(); });
 
     m_sensitivity = new SensitivityPanel(m_workbench);
     m_sensitivity->setTextPath(m_textPath->text());
@@ -479,6 +495,7 @@ void MainWindow::buildActions()
         view->addAction(dock->toggleViewAction());
 
     QMenu* help = menuBar()->addMenu(tr("&Help"));
+    help->addAction(tr("&Guided demo"), this, [this] { startGuidedDemo(); });
     help->addAction(tr("&About PocketLLM Workbench"), this, &MainWindow::showAbout);
 
     QToolBar* bar = addToolBar(tr("Main"));
@@ -712,6 +729,148 @@ bool MainWindow::suggestSettings(bool onlyIfNeeded)
     return true;
 }
 
+int MainWindow::queueThreeSizes()
+{
+    if (!m_workbench->hasModel() || m_workbench->summary().isArchive || !QFileInfo(m_textPath->text().trimmed()).isFile())
+        return 0;
+    QVector<JobQueue::Item> items;
+    const QString folder = QString::fromStdString(userDataDir()) + QStringLiteral("/archives/demo");
+    QDir().mkpath(folder);
+    // One network for the whole model (what fits a small model), codebooks of three sizes.
+    for (int k : {16, 64, 256}) {
+        JobQueue::Item item;
+        item.label = tr("PocketLLM K=%1 (one network for the model)").arg(k);
+        item.compress = jobParams(false);
+        item.compress.methodId = "pocketllm";
+        item.compress.settings = {"sharing=model", "d=4", "K=" + std::to_string(k), "epochs=40"};
+        item.compress.selection = LayerSelection{};
+        item.compress.matrixSettings.clear();
+        item.compress.matrixMethods.clear();
+        item.compress.outPath = QStringLiteral("%1/%2-pocketllm-K%3.pllm").arg(folder, QFileInfo(m_workbench->summary().path).completeBaseName()).arg(k).toStdString();
+        item.compress.workDir.clear();
+        item.becomesLastArchive = true; // Inspect and the playground show the last size
+        item.eval.textPath = m_textPath->text().trimmed().toStdString();
+        item.eval.eval.ctx = m_ctx->value();
+        if (!m_queue->isPending(item.compress.outPath)) // already queued (the demo's step visited twice)
+            items.push_back(item);
+    }
+    m_queue->enqueue(items);
+    return items.size();
+}
+
+// Long: the demo's steps are data, one block each (title, two sentences, what it shows).
+GuidedDemo* MainWindow::startGuidedDemo()
+{
+    QVector<GuidedDemo::Step> steps;
+    steps.push_back({tr("1. Open a model"),
+                     tr("This is stories260K, a 260-thousand-parameter Llama trained on children's stories, opened from the bundled demo. "
+                        "The left pane lists its 35 linear matrices: they hold most of the weights, and they are what compression replaces."),
+                     [this] {
+                         if (!m_workbench->hasModel() || m_workbench->summary().path != QString::fromStdString(demoModelPath()))
+                             openPath(QString::fromStdString(demoModelPath()), true);
+                         showTab(m_tabs->widget(0));
+                     }});
+    steps.push_back({tr("2. Compress at three sizes"),
+                     tr("Three PocketLLM runs are queued, with codebooks of 16, 64 and 256 latent codewords shared by the whole model; each "
+                        "is then scored on the evaluation text. The curve shows the reconstruction loss falling as the codebook and its "
+                        "small decoder learn the weights' sub-vectors."),
+                     [this] {
+                         queueThreeSizes();
+                         showTab(m_tabs->widget(0));
+                     }});
+    steps.push_back({tr("3. Compare"),
+                     tr("Each finished run is a point: bits per weight across, perplexity up (lower is better), beside the papers' numbers. "
+                        "Run baselines adds RTN, GPTQ and plain k-means VQ at the same bits, so the comparison is fair."),
+                     [this] {
+                         m_compare->refresh();
+                         showTab(m_compare);
+                     }});
+    steps.push_back({tr("4. Which layers are sensitive"),
+                     tr("Measure sensitivity compresses one matrix at a time and measures how far the model's predictions move. "
+                        "Dark cells are the matrices to spend bits on; Plan turns that into per-matrix settings under a budget."),
+                     [this] { showTab(m_sensitivity); }});
+    steps.push_back({tr("5. Inspect a matrix"),
+                     tr("Here is what compression did to one matrix: the weights before and after, where the error lies, and the codebook "
+                        "drawn over the sub-vectors it stands for. Dead codewords are bits spent on nothing; the decoder's lines show how "
+                        "it moves each codeword to where the weights are."),
+                     [this] { showTab(m_inspect); }});
+    steps.push_back({tr("6. Run the compressed model"),
+                     tr("The playground generates from the original and the compressed model side by side from one prompt. "
+                        "Tokens where the two disagree are marked, so you can see what the bits bought."),
+                     [this] { showTab(m_playground); }});
+    if (m_demo) {
+        m_demo->close();
+        m_demo->deleteLater();
+    }
+    m_demo = new GuidedDemo(steps, this);
+    m_demo->show();
+    return m_demo;
+}
+
+int MainWindow::runBaselines(double targetBpw)
+{
+    auto refuse = [this](const QString& why) {
+        m_lastError = why;
+        statusBar()->showMessage(why, 10000);
+        return 0;
+    };
+    if (!m_workbench->hasModel() || m_workbench->summary().isArchive)
+        return refuse(tr("Open the original model first: the baselines compress it."));
+    if (targetBpw <= 0)
+        targetBpw = m_compare->selectedRunBpw();
+    if (targetBpw <= 0)
+        targetBpw = m_lastBpw;
+    if (targetBpw <= 0)
+        if (auto plan = m_workbench->plan(jobParams(false)))
+            targetBpw = plan->estimatedBits.bpwCompressed();
+    if (targetBpw <= 0)
+        return refuse(tr("No run to compare with: select one in the table, or compress first."));
+    const QString text = m_textPath->text().trimmed();
+    if (!QFileInfo(text).isFile())
+        return refuse(tr("Choose the text to evaluate on (Results tab): %1 is not a file.").arg(text));
+    QVector<JobQueue::Item> items;
+    const QString folder = QString::fromStdString(userDataDir()) + QStringLiteral("/archives/baselines");
+    QDir().mkpath(folder);
+    for (const char* id : {"rtn", "gptq", "vq"}) {
+        auto method = m_workbench->registry().find(id);
+        if (!method)
+            continue;
+        CompressJobParams base = jobParams(false);
+        base.methodId = id;
+        base.settings = {};
+        base.matrixSettings.clear();
+        base.matrixMethods.clear();
+        auto choices = bracketingSettings(base, *m_workbench->checkpoint(), **method, targetBpw, &m_workbench->registry());
+        if (!choices)
+            continue;
+        for (const BracketChoice& c : *choices) {
+            JobQueue::Item item;
+            QStringList settings;
+            for (const std::string& s : c.settings)
+                settings << QString::fromStdString(s);
+            item.label = QStringLiteral("%1 %2 (%3 bpw)").arg(QString::fromLatin1(id).toUpper(), settings.join(QLatin1Char(' '))).arg(c.bpwCompressed, 0, 'f', 3);
+            item.compress = base;
+            item.compress.settings = c.settings;
+            item.compress.resume = false;
+            item.compress.outPath = QStringLiteral("%1/%2-%3-%4.pllm")
+                                        .arg(folder, QFileInfo(m_workbench->summary().path).completeBaseName(), QString::fromLatin1(id),
+                                             settings.join(QLatin1Char('-')).replace(QLatin1Char('='), QString()))
+                                        .toStdString();
+            item.compress.workDir.clear();
+            item.eval.textPath = text.toStdString();
+            item.eval.eval.ctx = m_ctx->value();
+            items.push_back(item);
+        }
+    }
+    if (items.isEmpty())
+        return refuse(tr("No baseline method could be planned for this model."));
+    m_queue->enqueue(items);
+    showTab(m_compare);
+    statusBar()->showMessage(tr("Queued %1 baseline runs around %2 bits per weight.").arg(items.size()).arg(targetBpw, 0, 'f', 2), 10000);
+    spdlog::info("queued {} baseline runs around {:.3f} bits per weight", items.size(), targetBpw);
+    return items.size();
+}
+
 bool MainWindow::startPlannedCompress()
 {
     if (m_sensitivity->planMatrixSettings().empty()) {
@@ -833,8 +992,14 @@ void MainWindow::onCompressFinished(const CompressOutcome& o)
     m_lastError = o.ok ? QString() : o.message;
     statusBar()->showMessage(o.message, 15000);
     m_progressText->setText(o.message);
+    if (o.ok && m_queue->owns(o.archivePath)) { // a queued baseline: the user's last archive stays
+        m_overall->setValue(1000);
+        updateActions();
+        return;
+    }
     if (o.ok) {
         m_overall->setValue(1000);
+        m_lastBpw = o.bpwCompressed;
         m_lastArchive = o.archivePath;
         m_playground->setCompressedPath(o.archivePath);
         m_inspect->setSources(o.archivePath, m_workbench->summary().path, true); // the file may be new at the same path

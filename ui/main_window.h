@@ -31,6 +31,8 @@ class ComparePanel;
 class SensitivityPanel;
 class PlaygroundPanel;
 class JudgePanel;
+class JobQueue;
+class GuidedDemo;
 class InspectPanel;
 class LayerPicker;
 class MethodForm;
@@ -57,6 +59,16 @@ public:
     // current settings' codebook and decoder overhead is above a tenth of the codes. Returns
     // whether the form changed.
     bool suggestSettings(bool onlyIfNeeded = false);
+    // Queues RTN, GPTQ (with the calibration text) and VQ at the settings whose estimated bits
+    // bracket `targetBpw` (0: the run selected in Compare, else the last compression, else the
+    // form's estimate), each compressed and then evaluated on the Results tab's text. Returns the
+    // number of jobs queued (0 with the reason in the status bar).
+    int runBaselines(double targetBpw = 0);
+    JobQueue* jobQueue() const { return m_queue; }
+    // Help ▸ Guided demo: a step-by-step walk on the bundled model (non-modal).
+    GuidedDemo* startGuidedDemo();
+    // Queues PocketLLM compressions of the open model at three sizes (the guided demo's step).
+    int queueThreeSizes();
     // Asked before a run whose plan has warnings; returns true to run. Default: a question box
     // (refused when dialogs are off: tests set their own).
     void setConfirmHandler(std::function<bool(const QString& text)> handler) { m_confirm = std::move(handler); }
@@ -150,6 +162,9 @@ private:
     QSpinBox* m_ctx = nullptr;
     QPushButton* m_start = nullptr;
     QPushButton* m_suggest = nullptr;
+    JobQueue* m_queue = nullptr;
+    GuidedDemo* m_demo = nullptr;
+    double m_lastBpw = 0; // of the last compression this window started
     std::function<bool(const QString&)> m_confirm;
     QString m_proposedFor; // the model and method the settings were last proposed for
     QPushButton* m_resume = nullptr;

@@ -170,4 +170,81 @@ Result<SettingsSuggestion> suggestSettings(const CompressJobParams& params, cons
     return s;
 }
 
+namespace {
+
+// The candidate grid of bracketingSettings for `method` (its own assignments only).
+std::vector<std::vector<std::string>> bracketCandidates(const CompressionMethod& method)
+{
+    std::vector<std::vector<std::string>> out;
+    if (const ParamSpec* bits = findSpec(method, "bits")) {
+        const int lo = std::max(2, static_cast<int>(bits->minValue)), hi = std::min(8, static_cast<int>(bits->maxValue));
+        for (int b = lo; b <= hi; ++b)
+            for (int group : {32, 64, 128})
+                out.push_back(findSpec(method, "group") ? std::vector<std::string>{"bits=" + std::to_string(b), "group=" + std::to_string(group)}
+                                                        : std::vector<std::string>{"bits=" + std::to_string(b)});
+    } else if (const ParamSpec* k = findSpec(method, "K")) {
+        const ParamSpec* sharing = findSpec(method, "sharing");
+        const std::vector<std::string> levels = sharing ? sharing->choices : std::vector<std::string>{""};
+        for (const std::string& level : levels)
+            for (int d : {2, 4, 8})
+                for (std::int64_t K = std::max<std::int64_t>(4, static_cast<std::int64_t>(k->minValue));
+                     K <= std::min<std::int64_t>(65536, static_cast<std::int64_t>(k->maxValue)); K *= 2) {
+                    std::vector<std::string> c{"d=" + std::to_string(d), "K=" + std::to_string(K)};
+                    if (!level.empty())
+                        c.push_back("sharing=" + level);
+                    out.push_back(c);
+                }
+    }
+    std::sort(out.begin(), out.end());
+    out.erase(std::unique(out.begin(), out.end()), out.end());
+    return out;
+}
+
+} // namespace
+
+Result<std::vector<BracketChoice>> bracketingSettings(const CompressJobParams& params, const Checkpoint& checkpoint, CompressionMethod& method,
+                                                      double targetBpw, const MethodRegistry* registry)
+{
+    struct Planned {
+        std::vector<std::string> settings;
+        double bpw, overhead;
+    };
+    std::vector<Planned> planned;
+    for (const std::vector<std::string>& candidate : bracketCandidates(method)) {
+        CompressJobParams p = params;
+        for (const std::string& c : candidate)
+            p.settings = withSetting(p.settings, c.substr(0, c.find('=')), c.substr(c.find('=') + 1));
+        auto plan = planCompressJob(p, checkpoint, method, registry);
+        if (plan) // else e.g. a d the matrices' widths do not allow
+            planned.push_back({candidate, plan->estimatedBits.bpwCompressed(), overheadOf(plan->estimatedBits)});
+    }
+    // Settings that make sense first: codebooks and decoders at most a quarter of the codes.
+    const bool sensibleExist = std::any_of(planned.begin(), planned.end(), [](const Planned& p) { return p.overhead <= 0.25; });
+    std::optional<BracketChoice> below, above;
+    double belowOverhead = 0, aboveOverhead = 0;
+    for (const Planned& c : planned) {
+        if (sensibleExist && c.overhead > 0.25)
+            continue;
+        const std::vector<std::string>& candidate = c.settings;
+        const double bpw = c.bpw, overhead = c.overhead;
+        if (bpw <= targetBpw) {
+            if (!below || bpw > below->bpwCompressed + 1e-9 || (bpw > below->bpwCompressed - 1e-9 && overhead < belowOverhead)) {
+                below = BracketChoice{candidate, bpw, false};
+                belowOverhead = overhead;
+            }
+        } else if (!above || bpw < above->bpwCompressed - 1e-9 || (bpw < above->bpwCompressed + 1e-9 && overhead < aboveOverhead)) {
+            above = BracketChoice{candidate, bpw, true};
+            aboveOverhead = overhead;
+        }
+    }
+    std::vector<BracketChoice> out;
+    if (below)
+        out.push_back(*below);
+    if (above)
+        out.push_back(*above);
+    if (out.empty())
+        return Error::usage(method.info().id + ": no setting of its range can be planned for this model");
+    return out;
+}
+
 } // namespace pocket

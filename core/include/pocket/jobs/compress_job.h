@@ -121,6 +121,20 @@ struct SettingsSuggestion {
 Result<SettingsSuggestion> suggestSettings(const CompressJobParams& params, const Checkpoint& checkpoint, CompressionMethod& method,
                                            const MethodRegistry* registry = nullptr, double maxOverhead = 0.1);
 
+// Settings of `method` whose estimate brackets `targetBpw` (bits per weight over the compressed
+// matrices) on this model: the candidate with the most bits at or below the target and the one with
+// the fewest above it (either may be missing at the ends of the method's range), ties broken by the
+// smaller codebook overhead. Candidates: bits 2-8 with groups of 32, 64 and 128 columns for methods
+// with `bits`; K = 4 ... 65536 with d = 2, 4, 8 and every `sharing` for methods with `K`.
+// params.settings are the base every candidate is added to.
+struct BracketChoice {
+    std::vector<std::string> settings; // the candidate's own assignments ("bits=3", "group=128")
+    double bpwCompressed = 0;
+    bool above = false;                // above the target (else at or below)
+};
+Result<std::vector<BracketChoice>> bracketingSettings(const CompressJobParams& params, const Checkpoint& checkpoint, CompressionMethod& method,
+                                                      double targetBpw, const MethodRegistry* registry = nullptr);
+
 // Runs the whole job and, when `recording` is given and enabled, records it in the experiment
 // store (begun at the first progress report, so runs refused up front are not recorded).
 // `onProgress` returning false cancels: finished groups stay in the work folder (resume later), no
