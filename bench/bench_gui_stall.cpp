@@ -3,6 +3,9 @@
 // how late each tick fires; the worst lateness is the longest the window could not repaint or
 // react. Target: under 50 ms. Runs the real main window (offscreen unless a display is set).
 // Usage: bench_gui_stall [name=value ...]   (PocketLLM settings; default a model-shared run)
+//        bench_gui_stall --inspect MODEL ARCHIVE MATRIX   (the Inspect tab drawing MATRIX of ARCHIVE,
+//        MODEL being its original: decoding, heat map and PCA on a worker, drawing on the GUI thread)
+#include "inspect_panel.h"
 #include "layer_picker.h"
 #include "main_window.h"
 #include "method_form.h"
@@ -64,6 +67,56 @@ void runUntilIdle(pocket::ui::Workbench& wb)
         QApplication::processEvents(QEventLoop::WaitForMoreEvents, 50);
 }
 
+// The Inspect tab on a big matrix: the stall while it is inspected and drawn, twice (the second
+// with the error map switched to RMS, which redraws on the GUI thread).
+int inspectStall(pocket::ui::MainWindow& window, const char* model, const char* archive, const char* matrix)
+{
+    if (!window.openPath(QString::fromLocal8Bit(model), true)) {
+        std::fprintf(stderr, "cannot open %s: %s\n", model, qPrintable(window.lastError()));
+        return 1;
+    }
+    window.setLastArchive(QString::fromLocal8Bit(archive));
+    pocket::ui::InspectPanel* inspect = window.inspectPanel();
+    bool done = false, ok = false;
+    QObject::connect(inspect, &pocket::ui::InspectPanel::inspected, [&](bool success) {
+        done = true;
+        ok = success;
+    });
+    StallProbe probe(10);
+    QElapsedTimer wall;
+    probe.start();
+    wall.start();
+    window.showTab(inspect);
+    if (!inspect->inspect(QString::fromLocal8Bit(matrix))) {
+        std::fprintf(stderr, "%s is not a matrix of %s\n", matrix, archive);
+        return 1;
+    }
+    while (!done)
+        QApplication::processEvents(QEventLoop::WaitForMoreEvents, 50);
+    const double seconds = wall.elapsed() / 1000.0;
+    QElapsedTimer settle;
+    settle.start();
+    while (settle.elapsed() < 500) // the queued replots
+        QApplication::processEvents(QEventLoop::AllEvents, 20);
+    if (!ok) {
+        std::fprintf(stderr, "inspection failed: %s\n", qPrintable(inspect->lastError()));
+        return 1;
+    }
+    probe.report("inspect");
+    const auto& m = *inspect->current();
+    std::printf("             %s [%lld x %lld] (%s): inspected and drawn in %.1f s; heat map %d x %d cells of %lld x %lld weights%s\n",
+                m.name.c_str(), static_cast<long long>(m.rows), static_cast<long long>(m.cols), m.methodId.c_str(), seconds, m.error.cols,
+                m.error.rows, static_cast<long long>(m.error.rowsPerCell), static_cast<long long>(m.error.colsPerCell),
+                m.codebook ? qPrintable(QStringLiteral("; %1 codewords, %2 dead").arg(m.codebook->codewords).arg(m.codebook->dead)) : "");
+    probe.start();
+    inspect->errorModeCombo()->setCurrentIndex(1);
+    settle.restart();
+    while (settle.elapsed() < 500)
+        QApplication::processEvents(QEventLoop::AllEvents, 20);
+    probe.report("rms redraw");
+    return 0;
+}
+
 } // namespace
 
 int main(int argc, char** argv)
@@ -80,6 +133,8 @@ int main(int argc, char** argv)
     pocket::ui::MainWindow window(&wb);
     window.resize(1400, 900);
     window.show();
+    if (argc == 5 && QString::fromLocal8Bit(argv[1]) == QLatin1String("--inspect"))
+        return inspectStall(window, argv[2], argv[3], argv[4]);
     if (!window.openPath(QString::fromStdString(pocket::demoModelPath()), true)) {
         std::fprintf(stderr, "the demo model was not found\n");
         return 1;

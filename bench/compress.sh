@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Issue 3 benchmarks (printed figures; not a test). Usage: bench/compress.sh [build dir] [sections...]
-# Sections: time curves paper nearest decode bigmatrix (default: all). Archives go to $BENCH_DIR
+# Sections: time curves paper nearest decode bigmatrix inspect (default: all). Archives go to $BENCH_DIR
 # (default <build>/bench). Perplexity: stories260K on TinyStories part A, ctx 256 (FP32: 4.9992).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${1:-build}
 shift || true
-SECTIONS=${*:-time curves paper nearest decode bigmatrix}
+SECTIONS=${*:-time curves paper nearest decode bigmatrix inspect}
 CLI="$BUILD_DIR/bin/pocketllm-cli"
 BENCH_DIR=${BENCH_DIR:-$BUILD_DIR/bench}
 MODEL=resources/models/stories260K/stories260K.bin
@@ -66,6 +66,18 @@ if has decode; then
   echo "== decode throughput (model-shared d 4, K 256 archive)"
   [ -f "$BENCH_DIR/model-d4-K256.pllm" ] || "$CLI" -q compress "$MODEL" -o "$BENCH_DIR/model-d4-K256.pllm" --set sharing=model --set K=256 --set batch=1024 >/dev/null
   "$BUILD_DIR/bin/bench_decode" "$BENCH_DIR/model-d4-K256.pllm" --threads 2
+fi
+
+if has inspect; then
+  BIG=${BIG_MODEL:-$BENCH_DIR/random-1gb} # e.g. the llama.cpp peer's ~/.cache/pocketllm-peer/models/random-1gb
+  if [ ! -f "$BIG/config.json" ]; then
+    echo "== writing a ~1 GB random Llama-shaped checkpoint (f16) to $BIG"
+    "$CLI" -q make-random --preset 1gb --dtype f16 --out "$BIG" --force >/dev/null
+  fi
+  echo "== GUI stall while the Inspect tab draws block 0 down_proj [2048 x 5632] (PocketLLM d 4, K 4096)"
+  [ -f "$BENCH_DIR/inspect-down.pllm" ] || "$CLI" -q compress "$BIG" -o "$BENCH_DIR/inspect-down.pllm" --blocks 0 --types down \
+    --set K=4096 --set kmeans_iters=3 --set epochs=2 --threads 2 >/dev/null
+  "$BUILD_DIR/bin/bench_gui_stall" --inspect "$BIG" "$BENCH_DIR/inspect-down.pllm" model.layers.0.mlp.down_proj.weight
 fi
 
 if has bigmatrix; then

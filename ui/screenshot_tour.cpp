@@ -4,6 +4,10 @@
 #include "main_window.h"
 #include "method_form.h"
 #include "judge_panel.h"
+#include "compare_panel.h"
+#include "guided_demo.h"
+#include "inspect_panel.h"
+#include "job_queue.h"
 #include "playground_panel.h"
 #include "sensitivity_panel.h"
 #include "workbench.h"
@@ -75,9 +79,35 @@ int renderScreenshots(Workbench& wb, MainWindow& window, const QString& dir)
     window.tabs()->setCurrentIndex(1);
     settle(300);
     window.grab().save(QDir(dir).filePath(QStringLiteral("workbench-results.png")));
-    window.tabs()->setCurrentIndex(2);
+    // Compare, with the baselines that bracket the run's bits queued and evaluated.
+    if (window.runBaselines() > 0) {
+        QElapsedTimer queueClock;
+        queueClock.start();
+        while ((window.jobQueue()->running() || window.jobQueue()->waiting() > 0) && queueClock.elapsed() < kJobTimeoutMs)
+            QApplication::processEvents(QEventLoop::AllEvents, 50);
+    }
+    window.comparePanel()->refresh();
+    window.showTab(window.comparePanel());
     settle(300);
     window.grab().save(QDir(dir).filePath(QStringLiteral("workbench-compare.png")));
+    // Inspect: the run's up_proj of block 2, its codebook over the sub-vectors and the decoder's map.
+    auto* inspect = window.inspectPanel();
+    window.showTab(inspect);
+    inspect->inspect(QStringLiteral("model.layers.2.mlp.up_proj.weight"));
+    QElapsedTimer inspectClock;
+    inspectClock.start();
+    while ((inspect->busy() || !inspect->current() || inspect->current()->name != "model.layers.2.mlp.up_proj.weight") &&
+           inspectClock.elapsed() < 60000)
+        QApplication::processEvents(QEventLoop::AllEvents, 20);
+    settle(500);
+    window.grab().save(QDir(dir).filePath(QStringLiteral("workbench-inspect.png")));
+    // The guided demo's window, at its inspect step.
+    if (GuidedDemo* demo = window.startGuidedDemo()) {
+        demo->goTo(4);
+        settle(300);
+        demo->grab().save(QDir(dir).filePath(QStringLiteral("workbench-demo.png")));
+        demo->close();
+    }
     // Sensitivity: RTN 3 bits on each matrix alone, then a plan across methods for 3.5 bits per
     // weight, the heatmap showing each matrix's menu entry and method.
     auto* sensitivity = window.sensitivityPanel();

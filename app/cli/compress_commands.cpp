@@ -2,6 +2,7 @@
 #include "store_commands.h"
 
 #include "pocket/jobs/eval_job.h"
+#include "pocket/analysis/inspect.h"
 
 #include "pocket/archive/archive_gguf.h"
 #include "pocket/archive/archive_gptq.h"
@@ -272,8 +273,68 @@ int runCompress(const Globals& g, const CompressOptions& o)
     return kExitOk;
 }
 
+// inspect --matrix: core's inspectMatrix as JSON (the figures' data) or a few lines of text.
+int runInspectMatrix(const Globals& g, const ArchiveOptions& o)
+{
+    std::unique_ptr<pocket::Checkpoint> original;
+    if (!o.original.empty()) {
+        auto opened = pocket::openCheckpoint(o.original);
+        if (!opened)
+            return fail(g, opened.error());
+        original = std::move(*opened);
+    }
+    auto r = pocket::inspectMatrix(o.archive, o.matrix, original.get(), registry());
+    if (!r)
+        return fail(g, r.error());
+    ordered_json out{{"archive", o.archive}, {"matrix", r->name}, {"method", r->methodId}, {"group", r->groupId}, {"rows", r->rows}, {"cols", r->cols}};
+    std::ostringstream t;
+    t << r->name << " [" << r->rows << " x " << r->cols << "], " << r->methodId << ", group " << r->groupId << "
+";
+    out["histogram"] = {{"lo", r->histogram.lo}, {"hi", r->histogram.hi}, {"original", r->histogram.original}, {"decoded", r->histogram.decoded}};
+    if (r->hasOriginal) {
+        out["mse"] = r->mse;
+        out["snr_db"] = r->snrDb;
+        out["error_map"] = {{"rows", r->error.rows}, {"cols", r->error.cols}, {"rows_per_cell", r->error.rowsPerCell},
+                            {"cols_per_cell", r->error.colsPerCell}, {"mean", r->error.mean}, {"rms", r->error.rms}};
+        const float worst = r->error.rms.empty() ? 0 : *std::max_element(r->error.rms.begin(), r->error.rms.end());
+        t << "error        MSE " << r->mse << ", SNR " << std::fixed << std::setprecision(2) << r->snrDb << " dB; worst cell RMS " << worst
+          << " (cells of " << r->error.rowsPerCell << " x " << r->error.colsPerCell << ")
+";
+    }
+    if (r->codebook) {
+        const pocket::CodebookView& v = *r->codebook;
+        out["codebook"] = {{"d", v.d}, {"dim", v.dim}, {"codewords", v.codewords}, {"dead", v.dead}, {"index_perplexity", v.indexPerplexity},
+                           {"pca", v.pca}, {"explained", {v.explained[0], v.explained[1]}}, {"axes", v.axes}, {"center", v.center},
+                           {"usage", v.usage}, {"codewords_xy", v.codebook}, {"points_xy", v.points}};
+        t << "codebook     K " << v.codewords << " of d " << v.d << ": " << v.dead << " dead for this matrix, index perplexity " << std::setprecision(1)
+          << v.indexPerplexity << "; " << (v.pca ? "principal axes carry " : "axes are the coordinates: ") << std::setprecision(0)
+          << 100 * v.explained[0] << "% and " << 100 * v.explained[1] << "% of the variance
+";
+        if (!v.decodedCodewords.empty())
+            out["codebook"]["decoded_xy"] = v.decodedCodewords; // NaN for unused codewords
+        if (!v.tileMean.empty()) {
+            out["rln_tiles"] = {{"group", v.rlnGroup}, {"mean", v.tileMean}, {"std", v.tileStd}};
+            const auto [lo, hi] = std::minmax_element(v.tileStd.begin(), v.tileStd.end());
+            t << "RLN tiles    " << v.tileStd.size() << " tiles of " << v.rlnGroup << " sub-vectors; RLN3 input std " << std::setprecision(3) << *lo
+              << " .. " << *hi << "
+";
+        }
+    }
+    if (!r->note.empty()) {
+        out["note"] = r->note;
+        t << "note         " << r->note << "
+";
+    }
+    emit(g, out, t.str());
+    return kExitOk;
+}
+
 int runInspect(const Globals& g, const ArchiveOptions& o)
 {
+    if (!o.matrix.empty())
+        return runInspectMatrix(g, o);
+    if (!o.original.empty())
+        return fail(g, "--original goes with --matrix", kExitUsage);
     auto archive = pocket::Archive::open(o.archive);
     if (!archive)
         return fail(g, archive.error());
@@ -680,6 +741,8 @@ void addCompressCommands(CLI::App& app, CompressCommands& c)
     c.inspect->add_option("ARCHIVE", a.archive, ".pllm archive")->required();
     c.inspect->add_flag("--matrices", a.matrices, "List every compressed matrix");
     c.inspect->add_flag("--streams", a.streams, "List every code stream: fixed-width bits, stored bits, empirical entropy");
+    c.inspect->add_option("--matrix", a.matrix, "What compression did to one matrix (the workbench's Inspect tab): error, histogram, codebook usage, PCA, RLN tiles; --json gives the figures' data");
+    c.inspect->add_option("--original", a.original, "With --matrix: the model the archive was compressed from (for the error)");
 
     c.repack = app.add_subcommand("repack", "Re-code an archive's code streams (the lossless stage) without compressing again");
     c.repack->add_option("ARCHIVE", a.archive, ".pllm archive")->required();

@@ -50,6 +50,8 @@ struct ArchiveOptions {
     bool force = false;
     bool matrices = false;
     bool streams = false;
+    std::string matrix;   // inspect --matrix: what compression did to it (the workbench's Inspect tab)
+    std::string original; // inspect --original: the model it was compressed from
     std::string entropy = "auto";
     std::string coder = "fastest";
     double minSaving = 2;
