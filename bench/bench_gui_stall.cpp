@@ -15,6 +15,7 @@
 #include "pocket/support/app_paths.h"
 
 #include <QApplication>
+#include <QComboBox>
 #include <QElapsedTimer>
 #include <QLineEdit>
 #include <QSpinBox>

@@ -385,6 +385,45 @@ private Q_SLOTS:
         QVERIFY(after.at("perplexity").get<double>() != before.at("perplexity").get<double>());
     }
 
+    // Issue 21: the paper's per-matrix PocketLLM on the demo model warns (stderr and --json) and
+    // suggests settings that fit; inspect --matrix gives the Inspect tab's data.
+    void warnsAndInspects()
+    {
+        Run r;
+        const json plan = runJson({"compress", demo(), "--dry-run", "--out", path("never.pllm")}, &r);
+        QVERIFY2(r.code == 0, qPrintable(r.describe()));
+        QCOMPARE(plan.at("warnings").size(), std::size_t{2});
+        QVERIFY(r.err.contains("warning: ") && r.err.contains("larger than the model"));
+        QVERIFY2(r.err.contains("suggested: --set sharing=model --set K=512"), r.err.constData());
+        const json fits = runJson({"compress", demo(), "--dry-run", "--out", path("never.pllm"), "--set", "sharing=model", "--set", "K=512"}, &r);
+        QVERIFY(r.code == 0 && fits.at("warnings").empty() && !r.err.contains("warning"));
+
+        const QString archive = path("inspect-vq.pllm");
+        runJson({"compress", demo(), "--method", "vq", "--set", "d=2", "--set", "K=16", "--set", "sharing=model", "--out", archive}, &r);
+        QVERIFY2(r.code == 0, qPrintable(r.describe()));
+        const json m = runJson({"inspect", archive, "--matrix", "model.layers.1.mlp.down_proj.weight", "--original", demo()}, &r);
+        QVERIFY2(r.code == 0, qPrintable(r.describe()));
+        QCOMPARE(m.at("rows").get<int>(), 64);
+        QCOMPARE(m.at("cols").get<int>(), 172);
+        double total = 0;
+        for (const auto& c : m.at("histogram").at("original")) total += c.get<double>();
+        QCOMPARE(total, 64.0 * 172);
+        std::int64_t uses = 0;
+        for (const auto& u : m.at("codebook").at("usage")) uses += u.get<std::int64_t>();
+        QCOMPARE(uses, std::int64_t(64 * 172 / 2));
+        QVERIFY(m.at("snr_db").get<double>() > 0 && m.contains("error_map"));
+        // The inspect report's matrix SNR is the compress run's (same decoded weights).
+        const json whole = runJson({"inspect", archive}, &r);
+        for (const auto& row : whole.at("matrices"))
+            if (row.at("name") == "model.layers.1.mlp.down_proj.weight")
+                QVERIFY(relClose(row.at("snr_db").get<double>(), m.at("snr_db").get<double>(), 1e-3));
+        Run bad = run({"inspect", archive, "--matrix", "model.layers.9.mlp.up_proj.weight"});
+        QCOMPARE(bad.code, 1);
+        QVERIFY(bad.err.contains("inspect-vq.pllm") && bad.err.contains("no compressed matrix"));
+        Run stray = run({"inspect", archive, "--original", demo()});
+        QCOMPARE(stray.code, 2);
+    }
+
     // The lossless stage end to end: the same rtn 3-bit compression with --entropy none and on
     // evaluates to the same perplexity bit for bit (lossless), the coded archive is smaller and says
     // so in inspect, repack turns one into the other, and a damaged coded section is refused.

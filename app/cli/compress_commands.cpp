@@ -288,8 +288,8 @@ int runInspectMatrix(const Globals& g, const ArchiveOptions& o)
         return fail(g, r.error());
     ordered_json out{{"archive", o.archive}, {"matrix", r->name}, {"method", r->methodId}, {"group", r->groupId}, {"rows", r->rows}, {"cols", r->cols}};
     std::ostringstream t;
-    t << r->name << " [" << r->rows << " x " << r->cols << "], " << r->methodId << ", group " << r->groupId << "
-";
+    t << std::fixed;
+    t << r->name << " [" << r->rows << " x " << r->cols << "], " << r->methodId << ", group " << r->groupId << "\n";
     out["histogram"] = {{"lo", r->histogram.lo}, {"hi", r->histogram.hi}, {"original", r->histogram.original}, {"decoded", r->histogram.decoded}};
     if (r->hasOriginal) {
         out["mse"] = r->mse;
@@ -298,8 +298,7 @@ int runInspectMatrix(const Globals& g, const ArchiveOptions& o)
                             {"cols_per_cell", r->error.colsPerCell}, {"mean", r->error.mean}, {"rms", r->error.rms}};
         const float worst = r->error.rms.empty() ? 0 : *std::max_element(r->error.rms.begin(), r->error.rms.end());
         t << "error        MSE " << r->mse << ", SNR " << std::fixed << std::setprecision(2) << r->snrDb << " dB; worst cell RMS " << worst
-          << " (cells of " << r->error.rowsPerCell << " x " << r->error.colsPerCell << ")
-";
+          << " (cells of " << r->error.rowsPerCell << " x " << r->error.colsPerCell << ")\n";
     }
     if (r->codebook) {
         const pocket::CodebookView& v = *r->codebook;
@@ -308,22 +307,19 @@ int runInspectMatrix(const Globals& g, const ArchiveOptions& o)
                            {"usage", v.usage}, {"codewords_xy", v.codebook}, {"points_xy", v.points}};
         t << "codebook     K " << v.codewords << " of d " << v.d << ": " << v.dead << " dead for this matrix, index perplexity " << std::setprecision(1)
           << v.indexPerplexity << "; " << (v.pca ? "principal axes carry " : "axes are the coordinates: ") << std::setprecision(0)
-          << 100 * v.explained[0] << "% and " << 100 * v.explained[1] << "% of the variance
-";
+          << 100 * v.explained[0] << "% and " << 100 * v.explained[1] << "% of the variance\n";
         if (!v.decodedCodewords.empty())
             out["codebook"]["decoded_xy"] = v.decodedCodewords; // NaN for unused codewords
         if (!v.tileMean.empty()) {
             out["rln_tiles"] = {{"group", v.rlnGroup}, {"mean", v.tileMean}, {"std", v.tileStd}};
             const auto [lo, hi] = std::minmax_element(v.tileStd.begin(), v.tileStd.end());
             t << "RLN tiles    " << v.tileStd.size() << " tiles of " << v.rlnGroup << " sub-vectors; RLN3 input std " << std::setprecision(3) << *lo
-              << " .. " << *hi << "
-";
+              << " .. " << *hi << "\n";
         }
     }
     if (!r->note.empty()) {
         out["note"] = r->note;
-        t << "note         " << r->note << "
-";
+        t << "note         " << r->note << "\n";
     }
     emit(g, out, t.str());
     return kExitOk;

@@ -406,7 +406,7 @@ Result<MatrixInspection> inspectMatrix(const std::string& archivePath, const std
             out.hasOriginal = true;
         }
     } else {
-        out.note += "Open the original model (" + manifest.sourceName + ") to see the error. ";
+        out.note += "Without the original model (" + manifest.sourceName + ") there is no error to show. ";
     }
     if (out.hasOriginal) {
         double sig = 0, err = 0;
