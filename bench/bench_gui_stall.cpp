@@ -109,8 +109,8 @@ int inspectStall(pocket::ui::MainWindow& window, const char* model, const char* 
                 m.name.c_str(), static_cast<long long>(m.rows), static_cast<long long>(m.cols), m.methodId.c_str(), seconds, m.error.cols,
                 m.error.rows, static_cast<long long>(m.error.rowsPerCell), static_cast<long long>(m.error.colsPerCell),
                 m.codebook ? qPrintable(QStringLiteral("; %1 codewords, %2 dead").arg(m.codebook->codewords).arg(m.codebook->dead)) : "");
-    probe.start();
-    inspect->errorModeCombo()->setCurrentIndex(1);
+    probe.start(); // the redraw runs inside the event loop, between the probe's ticks
+    QTimer::singleShot(100, [inspect] { inspect->errorModeCombo()->setCurrentIndex(1); });
     settle.restart();
     while (settle.elapsed() < 500)
         QApplication::processEvents(QEventLoop::AllEvents, 20);
