@@ -29,6 +29,8 @@ namespace {
 QCustomPlot* newPlot(const QString& title)
 {
     auto* plot = new QCustomPlot;
+    plot->legend->setFont(QFont(plot->font().family(), 7));
+    plot->legend->setBrush(QColor(255, 255, 255, 200));
     plot->setMinimumSize(260, 200);
     plot->plotLayout()->insertRow(0);
     auto* text = new QCPTextElement(plot, title, QFont(plot->font().family(), 10, QFont::Bold));
@@ -395,24 +397,37 @@ void InspectPanel::drawCodebook()
             y << v.codebook[2 * k + 1] << dy << qQNaN();
         }
         auto* arrows = new QCPCurve(plot->xAxis, plot->yAxis);
-        arrows->setName(tr("decoder: codeword → mean decoded"));
+        arrows->setName(tr("decoder map"));
         arrows->setPen(QPen(QColor(44, 160, 44, 160), 1));
         arrows->setData(t, x, y);
     }
-    scatter(v.points, m_current->hasOriginal ? tr("sub-vectors (original)") : tr("sub-vectors (decoded)"), QColor(120, 120, 120, 90),
-            QCPScatterStyle::ssDot, 2);
+    scatter(v.points, m_current->hasOriginal ? tr("sub-vectors") : tr("decoded sub-vectors"), QColor(110, 110, 110, 110),
+            QCPScatterStyle::ssDisc, 3);
     scatter(v.codebook, v.dim == v.d ? tr("codewords") : tr("codewords (own axes)"), seriesColor(3), QCPScatterStyle::ssCross, 5);
     if (!v.decodedCodewords.empty() && v.dim == v.d)
-        scatter(v.decodedCodewords, tr("decoded codewords"), seriesColor(0), QCPScatterStyle::ssCircle, 4);
+        scatter(v.decodedCodewords, tr("decoded"), seriesColor(0), QCPScatterStyle::ssCircle, 4);
     const QString axis = v.pca ? tr("principal axis %1 (%2% of the variance)") : tr("coordinate %1");
     plot->xAxis->setLabel(v.pca ? axis.arg(1).arg(100 * v.explained[0], 0, 'f', 0) : axis.arg(1));
     plot->yAxis->setLabel(v.pca ? axis.arg(2).arg(100 * v.explained[1], 0, 'f', 0) : axis.arg(2));
-    setTitle(plot, tr("Codebook over the sub-vectors (d = %1, K = %2)").arg(v.d).arg(v.codewords));
+    setTitle(plot, tr("Codebook (d %1, K %2)").arg(v.d).arg(v.codewords));
+    // The legend under the axes, two entries a row, so it hides no point.
+    if (plot->plotLayout()->elementCount() < 3 || plot->plotLayout()->element(2, 0) != plot->legend) {
+        plot->axisRect()->insetLayout()->take(plot->legend);
+        plot->plotLayout()->addElement(2, 0, plot->legend);
+        plot->plotLayout()->setRowStretchFactor(2, 0.001);
+        plot->legend->setFillOrder(QCPLegend::foColumnsFirst);
+        plot->legend->setWrap(4);
+        plot->legend->setBorderPen(Qt::NoPen);
+    }
     plot->legend->setVisible(true);
-    plot->legend->setFont(QFont(plot->font().family(), 8));
+    plot->legend->setFont(QFont(plot->font().family(), 7));
     plot->rescaleAxes();
     plot->replot(QCustomPlot::rpQueuedReplot);
-    m_codebookNote->setText(tr("Sub-vectors of %1 weights in the codebook's units (row scales%2 divided out), %3. %4")
+    m_codebookNote->setText(tr("Index perplexity %1 of %2 codewords (%3 never used by this matrix). Sub-vectors of %4 weights in the "
+                               "codebook's units (row scales%5 divided out), %6. %7")
+                                .arg(v.indexPerplexity, 0, 'f', 1)
+                                .arg(v.codewords)
+                                .arg(v.dead)
                                 .arg(v.d)
                                 .arg(m_current->methodId == "pocketllm" ? tr(" and the group scale") : QString())
                                 .arg(v.pca ? tr("projected on their two principal axes") : tr("drawn directly"))
@@ -448,7 +463,7 @@ void InspectPanel::drawUsage()
     dead->setLineStyle(QCPGraph::lsNone);
     dead->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssTriangle, seriesColor(3), 6));
     dead->setData(deadX, deadY, true);
-    setTitle(plot, tr("Index usage: %1 of %2 codewords dead, index perplexity %3").arg(v.dead).arg(v.codewords).arg(v.indexPerplexity, 0, 'f', 1));
+    setTitle(plot, tr("Index usage: %1 of %2 dead").arg(v.dead).arg(v.codewords));
     plot->xAxis->setLabel(tr("codeword"));
     plot->yAxis->setLabel(tr("sub-vectors"));
     plot->legend->setVisible(v.dead > 0);
@@ -483,7 +498,7 @@ void InspectPanel::drawTiles()
     s->setName(tr("standard deviation"));
     s->setPen(QPen(seriesColor(1), 1));
     s->setData(x, stdev, true);
-    setTitle(plot, tr("RLN3 input per tile of %1 sub-vectors: what it normalises").arg(v.rlnGroup));
+    setTitle(plot, tr("RLN3 input per tile (G = %1)").arg(v.rlnGroup));
     plot->xAxis->setLabel(tr("tile"));
     plot->yAxis->setLabel(tr("latent value"));
     plot->legend->setVisible(true);
