@@ -19,6 +19,7 @@
 #include "pocket/io/gguf_export.h"
 #include "pocket/jobs/compress_job.h"
 #include "pocket/store/experiment_store.h"
+#include "gui_test_support.h"
 #include "test_support.h"
 
 #include <qcustomplot.h>
@@ -42,13 +43,7 @@ using namespace pocket::ui;
 
 namespace {
 
-void settle(int ms)
-{
-    QElapsedTimer t;
-    t.start();
-    while (t.elapsed() < ms)
-        QCoreApplication::processEvents(QEventLoop::AllEvents, 10);
-}
+using testsupport::settle;
 
 // The matrix names a rule selects, straight from core (the picker must agree).
 QStringList coreSelect(const Checkpoint& c, const LayerSelection& rule)

@@ -262,6 +262,17 @@ private Q_SLOTS:
         for (std::int64_t u : v.usage)
             if (u > 0) entropy -= double(u) / total * std::log(double(u) / total);
         QVERIFY(std::abs(v.indexPerplexity - std::exp(entropy)) < 1e-9);
+        // The axes' shares of the variance: each coordinate's variance over their sum.
+        {
+            const std::vector<float> w = floatsOf(*m_model, name);
+            double s[2] = {0, 0}, s2[2] = {0, 0};
+            for (std::size_t i = 0; i < w.size(); ++i) {
+                s[i % 2] += w[i];
+                s2[i % 2] += double(w[i]) * w[i];
+            }
+            const double n = w.size() / 2.0, v0 = s2[0] / n - s[0] * s[0] / n / n, v1 = s2[1] / n - s[1] * s[1] / n / n;
+            QVERIFY(std::abs(v.explained[0] - v0 / (v0 + v1)) < 1e-9 && std::abs(v.explained[1] - v1 / (v0 + v1)) < 1e-9);
+        }
         // The sampled points are original sub-vectors: the first is row 0, columns 0 and 1.
         const std::vector<float> w = floatsOf(*m_model, name);
         QCOMPARE(v.points[0], w[0]);

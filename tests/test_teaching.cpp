@@ -16,6 +16,7 @@
 #include "pocket/analysis/inspect.h"
 #include "pocket/io/checkpoint.h"
 #include "pocket/jobs/compress_job.h"
+#include "gui_test_support.h"
 #include "test_support.h"
 
 #include <qcustomplot.h>
@@ -38,22 +39,8 @@ using namespace pocket::ui;
 
 namespace {
 
-void settle(int ms)
-{
-    QElapsedTimer t;
-    t.start();
-    while (t.elapsed() < ms)
-        QCoreApplication::processEvents(QEventLoop::AllEvents, 10);
-}
-
-bool waitFor(const std::function<bool()>& done, int timeoutMs)
-{
-    QElapsedTimer t;
-    t.start();
-    while (!done() && t.elapsed() < timeoutMs)
-        QCoreApplication::processEvents(QEventLoop::AllEvents, 20);
-    return done();
-}
+using testsupport::settle;
+using testsupport::waitFor;
 
 QString setting(const MethodForm* form, const QString& name)
 {
@@ -219,6 +206,27 @@ private Q_SLOTS:
                 QCOMPARE(static_cast<QCPCurve*>(book->plottable(i))->dataCount(), int(core->codebook->codewords));
             }
         QVERIFY(sawCodewords);
+        // The decoder's map: each line runs from a codeword to where that same codeword decodes.
+        const CodebookView& v = *core->codebook;
+        QCPCurve* lines = nullptr;
+        for (int i = 0; i < book->plottableCount(); ++i)
+            if (book->plottable(i)->name() == "decoder map")
+                lines = static_cast<QCPCurve*>(book->plottable(i));
+        QVERIFY(lines && lines->dataCount() >= 30);
+        int checked = 0;
+        for (int i = 0; i + 2 < lines->dataCount(); i += 3) {
+            const auto it = lines->data()->at(i);
+            std::int64_t k = -1;
+            for (std::int64_t c = 0; c < v.codewords && k < 0; ++c)
+                if (v.codebook[2 * c] == float(it->key) && v.codebook[2 * c + 1] == float(it->value))
+                    k = c;
+            QVERIFY2(k >= 0, qPrintable(QString("a line starts off the codewords: (%1, %2), codeword 0 at (%3, %4)").arg(it->key).arg(it->value).arg(v.codebook[0]).arg(v.codebook[1])));
+            QCOMPARE(float((it + 1)->key), v.decodedCodewords[2 * k]);
+            QCOMPARE(float((it + 1)->value), v.decodedCodewords[2 * k + 1]);
+            QVERIFY(std::isnan((it + 2)->key));
+            ++checked;
+        }
+        QCOMPARE(checked * 3, lines->dataCount());
         QCustomPlot* usage = inspect->plot(InspectPanel::Usage);
         double total = 0;
         for (auto it = usage->graph(0)->data()->begin(); it != usage->graph(0)->data()->end(); ++it)
@@ -348,10 +356,22 @@ private Q_SLOTS:
             QCOMPARE(demo->step(), s);
             QCOMPARE(m_window->tabs()->currentWidget(), expected[s]);
             QCOMPARE(sentences(demo->textLabel()->text()), 2);
-            if (s == 1) { // three sizes queued
-                QCOMPARE(m_window->jobQueue()->items().size(), before + 3);
-                m_window->jobQueue()->cancel();
-                QVERIFY(waitFor([&] { return !m_wb->busy(); }, 60000));
+            if (s == 1) { // three sizes queued; cancelled, then queued again by a second visit
+                JobQueue* queue = m_window->jobQueue();
+                QCOMPARE(queue->items().size(), before + 3);
+                QVERIFY(waitFor([&] { return m_wb->busy(); }, 10000));
+                queue->cancel();
+                QVERIFY(waitFor([&] { return !m_wb->busy() && !queue->running(); }, 60000));
+                demo->backButton()->click();
+                demo->nextButton()->click();
+                QCOMPARE(queue->items().size(), before + 6);
+                // The interrupted run's work folder does not stop the rerun.
+                QVERIFY(waitFor([&] { return queue->items()[before + 3].state != JobQueue::Item::State::Waiting; }, 10000));
+                QVERIFY2(queue->items()[before + 3].state == JobQueue::Item::State::Compressing, qPrintable(queue->items()[before + 3].message));
+                queue->cancel();
+                QVERIFY(waitFor([&] { return !m_wb->busy() && !queue->running(); }, 60000));
+                for (int i = before; i < queue->items().size(); ++i)
+                    QCOMPARE(int(queue->items()[i].state), int(JobQueue::Item::State::Cancelled));
             }
         }
         QCOMPARE(demo->nextButton()->text(), QString("Finish"));

@@ -169,13 +169,20 @@ void InspectPanel::setSources(const QString& archivePath, const QString& origina
 {
     const bool originalChanged = originalPath != m_original;
     m_original = originalPath;
-    if (archivePath == m_archive && m_matrix->count() > 0 && !reload) {
-        if (originalChanged && m_current && isVisible())
+    if (archivePath == m_archive && m_matrix->count() > 0 && !reload && !originalChanged)
+        return;
+    // What is running or shown belongs to the old sources: drop it.
+    ++m_generation;
+    m_pending.clear();
+    if (m_thread)
+        m_cancel->store(true);
+    m_current.reset();
+    if (archivePath == m_archive && m_matrix->count() > 0 && !reload) { // only the original changed
+        if (isVisible())
             inspect(m_matrix->currentText());
         return;
     }
     m_archive = archivePath;
-    m_current.reset();
     QStringList names;
     if (!archivePath.isEmpty()) {
         auto listed = archiveMatrixNames(archivePath.toStdString());
@@ -245,7 +252,10 @@ void InspectPanel::deliver(int generation, const std::shared_ptr<Result<MatrixIn
     if (!m_pending.isEmpty()) {
         const QString next = m_pending;
         m_pending.clear();
-        inspect(next);
+        if (!inspect(next)) { // gone with its archive: say so, waiting callers wake up
+            m_lastError = tr("%1 is not a compressed matrix of %2").arg(next, m_archive);
+            Q_EMIT inspected(false);
+        }
         return;
     }
     if (generation != m_generation)
@@ -392,7 +402,8 @@ void InspectPanel::drawCodebook()
             const float dx = v.decodedCodewords[2 * k], dy = v.decodedCodewords[2 * k + 1];
             if (!std::isfinite(dx))
                 continue;
-            t << t.size() << t.size() + 1 << t.size() + 2;
+            const double base = t.size(); // one key per point, in order (QCPCurve sorts by key)
+            t << base << base + 1 << base + 2;
             x << v.codebook[2 * k] << dx << qQNaN();
             y << v.codebook[2 * k + 1] << dy << qQNaN();
         }

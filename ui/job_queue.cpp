@@ -117,8 +117,11 @@ void JobQueue::startNext()
     }
     m_retry.stop();
     Item& item = m_items[next];
-    QFile::remove(QString::fromStdString(item.compress.outPath)); // a baseline is rerun, not resumed
+    // A queued job is rerun, not resumed: the archive and any interrupted run of it go.
+    QFile::remove(QString::fromStdString(item.compress.outPath));
     QString error;
+    if (Workbench::hasWorkFolder(QString::fromStdString(item.compress.outPath)))
+        Workbench::discardWorkFolder(QString::fromStdString(item.compress.outPath), &error);
     m_current = next;
     item.state = Item::State::Compressing;
     refreshRow(next);
@@ -140,7 +143,8 @@ void JobQueue::finishCurrent(Item::State state, const QString& message)
 
 void JobQueue::onCompressFinished(const CompressOutcome& o)
 {
-    if (m_current < 0 || m_items[m_current].state != Item::State::Compressing || o.archivePath.toStdString() != m_items[m_current].compress.outPath) {
+    const bool same = QFileInfo(o.archivePath).absoluteFilePath() == QFileInfo(QString::fromStdString(m_items.value(m_current).compress.outPath)).absoluteFilePath();
+    if (m_current < 0 || m_items[m_current].state != Item::State::Compressing || !same) {
         if (m_current >= 0 && m_items[m_current].state == Item::State::Compressing && !o.ok) // refused or failed before it named its archive
             finishCurrent(o.cancelled ? Item::State::Cancelled : Item::State::Failed, o.message);
         return;
@@ -188,7 +192,9 @@ void JobQueue::cancel()
             refreshRow(i);
         }
     m_retry.stop();
-    if (m_current >= 0)
+    if (m_current >= 0 && !m_workbench->busy()) // between its compression and its evaluation
+        finishCurrent(Item::State::Cancelled, tr("cancelled"));
+    else if (m_current >= 0)
         m_workbench->cancel(); // its finished signal marks it cancelled
 }
 

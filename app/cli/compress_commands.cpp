@@ -297,8 +297,8 @@ int runInspectMatrix(const Globals& g, const ArchiveOptions& o)
         out["error_map"] = {{"rows", r->error.rows}, {"cols", r->error.cols}, {"rows_per_cell", r->error.rowsPerCell},
                             {"cols_per_cell", r->error.colsPerCell}, {"mean", r->error.mean}, {"rms", r->error.rms}};
         const float worst = r->error.rms.empty() ? 0 : *std::max_element(r->error.rms.begin(), r->error.rms.end());
-        t << "error        MSE " << r->mse << ", SNR " << std::fixed << std::setprecision(2) << r->snrDb << " dB; worst cell RMS " << worst
-          << " (cells of " << r->error.rowsPerCell << " x " << r->error.colsPerCell << ")\n";
+        t << "error        MSE " << std::defaultfloat << std::setprecision(4) << r->mse << ", SNR " << std::fixed << std::setprecision(2)
+          << r->snrDb << " dB; worst cell RMS " << std::defaultfloat << std::setprecision(4) << worst << std::fixed << " (cells of " << r->error.rowsPerCell << " x " << r->error.colsPerCell << ")\n";
     }
     if (r->codebook) {
         const pocket::CodebookView& v = *r->codebook;

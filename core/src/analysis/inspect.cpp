@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <limits>
 #include <thread>
 
@@ -206,12 +207,22 @@ CodebookView codebookViewOf(const CodebookPayload& c, const std::vector<float>& 
     const std::int64_t n = static_cast<std::int64_t>(pts.size()) / c.d;
     // Axes: the coordinates for d = 2 (d = 1: the value and 0), else PCA of the sub-vectors.
     std::vector<double> axes(static_cast<std::size_t>(2 * c.d), 0), mean(static_cast<std::size_t>(c.d), 0);
-    if (c.d <= 2) {
+    if (c.d <= 2) { // the coordinates themselves, with the share of the variance each carries
         axes[0] = 1;
         if (c.d == 2)
             axes[static_cast<std::size_t>(c.d + 1)] = 1;
-        v.explained[0] = 1;
-        v.explained[1] = c.d == 2 ? 1 : 0;
+        double sum[2] = {0, 0}, sq[2] = {0, 0};
+        for (std::int64_t i = 0; i < n; ++i)
+            for (int j = 0; j < c.d; ++j) {
+                sum[j] += pts[static_cast<std::size_t>(i * c.d + j)];
+                sq[j] += static_cast<double>(pts[static_cast<std::size_t>(i * c.d + j)]) * pts[static_cast<std::size_t>(i * c.d + j)];
+            }
+        double var[2] = {0, 0};
+        for (int j = 0; j < c.d && n > 0; ++j)
+            var[j] = std::max(0.0, sq[j] / n - (sum[j] / n) * (sum[j] / n));
+        const double total = var[0] + var[1];
+        v.explained[0] = total > 0 ? var[0] / total : 1;
+        v.explained[1] = total > 0 ? var[1] / total : 0;
     } else {
         v.pca = true;
         pcaAxes(pts, c.d, axes, v.explained, mean);
@@ -404,6 +415,10 @@ Result<MatrixInspection> inspectMatrix(const std::string& archivePath, const std
                 return t.error();
             orig = t->toFloat();
             out.hasOriginal = true;
+            const std::string openName = std::filesystem::path(original->path()).filename().string();
+            if (!manifest.sourceName.empty() && openName != manifest.sourceName)
+                out.note += "The error is against " + openName + ", but the archive was made from " + manifest.sourceName +
+                            ": if that is another model, the error shown is meaningless. ";
         }
     } else {
         out.note += "Without the original model (" + manifest.sourceName + ") there is no error to show. ";

@@ -133,8 +133,8 @@ Result<SettingsSuggestion> suggestSettings(const CompressJobParams& params, cons
     // Smaller codebooks at the widest sharing: K halved, or B one bit less, down to the minimum.
     if (s.overhead > maxOverhead) {
         std::string name = findSpec(method, "K") ? "K" : findSpec(method, "B") ? "B" : "";
-        std::vector<std::string> candidate = widest;
-        std::optional<JobPlan> last;
+        std::vector<std::string> candidate = widest, lastSettings;
+        std::optional<JobPlan> last; // the plan of lastSettings
         while (!name.empty()) {
             const ParamSpec& spec = *findSpec(method, name);
             const std::int64_t value = std::stoll(resolvedValue(method, candidate, name));
@@ -146,11 +146,12 @@ Result<SettingsSuggestion> suggestSettings(const CompressJobParams& params, cons
             if (!plan)
                 break;
             last = *plan;
+            lastSettings = candidate;
             if (overheadOf(plan->estimatedBits) <= maxOverhead)
                 break;
         }
         if (last)
-            accept(candidate, *last);
+            accept(lastSettings, *last);
         else if (widest != params.settings)
             if (auto plan = estimate(widest))
                 accept(widest, *plan);
