@@ -429,6 +429,9 @@ void InspectPanel::drawCodebook()
         plot->legend->setFillOrder(QCPLegend::foColumnsFirst);
         plot->legend->setWrap(4);
         plot->legend->setBorderPen(Qt::NoPen);
+        plot->legend->setIconSize(14, 8);
+        plot->legend->setIconTextPadding(3);
+        plot->legend->setColumnSpacing(6);
     }
     plot->legend->setVisible(true);
     plot->legend->setFont(QFont(plot->font().family(), 7));
