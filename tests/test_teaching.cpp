@@ -299,6 +299,7 @@ private Q_SLOTS:
             bits[QString::fromStdString(item.compress.methodId)] << item.bpw;
         }
         QCOMPARE(bits.keys(), (QStringList{"gptq", "rtn", "vq"}));
+        QVERIFY(waitFor([&] { return drained.size() == 1; }, 5000)); // emitted once the last finished signal is through
         QCOMPARE(drained.size(), 1);
         for (int i = 0; i < queue->list()->count(); ++i)
             QVERIFY(queue->list()->item(i)->text().contains("perplexity"));
