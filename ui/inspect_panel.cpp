@@ -168,8 +168,9 @@ void InspectPanel::ensureInspected()
 void InspectPanel::setSources(const QString& archivePath, const QString& originalPath, bool reload)
 {
     const bool originalChanged = originalPath != m_original;
+    const bool sameArchive = archivePath == m_archive && m_matrix->count() > 0 && !reload;
     m_original = originalPath;
-    if (archivePath == m_archive && m_matrix->count() > 0 && !reload && !originalChanged)
+    if (sameArchive && !originalChanged)
         return;
     // What is running or shown belongs to the old sources: drop it.
     ++m_generation;
@@ -177,7 +178,7 @@ void InspectPanel::setSources(const QString& archivePath, const QString& origina
     if (m_thread)
         m_cancel->store(true);
     m_current.reset();
-    if (archivePath == m_archive && m_matrix->count() > 0 && !reload) { // only the original changed
+    if (sameArchive) { // only the original changed
         if (isVisible())
             inspect(m_matrix->currentText());
         return;

@@ -1,7 +1,6 @@
 #include "job_queue.h"
 
 #include <QFile>
-#include <QFileInfo>
 #include <QHBoxLayout>
 #include <QLabel>
 #include <QListWidget>
@@ -143,12 +142,10 @@ void JobQueue::finishCurrent(Item::State state, const QString& message)
 
 void JobQueue::onCompressFinished(const CompressOutcome& o)
 {
-    const bool same = QFileInfo(o.archivePath).absoluteFilePath() == QFileInfo(QString::fromStdString(m_items.value(m_current).compress.outPath)).absoluteFilePath();
-    if (m_current < 0 || m_items[m_current].state != Item::State::Compressing || !same) {
-        if (m_current >= 0 && m_items[m_current].state == Item::State::Compressing && !o.ok) // refused or failed before it named its archive
-            finishCurrent(o.cancelled ? Item::State::Cancelled : Item::State::Failed, o.message);
+    // While an item compresses, the workbench runs nothing else (one job at a time; the queue starts
+    // only when it is idle): this outcome is the item's, whether or not it got to name its archive.
+    if (m_current < 0 || m_items[m_current].state != Item::State::Compressing)
         return;
-    }
     Item& item = m_items[m_current];
     if (!o.ok) {
         finishCurrent(o.cancelled ? Item::State::Cancelled : Item::State::Failed, o.message);

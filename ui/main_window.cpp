@@ -729,28 +729,38 @@ bool MainWindow::suggestSettings(bool onlyIfNeeded)
     return true;
 }
 
+JobQueue::Item MainWindow::queueItem(const QString& label, const std::string& methodId, std::vector<std::string> settings, const QString& folder,
+                                     const QString& name) const
+{
+    JobQueue::Item item;
+    item.label = label;
+    item.compress = jobParams(false); // the selection, keep dtype, calibration and entropy of the Compress tab
+    item.compress.methodId = methodId;
+    item.compress.settings = std::move(settings);
+    item.compress.matrixSettings.clear();
+    item.compress.matrixMethods.clear();
+    const QString dir = QString::fromStdString(userDataDir()) + QStringLiteral("/archives/") + folder;
+    QDir().mkpath(dir);
+    item.compress.outPath =
+        QStringLiteral("%1/%2-%3.pllm").arg(dir, QFileInfo(m_workbench->summary().path).completeBaseName(), name).toStdString();
+    item.compress.workDir.clear();
+    item.eval.textPath = m_textPath->text().trimmed().toStdString();
+    item.eval.eval.ctx = m_ctx->value();
+    return item;
+}
+
 int MainWindow::queueThreeSizes()
 {
     if (!m_workbench->hasModel() || m_workbench->summary().isArchive || !QFileInfo(m_textPath->text().trimmed()).isFile())
         return 0;
     QVector<JobQueue::Item> items;
-    const QString folder = QString::fromStdString(userDataDir()) + QStringLiteral("/archives/demo");
-    QDir().mkpath(folder);
     // One network for the whole model (what fits a small model), codebooks of three sizes.
     for (int k : {16, 64, 256}) {
-        JobQueue::Item item;
-        item.label = tr("PocketLLM K=%1 (one network for the model)").arg(k);
-        item.compress = jobParams(false);
-        item.compress.methodId = "pocketllm";
-        item.compress.settings = {"sharing=model", "d=4", "K=" + std::to_string(k), "epochs=40"};
-        item.compress.selection = LayerSelection{};
-        item.compress.matrixSettings.clear();
-        item.compress.matrixMethods.clear();
-        item.compress.outPath = QStringLiteral("%1/%2-pocketllm-K%3.pllm").arg(folder, QFileInfo(m_workbench->summary().path).completeBaseName()).arg(k).toStdString();
-        item.compress.workDir.clear();
-        item.becomesLastArchive = true; // Inspect and the playground show the last size
-        item.eval.textPath = m_textPath->text().trimmed().toStdString();
-        item.eval.eval.ctx = m_ctx->value();
+        JobQueue::Item item = queueItem(tr("PocketLLM K=%1 (one network for the model)").arg(k), "pocketllm",
+                                        {"sharing=model", "d=4", "K=" + std::to_string(k), "epochs=40"}, QStringLiteral("demo"),
+                                        QStringLiteral("pocketllm-K%1").arg(k));
+        item.compress.selection = LayerSelection{}; // the whole model, whatever the picker holds
+        item.becomesLastArchive = true;            // Inspect and the playground show the last size
         if (!m_queue->isPending(item.compress.outPath)) // already queued (the demo's step visited twice)
             items.push_back(item);
     }
@@ -829,37 +839,24 @@ int MainWindow::runBaselines(double targetBpw)
     if (!QFileInfo(text).isFile())
         return refuse(tr("Choose the text to evaluate on (Results tab): %1 is not a file.").arg(text));
     QVector<JobQueue::Item> items;
-    const QString folder = QString::fromStdString(userDataDir()) + QStringLiteral("/archives/baselines");
-    QDir().mkpath(folder);
     for (const char* id : {"rtn", "gptq", "vq"}) {
         auto method = m_workbench->registry().find(id);
         if (!method)
             continue;
-        CompressJobParams base = jobParams(false);
-        base.methodId = id;
-        base.settings = {};
-        base.matrixSettings.clear();
-        base.matrixMethods.clear();
+        // The job the items will run, with no settings yet: what the candidates are planned on.
+        const CompressJobParams base = queueItem({}, id, {}, QStringLiteral("baselines"), QString::fromLatin1(id)).compress;
         auto choices = bracketingSettings(base, *m_workbench->checkpoint(), **method, targetBpw, &m_workbench->registry());
         if (!choices)
             continue;
         for (const BracketChoice& c : *choices) {
-            JobQueue::Item item;
             QStringList settings;
             for (const std::string& s : c.settings)
                 settings << QString::fromStdString(s);
-            item.label = QStringLiteral("%1 %2 (%3 bpw)").arg(QString::fromLatin1(id).toUpper(), settings.join(QLatin1Char(' '))).arg(c.bpwCompressed, 0, 'f', 3);
-            item.compress = base;
-            item.compress.settings = c.settings;
-            item.compress.resume = false;
-            item.compress.outPath = QStringLiteral("%1/%2-%3-%4.pllm")
-                                        .arg(folder, QFileInfo(m_workbench->summary().path).completeBaseName(), QString::fromLatin1(id),
-                                             settings.join(QLatin1Char('-')).replace(QLatin1Char('='), QString()))
-                                        .toStdString();
-            item.compress.workDir.clear();
-            item.eval.textPath = text.toStdString();
-            item.eval.eval.ctx = m_ctx->value();
-            items.push_back(item);
+            items.push_back(queueItem(QStringLiteral("%1 %2 (%3 bpw)")
+                                          .arg(QString::fromLatin1(id).toUpper(), settings.join(QLatin1Char(' ')))
+                                          .arg(c.bpwCompressed, 0, 'f', 3),
+                                      id, c.settings, QStringLiteral("baselines"),
+                                      QStringLiteral("%1-%2").arg(QString::fromLatin1(id), settings.join(QLatin1Char('-')).replace(QLatin1Char('='), QString()))));
         }
     }
     if (items.isEmpty())

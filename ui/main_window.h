@@ -4,6 +4,7 @@
 // widgets and hands them to Workbench; it holds no compression logic. GUI thread only.
 #pragma once
 
+#include "job_queue.h"
 #include "workbench.h"
 
 #include <QMainWindow>
@@ -31,7 +32,6 @@ class ComparePanel;
 class SensitivityPanel;
 class PlaygroundPanel;
 class JudgePanel;
-class JobQueue;
 class GuidedDemo;
 class InspectPanel;
 class LayerPicker;
@@ -140,6 +140,11 @@ private:
     void appendLog(int level, const QString& text);
     void showAbout();
     pocket::CompressJobParams jobParams(bool resume) const;
+    // A queued compress-then-evaluate job of the open model: the Compress tab's job with `methodId`
+    // and `settings` alone, writing archives/<folder>/<model>-<name>.pllm in the data folder, then
+    // evaluated on the Results tab's text and context length.
+    JobQueue::Item queueItem(const QString& label, const std::string& methodId, std::vector<std::string> settings, const QString& folder,
+                             const QString& name) const;
     bool launchCompress(const pocket::CompressJobParams& params, bool resume);
 
     Workbench* m_workbench;

@@ -157,11 +157,16 @@ bool Workbench::openModel(const QString& path, QString* error)
     return true;
 }
 
-Result<JobPlan> Workbench::plan(const CompressJobParams& params) const
+Result<CompressionMethod*> Workbench::methodToPlan(const CompressJobParams& params) const
 {
     if (!m_checkpoint)
         return Error{"no model is open"};
-    auto method = m_registry->find(params.methodId);
+    return m_registry->find(params.methodId);
+}
+
+Result<JobPlan> Workbench::plan(const CompressJobParams& params) const
+{
+    auto method = methodToPlan(params);
     if (!method)
         return method.error();
     return planCompressJob(params, *m_checkpoint, **method);
@@ -174,9 +179,7 @@ PlanCheck Workbench::checkPlan(const JobPlan& plan) const
 
 Result<SettingsSuggestion> Workbench::suggest(const CompressJobParams& params) const
 {
-    if (!m_checkpoint)
-        return Error{"no model is open"};
-    auto method = m_registry->find(params.methodId);
+    auto method = methodToPlan(params);
     if (!method)
         return method.error();
     return suggestSettings(params, *m_checkpoint, **method, m_registry.get());

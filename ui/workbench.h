@@ -258,6 +258,8 @@ Q_SIGNALS:
     void storeChanged();
 
 private:
+    // The method of `params`, once a model is open (plan() and suggest() need both).
+    pocket::Result<pocket::CompressionMethod*> methodToPlan(const pocket::CompressJobParams& params) const;
     void launch(JobStatus::Kind kind, std::function<void()> work);
     bool startAnalysis(const pocket::AllocationRequest& request, bool allocate, QString* error);
     void finishJob();

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <map>
 #include <optional>
 
 namespace pocket {
@@ -32,13 +33,7 @@ double overheadOf(const ArchiveBits& bits)
     return c.indexBits > 0 ? static_cast<double>(c.codebookBits + c.decoderBits) / static_cast<double>(c.indexBits) : 0;
 }
 
-const ParamSpec* findSpec(const CompressionMethod& method, const std::string& name)
-{
-    for (const ParamSpec& p : method.info().params)
-        if (p.name == name)
-            return &p;
-    return nullptr;
-}
+const ParamSpec* findSpec(const CompressionMethod& method, const std::string& name) { return findParamSpec(method.info().params, name); }
 
 // `settings` with name=value set (replacing any earlier assignment of `name`).
 std::vector<std::string> withSetting(std::vector<std::string> settings, const std::string& name, const std::string& value)
@@ -51,18 +46,21 @@ std::vector<std::string> withSetting(std::vector<std::string> settings, const st
     return out;
 }
 
-// The resolved value of `name` under `settings` as text ("" when the method has no such parameter).
+// The resolved value of `name` under `settings`, in its canonical text ("" when the method has no such parameter).
 std::string resolvedValue(const CompressionMethod& method, const std::vector<std::string>& settings, const std::string& name)
 {
     auto r = ParamSet::resolve(method.info().params, settings);
-    if (!r || !findSpec(method, name))
-        return {};
-    const ParamSpec& spec = *findSpec(method, name);
-    switch (spec.kind) {
-    case ParamKind::Int: return std::to_string(r->getInt(name));
-    case ParamKind::Choice: return r->getText(name);
-    default: return {};
-    }
+    const auto it = r ? r->values().find(name) : std::map<std::string, std::string>::const_iterator{};
+    return r && it != r->values().end() ? it->second : std::string();
+}
+
+// The plan of `params` with its settings replaced by `settings`.
+Result<JobPlan> planWith(const CompressJobParams& params, std::vector<std::string> settings, const Checkpoint& checkpoint,
+                         CompressionMethod& method, const MethodRegistry* registry)
+{
+    CompressJobParams p = params;
+    p.settings = std::move(settings);
+    return planCompressJob(p, checkpoint, method, registry);
 }
 
 } // namespace
@@ -92,11 +90,7 @@ PlanCheck checkPlan(const JobPlan& plan, const Checkpoint& checkpoint)
 Result<SettingsSuggestion> suggestSettings(const CompressJobParams& params, const Checkpoint& checkpoint, CompressionMethod& method,
                                            const MethodRegistry* registry, double maxOverhead)
 {
-    auto estimate = [&](const std::vector<std::string>& settings) -> Result<JobPlan> {
-        CompressJobParams p = params;
-        p.settings = settings;
-        return planCompressJob(p, checkpoint, method, registry);
-    };
+    auto estimate = [&](const std::vector<std::string>& settings) { return planWith(params, settings, checkpoint, method, registry); };
     SettingsSuggestion s;
     s.settings = params.settings;
     auto current = estimate(s.settings);
@@ -212,10 +206,10 @@ Result<std::vector<BracketChoice>> bracketingSettings(const CompressJobParams& p
     };
     std::vector<Planned> planned;
     for (const std::vector<std::string>& candidate : bracketCandidates(method)) {
-        CompressJobParams p = params;
+        std::vector<std::string> settings = params.settings;
         for (const std::string& c : candidate)
-            p.settings = withSetting(p.settings, c.substr(0, c.find('=')), c.substr(c.find('=') + 1));
-        auto plan = planCompressJob(p, checkpoint, method, registry);
+            settings = withSetting(settings, c.substr(0, c.find('=')), c.substr(c.find('=') + 1));
+        auto plan = planWith(params, settings, checkpoint, method, registry);
         if (plan) // else e.g. a d the matrices' widths do not allow
             planned.push_back({candidate, plan->estimatedBits.bpwCompressed(), overheadOf(plan->estimatedBits)});
     }

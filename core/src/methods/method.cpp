@@ -72,14 +72,6 @@ bool parseBoolText(const std::string& text, bool& out)
     return true;
 }
 
-const ParamSpec* findSpec(const std::vector<ParamSpec>& schema, const std::string& name)
-{
-    for (const ParamSpec& spec : schema)
-        if (spec.name == name)
-            return &spec;
-    return nullptr;
-}
-
 // Validates one value and returns its canonical text (so equal settings compare and serialise equal).
 Result<std::string> canonical(const ParamSpec& spec, const std::string& text)
 {
@@ -141,6 +133,14 @@ std::string knownNames(const std::vector<ParamSpec>& schema)
 
 } // namespace
 
+const ParamSpec* findParamSpec(const std::vector<ParamSpec>& schema, const std::string& name)
+{
+    for (const ParamSpec& spec : schema)
+        if (spec.name == name)
+            return &spec;
+    return nullptr;
+}
+
 Result<ParamSet> ParamSet::resolve(const std::vector<ParamSpec>& schema, const std::map<std::string, std::string>& values)
 {
     ParamSet set;
@@ -151,7 +151,7 @@ Result<ParamSet> ParamSet::resolve(const std::vector<ParamSpec>& schema, const s
         set.m_values[spec.name] = *value;
     }
     for (const auto& [name, text] : values) {
-        const ParamSpec* spec = findSpec(schema, name);
+        const ParamSpec* spec = findParamSpec(schema, name);
         if (!spec)
             return Error::usage("unknown parameter '" + name + "' (known: " + knownNames(schema) + ")", "settings");
         auto value = canonical(*spec, text);
@@ -206,7 +206,7 @@ std::string ParamSet::toJson(const std::vector<ParamSpec>& schema) const
 {
     nlohmann::ordered_json out = nlohmann::ordered_json::object();
     for (const auto& [name, text] : m_values) {
-        const ParamSpec* spec = findSpec(schema, name);
+        const ParamSpec* spec = findParamSpec(schema, name);
         const ParamKind kind = spec ? spec->kind : ParamKind::Choice;
         if (kind == ParamKind::Int)
             out[name] = getInt(name);

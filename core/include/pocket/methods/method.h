@@ -58,6 +58,9 @@ struct ParamSpec {
 };
 
 // Validated parameter values of one method, in text form, every schema entry present.
+// The parameter `name` of `schema`, or null.
+const ParamSpec* findParamSpec(const std::vector<ParamSpec>& schema, const std::string& name);
+
 class ParamSet {
 public:
     ParamSet() = default;
