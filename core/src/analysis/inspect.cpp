@@ -107,19 +107,28 @@ Result<CodebookPayload> readCodebookPayload(const GroupPayload& p, const std::st
 {
     CodebookPayload c;
     const json meta = json::parse(p.metaJson, nullptr, false);
-    if (!meta.is_object() || meta.value("layout", "") != "column-blocks" || !p.section("codebook"))
+    const json::const_iterator layout = meta.is_object() ? meta.find("layout") : meta.end();
+    if (!meta.is_object() || layout == meta.end() || *layout != "column-blocks" || !p.section("codebook"))
         return Error::unsupported(p.methodId + " stores no codebook of sub-vectors");
-    c.d = meta.value("d", 0);
-    c.k = meta.value("K", 0);
-    c.dim = meta.value("latent", c.d);
-    if (c.dim == 0)
-        c.dim = c.d;
-    c.books = meta.value("codebooks", 1);
-    c.rlnGroup = meta.value("rln_group", 0);
-    c.bits = meta.value("index_bits", 0);
+    // The archive is input: every field is checked for its type and range before it sizes anything.
+    auto field = [&](const char* key, std::int64_t absent, std::int64_t lo, std::int64_t hi, std::int64_t& out) {
+        const auto it = meta.find(key);
+        out = it == meta.end() ? absent : it->is_number_integer() ? it->get<std::int64_t>() : lo - 1;
+        return out >= lo && out <= hi;
+    };
+    std::int64_t d = 0, latent = 0, books = 0, group = 0, bits = 0;
+    const bool ok = field("d", 0, 1, 4096, d) && field("K", 0, 1, std::int64_t(1) << 32, c.k) && field("latent", 0, 0, 4096, latent) &&
+                    field("codebooks", 1, 1, 64, books) && field("rln_group", 0, 0, std::int64_t(1) << 31, group) &&
+                    field("index_bits", 0, 1, 32, bits);
+    c.d = static_cast<int>(d);
+    c.dim = static_cast<int>(latent > 0 ? latent : d);
+    c.books = static_cast<int>(books);
+    c.rlnGroup = static_cast<int>(group);
+    c.bits = static_cast<int>(bits);
     const PayloadSection* book = p.section("codebook");
     const PayloadSection* idx = p.section("indices/" + matrix);
-    if (c.d <= 0 || c.k <= 0 || c.bits <= 0 || !idx || book->bytes.size() != static_cast<std::size_t>(2 * c.books * c.k * c.dim))
+    if (!ok || !idx || book->bytes.size() / 2 / static_cast<std::size_t>(c.books * c.dim) != static_cast<std::size_t>(c.k) ||
+        book->bytes.size() != static_cast<std::size_t>(2 * c.books * c.dim) * static_cast<std::size_t>(c.k))
         return Error("the payload of " + matrix + " has an unexpected codebook layout");
     c.codebook.resize(static_cast<std::size_t>(c.books * c.k * c.dim));
     convertToFloat(DType::F16, book->bytes.data(), c.codebook.size(), c.codebook.data());
