@@ -1,4 +1,5 @@
 #include "compress_commands.h"
+#include "cluster_launch.h"
 #include "store_commands.h"
 
 #include "pocket/jobs/eval_job.h"
@@ -14,6 +15,7 @@
 #include "pocket/methods/method_registry.h"
 #include "pocket/io/model_config.h"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <iostream>
@@ -21,6 +23,7 @@
 #include <map>
 #include <optional>
 #include <sstream>
+#include <thread>
 
 namespace cli {
 
@@ -188,7 +191,33 @@ int runCompress(const Globals& g, const CompressOptions& o)
     if (!entropy)
         return fail(g, entropy.error());
     params.entropy = *entropy;
-    pocket::setComputeThreads(o.threads);
+
+    // A distributed run: every rank runs this command; rank 0 goes on below, the others work for it.
+    std::unique_ptr<pocket::ClusterChannel> cluster;
+    if (o.mpi || mpiLaunchSize() > 1) {
+        auto channel = openMpiChannel();
+        if (!channel)
+            return fail(g, channel.error());
+        cluster = std::move(*channel);
+    }
+    // One thread per core, shared by the ranks on this host.
+    pocket::setComputeThreads(o.threads > 0 || !cluster ? o.threads
+                                                        : std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / mpiLocalSize()));
+    if (cluster && cluster->rank() != 0) {
+        const pocket::Status worked = pocket::runCompressWorker(params, registry(), *cluster);
+        if (!worked)
+            return fail(g, worked.error().prefixed("rank " + std::to_string(cluster->rank()) + " (" + cluster->host() + ")"));
+        return kExitOk;
+    }
+    struct StopWorkers { // rank 0 ends the workers on every path, refusals included
+        pocket::ClusterChannel* channel;
+        ~StopWorkers()
+        {
+            if (channel)
+                pocket::stopClusterWorkers(*channel);
+        }
+    } stopWorkers{cluster.get()};
+    params.cluster = cluster.get();
 
     std::vector<std::string> warnings;
     { // the plan up front: a dry run prints it; a run hears its warnings before it starts
@@ -228,8 +257,11 @@ int runCompress(const Globals& g, const CompressOptions& o)
         char snr[32] = ""; // unknown until the method reports it
         if (std::isfinite(t.snrDb))
             std::snprintf(snr, sizeof snr, "  SNR %.1f dB", t.snrDb);
-        std::snprintf(line, sizeof line, "group %d/%d  epoch %d/%d  loss %.3g%s  used %.0f%%  ETA %s", p.groupIndex + 1, p.groupCount,
-                      t.epoch, t.epochs, t.loss, snr, 100 * t.codebookUsage, formatDuration(p.etaSeconds).c_str());
+        char ranks[64] = ""; // a distributed run: whose step this is, and the groups done by all
+        if (p.ranks > 1)
+            std::snprintf(ranks, sizeof ranks, " [rank %d of %d, %d done]", p.rank, p.ranks, p.groupsDone);
+        std::snprintf(line, sizeof line, "group %d/%d%s  epoch %d/%d  loss %.3g%s  used %.0f%%  ETA %s", p.groupIndex + 1, p.groupCount,
+                      ranks, t.epoch, t.epochs, t.loss, snr, 100 * t.codebookUsage, formatDuration(p.etaSeconds).c_str());
         progress.show(line);
         return true;
     });
@@ -247,9 +279,15 @@ int runCompress(const Globals& g, const CompressOptions& o)
     out["groups"] = r.groups.size();
     out["groups_resumed"] = r.groupsResumed;
     out["matrices"] = matricesJson(r.matrices);
+    out["group_seconds"] = r.groupSeconds; // plan order, like "groups"' ids in the matrices
     out["seconds"] = r.seconds;
     out["threads"] = pocket::computeThreads();
+    out["ranks"] = r.ranks;
     out["peak_rss_mb"] = peakRssMb();
+    ordered_json phases = ordered_json::array();
+    for (const pocket::PhaseTime& ph : r.phases)
+        phases.push_back({{"phase", ph.name}, {"seconds", ph.seconds}, {"count", ph.count}, {"peak_rss_mb", ph.peakRssMb}});
+    out["phases"] = phases; // rank 0's; phases nest ("compress" holds the methods' own)
     out["warnings"] = warnings;
     if (r.runId > 0)
         out["run_id"] = r.runId;
@@ -268,7 +306,12 @@ int runCompress(const Globals& g, const CompressOptions& o)
         t << ", " << r.groupsResumed << " group(s) resumed from the work folder";
     t << "\n" << std::fixed << std::setprecision(2) << "SNR          mean " << (count ? meanSnr / count : 0) << " dB, worst " << worstSnr << " dB\n"
       << bitsSummaryText(r.bits) << std::setprecision(1) << "time         " << r.seconds << " s (" << pocket::computeThreads()
-      << " threads), peak RSS " << peakRssMb() << " MiB\n";
+      << " threads" << (r.ranks > 1 ? " per rank, " + std::to_string(r.ranks) + " ranks" : std::string()) << "), peak RSS " << peakRssMb()
+      << " MiB\n";
+    t << "phases      ";
+    for (const pocket::PhaseTime& ph : r.phases)
+        t << " " << ph.name << " " << ph.seconds << " s";
+    t << "\n";
     emit(g, out, t.str());
     return kExitOk;
 }
@@ -728,6 +771,9 @@ void addCompressCommands(CLI::App& app, CompressCommands& c)
     c.compress->add_flag("--resume", o.resume, "Continue an interrupted run from its work folder");
     c.compress->add_flag("--keep-work", o.keepWork, "Keep the work folder after success");
     c.compress->add_flag("--dry-run", o.dryRun, "Only plan: check the options and print the estimated bits");
+    c.compress->add_flag("--mpi", o.mpi,
+                         "Spread the groups over the processes mpirun started (on by itself when it started more than one); "
+                         "the output and work folder must be on a filesystem every rank shares");
     c.compress->add_option("--threads", o.threads, "Compute threads (default: one per core)")->check(CLI::Range(1, 1024));
     addCalibrationOptions(c.compress, o.calibration, "Calibration text (methods that need it, e.g. gptq)");
     addEntropyOptions(c.compress, o.entropy, o.coder, o.minSaving);

@@ -35,6 +35,7 @@ struct CompressOptions {
     bool resume = false;
     bool keepWork = false;
     bool dryRun = false;
+    bool mpi = false; // spread the groups over the processes mpirun started (also on when mpirun started more than one)
     int threads = 0;
     pocket::CalibrationParams calibration; // --calib-text, --calib-samples, --calib-len, --calib-seed
     std::string entropy = "auto";

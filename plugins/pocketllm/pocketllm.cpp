@@ -7,6 +7,7 @@
 #include "pocketllm_net.h"
 
 #include "pocket/io/dtype.h"
+#include "pocket/support/phases.h"
 #include "pocket/methods/method_base.h"
 #include "pocket/methods/feedback.h"
 #include "pocket/methods/kmeans.h"
@@ -539,6 +540,7 @@ private:
 bool trainEncoder(Network& net, const at::Tensor& data, const Layout& l, const ParamSet& params, at::Generator& gen,
                   const std::string& groupId, const CompressContext& context, const Stopwatch& clock)
 {
+    const ScopedPhase phase("training");
     EncoderTraining t;
     t.ema = params.getText("update") == "ema";
     t.emaDecay = params.getFloat("ema_decay");
@@ -753,6 +755,7 @@ at::Tensor latentsOf(const at::Tensor& codebook, const at::Tensor& idx)
 at::Tensor assignAdditive(const Decoder& dec, const at::Tensor& codebook, const at::Tensor& current, const at::Tensor& x, const at::Tensor& w,
                           std::int64_t group, std::int64_t beam, at::Tensor* error = nullptr)
 {
+    const ScopedPhase phase("assignment");
     const std::int64_t n = x.size(0), m = current.size(1), k = codebook.size(0) / m, latent = codebook.size(1), groups = n / group;
     const ContextStats st = contextStats(dec, latentsOf(codebook, current), group);
     const std::int64_t width = std::min(beam, k);
@@ -787,6 +790,7 @@ at::Tensor assignAdditive(const Decoder& dec, const at::Tensor& codebook, const 
 at::Tensor assignNearestDecoded(const Decoder& dec, const at::Tensor& codebook, const at::Tensor& current, const at::Tensor& x,
                                 const at::Tensor& w, std::int64_t group, at::Tensor* error = nullptr)
 {
+    const ScopedPhase phase("assignment");
     const std::int64_t n = x.size(0), d = x.size(1), k = codebook.size(0), groups = n / group;
     const ContextStats st = contextStats(dec, codebook.index_select(0, current), group);
     const std::int64_t chunk = std::max<std::int64_t>(1, (std::int64_t{1} << 22) / (group * k));
@@ -978,6 +982,7 @@ std::vector<at::Tensor> codebookAndDecoder(const Network& net, bool trainDecoder
 bool trainWeightSpace(AssignState& s, const at::Tensor& data, const at::Tensor& w, double wSum, const Layout& l, const ParamSet& params,
                       int firstStep, AssignProgress& report, json& extra)
 {
+    const ScopedPhase phase("training");
     const int epochs = static_cast<int>(params.getInt("epochs"));
     std::vector<at::Tensor> trainable = codebookAndDecoder(s.net, params.getBool("train_decoder"));
     torch::optim::Adam optimizer(trainable, torch::optim::AdamOptions(params.getFloat("lr")));
@@ -1061,6 +1066,7 @@ bool finetuneOutputError(AssignState& s, const MatrixGroup& group, GroupData& g,
                          bool trainDecoder, int firstStep,
                          AssignProgress& report, json& extra)
 {
+    const ScopedPhase phase("fine-tune");
     std::vector<at::Tensor> hessians, targets, scalesT;
     double weightsTotal = 0;
     for (std::size_t i = 0; i < group.matrices.size(); ++i) {

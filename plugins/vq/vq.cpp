@@ -307,6 +307,7 @@ private:
     static Result<std::vector<std::int32_t>> assignCodes(const MatrixGroup& group, const ParamSet& params, const CompressContext& context,
                                                          const Points& pts, int d, std::int64_t k, const std::vector<float>& codebook)
     {
+        const ScopedPhase phase("assignment");
         std::vector<std::int32_t> idx(static_cast<std::size_t>(pts.n));
         if (pts.weighting.empty())
             nearestCodewords(pts.values.data(), pts.n, codebook.data(), k, d, idx.data(), nullptr, context.threads);

@@ -5,6 +5,7 @@
 #include "pocket/io/text.h"
 #include "pocket/io/tokenizer.h"
 #include "pocket/jobs/calibration.h"
+#include "pocket/support/phases.h"
 
 #include <algorithm>
 #include <random>
@@ -49,6 +50,7 @@ Result<std::unique_ptr<CalibrationFeed>> CalibrationFeed::start(const CompressJo
     const CalibrationParams& cp = params.calibration;
     if (cp.textPath.empty())
         return Error::usage("calibration text is needed by method '" + method.info().id + "'", "calibration text");
+    const ScopedPhase phase("calibration");
     std::unique_ptr<CalibrationFeed> feed(new CalibrationFeed);
     for (const auto& group : plan.groups)
         for (const MatrixRef& m : group)
@@ -92,6 +94,7 @@ Status CalibrationFeed::measureUpFront(const JobPlan& plan, int blockCount, cons
         for (MatrixType t : kMatrixTypes)
             wanted = wanted || needed.count({block, t}) > 0;
         if (wanted) {
+            const ScopedPhase phase("hessians");
             auto h = m_run->hessians();
             if (!h)
                 return h.error();
@@ -99,8 +102,10 @@ Status CalibrationFeed::measureUpFront(const JobPlan& plan, int blockCount, cons
                 if (needed.count({block, type}))
                     POCKET_TRY(work.saveHessian(block, type, values));
         }
-        if (block + 1 < blockCount)
+        if (block + 1 < blockCount) {
+            const ScopedPhase phase("calibration");
             POCKET_TRY(m_run->advance());
+        }
     }
     return {};
 }
@@ -113,9 +118,12 @@ Status CalibrationFeed::beforeGroup(const std::vector<MatrixRef>& group)
     if (m_hessianBlock != block && m_run->nextBlock() > block)
         return Error::internal("calibration: block " + std::to_string(block) + " comes after block " + std::to_string(m_run->nextBlock()) +
                                " (the plan must visit blocks in order)");
-    while (m_run->nextBlock() < block)
+    while (m_run->nextBlock() < block) {
+        const ScopedPhase phase("calibration");
         POCKET_TRY(m_run->advance());
+    }
     if (m_hessianBlock != block) {
+        const ScopedPhase phase("hessians");
         auto h = m_run->hessians();
         if (!h)
             return h.error();
@@ -136,11 +144,28 @@ Status CalibrationFeed::afterGroup(const GroupPayload& payload, const Compressio
 {
     if (m_upFront)
         return {};
+    const ScopedPhase phase("calibration");
     auto decoded = method.decode(payload);
     if (!decoded)
         return decoded.error();
     for (std::size_t m = 0; m < payload.matrices.size(); ++m)
         POCKET_TRY(m_model->setWeight(payload.matrices[m].ref.name, (*decoded)[m]));
+    return {};
+}
+
+Status CalibrationFeed::shareBlockHessians(const WorkFolder& work) const
+{
+    if (m_upFront)
+        return {};
+    for (const auto& [type, values] : m_blockHessians)
+        POCKET_TRY(work.saveHessian(m_hessianBlock, type, values));
+    return {};
+}
+
+Status CalibrationFeed::forgetBlockHessians(const WorkFolder& work) const
+{
+    if (!m_upFront)
+        work.removeHessians(m_hessianBlock);
     return {};
 }
 

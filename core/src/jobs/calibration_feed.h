@@ -46,6 +46,13 @@ public:
     // uninterrupted run saw.
     Status afterGroup(const GroupPayload& payload, const CompressionMethod& method);
 
+    // Whether the Hessians were measured up front (groups span blocks).
+    bool upFront() const { return m_upFront; }
+    // A distributed run, block-by-block mode: saves the current block's Hessians into the work
+    // folder for the other ranks, and removes them once the block is done (up front: nothing).
+    Status shareBlockHessians(const WorkFolder& work) const;
+    Status forgetBlockHessians(const WorkFolder& work) const;
+
 private:
     CalibrationFeed() = default;
     std::unique_ptr<LlamaModel> m_model;

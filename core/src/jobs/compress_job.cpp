@@ -9,6 +9,7 @@
 #include "pocket/jobs/compress_job.h"
 
 #include "calibration_feed.h"
+#include "cluster_coordinator.h"
 #include "recorders.h"
 #include "work_folder.h"
 
@@ -149,20 +150,45 @@ public:
     }
     void startGroup(std::size_t index, const std::vector<MatrixRef>& group, int groupsResumed)
     {
-        m_groupWeights = 0;
-        for (const MatrixRef& m : group)
-            m_groupWeights += static_cast<std::uint64_t>(m.weights());
+        m_groupWeights = weightsOf(group);
         m_progress.phase = JobProgress::Phase::Training;
         m_progress.groupIndex = static_cast<int>(index);
         m_progress.groupsResumed = groupsResumed;
+        m_progress.rank = 0;
         m_loggedEpoch = 0;
         m_stopRequested = false;
     }
-    void groupResumed() { m_weightsDone += m_groupWeights; }
-    void groupCompressed()
+    void groupResumed()
     {
         m_weightsDone += m_groupWeights;
-        m_weightsTrainedHere += m_groupWeights;
+        ++m_progress.groupsDone;
+    }
+    void groupCompressed() { groupFinished(m_groupWeights); }
+    // A group finished by any rank of a distributed run.
+    void groupFinished(std::uint64_t weights)
+    {
+        m_weightsDone += weights;
+        m_weightsTrainedHere += weights;
+        ++m_progress.groupsDone;
+    }
+    void setRanks(int ranks) { m_progress.ranks = ranks; }
+    // Another rank's report on group `index` of `weights` weights; false cancels.
+    bool onRemote(int rank, std::size_t index, const TrainProgress& train)
+    {
+        m_progress.train = train;
+        m_progress.rank = rank;
+        m_progress.groupIndex = static_cast<int>(index);
+        m_progress.elapsedSeconds = m_jobClock.seconds();
+        const double remaining = static_cast<double>(m_totalWeights - m_weightsDone);
+        m_progress.etaSeconds = m_weightsTrainedHere > 0 ? m_trainingClock.seconds() / static_cast<double>(m_weightsTrainedHere) * remaining : 0;
+        return !m_onProgress || m_onProgress(m_progress);
+    }
+    static std::uint64_t weightsOf(const std::vector<MatrixRef>& group)
+    {
+        std::uint64_t w = 0;
+        for (const MatrixRef& m : group)
+            w += static_cast<std::uint64_t>(m.weights());
+        return w;
     }
     // The method's report of a training step; false cancels.
     bool onTrain(const TrainProgress& train)
@@ -175,6 +201,7 @@ public:
                           train.commitmentTerm, train.snrDb, train.deadCodewords, train.lr);
         }
         m_progress.train = train;
+        m_progress.rank = 0;
         m_progress.elapsedSeconds = m_jobClock.seconds();
         const double groupFraction = train.totalSteps > 0 ? static_cast<double>(train.step) / train.totalSteps : 0;
         const double doneHere = static_cast<double>(m_weightsTrainedHere) + groupFraction * static_cast<double>(m_groupWeights);
@@ -204,10 +231,14 @@ private:
     bool m_stopRequested = false;
 };
 
+// A matrix's calibration Hessian; empty function: the run does not calibrate.
+using HessianOf = std::function<Result<std::vector<float>>(const MatrixRef&)>;
+
 // Loads a group's matrices (and their Hessians when calibrating) and compresses it.
-Result<GroupPayload> compressGroup(const OpenJob& job, std::size_t index, CalibrationFeed* calibration, const WorkFolder& work,
-                                   GroupProgress& progress)
+Result<GroupPayload> compressGroup(const OpenJob& job, std::size_t index, const HessianOf& hessianOf,
+                                   const std::function<bool(const TrainProgress&)>& onTrain)
 {
+    const ScopedPhase phase("compress");
     MatrixGroup group;
     group.id = job.plan.groupIds[index];
     for (const MatrixRef& ref : job.plan.groups[index]) {
@@ -215,8 +246,8 @@ Result<GroupPayload> compressGroup(const OpenJob& job, std::size_t index, Calibr
         if (!data)
             return data.error();
         std::vector<float> hessian;
-        if (calibration) {
-            auto h = calibration->hessian(ref, work);
+        if (hessianOf) {
+            auto h = hessianOf(ref);
             if (!h)
                 return h.error();
             hessian = std::move(*h);
@@ -224,14 +255,22 @@ Result<GroupPayload> compressGroup(const OpenJob& job, std::size_t index, Calibr
         group.matrices.push_back({ref, data->toFloat(), std::move(hessian)});
     }
     CompressContext context;
-    context.onProgress = [&](const TrainProgress& train) { return progress.onTrain(train); };
+    context.onProgress = onTrain;
+    context.phases = &processPhaseLog();
     return job.plan.groupMethods[index]->compress(group, job.plan.groupParams[index], context);
+}
+
+HessianOf hessiansFrom(CalibrationFeed* calibration, const WorkFolder& work)
+{
+    if (!calibration)
+        return {};
+    return [calibration, &work](const MatrixRef& ref) { return calibration->hessian(ref, work); };
 }
 
 // Every group in plan order: taken from the work folder when finished earlier, else compressed
 // and saved there at once.
 Result<std::vector<GroupPayload>> compressGroups(const OpenJob& job, CalibrationFeed* calibration, const WorkFolder& work,
-                                                 GroupProgress& progress, int& groupsResumed)
+                                                 GroupProgress& progress, int& groupsResumed, std::vector<double>& groupSeconds)
 {
     std::vector<GroupPayload> payloads;
     for (std::size_t i = 0; i < job.plan.groups.size(); ++i) {
@@ -246,7 +285,9 @@ Result<std::vector<GroupPayload>> compressGroups(const OpenJob& job, Calibration
             progress.groupResumed();
             continue;
         }
-        auto payload = compressGroup(job, i, calibration, work, progress);
+        const Stopwatch clock;
+        auto payload = compressGroup(job, i, hessiansFrom(calibration, work), [&](const TrainProgress& t) { return progress.onTrain(t); });
+        groupSeconds[i] = clock.seconds();
         if (!payload)
             return progress.stopRequested() ? Error::cancelled() : payload.error();
         POCKET_TRY(work.saveGroup(i, *payload));
@@ -254,6 +295,86 @@ Result<std::vector<GroupPayload>> compressGroups(const OpenJob& job, Calibration
             POCKET_TRY(calibration->afterGroup(*payload, *job.plan.groupMethods[i]));
         payloads.push_back(std::move(*payload));
         progress.groupCompressed();
+    }
+    return payloads;
+}
+
+// The groups of a calibrated plan that may run at the same time: block by block when each
+// block's Hessians follow the compressed blocks before it, else all at once. [begin, end) pairs.
+std::vector<std::pair<std::size_t, std::size_t>> groupWaves(const JobPlan& plan, const CalibrationFeed* calibration)
+{
+    std::vector<std::pair<std::size_t, std::size_t>> waves;
+    const std::size_t n = plan.groups.size();
+    if (!calibration || calibration->upFront()) {
+        if (n > 0)
+            waves.push_back({0, n});
+        return waves;
+    }
+    for (std::size_t b = 0; b < n;) {
+        std::size_t e = b + 1;
+        while (e < n && plan.groups[e].front().layer == plan.groups[b].front().layer)
+            ++e;
+        waves.push_back({b, e});
+        b = e;
+    }
+    return waves;
+}
+
+// A distributed run (params.cluster, pocket/jobs/cluster.h): wave by wave, the groups not in the
+// work folder yet are compressed across the ranks, each saved into the work folder; the payloads
+// are then read back from there in plan order (what a resumed single-process run reads).
+Result<std::vector<GroupPayload>> distributeGroups(const OpenJob& job, CalibrationFeed* calibration, const WorkFolder& work,
+                                                   GroupProgress& progress, int& groupsResumed, std::vector<double>& groupSeconds,
+                                                   ClusterChannel& channel)
+{
+    ClusterCoordinator coordinator(channel);
+    POCKET_TRY(coordinator.start(work.path(), job.plan.groupIds));
+    progress.setRanks(channel.size());
+    const HessianOf hessianOf = hessiansFrom(calibration, work);
+    ClusterCoordinator::Hooks hooks;
+    hooks.compressHere = [&](std::size_t i) -> Status {
+        progress.startGroup(i, job.plan.groups[i], groupsResumed);
+        auto payload = compressGroup(job, i, hessianOf, [&](const TrainProgress& t) { return progress.onTrain(t) && coordinator.service(); });
+        if (!payload)
+            return progress.stopRequested() ? Error::cancelled() : payload.error();
+        return work.saveGroup(i, *payload);
+    };
+    hooks.groupDone = [&](int, std::size_t i, double seconds) {
+        progress.groupFinished(GroupProgress::weightsOf(job.plan.groups[i]));
+        groupSeconds[i] = seconds;
+    };
+    hooks.remoteProgress = [&](int rank, std::size_t i, const TrainProgress& t) { return progress.onRemote(rank, i, t); };
+
+    std::vector<GroupPayload> payloads(job.plan.groups.size());
+    for (const auto& [begin, end] : groupWaves(job.plan, calibration)) {
+        if (calibration)
+            POCKET_TRY(calibration->beforeGroup(job.plan.groups[begin]));
+        std::vector<std::size_t> todo;
+        for (std::size_t i = begin; i < end; ++i) {
+            if (auto saved = work.finishedGroup(i, job.plan.groupIds[i])) {
+                progress.startGroup(i, job.plan.groups[i], groupsResumed);
+                progress.groupResumed();
+                ++groupsResumed;
+                payloads[i] = std::move(*saved);
+            } else {
+                todo.push_back(i);
+            }
+        }
+        if (calibration && !todo.empty())
+            POCKET_TRY(calibration->shareBlockHessians(work));
+        POCKET_TRY(coordinator.runWave(todo, hooks));
+        for (std::size_t i : todo) {
+            auto saved = work.finishedGroup(i, job.plan.groupIds[i]);
+            if (!saved)
+                return fileError(work.groupFile(i), "missing after its rank reported it finished (is the work folder on a filesystem "
+                                                    "every rank shares?)");
+            payloads[i] = std::move(*saved);
+        }
+        if (calibration) {
+            for (std::size_t i = begin; i < end; ++i)
+                POCKET_TRY(calibration->afterGroup(payloads[i], *job.plan.groupMethods[i]));
+            POCKET_TRY(calibration->forgetBlockHessians(work));
+        }
     }
     return payloads;
 }
@@ -315,11 +436,15 @@ Result<CompressJobResult> runSteps(const CompressJobParams& params, MethodRegist
                                    const std::function<bool(const JobProgress&)>& onProgress)
 {
     const Stopwatch clock;
+    resetPhases();
     OpenJob job;
-    POCKET_TRY(openJob(params, registry, job));
-    // The tokenizer and the output folder are checked before hours of training.
-    POCKET_TRY(readTokenizer(params, job));
-    POCKET_TRY(checkOutput(params, job));
+    {
+        const ScopedPhase phase("open");
+        POCKET_TRY(openJob(params, registry, job));
+        // The tokenizer and the output folder are checked before hours of training.
+        POCKET_TRY(readTokenizer(params, job));
+        POCKET_TRY(checkOutput(params, job));
+    }
     auto calibration = CalibrationFeed::start(params, *job.checkpoint, *job.method, job.plan, job.tokenizerPath);
     if (!calibration)
         return calibration.error();
@@ -338,15 +463,26 @@ Result<CompressJobResult> runSteps(const CompressJobParams& params, MethodRegist
     };
     GroupProgress progress(job.plan, reported, clock);
     CompressJobResult result;
-    auto payloads = compressGroups(job, calibration->get(), **work, progress, result.groupsResumed);
+    result.groupSeconds.assign(job.plan.groups.size(), 0.0);
+    auto payloads = params.cluster ? distributeGroups(job, calibration->get(), **work, progress, result.groupsResumed, result.groupSeconds,
+                                                      *params.cluster)
+                                   : compressGroups(job, calibration->get(), **work, progress, result.groupsResumed, result.groupSeconds);
+    if (params.cluster) {
+        stopClusterWorkers(*params.cluster);
+        result.ranks = params.cluster->size();
+    }
     if (!payloads)
         return payloads.error();
     if (!progress.onWriting())
         return Error::cancelled();
-    POCKET_TRY(assembleArchive(params, job, std::move(*payloads), result));
+    {
+        const ScopedPhase phase("writing");
+        POCKET_TRY(assembleArchive(params, job, std::move(*payloads), result));
+    }
     if (!params.keepWorkDir)
         (*work)->remove();
     result.seconds = clock.seconds();
+    result.phases = phaseTimes();
     return result;
 }
 
@@ -359,6 +495,8 @@ Result<CompressJobResult> runCompressJob(const CompressJobParams& params, Method
     if (recording && recording->enabled)
         recorder = std::make_unique<CompressRecorder>(*recording, params);
     auto result = runSteps(params, registry, recorder.get(), onProgress);
+    if (params.cluster) // every path ends the workers, the refusals before the first group too
+        stopClusterWorkers(*params.cluster);
     if (!recorder)
         return result;
     if (!result)
@@ -366,6 +504,131 @@ Result<CompressJobResult> runCompressJob(const CompressJobParams& params, Method
     else
         result->runId = recorder->done(*result);
     return result;
+}
+
+namespace {
+
+// A worker's wait for rank 0's next message; messages that arrived early (a group handed out
+// ahead while this rank was compressing) are kept in order.
+class WorkerInbox {
+public:
+    explicit WorkerInbox(ClusterChannel& channel) : m_channel(channel) {}
+    // The next message from rank 0, waiting for it.
+    nlohmann::json next()
+    {
+        while (m_early.empty())
+            poll(1.0);
+        nlohmann::json m = std::move(m_early.front());
+        m_early.erase(m_early.begin());
+        return m;
+    }
+    // Whether rank 0 has said stop (looks at what has arrived, without waiting).
+    bool stopArrived()
+    {
+        poll(0);
+        for (const nlohmann::json& m : m_early)
+            if (m["kind"] == "stop")
+                return true;
+        return false;
+    }
+
+private:
+    void poll(double wait)
+    {
+        int from = -1;
+        while (auto text = m_channel.receive(wait, from)) {
+            if (from == 0) {
+                nlohmann::json m = parseClusterMessage(*text);
+                m_early.push_back(std::move(m));
+            }
+            wait = 0;
+        }
+    }
+    ClusterChannel& m_channel;
+    std::vector<nlohmann::json> m_early;
+};
+
+// Opens the job this worker is given: the same model, method and plan as rank 0, and rank 0's
+// work folder (which must be visible here and hold the same job).
+Result<std::unique_ptr<WorkFolder>> openWorkerJob(const CompressJobParams& params, MethodRegistry& registry, const nlohmann::json& start, OpenJob& job)
+{
+    POCKET_TRY(openJob(params, registry, job));
+    if (start["groups"] != nlohmann::json(job.plan.groupIds))
+        return Error{"plans other groups than rank 0 (" + std::to_string(job.plan.groupIds.size()) + " against " +
+                         std::to_string(start["groups"].size()) + "): every rank must be given the same command line and model"};
+    const std::string dir = start.value("work", std::string());
+    std::error_code ec;
+    if (!fs::is_directory(dir, ec))
+        return fileError(dir, "rank 0's work folder is not visible here; it must be on a filesystem every rank shares");
+    const ParamSet resolved = *ParamSet::resolve(job.method->info().params, params.settings);
+    return WorkFolder::open(dir, jobIdentity(params, *job.checkpoint, *job.method, resolved, job.plan.groupIds), true);
+}
+
+} // namespace
+
+Status runCompressWorker(const CompressJobParams& params, MethodRegistry& registry, ClusterChannel& channel)
+{
+    WorkerInbox inbox(channel);
+    const auto tell = [&](nlohmann::json message) {
+        message["host"] = channel.host();
+        if (Status sent = channel.send(0, message.dump()); !sent)
+            spdlog::warn("rank {}: {}", channel.rank(), sent.message());
+    };
+    nlohmann::json start = inbox.next();
+    if (start["kind"] != "start")
+        return {}; // stopped before the job began (rank 0 refused it)
+    OpenJob job;
+    auto work = openWorkerJob(params, registry, start, job);
+    if (!work && inbox.stopArrived())
+        return {}; // rank 0 stopped the run meanwhile (another rank failed; its work folder may be gone)
+    if (!work) {
+        tell({{"kind", "failed"}, {"error", work.message()}});
+        while (inbox.next()["kind"] != "stop") {
+        }
+        return work.error();
+    }
+    bool calibrated = false;
+    for (std::size_t i = 0; i < job.plan.groups.size(); ++i)
+        calibrated = calibrated || job.plan.groupMethods[i]->needsCalibration(job.plan.groupParams[i]);
+    const WorkFolder& folder = **work;
+    const HessianOf hessianOf = calibrated ? HessianOf([&](const MatrixRef& ref) { return folder.loadHessian(ref); }) : HessianOf();
+    tell({{"kind", "ready"}});
+    std::optional<Error> failure;
+    for (nlohmann::json m = inbox.next(); m["kind"] != "stop"; m = inbox.next()) {
+        if (m["kind"] != "group" || failure)
+            continue;
+        const std::size_t index = m.value("index", std::size_t(0));
+        const Stopwatch clock;
+        if (index >= job.plan.groups.size()) {
+            failure = Error::internal("rank 0 handed out group " + std::to_string(index) + " of " + std::to_string(job.plan.groups.size()));
+        } else {
+            Stopwatch lastReport;
+            bool stopped = false;
+            auto payload = compressGroup(job, index, hessianOf, [&](const TrainProgress& t) {
+                if (lastReport.seconds() > 0.5) {
+                    lastReport = Stopwatch();
+                    nlohmann::json report = trainProgressJson(t);
+                    report["kind"] = "progress";
+                    report["index"] = index;
+                    tell(report);
+                }
+                stopped = inbox.stopArrived();
+                return !stopped;
+            });
+            if (stopped)
+                return {}; // rank 0 stopped the run (a cancel, or another rank's failure)
+            Status saved = payload ? folder.saveGroup(index, *payload) : Status(payload.error());
+            if (!saved)
+                failure = saved.error().prefixed("group " + job.plan.groupIds[index]);
+        }
+        if (failure)
+            tell({{"kind", "failed"}, {"error", failure->message}});
+        else
+            tell({{"kind", "done"}, {"index", index}, {"seconds", clock.seconds()}});
+    }
+    if (failure)
+        return *failure;
+    return {};
 }
 
 } // namespace pocket

@@ -119,6 +119,13 @@ Result<std::vector<float>> WorkFolder::loadHessian(const MatrixRef& ref) const
     return h;
 }
 
+void WorkFolder::removeHessians(int layer) const
+{
+    std::error_code ec;
+    for (MatrixType t : kMatrixTypes)
+        fs::remove(hessianFile(layer, t), ec);
+}
+
 void WorkFolder::remove()
 {
     std::error_code ec;

@@ -41,6 +41,8 @@ public:
     // pass and the group that needs it.
     Status saveHessian(int layer, MatrixType type, const std::vector<float>& values) const;
     Result<std::vector<float>> loadHessian(const MatrixRef& ref) const;
+    // Removes the Hessians of block `layer` (a distributed run, once the block is done).
+    void removeHessians(int layer) const;
 
     // Deletes the folder and everything in it (after the archive is written).
     void remove();

@@ -1,4 +1,5 @@
 #include "pocket/methods/kmeans.h"
+#include "pocket/support/phases.h"
 
 #include "pocket/io/dtype.h"
 #include "pocket/methods/vq_kernels.h"
@@ -166,6 +167,7 @@ bool kmeans(const std::vector<float>& points, std::int64_t n, int d, std::int64_
             std::int64_t initSample, std::mt19937_64& gen, const Weighting& weighting, int threads, std::vector<float>& codebook,
                    const std::function<bool(int, const KmeansStats&)>& onIteration)
 {
+    const ScopedPhase phase("k-means");
     if (init == "random") {
         codebook.resize(static_cast<std::size_t>(k * d));
         for (std::int64_t c = 0; c < k; ++c) {

@@ -1,4 +1,5 @@
 #include "pocket/methods/method.h"
+#include "pocket/support/phases.h"
 #include "pocket/methods/method_base.h"
 #include "pocket/methods/vq_kernels.h"
 
@@ -388,7 +389,9 @@ Result<GroupPayload> MethodBase::compress(const MatrixGroup& group, const ParamS
     payload.methodId = m_info.id;
     payload.methodVersion = m_info.version;
     payload.paramsJson = params.toJson(m_info.params);
+    const PhaseLogBinding bind(context.phases); // the host's phase log, in a plugin's copy of core
     POCKET_TRY(compressInto(group, params, context, payload));
+    const ScopedPhase phase("measuring");
     POCKET_TRY(measureByDecoding(*this, group, payload));
     return payload;
 }

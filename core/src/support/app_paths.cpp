@@ -1,9 +1,11 @@
 #include "pocket/support/app_paths.h"
+#include "pocket/support/phases.h"
 
 #include <spdlog/sinks/rotating_file_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <sys/resource.h>
@@ -69,7 +71,8 @@ double peakRssMb()
 {
     rusage usage{};
     getrusage(RUSAGE_SELF, &usage);
-    return static_cast<double>(usage.ru_maxrss) / 1024.0; // ru_maxrss is in KiB on Linux
+    // ru_maxrss is in KiB on Linux; phases.cpp resets the kernel's mark per phase and keeps the peak
+    return std::max(static_cast<double>(usage.ru_maxrss) / 1024.0, processPeakRssMb());
 }
 
 std::string userDataDir()

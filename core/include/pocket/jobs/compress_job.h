@@ -18,6 +18,7 @@
 #include "pocket/methods/layer_selection.h"
 #include "pocket/methods/method.h"
 #include "pocket/methods/method_registry.h"
+#include "pocket/support/phases.h"
 #include "pocket/support/result.h"
 
 #include <functional>
@@ -27,6 +28,8 @@
 #include <vector>
 
 namespace pocket {
+
+class ClusterChannel; // pocket/jobs/cluster.h
 
 struct CompressJobParams {
     std::string modelPath;
@@ -51,6 +54,9 @@ struct CompressJobParams {
     // recorded with the run until the run succeeds and records the archive's resolved selection.
     // "" = layerSelectionJson(selection). Not part of the job's identity.
     std::string requestedSelectionJson;
+    // Rank 0 of a run spread over several processes (pocket/jobs/cluster.h); nullptr = this
+    // process alone. Not part of the job's identity: any number of ranks writes the same archive.
+    ClusterChannel* cluster = nullptr;
 };
 
 // The work folder of a job writing `archivePath` when none is given: "<archivePath>.work".
@@ -62,6 +68,9 @@ struct JobProgress {
     int groupIndex = 0;    // 0-based group in progress
     int groupCount = 0;
     int groupsResumed = 0; // groups taken from the work folder
+    int groupsDone = 0;    // groups finished (resumed, or compressed by any rank)
+    int rank = 0;          // the rank whose step `train` is (a distributed run; 0 otherwise)
+    int ranks = 1;         // processes compressing
     TrainProgress train;   // the method's latest step (Training phase)
     double elapsedSeconds = 0;
     double etaSeconds = 0; // whole job, estimated from the weights still to do
@@ -74,7 +83,13 @@ struct CompressJobResult {
     std::vector<GroupPayload> groups; // payloads without section bytes, with per-matrix results
     std::vector<MatrixReport> matrices; // one per compressed matrix, in group order
     int groupsResumed = 0;
+    std::vector<double> groupSeconds; // per group in plan order: wall seconds compressing it (on whichever rank; 0 = resumed)
     double seconds = 0;
+    int ranks = 1;                    // processes that compressed (a distributed run)
+    // Wall seconds per phase of this process ("open", "calibration", "hessians", "compress",
+    // "writing", and the methods' own: "k-means", "training", "assignment", ...; see
+    // pocket/support/phases.h), with the largest resident set seen at a phase's end.
+    std::vector<PhaseTime> phases;
     std::int64_t runId = 0;           // the run recorded in the store (0 = not recorded)
 };
 

@@ -5,6 +5,7 @@
 #pragma once
 
 #include "pocket/io/checkpoint.h"
+#include "pocket/support/phases.h"
 #include "pocket/support/result.h"
 
 #include <cstdint>
@@ -184,6 +185,7 @@ struct TrainProgress {
 struct CompressContext {
     int threads = 0; // compute threads already configured by the caller; informational
     std::function<bool(const TrainProgress&)> onProgress;
+    PhaseLog* phases = nullptr; // where the method's phases are counted (pocket/support/phases.h); nullptr = this module's own
 };
 
 // ---------------------------------------------------------------------------------------------

@@ -1,0 +1,61 @@
+#include "cluster_launch.h"
+
+#include "pocket/support/app_paths.h"
+
+#include <dlfcn.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+namespace {
+
+int envInt(const char* name)
+{
+    const char* v = std::getenv(name);
+    return v && *v ? std::atoi(v) : 0;
+}
+
+} // namespace
+
+int mpiLaunchSize()
+{
+    for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "PMI_SIZE", "MPI_LOCALNRANKS"})
+        if (const int n = envInt(name); n > 0)
+            return n;
+    return 0;
+}
+
+int mpiLocalSize()
+{
+    for (const char* name : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS"})
+        if (const int n = envInt(name); n > 0)
+            return n;
+    return 1;
+}
+
+pocket::Result<std::unique_ptr<pocket::ClusterChannel>> openMpiChannel()
+{
+    std::string path;
+    if (const char* env = std::getenv("POCKETLLM_MPI_MODULE"); env && *env)
+        path = env;
+    else
+        path = (std::filesystem::path(pocket::executableDir()) / ".." / "lib" / "libpocket_mpi.so").lexically_normal().string();
+    std::error_code ec;
+    if (!std::filesystem::exists(path, ec))
+        return pocket::Error::unsupported("--mpi: this build has no MPI support (" + path +
+                                          " is missing): install Open MPI (libopenmpi-dev openmpi-bin) and build again");
+    // RTLD_GLOBAL: Open MPI loads its own components, which need libmpi's symbols.
+    void* module = dlopen(path.c_str(), RTLD_NOW | RTLD_GLOBAL);
+    if (!module)
+        return pocket::fileError(path, std::string("cannot load the MPI module: ") + dlerror());
+    using Open = pocket::ClusterChannel* (*)(char*, int);
+    auto open = reinterpret_cast<Open>(dlsym(module, "pocket_mpi_open"));
+    if (!open)
+        return pocket::fileError(path, "not the MPI module (no pocket_mpi_open)");
+    char error[256] = {};
+    pocket::ClusterChannel* channel = open(error, sizeof error);
+    if (!channel)
+        return pocket::Error::io(std::string("MPI: ") + error);
+    return std::unique_ptr<pocket::ClusterChannel>(channel); // the module stays loaded: MPI finalises in the destructor
+}

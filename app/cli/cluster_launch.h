@@ -1,0 +1,19 @@
+// Distributed runs from the command line (compress --mpi): finds out whether mpirun started this
+// process, and loads the MPI module (lib/libpocket_mpi.so beside bin/, built only where Open MPI
+// was found) that implements core's ClusterChannel.
+#pragma once
+
+#include "pocket/jobs/cluster.h"
+#include "pocket/support/result.h"
+
+#include <memory>
+
+// The number of processes mpirun (or srun with PMIx) started in this job, from the environment;
+// 0 when this process was not started by an MPI launcher.
+int mpiLaunchSize();
+// The processes mpirun started on this host (for the default thread count); 1 if unknown.
+int mpiLocalSize();
+
+// Initialises MPI through the module. Errors: the module is missing (this build has no MPI), or MPI
+// cannot start.
+pocket::Result<std::unique_ptr<pocket::ClusterChannel>> openMpiChannel();
