@@ -5,6 +5,7 @@
 #     the archive a single process writes, byte for byte, and report 3 ranks;
 #  2. a rank killed with SIGKILL mid-run stops the job and mpirun names it; --resume with -np 2
 #     continues from the finished groups to the same archive;
+#  sensitivity units across -np 3 give the single-process figures exactly;
 #  3. a rank that cannot read the model (an MPMD launch giving it another path) is named in the
 #     error, and no archive is written.
 # Usage: tests/mpi_check.sh PATH/TO/pocketllm-cli RESOURCES_DIR
@@ -36,6 +37,21 @@ check_same() { # name, then the compress options
 check_same rtn --method rtn --set bits=4
 check_same "vq per type" --method vq --set d=2 --set K=64 --set sharing=type --set iters=10
 check_same "gptq block by block" --method gptq --set bits=4 --calib-text "$TEXT" --calib-samples 8 --calib-len 64
+
+# Sensitivity units across 3 ranks: the same units and figures as one process.
+SENS=(sensitivity "$MODEL" --text "$TEXT" --ctx 64 --windows 4 --blocks 0-1 --threads 1 --method gptq --set bits=3 --calib-samples 8 --calib-len 64)
+"$CLI" -q --json --no-store "${SENS[@]}" >"$WORK/sens-alone.json"
+"${MPIRUN[@]}" -np 3 "$CLI" -q --json --no-store "${SENS[@]}" --mpi >"$WORK/sens-mpi.json" || fail "sensitivity: mpirun -np 3 failed"
+python3 - "$WORK/sens-alone.json" "$WORK/sens-mpi.json" <<'PY' || fail "sensitivity: -np 3 differs from one process"
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:])
+for d in (a, b):
+    d.pop("seconds")
+    for u in d["units"]:
+        u.pop("seconds", None)
+assert a == b, (a, b)
+print(f"mpi_check: sensitivity (gptq, {len(a['units'])} units): -np 3 gives the single-process figures exactly")
+PY
 
 # 2. A rank killed mid-run, then --resume with another number of ranks.
 SLOW=(--method pocketllm --set d=4 --set K=64 --set epochs=400)

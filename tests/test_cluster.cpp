@@ -3,7 +3,9 @@
 // mpirun by tests/mpi_check.sh): the archive equals a single-process run's byte for byte, for
 // methods without calibration, with calibration block by block (GPTQ) and with k-means; the
 // workers really compress groups; a rank that cannot read the model is named; a cancelled
-// distributed run resumes with another number of ranks; the phase times are reported.
+// distributed run resumes with another number of ranks; the phase times are reported. Sensitivity
+// units across ranks give the single-process results exactly.
+#include "pocket/analysis/sensitivity.h"
 #include "pocket/io/hf_writer.h"
 #include "pocket/jobs/cluster.h"
 #include "pocket/jobs/compress_job.h"
@@ -274,6 +276,75 @@ private Q_SLOTS:
         QVERIFY2(second.result.ok(), second.result.ok() ? "" : second.result.message().c_str());
         QVERIFY(second.result->groupsResumed >= 4);
         QVERIFY(testsupport::readBytes(p.outPath) == alone);
+    }
+
+    void sensitivityAcrossRanks_data()
+    {
+        QTest::addColumn<QString>("method");
+        QTest::addColumn<QStringList>("settings");
+        QTest::newRow("rtn") << "rtn" << QStringList{"bits=3", "group=16"};
+        QTest::newRow("gptq (calibrated)") << "gptq" << QStringList{"bits=3", "group=16"};
+    }
+    void sensitivityAcrossRanks()
+    {
+        QFETCH(QString, method);
+        QFETCH(QStringList, settings);
+        QTemporaryDir dir;
+        SensitivityParams p;
+        p.modelPath = writeModel(dir);
+        p.textPath = POCKET_RESOURCES_DIR "/text/tinystories_valid_30k.txt";
+        p.methodId = method.toStdString();
+        p.settings.clear();
+        for (const QString& x : settings)
+            p.settings.push_back(x.toStdString());
+        p.ctx = 32;
+        p.windows = 4;
+        p.calibration.samples = 8;
+        p.calibration.length = 32;
+        MethodRegistry registry;
+        auto alone = runSensitivity(p, loadedRegistry(registry));
+        QVERIFY2(alone.ok(), alone.ok() ? "" : alone.message().c_str());
+
+        LocalCluster cluster(3);
+        std::vector<Status> workers(3);
+        std::vector<std::thread> threads;
+        for (int r = 1; r < 3; ++r)
+            threads.emplace_back([&, r] {
+                setComputeThreads(1);
+                LocalChannel channel(cluster, r);
+                MethodRegistry own;
+                workers[static_cast<std::size_t>(r)] = runSensitivityWorker(p, loadedRegistry(own), channel);
+            });
+        LocalChannel channel(cluster, 0);
+        SensitivityParams q = p;
+        q.cluster = &channel;
+        int reports = 0;
+        auto spread = runSensitivity(q, registry, nullptr, [&](const SensitivityProgress& s) {
+            reports += s.latest ? 1 : 0;
+            return true;
+        });
+        for (std::thread& t : threads)
+            t.join();
+        QVERIFY2(spread.ok(), spread.ok() ? "" : spread.message().c_str());
+        for (const Status& w : workers)
+            QVERIFY2(w.ok(), w.ok() ? "" : w.message().c_str());
+        QVERIFY2(cluster.doneByWorkers() > 0, "the workers measured no unit");
+        QCOMPARE(reports, static_cast<int>(alone->units.size()));
+        QCOMPARE(spread->basePerplexity, alone->basePerplexity);
+        QCOMPARE(spread->units.size(), alone->units.size());
+        for (std::size_t i = 0; i < alone->units.size(); ++i) {
+            const UnitSensitivity& a = alone->units[i];
+            const UnitSensitivity& b = spread->units[i];
+            QCOMPARE(b.unit, a.unit);
+            QCOMPARE(b.matrices, a.matrices);
+            QCOMPARE(b.weights, a.weights);
+            // Exactly: every rank measures a unit on the same exact model with the same threads.
+            QCOMPARE(b.perplexity, a.perplexity);
+            QCOMPARE(b.klMean, a.klMean);
+            QCOMPARE(b.top1Agreement, a.top1Agreement);
+            QCOMPARE(b.bpw, a.bpw);
+            QCOMPARE(b.mse, a.mse);
+        }
     }
 
     void workerThatPlansOtherwiseIsRefused()

@@ -1,5 +1,6 @@
 #include "analysis_commands.h"
 
+#include "cluster_launch.h"
 #include "compress_commands.h"
 #include "store_commands.h"
 
@@ -74,6 +75,19 @@ int runSensitivityCommand(const Globals& g, const SensitivityOptions& o)
     pocket::SensitivityParams p;
     if (auto s = sensitivityParams(o, p); !s)
         return fail(g, s.error());
+    // A distributed analysis: rank 0 goes on below, the other ranks measure units for it.
+    auto cluster = clusterFor(o.mpi);
+    if (!cluster)
+        return fail(g, cluster.error());
+    pocket::setComputeThreads(clusterThreads(o.threads, cluster->get()));
+    if (*cluster && (*cluster)->rank() != 0) {
+        const pocket::Status worked = pocket::runSensitivityWorker(p, registry(), **cluster);
+        if (!worked)
+            return fail(g, worked.error().prefixed("rank " + std::to_string((*cluster)->rank()) + " (" + (*cluster)->host() + ")"));
+        return kExitOk;
+    }
+    const ClusterStop stopWorkers{cluster->get()};
+    p.cluster = cluster->get();
 
     const bool stream = !g.json;
     if (stream)
@@ -263,6 +277,8 @@ void addAnalysisCommands(CLI::App& app, AnalysisCommands& c)
                                        "Compress one unit at a time and measure the damage: perplexity change, KL divergence from the "
                                        "original's next-token distributions, share of unchanged top-1 predictions");
     addAnalysisOptions(c.sensitivity, c.options, true);
+    c.sensitivity->add_flag("--mpi", c.options.mpi,
+                            "Measure the units across the processes mpirun started (on by itself when it started more than one)");
     AllocateOptions& a = c.allocateOptions;
     c.allocate = app.add_subcommand("allocate",
                                     "Choose each matrix's setting from a menu to minimise the summed sensitivity (KL) within a budget of "

@@ -26,6 +26,7 @@ struct SensitivityOptions {
     int windows = 16;
     int threads = 0;
     bool remeasure = false;            // measure every unit even when the store has it
+    bool mpi = false;                  // sensitivity: units across the processes mpirun started
     std::string entropy = "auto";      // the lossless stage the units' bits are counted with
     std::string coder = "fastest";
     double minSaving = 2;

@@ -7,6 +7,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <string>
+#include <thread>
+#include <algorithm>
 
 namespace {
 
@@ -58,4 +60,24 @@ pocket::Result<std::unique_ptr<pocket::ClusterChannel>> openMpiChannel()
     if (!channel)
         return pocket::Error::io(std::string("MPI: ") + error);
     return std::unique_ptr<pocket::ClusterChannel>(channel); // the module stays loaded: MPI finalises in the destructor
+}
+
+pocket::Result<std::unique_ptr<pocket::ClusterChannel>> clusterFor(bool mpiOption)
+{
+    if (!mpiOption && mpiLaunchSize() <= 1)
+        return std::unique_ptr<pocket::ClusterChannel>();
+    return openMpiChannel();
+}
+
+int clusterThreads(int requested, const pocket::ClusterChannel* cluster)
+{
+    if (requested > 0 || !cluster)
+        return requested;
+    return std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / mpiLocalSize());
+}
+
+ClusterStop::~ClusterStop()
+{
+    if (channel)
+        pocket::stopClusterWorkers(*channel);
 }

@@ -17,3 +17,14 @@ int mpiLocalSize();
 // Initialises MPI through the module. Errors: the module is missing (this build has no MPI), or MPI
 // cannot start.
 pocket::Result<std::unique_ptr<pocket::ClusterChannel>> openMpiChannel();
+
+// The cluster a command runs on: MPI when asked (--mpi) or when mpirun started more than one
+// process; nullptr otherwise.
+pocket::Result<std::unique_ptr<pocket::ClusterChannel>> clusterFor(bool mpiOption);
+// Compute threads: `requested` when given, else the cores of this host shared by its ranks.
+int clusterThreads(int requested, const pocket::ClusterChannel* cluster);
+// Rank 0 ends the workers when it leaves a command, on every path (refusals included).
+struct ClusterStop {
+    pocket::ClusterChannel* channel = nullptr;
+    ~ClusterStop();
+};

@@ -193,31 +193,18 @@ int runCompress(const Globals& g, const CompressOptions& o)
     params.entropy = *entropy;
 
     // A distributed run: every rank runs this command; rank 0 goes on below, the others work for it.
-    std::unique_ptr<pocket::ClusterChannel> cluster;
-    if (o.mpi || mpiLaunchSize() > 1) {
-        auto channel = openMpiChannel();
-        if (!channel)
-            return fail(g, channel.error());
-        cluster = std::move(*channel);
-    }
-    // One thread per core, shared by the ranks on this host.
-    pocket::setComputeThreads(o.threads > 0 || !cluster ? o.threads
-                                                        : std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / mpiLocalSize()));
-    if (cluster && cluster->rank() != 0) {
-        const pocket::Status worked = pocket::runCompressWorker(params, registry(), *cluster);
+    auto cluster = clusterFor(o.mpi);
+    if (!cluster)
+        return fail(g, cluster.error());
+    pocket::setComputeThreads(clusterThreads(o.threads, cluster->get()));
+    if (*cluster && (*cluster)->rank() != 0) {
+        const pocket::Status worked = pocket::runCompressWorker(params, registry(), **cluster);
         if (!worked)
-            return fail(g, worked.error().prefixed("rank " + std::to_string(cluster->rank()) + " (" + cluster->host() + ")"));
+            return fail(g, worked.error().prefixed("rank " + std::to_string((*cluster)->rank()) + " (" + (*cluster)->host() + ")"));
         return kExitOk;
     }
-    struct StopWorkers { // rank 0 ends the workers on every path, refusals included
-        pocket::ClusterChannel* channel;
-        ~StopWorkers()
-        {
-            if (channel)
-                pocket::stopClusterWorkers(*channel);
-        }
-    } stopWorkers{cluster.get()};
-    params.cluster = cluster.get();
+    const ClusterStop stopWorkers{cluster->get()};
+    params.cluster = cluster->get();
 
     std::vector<std::string> warnings;
     { // the plan up front: a dry run prints it; a run hears its warnings before it starts

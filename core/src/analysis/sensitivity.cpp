@@ -11,6 +11,7 @@
 #include "pocket/io/fingerprint.h"
 #include "pocket/io/text.h"
 #include "pocket/io/tokenizer.h"
+#include "pocket/jobs/cluster.h"
 #include "pocket/jobs/compress_job.h"
 #include "pocket/model/llama_model.h"
 #include "pocket/support/app_paths.h"
@@ -337,6 +338,74 @@ Status restoreUnit(const CompressedUnit& unit, LlamaModel& model)
     return {};
 }
 
+// One unit measured: compressed into the model, scored, and the model restored.
+struct MeasuredUnit {
+    UnitSensitivity unit;
+    std::vector<MatrixMetric> metrics;
+};
+
+Result<MeasuredUnit> measureUnit(const Unit& unit, const Checkpoint& c, CompressionMethod& method, const ParamSet& resolved,
+                                 const Hessians* hessians, const SensitivityParams& params, LlamaModel& model, const Windows& windows,
+                                 const BaseScores& base, std::int64_t vocab)
+{
+    const Stopwatch clock;
+    MeasuredUnit out;
+    out.unit.unit = unit.name;
+    auto compressed = compressUnit(unit, c, method, resolved, hessians, params.entropy, model, out.unit);
+    if (!compressed)
+        return compressed.error();
+    POCKET_TRY(scoreUnit(model, windows, base, vocab, out.unit));
+    POCKET_TRY(restoreUnit(*compressed, model));
+    out.unit.seconds = clock.seconds();
+    out.metrics = std::move(compressed->metrics);
+    return out;
+}
+
+// A measured unit as a worker sends it to rank 0 (doubles survive the JSON text exactly).
+nlohmann::json measuredJson(const MeasuredUnit& m)
+{
+    const UnitSensitivity& u = m.unit;
+    nlohmann::json metrics = nlohmann::json::array();
+    for (const MatrixMetric& x : m.metrics)
+        metrics.push_back({{"name", x.name}, {"group", x.groupId}, {"rows", x.rows}, {"cols", x.cols}, {"mse", x.mse}, {"snr", x.snrDb}, {"bpw", x.bpw}});
+    return nlohmann::json{{"unit", u.unit}, {"matrices", u.matrices}, {"weights", u.weights}, {"bpw", u.bpw}, {"mse", u.mse}, {"snr", u.snrDb},
+                {"perplexity", u.perplexity}, {"delta", u.deltaPerplexity}, {"kl", u.klMean}, {"top1", u.top1Agreement},
+                {"seconds", u.seconds}, {"metrics", metrics}};
+}
+
+Result<MeasuredUnit> measuredFrom(const nlohmann::json& j)
+{
+    try {
+        MeasuredUnit m;
+        UnitSensitivity& u = m.unit;
+        u.unit = j.at("unit").get<std::string>();
+        u.matrices = j.at("matrices").get<std::vector<std::string>>();
+        u.weights = j.at("weights").get<std::int64_t>();
+        u.bpw = j.at("bpw").get<double>();
+        u.mse = j.at("mse").get<double>();
+        u.snrDb = j.at("snr").get<double>();
+        u.perplexity = j.at("perplexity").get<double>();
+        u.deltaPerplexity = j.at("delta").get<double>();
+        u.klMean = j.at("kl").get<double>();
+        u.top1Agreement = j.at("top1").get<double>();
+        u.seconds = j.at("seconds").get<double>();
+        for (const nlohmann::json& x : j.at("metrics")) {
+            MatrixMetric metric;
+            metric.name = x.at("name").get<std::string>();
+            metric.groupId = x.at("group").get<std::string>();
+            metric.rows = x.at("rows").get<std::int64_t>();
+            metric.cols = x.at("cols").get<std::int64_t>();
+            metric.mse = x.at("mse").get<double>();
+            metric.snrDb = x.at("snr").get<double>();
+            metric.bpw = x.at("bpw").get<double>();
+            m.metrics.push_back(std::move(metric));
+        }
+        return m;
+    } catch (const nlohmann::json::exception& e) {
+        return Error::internal(std::string("a unit's result from another rank is malformed: ") + e.what());
+    }
+}
+
 // What every analysis starts from: the model, its tokenizer, the units, the scored windows and
 // the uncompressed model's scores on them. Built in place (the windows point into `tokens`).
 struct Setup {
@@ -422,7 +491,101 @@ bool sameMatrices(std::vector<std::string> a, const std::vector<MatrixRef>& refs
     return a == b;
 }
 
+// Rank 0 of a distributed analysis: the units without a stored result, across the ranks. Each
+// worker opened the same model and text, scored the base, measured the Hessians, and measures a
+// unit exactly as this process would (the rest of its model exact).
+template <class RecordedFor>
+Result<std::vector<std::optional<MeasuredUnit>>> measureAcrossRanks(ClusterChannel& channel, Setup& setup, CompressionMethod& method,
+                                                                   const ParamSet& resolved, const Hessians* hessians,
+                                                                   const SensitivityParams& params, const RecordedFor& recordedFor,
+                                                                   SensitivityProgress& progress, const Stopwatch& clock,
+                                                                   const std::function<bool(const SensitivityProgress&)>& onProgress)
+{
+    std::vector<std::string> ids;
+    std::vector<std::size_t> todo;
+    for (std::size_t i = 0; i < setup.units.size(); ++i) {
+        ids.push_back(setup.units[i].name);
+        if (!recordedFor(setup.units[i]))
+            todo.push_back(i);
+    }
+    std::vector<std::optional<MeasuredUnit>> measured(setup.units.size());
+    progress.unitsDone = static_cast<int>(setup.units.size() - todo.size());
+    const auto finished = [&](std::size_t i, MeasuredUnit m) -> Status {
+        measured[i] = std::move(m);
+        ++progress.unitsDone;
+        progress.elapsedSeconds = clock.seconds();
+        progress.etaSeconds = progress.elapsedSeconds / progress.unitsDone * (progress.unitCount - progress.unitsDone);
+        progress.latest = &measured[i]->unit;
+        if (onProgress && !onProgress(progress))
+            return Error::cancelled();
+        return {};
+    };
+    ClusterCoordinator coordinator(channel);
+    POCKET_TRY(coordinator.start("", ids));
+    ClusterCoordinator::Hooks hooks;
+    hooks.workHere = [&](std::size_t i) -> Status {
+        auto m = measureUnit(setup.units[i], *setup.checkpoint, method, resolved, hessians, params, *setup.model, setup.windows, setup.base,
+                             setup.vocab);
+        if (!m)
+            return m.error();
+        return finished(i, std::move(*m));
+    };
+    hooks.itemDone = [&](int, std::size_t i, const nlohmann::json& done) -> Status {
+        auto m = measuredFrom(done);
+        if (!m)
+            return m.error();
+        if (m->unit.unit != setup.units[i].name)
+            return Error::internal("a rank measured " + m->unit.unit + " for the unit " + setup.units[i].name);
+        return finished(i, std::move(*m));
+    };
+    POCKET_TRY(coordinator.runWave(todo, hooks));
+    for (std::size_t i : todo)
+        if (!measured[i])
+            return Error::internal("distributed analysis: the unit " + setup.units[i].name + " was not measured");
+    return measured;
+}
+
 } // namespace
+
+Status runSensitivityWorker(const SensitivityParams& params, MethodRegistry& registry, ClusterChannel& channel)
+{
+    CompressionMethod* method = nullptr;
+    ParamSet resolved;
+    Setup setup;
+    Hessians hessians;
+    bool calibrated = false;
+    ClusterWorker worker;
+    worker.open = [&](const nlohmann::json& start) -> Status {
+        POCKET_TRY(checkRequest(params, registry, method, resolved));
+        POCKET_TRY(prepare(params, setup));
+        if (params.unit == SensitivityUnit::Matrix)
+            POCKET_TRY(groupUnits(setup.units, *method, resolved));
+        std::vector<std::string> ids;
+        for (const Unit& u : setup.units)
+            ids.push_back(u.name);
+        if (start["ids"] != nlohmann::json(ids))
+            return Error{"has other units than rank 0 (" + std::to_string(ids.size()) + " against " + std::to_string(start["ids"].size()) +
+                         "): every rank must be given the same command line and model"};
+        calibrated = method->needsCalibration(resolved);
+        if (calibrated) {
+            auto h = measureHessians(*setup.model, *setup.checkpoint, *setup.tokenizer, setup.units, params);
+            if (!h)
+                return h.error();
+            hessians = std::move(*h);
+        }
+        return {};
+    };
+    worker.work = [&](std::size_t index, const std::function<bool()>&) -> Result<nlohmann::json> {
+        if (index >= setup.units.size())
+            return Error::internal("rank 0 handed out unit " + std::to_string(index) + " of " + std::to_string(setup.units.size()));
+        auto m = measureUnit(setup.units[index], *setup.checkpoint, *method, resolved, calibrated ? &hessians : nullptr, params, *setup.model,
+                             setup.windows, setup.base, setup.vocab);
+        if (!m)
+            return m.error();
+        return measuredJson(*m);
+    };
+    return serveCluster(channel, worker);
+}
 
 const char* sensitivityUnitName(SensitivityUnit unit)
 {
@@ -506,10 +669,21 @@ Result<SensitivityResult> runSensitivity(const SensitivityParams& params, Method
     if (onProgress && !onProgress(progress))
         return fail(Error::cancelled());
 
+    // A distributed run: the units not in the store measured across the ranks first (progress as
+    // they finish), then recorded in model order below.
+    std::vector<std::optional<MeasuredUnit>> measuredByRanks;
+    if (params.cluster) {
+        auto measured = measureAcrossRanks(*params.cluster, setup, *method, resolved, calibrated ? &hessians : nullptr, params, recordedFor,
+                                           progress, clock, onProgress);
+        stopClusterWorkers(*params.cluster);
+        if (!measured)
+            return fail(measured.error());
+        measuredByRanks = std::move(*measured);
+    }
+
     std::int64_t allWeights = 0;
     double allBits = 0;
     for (const Unit& unit : setup.units) {
-        const Stopwatch unitClock;
         UnitSensitivity u;
         u.unit = unit.name;
         std::vector<MatrixMetric> metrics;
@@ -517,16 +691,16 @@ Result<SensitivityResult> runSensitivity(const SensitivityParams& params, Method
             u = r->unit;
             metrics = r->matrices;
             ++result.cachedUnits;
+        } else if (!measuredByRanks.empty()) {
+            u = measuredByRanks[static_cast<std::size_t>(&unit - setup.units.data())]->unit;
+            metrics = measuredByRanks[static_cast<std::size_t>(&unit - setup.units.data())]->metrics;
         } else {
-            auto compressed = compressUnit(unit, c, *method, resolved, calibrated ? &hessians : nullptr, params.entropy, model, u);
-            if (!compressed)
-                return fail(compressed.error());
-            if (auto s = scoreUnit(model, setup.windows, setup.base, setup.vocab, u); !s)
-                return fail(s.error());
-            if (auto s = restoreUnit(*compressed, model); !s)
-                return fail(s.error());
-            u.seconds = unitClock.seconds();
-            metrics = std::move(compressed->metrics);
+            auto measured = measureUnit(unit, c, *method, resolved, calibrated ? &hessians : nullptr, params, model, setup.windows, setup.base,
+                                        setup.vocab);
+            if (!measured)
+                return fail(measured.error());
+            u = std::move(measured->unit);
+            metrics = std::move(measured->metrics);
         }
         allWeights += u.weights;
         allBits += u.bpw * static_cast<double>(u.weights);
@@ -534,6 +708,8 @@ Result<SensitivityResult> runSensitivity(const SensitivityParams& params, Method
         if (recorder)
             recorder->addUnit(u, metrics);
 
+        if (!measuredByRanks.empty())
+            continue; // reported as they finished
         progress.unitsDone = static_cast<int>(result.units.size());
         progress.elapsedSeconds = clock.seconds();
         progress.etaSeconds = progress.elapsedSeconds / progress.unitsDone * (progress.unitCount - progress.unitsDone);

@@ -1,4 +1,4 @@
-#include "cluster_coordinator.h"
+#include "pocket/jobs/cluster.h"
 
 #include "pocket/support/timing.h"
 
@@ -13,18 +13,52 @@ using json = nlohmann::json;
 
 namespace {
 
-// Groups handed to a worker ahead of time, so it never waits while rank 0 is busy compressing.
+// Items handed to a worker ahead of time, so it never waits while rank 0 is busy with its own.
 constexpr std::size_t kAhead = 2;
 
-} // namespace
-
-json parseClusterMessage(const std::string& text)
+// A message as JSON; a text that is not a JSON object with a kind gives the kind "invalid".
+json parseMessage(const std::string& text)
 {
     json message = json::parse(text, nullptr, false);
     if (message.is_discarded() || !message.is_object() || !message.contains("kind") || !message["kind"].is_string())
         return json{{"kind", "invalid"}, {"text", text.substr(0, 200)}};
     return message;
 }
+
+// A worker's wait for rank 0's messages; those that arrived early (items handed out ahead while
+// this rank was busy) are kept in order.
+class Inbox {
+public:
+    explicit Inbox(ClusterChannel& channel) : m_channel(channel) {}
+    json next()
+    {
+        while (m_early.empty())
+            poll(1.0);
+        json m = std::move(m_early.front());
+        m_early.pop_front();
+        return m;
+    }
+    bool stopArrived()
+    {
+        poll(0);
+        return std::any_of(m_early.begin(), m_early.end(), [](const json& m) { return m["kind"] == "stop"; });
+    }
+
+private:
+    void poll(double wait)
+    {
+        int from = -1;
+        while (auto text = m_channel.receive(wait, from)) {
+            if (from == 0)
+                m_early.push_back(parseMessage(*text));
+            wait = 0;
+        }
+    }
+    ClusterChannel& m_channel;
+    std::deque<json> m_early;
+};
+
+} // namespace
 
 json trainProgressJson(const TrainProgress& t)
 {
@@ -47,24 +81,23 @@ TrainProgress trainProgressFrom(const json& m)
     return t;
 }
 
-std::string ClusterCoordinator::rankName(int rank, const json& message) const
+std::string ClusterCoordinator::rankName(int rank, const json& message)
 {
     const std::string host = message.value("host", std::string());
     return "rank " + std::to_string(rank) + (host.empty() ? "" : " (" + host + ")");
 }
 
-Status ClusterCoordinator::start(const std::string& workDir, const std::vector<std::string>& groupIds)
+Status ClusterCoordinator::start(const std::string& workDir, const std::vector<std::string>& ids)
 {
     const int size = m_channel.size();
-    const std::string start = json{{"kind", "start"}, {"work", workDir}, {"groups", groupIds}}.dump();
+    const std::string start = json{{"kind", "start"}, {"work", workDir}, {"ids", ids}}.dump();
     for (int r = 1; r < size; ++r)
         POCKET_TRY(m_channel.send(r, start));
     m_ready.assign(static_cast<std::size_t>(size), false);
     m_ready[0] = true;
     while (std::find(m_ready.begin(), m_ready.end(), false) != m_ready.end()) {
         int from = -1;
-        auto text = m_channel.receive(1.0, from);
-        if (text)
+        if (auto text = m_channel.receive(1.0, from))
             handle(from, *text);
         if (m_failed)
             return *m_failed;
@@ -79,7 +112,7 @@ void ClusterCoordinator::fill(int worker)
     while (mine.size() < kAhead && !m_queue.empty() && !m_failed) {
         const std::size_t index = m_queue.front();
         m_queue.pop_front();
-        if (Status sent = m_channel.send(worker, json{{"kind", "group"}, {"index", index}}.dump()); !sent) {
+        if (Status sent = m_channel.send(worker, json{{"kind", "item"}, {"index", index}}.dump()); !sent) {
             m_failed = sent.error();
             return;
         }
@@ -90,32 +123,34 @@ void ClusterCoordinator::fill(int worker)
 
 void ClusterCoordinator::handle(int from, const std::string& text)
 {
-    const json m = parseClusterMessage(text);
-    const std::string kind = m["kind"];
     if (from <= 0 || from >= m_channel.size()) {
         m_failed = Error::internal("distributed run: a message from an unknown rank " + std::to_string(from));
         return;
     }
+    const json m = parseMessage(text);
+    const std::string kind = m["kind"];
     if (kind == "failed") {
         m_failed = Error{rankName(from, m) + ": " + m.value("error", std::string("failed")), ErrorKind::Input};
     } else if (kind == "ready") {
         m_ready[static_cast<std::size_t>(from)] = true;
-    } else if (kind == "done" && m.contains("index")) {
+    } else if (kind == "done" && m.contains("index") && m["index"].is_number_unsigned()) {
         const std::size_t index = m["index"].get<std::size_t>();
         auto& mine = m_assigned[static_cast<std::size_t>(from)];
         const auto it = std::find(mine.begin(), mine.end(), index);
         if (it == mine.end()) {
-            m_failed = Error::internal("distributed run: " + rankName(from, m) + " finished group " + std::to_string(index) +
-                                       ", which it was not given");
+            m_failed = Error::internal("distributed run: " + rankName(from, m) + " finished item " + std::to_string(index) + ", which it was not given");
             return;
         }
         mine.erase(it);
         --m_pending;
         if (m_hooks)
-            m_hooks->groupDone(from, index, m.value("seconds", 0.0));
+            if (Status taken = m_hooks->itemDone(from, index, m); !taken) {
+                m_failed = taken.error();
+                return;
+            }
         fill(from);
-    } else if (kind == "progress" && m.contains("index")) {
-        if (m_hooks && !m_hooks->remoteProgress(from, m["index"].get<std::size_t>(), trainProgressFrom(m)))
+    } else if (kind == "progress" && m.contains("index") && m["index"].is_number_unsigned()) {
+        if (m_hooks && m_hooks->remoteProgress && !m_hooks->remoteProgress(from, m["index"].get<std::size_t>(), trainProgressFrom(m)))
             m_failed = Error::cancelled();
     } else {
         m_failed = Error::internal("distributed run: an unexpected message from " + rankName(from, m) + ": " + text.substr(0, 200));
@@ -144,15 +179,13 @@ Status ClusterCoordinator::runWave(const std::vector<std::size_t>& todo, const H
         if (!m_queue.empty()) {
             const std::size_t index = m_queue.front();
             m_queue.pop_front();
-            const Stopwatch clock;
-            Status here = hooks.compressHere(index);
+            Status here = hooks.workHere(index);
             if (m_failed)
-                break; // a worker's failure (or a cancel) stopped rank 0's group too
+                break; // a worker's failure (or a cancel) stopped rank 0's item too
             if (!here) {
                 m_failed = here.error();
                 break;
             }
-            hooks.groupDone(0, index, clock.seconds());
             service();
             continue;
         }
@@ -175,6 +208,50 @@ void stopClusterWorkers(ClusterChannel& channel)
     for (int r = 1; r < channel.size(); ++r)
         if (Status sent = channel.send(r, stop); !sent)
             spdlog::warn("distributed run: could not tell rank {} to stop: {}", r, sent.message());
+}
+
+Status serveCluster(ClusterChannel& channel, const ClusterWorker& worker)
+{
+    Inbox inbox(channel);
+    const auto tell = [&](json message) {
+        message["host"] = channel.host();
+        if (Status sent = channel.send(0, message.dump()); !sent)
+            spdlog::warn("rank {}: {}", channel.rank(), sent.message());
+    };
+    const json start = inbox.next();
+    if (start["kind"] != "start")
+        return {}; // stopped before the job began (rank 0 refused it)
+    if (Status opened = worker.open(start); !opened) {
+        if (inbox.stopArrived())
+            return {}; // rank 0 stopped the run meanwhile (another rank failed; its work folder may be gone)
+        tell({{"kind", "failed"}, {"error", opened.message()}});
+        while (inbox.next()["kind"] != "stop") {
+        }
+        return opened.error();
+    }
+    tell({{"kind", "ready"}});
+    std::optional<Error> failure;
+    for (json m = inbox.next(); m["kind"] != "stop"; m = inbox.next()) {
+        if (m["kind"] != "item" || failure)
+            continue; // after a failure, only the stop matters
+        const std::size_t index = m.value("index", std::size_t(0));
+        bool stopped = false;
+        auto done = worker.work(index, [&] { return stopped = stopped || inbox.stopArrived(); });
+        if (stopped)
+            return {}; // rank 0 stopped the run (a cancel, or another rank's failure)
+        if (!done) {
+            failure = done.error();
+            tell({{"kind", "failed"}, {"error", failure->message}});
+            continue;
+        }
+        json message = *done;
+        message["kind"] = "done";
+        message["index"] = index;
+        tell(message);
+    }
+    if (failure)
+        return *failure;
+    return {};
 }
 
 } // namespace pocket

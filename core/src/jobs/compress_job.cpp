@@ -9,11 +9,11 @@
 #include "pocket/jobs/compress_job.h"
 
 #include "calibration_feed.h"
-#include "cluster_coordinator.h"
 #include "recorders.h"
 #include "work_folder.h"
 
 #include "pocket/archive/lossless.h"
+#include "pocket/jobs/cluster.h"
 #include "pocket/archive/model_archive.h"
 #include "pocket/io/model_config.h"
 #include "pocket/io/tokenizer.h"
@@ -332,16 +332,21 @@ Result<std::vector<GroupPayload>> distributeGroups(const OpenJob& job, Calibrati
     progress.setRanks(channel.size());
     const HessianOf hessianOf = hessiansFrom(calibration, work);
     ClusterCoordinator::Hooks hooks;
-    hooks.compressHere = [&](std::size_t i) -> Status {
+    hooks.workHere = [&](std::size_t i) -> Status {
+        const Stopwatch clock;
         progress.startGroup(i, job.plan.groups[i], groupsResumed);
         auto payload = compressGroup(job, i, hessianOf, [&](const TrainProgress& t) { return progress.onTrain(t) && coordinator.service(); });
         if (!payload)
             return progress.stopRequested() ? Error::cancelled() : payload.error();
-        return work.saveGroup(i, *payload);
+        POCKET_TRY(work.saveGroup(i, *payload));
+        groupSeconds[i] = clock.seconds();
+        progress.groupCompressed();
+        return {};
     };
-    hooks.groupDone = [&](int, std::size_t i, double seconds) {
+    hooks.itemDone = [&](int, std::size_t i, const nlohmann::json& done) -> Status {
         progress.groupFinished(GroupProgress::weightsOf(job.plan.groups[i]));
-        groupSeconds[i] = seconds;
+        groupSeconds[i] = done.value("seconds", 0.0);
+        return {};
     };
     hooks.remoteProgress = [&](int rank, std::size_t i, const TrainProgress& t) { return progress.onRemote(rank, i, t); };
 
@@ -508,54 +513,15 @@ Result<CompressJobResult> runCompressJob(const CompressJobParams& params, Method
 
 namespace {
 
-// A worker's wait for rank 0's next message; messages that arrived early (a group handed out
-// ahead while this rank was compressing) are kept in order.
-class WorkerInbox {
-public:
-    explicit WorkerInbox(ClusterChannel& channel) : m_channel(channel) {}
-    // The next message from rank 0, waiting for it.
-    nlohmann::json next()
-    {
-        while (m_early.empty())
-            poll(1.0);
-        nlohmann::json m = std::move(m_early.front());
-        m_early.erase(m_early.begin());
-        return m;
-    }
-    // Whether rank 0 has said stop (looks at what has arrived, without waiting).
-    bool stopArrived()
-    {
-        poll(0);
-        for (const nlohmann::json& m : m_early)
-            if (m["kind"] == "stop")
-                return true;
-        return false;
-    }
-
-private:
-    void poll(double wait)
-    {
-        int from = -1;
-        while (auto text = m_channel.receive(wait, from)) {
-            if (from == 0) {
-                nlohmann::json m = parseClusterMessage(*text);
-                m_early.push_back(std::move(m));
-            }
-            wait = 0;
-        }
-    }
-    ClusterChannel& m_channel;
-    std::vector<nlohmann::json> m_early;
-};
-
 // Opens the job this worker is given: the same model, method and plan as rank 0, and rank 0's
 // work folder (which must be visible here and hold the same job).
-Result<std::unique_ptr<WorkFolder>> openWorkerJob(const CompressJobParams& params, MethodRegistry& registry, const nlohmann::json& start, OpenJob& job)
+Result<std::unique_ptr<WorkFolder>> openWorkerJob(const CompressJobParams& params, MethodRegistry& registry, const nlohmann::json& start,
+                                                  OpenJob& job)
 {
     POCKET_TRY(openJob(params, registry, job));
-    if (start["groups"] != nlohmann::json(job.plan.groupIds))
+    if (start["ids"] != nlohmann::json(job.plan.groupIds))
         return Error{"plans other groups than rank 0 (" + std::to_string(job.plan.groupIds.size()) + " against " +
-                         std::to_string(start["groups"].size()) + "): every rank must be given the same command line and model"};
+                     std::to_string(start["ids"].size()) + "): every rank must be given the same command line and model"};
     const std::string dir = start.value("work", std::string());
     std::error_code ec;
     if (!fs::is_directory(dir, ec))
@@ -568,67 +534,44 @@ Result<std::unique_ptr<WorkFolder>> openWorkerJob(const CompressJobParams& param
 
 Status runCompressWorker(const CompressJobParams& params, MethodRegistry& registry, ClusterChannel& channel)
 {
-    WorkerInbox inbox(channel);
-    const auto tell = [&](nlohmann::json message) {
-        message["host"] = channel.host();
-        if (Status sent = channel.send(0, message.dump()); !sent)
-            spdlog::warn("rank {}: {}", channel.rank(), sent.message());
-    };
-    nlohmann::json start = inbox.next();
-    if (start["kind"] != "start")
-        return {}; // stopped before the job began (rank 0 refused it)
     OpenJob job;
-    auto work = openWorkerJob(params, registry, start, job);
-    if (!work && inbox.stopArrived())
-        return {}; // rank 0 stopped the run meanwhile (another rank failed; its work folder may be gone)
-    if (!work) {
-        tell({{"kind", "failed"}, {"error", work.message()}});
-        while (inbox.next()["kind"] != "stop") {
-        }
-        return work.error();
-    }
-    bool calibrated = false;
-    for (std::size_t i = 0; i < job.plan.groups.size(); ++i)
-        calibrated = calibrated || job.plan.groupMethods[i]->needsCalibration(job.plan.groupParams[i]);
-    const WorkFolder& folder = **work;
-    const HessianOf hessianOf = calibrated ? HessianOf([&](const MatrixRef& ref) { return folder.loadHessian(ref); }) : HessianOf();
-    tell({{"kind", "ready"}});
-    std::optional<Error> failure;
-    for (nlohmann::json m = inbox.next(); m["kind"] != "stop"; m = inbox.next()) {
-        if (m["kind"] != "group" || failure)
-            continue;
-        const std::size_t index = m.value("index", std::size_t(0));
+    std::unique_ptr<WorkFolder> folder;
+    HessianOf hessianOf;
+    ClusterWorker worker;
+    worker.open = [&](const nlohmann::json& start) -> Status {
+        auto work = openWorkerJob(params, registry, start, job);
+        if (!work)
+            return work.error();
+        folder = std::move(*work);
+        bool calibrated = false;
+        for (std::size_t i = 0; i < job.plan.groups.size(); ++i)
+            calibrated = calibrated || job.plan.groupMethods[i]->needsCalibration(job.plan.groupParams[i]);
+        if (calibrated) // rank 0 measured them: up front, or its block's before handing the block out
+            hessianOf = [&](const MatrixRef& ref) { return folder->loadHessian(ref); };
+        return {};
+    };
+    worker.work = [&](std::size_t index, const std::function<bool()>& stopArrived) -> Result<nlohmann::json> {
+        if (index >= job.plan.groups.size())
+            return Error::internal("rank 0 handed out group " + std::to_string(index) + " of " + std::to_string(job.plan.groups.size()));
         const Stopwatch clock;
-        if (index >= job.plan.groups.size()) {
-            failure = Error::internal("rank 0 handed out group " + std::to_string(index) + " of " + std::to_string(job.plan.groups.size()));
-        } else {
-            Stopwatch lastReport;
-            bool stopped = false;
-            auto payload = compressGroup(job, index, hessianOf, [&](const TrainProgress& t) {
-                if (lastReport.seconds() > 0.5) {
-                    lastReport = Stopwatch();
-                    nlohmann::json report = trainProgressJson(t);
-                    report["kind"] = "progress";
-                    report["index"] = index;
-                    tell(report);
-                }
-                stopped = inbox.stopArrived();
-                return !stopped;
-            });
-            if (stopped)
-                return {}; // rank 0 stopped the run (a cancel, or another rank's failure)
-            Status saved = payload ? folder.saveGroup(index, *payload) : Status(payload.error());
-            if (!saved)
-                failure = saved.error().prefixed("group " + job.plan.groupIds[index]);
-        }
-        if (failure)
-            tell({{"kind", "failed"}, {"error", failure->message}});
-        else
-            tell({{"kind", "done"}, {"index", index}, {"seconds", clock.seconds()}});
-    }
-    if (failure)
-        return *failure;
-    return {};
+        Stopwatch lastReport;
+        auto payload = compressGroup(job, index, hessianOf, [&](const TrainProgress& t) {
+            if (lastReport.seconds() > 0.5) {
+                lastReport = Stopwatch();
+                nlohmann::json report = trainProgressJson(t);
+                report["kind"] = "progress";
+                report["index"] = index;
+                report["host"] = channel.host();
+                (void)channel.send(0, report.dump());
+            }
+            return !stopArrived();
+        });
+        if (!payload)
+            return payload.error().prefixed("group " + job.plan.groupIds[index]);
+        POCKET_TRY(folder->saveGroup(index, *payload));
+        return nlohmann::json{{"seconds", clock.seconds()}};
+    };
+    return serveCluster(channel, worker);
 }
 
 } // namespace pocket

@@ -23,6 +23,8 @@
 
 namespace pocket {
 
+class ClusterChannel; // pocket/jobs/cluster.h
+
 // Matrix: one matrix at a time; with a method that shares a codebook across matrices
 // (sharing=type/model) the unit is the method's group, measured and charged as a whole.
 enum class SensitivityUnit { Matrix, Block, Type };
@@ -52,6 +54,9 @@ struct SensitivityParams {
     // text's, tokenizer's and calibration text's fingerprints, the method, its version and resolved
     // settings, ctx and windows) are read from the store instead of being measured again.
     bool reuse = true;
+    // Rank 0 of an analysis spread over several processes (pocket/jobs/cluster.h): the units are
+    // measured across the ranks, with the same results as one process. nullptr = this process alone.
+    ClusterChannel* cluster = nullptr;
 };
 
 // The outcome of compressing one unit alone.
@@ -98,6 +103,11 @@ struct SensitivityResult {
 // unit compressUnit, scoreUnit and restoreUnit; SensitivityRecorder records as units finish.
 Result<SensitivityResult> runSensitivity(const SensitivityParams& params, MethodRegistry& registry, const RecorderOptions* recording = nullptr,
                                          const std::function<bool(const SensitivityProgress&)>& onProgress = {});
+
+// Every rank but 0 of a distributed analysis: opens the same model, text and method, scores the
+// base, measures the Hessians if the method needs them, then measures the units rank 0 hands it
+// until rank 0 says stop. Its failure (a model it cannot read, say) reaches rank 0, which names it.
+Status runSensitivityWorker(const SensitivityParams& params, MethodRegistry& registry, ClusterChannel& channel);
 
 // The calibration a run of `params` uses: params.calibration with the scored text when it names none.
 CalibrationParams calibrationOf(const SensitivityParams& params);
