@@ -167,6 +167,55 @@ std::vector<std::string> warnAboutPlan(const pocket::CompressJobParams& params, 
     return check.warnings;
 }
 
+// The finished run: JSON (--json) or a few lines of text.
+void printCompressResult(const Globals& g, const CompressOptions& o, const pocket::CompressJobResult& r, const std::vector<std::string>& warnings)
+{
+    ordered_json out{{"archive", r.archivePath}, {"model", o.model}, {"method", o.method}};
+    if (!r.groups.empty())
+        out["params"] = ordered_json::parse(r.groups.front().paramsJson);
+    const ordered_json bitsObject = archiveBitsJson(r.bits);
+    for (const auto& [key, value] : bitsObject.items())
+        out[key] = value;
+    out["archive_bytes"] = r.archiveBytes;
+    out["groups"] = r.groups.size();
+    out["groups_resumed"] = r.groupsResumed;
+    out["matrices"] = matricesJson(r.matrices);
+    out["group_seconds"] = r.groupSeconds; // plan order, like "groups"' ids in the matrices
+    out["seconds"] = r.seconds;
+    out["threads"] = pocket::computeThreads();
+    out["ranks"] = r.ranks;
+    out["peak_rss_mb"] = peakRssMb();
+    ordered_json phases = ordered_json::array();
+    for (const pocket::PhaseTime& ph : r.phases)
+        phases.push_back({{"phase", ph.name}, {"seconds", ph.seconds}, {"count", ph.count}, {"peak_rss_mb", ph.peakRssMb}});
+    out["phases"] = phases; // rank 0's; phases nest ("compress" holds the methods' own)
+    out["warnings"] = warnings;
+    if (r.runId > 0)
+        out["run_id"] = r.runId;
+
+    double worstSnr = 1e9, meanSnr = 0;
+    std::size_t count = 0;
+    for (const pocket::MatrixReport& m : r.matrices) {
+        worstSnr = std::min(worstSnr, m.snrDb);
+        meanSnr += m.snrDb;
+        ++count;
+    }
+    std::ostringstream t;
+    t << "archive      " << r.archivePath << " (" << r.archiveBytes << " bytes)\n"
+      << "matrices     " << count << " in " << r.groups.size() << " group(s)";
+    if (r.groupsResumed > 0)
+        t << ", " << r.groupsResumed << " group(s) resumed from the work folder";
+    t << "\n" << std::fixed << std::setprecision(2) << "SNR          mean " << (count ? meanSnr / count : 0) << " dB, worst " << worstSnr << " dB\n"
+      << bitsSummaryText(r.bits) << std::setprecision(1) << "time         " << r.seconds << " s (" << pocket::computeThreads()
+      << " threads" << (r.ranks > 1 ? " per rank, " + std::to_string(r.ranks) + " ranks" : std::string()) << "), peak RSS " << peakRssMb()
+      << " MiB\n";
+    t << "phases      ";
+    for (const pocket::PhaseTime& ph : r.phases)
+        t << " " << ph.name << " " << ph.seconds << " s";
+    t << "\n";
+    emit(g, out, t.str());
+}
+
 int runCompress(const Globals& g, const CompressOptions& o)
 {
     auto selection = selectionFrom(o);
@@ -255,51 +304,7 @@ int runCompress(const Globals& g, const CompressOptions& o)
     progress.finish();
     if (!result)
         return fail(g, result.error());
-    const auto& r = *result;
-    ordered_json out{{"archive", r.archivePath}, {"model", o.model}, {"method", o.method}};
-    if (!r.groups.empty())
-        out["params"] = ordered_json::parse(r.groups.front().paramsJson);
-    const ordered_json bitsObject = archiveBitsJson(r.bits);
-    for (const auto& [key, value] : bitsObject.items())
-        out[key] = value;
-    out["archive_bytes"] = r.archiveBytes;
-    out["groups"] = r.groups.size();
-    out["groups_resumed"] = r.groupsResumed;
-    out["matrices"] = matricesJson(r.matrices);
-    out["group_seconds"] = r.groupSeconds; // plan order, like "groups"' ids in the matrices
-    out["seconds"] = r.seconds;
-    out["threads"] = pocket::computeThreads();
-    out["ranks"] = r.ranks;
-    out["peak_rss_mb"] = peakRssMb();
-    ordered_json phases = ordered_json::array();
-    for (const pocket::PhaseTime& ph : r.phases)
-        phases.push_back({{"phase", ph.name}, {"seconds", ph.seconds}, {"count", ph.count}, {"peak_rss_mb", ph.peakRssMb}});
-    out["phases"] = phases; // rank 0's; phases nest ("compress" holds the methods' own)
-    out["warnings"] = warnings;
-    if (r.runId > 0)
-        out["run_id"] = r.runId;
-
-    double worstSnr = 1e9, meanSnr = 0;
-    std::size_t count = 0;
-    for (const pocket::MatrixReport& m : r.matrices) {
-        worstSnr = std::min(worstSnr, m.snrDb);
-        meanSnr += m.snrDb;
-        ++count;
-    }
-    std::ostringstream t;
-    t << "archive      " << r.archivePath << " (" << r.archiveBytes << " bytes)\n"
-      << "matrices     " << count << " in " << r.groups.size() << " group(s)";
-    if (r.groupsResumed > 0)
-        t << ", " << r.groupsResumed << " group(s) resumed from the work folder";
-    t << "\n" << std::fixed << std::setprecision(2) << "SNR          mean " << (count ? meanSnr / count : 0) << " dB, worst " << worstSnr << " dB\n"
-      << bitsSummaryText(r.bits) << std::setprecision(1) << "time         " << r.seconds << " s (" << pocket::computeThreads()
-      << " threads" << (r.ranks > 1 ? " per rank, " + std::to_string(r.ranks) + " ranks" : std::string()) << "), peak RSS " << peakRssMb()
-      << " MiB\n";
-    t << "phases      ";
-    for (const pocket::PhaseTime& ph : r.phases)
-        t << " " << ph.name << " " << ph.seconds << " s";
-    t << "\n";
-    emit(g, out, t.str());
+    printCompressResult(g, o, *result, warnings);
     return kExitOk;
 }
 
