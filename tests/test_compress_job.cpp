@@ -516,6 +516,62 @@ private Q_SLOTS:
         QVERIFY(!(*model)->setWeight(matrixTensorName(1, MatrixType::Down), std::vector<float>(3)).ok());
         QVERIFY(!(*model)->setWeight("model.embed_tokens.weight", std::vector<float>(3)).ok());
         QCOMPARE((*run)->hessians()->at(MatrixType::Q), h1->at(MatrixType::Q));
+
+        // hessiansThenAdvance: the same Hessians as hessians(), and the same next block as advance().
+        auto twoPass = (*model)->startCalibration(windows);
+        auto onePass = (*model)->startCalibration(windows);
+        QVERIFY(twoPass.ok() && onePass.ok());
+        for (int block = 0; block < 2; ++block) {
+            auto expected = (*twoPass)->hessians();
+            QVERIFY((*twoPass)->advance().ok());
+            auto got = (*onePass)->hessiansThenAdvance();
+            QVERIFY(expected.ok() && got.ok());
+            QCOMPARE((*onePass)->nextBlock(), block + 1);
+            for (MatrixType t : kMatrixTypes)
+                QVERIFY2(got->at(t) == expected->at(t), matrixTypeName(t));
+        }
+        QVERIFY((*twoPass)->hessians()->at(MatrixType::Down) == (*onePass)->hessians()->at(MatrixType::Down));
+    }
+
+    // The streamed calibration model (weights read from the map for each use) gives exactly the
+    // loaded model's Hessians, block after block, with a weight replaced on the way as GPTQ's
+    // sequential mode does; a released block cannot be run again.
+    void streamedCalibrationModelMatchesTheLoadedOne()
+    {
+        QTemporaryDir dir;
+        const std::string modelPath = writeSmallModel(dir);
+        auto ckpt = openCheckpoint(modelPath);
+        QVERIFY(ckpt.ok());
+        auto loaded = LlamaModel::load(**ckpt);
+        auto streamed = LlamaModel::loadStreamed(**ckpt);
+        QVERIFY(loaded.ok() && streamed.ok());
+        const std::vector<std::vector<std::int32_t>> windows{{1, 5, 9, 200, 7}, {1, 300, 2, 2, 511}, {1, 4, 4, 4, 4}};
+        auto a = (*loaded)->startCalibration(windows);
+        auto b = (*streamed)->startCalibration(windows);
+        QVERIFY(a.ok() && b.ok());
+        std::vector<float> changed(32 * 48);
+        for (std::size_t i = 0; i < changed.size(); ++i)
+            changed[i] = 0.01f * static_cast<float>(i % 17) - 0.05f;
+        for (int block = 0; block < 3; ++block) {
+            auto ha = (*a)->hessians();
+            auto hb = (*b)->hessians();
+            QVERIFY(ha.ok() && hb.ok());
+            for (MatrixType t : kMatrixTypes)
+                QVERIFY2(ha->at(t) == hb->at(t), qPrintable(QString("block %1 %2").arg(block).arg(matrixTypeName(t))));
+            const std::string down = matrixTensorName(block, MatrixType::Down);
+            QVERIFY((*loaded)->setWeight(down, changed).ok());
+            QVERIFY((*streamed)->setWeight(down, changed).ok());
+            QVERIFY(!(*streamed)->setWeight(down, std::vector<float>(3)).ok());
+            if (block < 2) {
+                QVERIFY((*a)->advance().ok() && (*b)->advance().ok());
+                (*streamed)->releaseBlock(block);
+            }
+        }
+        auto again = (*streamed)->startCalibration(windows);
+        QVERIFY(again.ok());
+        auto refused = (*again)->hessians(); // block 0 was released
+        QVERIFY(!refused.ok());
+        QVERIFY2(refused.message().find("released") != std::string::npos, refused.message().c_str());
     }
 
     void calibratedJobsResumeToTheSameArchive()

@@ -737,6 +737,7 @@ at::Tensor decodeWithStats(const Decoder& dec, const at::Tensor& x, const Contex
 // Every codeword decoded in the context of groups [g0, g0 + count): [count, K, d].
 at::Tensor decodeCandidates(const Decoder& dec, const at::Tensor& codebook, const ContextStats& st, std::int64_t g0, std::int64_t count)
 {
+    const ScopedPhase phase("decoding candidates");
     const at::Tensor x = codebook.unsqueeze(0).expand({count, codebook.size(0), codebook.size(1)});
     return decodeWithStats(dec, x, st, [&](const at::Tensor& t) { return t.narrow(0, g0, count).view({count, 1, 1}); });
 }
@@ -756,6 +757,7 @@ at::Tensor assignAdditive(const Decoder& dec, const at::Tensor& codebook, const 
                           std::int64_t group, std::int64_t beam, at::Tensor* error = nullptr)
 {
     const ScopedPhase phase("assignment");
+    at::NoGradGuard noGrad; // never differentiated (see assignNearestDecoded)
     const std::int64_t n = x.size(0), m = current.size(1), k = codebook.size(0) / m, latent = codebook.size(1), groups = n / group;
     const ContextStats st = contextStats(dec, latentsOf(codebook, current), group);
     const std::int64_t width = std::min(beam, k);
@@ -791,9 +793,37 @@ at::Tensor assignNearestDecoded(const Decoder& dec, const at::Tensor& codebook, 
                                 const at::Tensor& w, std::int64_t group, at::Tensor* error = nullptr)
 {
     const ScopedPhase phase("assignment");
+    // Never differentiated: without this guard, a re-assignment during training recorded the
+    // graph of every chunk's decoded candidates (tens of GB for a 2048 x 5632 matrix at K 4096).
+    at::NoGradGuard noGrad;
     const std::int64_t n = x.size(0), d = x.size(1), k = codebook.size(0), groups = n / group;
     const ContextStats st = contextStats(dec, codebook.index_select(0, current), group);
     const std::int64_t chunk = std::max<std::int64_t>(1, (std::int64_t{1} << 22) / (group * k));
+    // Weights that differ only between sub-vectors (no per-coordinate weighting, the default)
+    // scale all of a sub-vector's candidate distances alike, so its choice is the plain nearest
+    // decoded codeword: found group by group by the bounded-memory SIMD kernel instead of two
+    // [G, K] matrix products per group (the kernel never writes the G x K distances out).
+    if (at::equal(w, w.narrow(1, 0, 1).expand_as(w))) {
+        const at::Tensor xc = x.contiguous();
+        const int threads = at::get_num_threads();
+        std::vector<std::int32_t> codes(static_cast<std::size_t>(n));
+        at::Tensor chosen = error ? at::empty({n, d}, at::kFloat) : at::Tensor();
+        for (std::int64_t g0 = 0; g0 < groups; g0 += chunk) {
+            const std::int64_t nb = std::min(chunk, groups - g0);
+            const at::Tensor cand = decodeCandidates(dec, codebook, st, g0, nb).contiguous(); // [nb, K, d]
+            for (std::int64_t g = 0; g < nb; ++g) {
+                const std::int64_t first = (g0 + g) * group;
+                nearestCodewords(xc.data_ptr<float>() + first * d, group, cand.data_ptr<float>() + g * k * d, k, static_cast<int>(d),
+                                 codes.data() + first, nullptr, threads);
+                if (error)
+                    chosen.narrow(0, first, group)
+                        .copy_(cand[g].index_select(0, at::from_blob(codes.data() + first, {group}, at::kInt).to(at::kLong)));
+            }
+        }
+        if (error)
+            *error = (w * (chosen - x).pow(2)).sum(1);
+        return at::from_blob(codes.data(), {n}, at::kInt).to(at::kLong);
+    }
     std::vector<at::Tensor> idxParts, errParts;
     for (std::int64_t g0 = 0; g0 < groups; g0 += chunk) {
         const std::int64_t nb = std::min(chunk, groups - g0);

@@ -231,10 +231,12 @@ Result<Hessians> measureHessians(LlamaModel& model, const Checkpoint& c, const T
         for (const MatrixRef& m : unit.matrices)
             byBlock[m.layer].push_back(m);
     Hessians out;
+    const int lastBlock = byBlock.empty() ? 0 : byBlock.rbegin()->first;
     for (const auto& [block, matrices] : byBlock) {
         while ((*run)->nextBlock() < block)
             POCKET_TRY((*run)->advance());
-        auto h = (*run)->hessians();
+        // One pass gives the block's Hessians and the next block's inputs (weights unchanged).
+        auto h = block < lastBlock ? (*run)->hessiansThenAdvance() : (*run)->hessians();
         if (!h)
             return h.error();
         std::map<MatrixType, std::shared_ptr<const std::vector<float>>> shared; // one copy per input

@@ -70,7 +70,9 @@ Result<std::unique_ptr<CalibrationFeed>> CalibrationFeed::start(const CompressJo
     auto windows = calibrationWindows((*tokenizer)->encode(*text), (*tokenizer)->bosId(), capped);
     if (!windows)
         return windows.error();
-    auto loaded = LlamaModel::load(ckpt);
+    // Streamed: the linear weights stay in the checkpoint's map, one converted at a time, so the
+    // calibration model costs the embeddings and one matrix, not the model in fp32.
+    auto loaded = LlamaModel::loadStreamed(ckpt);
     if (!loaded)
         return loaded.error();
     feed->m_model = std::move(*loaded);
@@ -93,18 +95,23 @@ Status CalibrationFeed::measureUpFront(const JobPlan& plan, int blockCount, cons
         bool wanted = false;
         for (MatrixType t : kMatrixTypes)
             wanted = wanted || needed.count({block, t}) > 0;
+        const bool last = block + 1 >= blockCount;
         if (wanted) {
+            // One pass through the block gives its Hessians and the next block's inputs (no
+            // weight changes in between: the Hessians are all the uncompressed model's).
             const ScopedPhase phase("hessians");
-            auto h = m_run->hessians();
+            auto h = last ? m_run->hessians() : m_run->hessiansThenAdvance();
             if (!h)
                 return h.error();
+            if (!last)
+                m_model->releaseBlock(block);
             for (auto& [type, values] : *h)
                 if (needed.count({block, type}))
                     POCKET_TRY(work.saveHessian(block, type, values));
-        }
-        if (block + 1 < blockCount) {
+        } else if (!last) {
             const ScopedPhase phase("calibration");
             POCKET_TRY(m_run->advance());
+            m_model->releaseBlock(block);
         }
     }
     return {};
@@ -121,6 +128,7 @@ Status CalibrationFeed::beforeGroup(const std::vector<MatrixRef>& group)
     while (m_run->nextBlock() < block) {
         const ScopedPhase phase("calibration");
         POCKET_TRY(m_run->advance());
+        m_model->releaseBlock(m_run->nextBlock() - 1); // never run again: its memory goes
     }
     if (m_hessianBlock != block) {
         const ScopedPhase phase("hessians");

@@ -17,6 +17,7 @@
 #include "pocket/archive/model_archive.h"
 #include "pocket/io/model_config.h"
 #include "pocket/io/tokenizer.h"
+#include "pocket/model/llama_model.h"
 #include "pocket/support/timing.h"
 #include "pocket/version.h"
 
@@ -255,6 +256,7 @@ Result<GroupPayload> compressGroup(const OpenJob& job, std::size_t index, const 
         group.matrices.push_back({ref, data->toFloat(), std::move(hessian)});
     }
     CompressContext context;
+    context.threads = computeThreads(); // the kernels that take a thread count (VQ's) honour --threads, and ranks sharing a host
     context.onProgress = onTrain;
     context.phases = &processPhaseLog();
     return job.plan.groupMethods[index]->compress(group, job.plan.groupParams[index], context);

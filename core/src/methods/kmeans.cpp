@@ -3,6 +3,7 @@
 
 #include "pocket/io/dtype.h"
 #include "pocket/methods/vq_kernels.h"
+#include "pocket/support/parallel.h"
 
 #include <algorithm>
 #include <cmath>
@@ -121,8 +122,9 @@ void nearestWeighted(const std::vector<float>& points, std::int64_t n, const std
 }
 
 std::vector<float> seedPlusPlus(const std::vector<float>& points, std::int64_t n, int d, std::int64_t k, std::int64_t sampleSize,
-                                std::mt19937_64& gen)
+                                std::mt19937_64& gen, int threads)
 {
+    const ScopedPhase phase("k-means seeding");
     std::vector<std::int64_t> sample(static_cast<std::size_t>(n));
     std::iota(sample.begin(), sample.end(), 0);
     if (n > sampleSize) {
@@ -131,18 +133,24 @@ std::vector<float> seedPlusPlus(const std::vector<float>& points, std::int64_t n
         std::sort(sample.begin(), sample.end());
     }
     const std::int64_t s = static_cast<std::int64_t>(sample.size());
+    // The sample gathered once, so the k passes over it read memory in order.
+    std::vector<float> gathered(static_cast<std::size_t>(s * d));
+    for (std::int64_t i = 0; i < s; ++i)
+        std::memcpy(&gathered[i * d], &points[sample[i] * d], sizeof(float) * d);
     std::vector<float> centers(static_cast<std::size_t>(k * d));
     std::vector<double> minDist(static_cast<std::size_t>(s), std::numeric_limits<double>::infinity());
     std::uniform_real_distribution<double> uniform(0, 1);
     std::int64_t chosen = sample[static_cast<std::size_t>(gen() % static_cast<std::uint64_t>(s))];
     for (std::int64_t c = 0; c < k; ++c) {
         std::memcpy(&centers[c * d], &points[chosen * d], sizeof(float) * d);
-        double total = 0;
-        for (std::int64_t i = 0; i < s; ++i) {
-            const double dist = distance2(&points[sample[i] * d], &centers[c * d], d);
-            minDist[i] = std::min(minDist[i], dist);
+        const float* center = &centers[c * d];
+        parallelFor(s, threads, 16384, [&](std::int64_t b, std::int64_t e) {
+            for (std::int64_t i = b; i < e; ++i)
+                minDist[i] = std::min(minDist[i], static_cast<double>(distance2(&gathered[i * d], center, d)));
+        });
+        double total = 0; // in order: the same draw for any number of threads
+        for (std::int64_t i = 0; i < s; ++i)
             total += minDist[i];
-        }
         if (c + 1 == k)
             break;
         if (total <= 0) { // every sampled point is already a center: repeat points in order
@@ -175,7 +183,7 @@ bool kmeans(const std::vector<float>& points, std::int64_t n, int d, std::int64_
             std::memcpy(&codebook[c * d], &points[i * d], sizeof(float) * d);
         }
     } else {
-        codebook = seedPlusPlus(points, n, d, k, initSample, gen);
+        codebook = seedPlusPlus(points, n, d, k, initSample, gen, threads);
     }
     const bool weighted = !weighting.empty();
     std::vector<std::int32_t> idx(static_cast<std::size_t>(n)), previous;

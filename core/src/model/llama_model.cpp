@@ -63,11 +63,14 @@ std::string describe(const c10::Error& e)
 struct InputStats {
     at::Tensor attnIn, attnOut, mlpIn, mlpAct; // [in, in] float
     std::int64_t rows = 0;                      // tokens seen
+    // Accumulated in place (addmm_): no [in, in] temporary per chunk.
     static void add(at::Tensor& sum, const at::Tensor& x)
     {
         const at::Tensor flat = x.reshape({-1, x.size(-1)});
-        const at::Tensor xtx = at::matmul(flat.t(), flat);
-        sum = sum.defined() ? sum.add_(xtx) : xtx;
+        if (sum.defined())
+            sum.addmm_(flat.t(), flat);
+        else
+            sum = at::matmul(flat.t(), flat);
     }
 };
 
@@ -185,6 +188,8 @@ static Status placeCompressed(LlamaModel::Impl& m, std::int64_t budget)
     const std::uint64_t buffer = static_cast<std::uint64_t>(maxWeights) * (4 + (m.precision == ComputePrecision::BF16 ? 2 : 0));
     mem.minimumBytes = mem.fixedBytes + allCompressed + (compressed.empty() ? 0 : buffer);
     mem.allDecodedBytes = mem.fixedBytes + allResident;
+    if (budget == LoadOptions::kMinimum)
+        budget = static_cast<std::int64_t>(mem.minimumBytes);
     if (budget == LoadOptions::kAuto) { // the minimum is in memory already: what is left, less 1 GiB
         const std::uint64_t available = memAvailableBytes();
         const std::uint64_t extra = available > (1ull << 30) ? available - (1ull << 30) : 0;
@@ -383,6 +388,8 @@ at::Tensor LlamaModel::Impl::matrix(const Weight& w) const
 {
     if (w.resident.defined())
         return w.resident;
+    if (!w.source)
+        throw std::runtime_error("a linear weight of a block the calibration has passed was used (released)");
     const Status status = w.source->decodeInto(bufferF32.data_ptr<float>(), at::get_num_threads());
     if (!status)
         throw std::runtime_error(status.message());
@@ -777,7 +784,11 @@ CalibrationRun::~CalibrationRun() = default;
 
 int CalibrationRun::nextBlock() const { return m_state->nextBlock; }
 
-Result<std::map<MatrixType, std::vector<float>>> CalibrationRun::hessians() const
+Result<std::map<MatrixType, std::vector<float>>> CalibrationRun::hessians() const { return measure(false); }
+
+Result<std::map<MatrixType, std::vector<float>>> CalibrationRun::hessiansThenAdvance() { return measure(true); }
+
+Result<std::map<MatrixType, std::vector<float>>> CalibrationRun::measure(bool advance) const
 {
     State& s = *m_state;
     if (s.nextBlock >= static_cast<int>(s.model->layers.size()))
@@ -785,11 +796,17 @@ Result<std::map<MatrixType, std::vector<float>>> CalibrationRun::hessians() cons
     try {
         c10::InferenceMode guard;
         InputStats stats;
-        for (const at::Tensor& x : s.hidden)
-            (void)s.model->block(static_cast<std::size_t>(s.nextBlock), x, s.pos, &stats);
+        for (at::Tensor& x : s.hidden) {
+            at::Tensor out = s.model->block(static_cast<std::size_t>(s.nextBlock), x, s.pos, &stats);
+            if (advance)
+                x = std::move(out);
+        }
+        if (advance)
+            ++s.nextBlock;
         const double factor = 2.0 / static_cast<double>(stats.rows);
-        const auto flat = [&](const at::Tensor& sum) {
-            const at::Tensor h = (sum * factor).contiguous();
+        const auto flat = [&](at::Tensor& sum) { // scaled in place, copied once
+            sum.mul_(factor);
+            const at::Tensor h = sum.contiguous();
             return std::vector<float>(h.data_ptr<float>(), h.data_ptr<float>() + h.numel());
         };
         std::map<MatrixType, std::vector<float>> out;
@@ -859,9 +876,17 @@ Status LlamaModel::setWeight(const std::string& name, const std::vector<float>& 
         for (std::size_t t = 0; t < 7; ++t) {
             if (matrixTensorName(static_cast<int>(l), kMatrixTypes[t]) != name)
                 continue;
-            if (!layer.weights[t]->resident.defined() || layer.weights[t]->resident.scalar_type() != at::kFloat)
-                return Error::internal(name + " is not an fp32 decoded weight (setWeight needs a fp32 model with every weight decoded)");
-            at::Tensor& w = layer.weights[t]->resident;
+            Weight& weight = *layer.weights[t];
+            if (!weight.resident.defined() && weight.source && m_impl->precision == ComputePrecision::F32) { // streamed: becomes resident
+                if (static_cast<std::int64_t>(values.size()) != weight.rows * weight.cols)
+                    return Error{name + ": expected " + std::to_string(weight.rows * weight.cols) + " values, got " + std::to_string(values.size())};
+                c10::InferenceMode guard;
+                weight.resident = at::empty({weight.rows, weight.cols}, at::kFloat);
+                weight.source.reset();
+            }
+            if (!weight.resident.defined() || weight.resident.scalar_type() != at::kFloat)
+                return Error::internal(name + " is not an fp32 decoded weight (setWeight needs a fp32 model with every weight decoded or streamed)");
+            at::Tensor& w = weight.resident;
             if (static_cast<std::int64_t>(values.size()) != w.numel())
                 return Error{name + ": expected " + std::to_string(w.numel()) + " values, got " + std::to_string(values.size())};
             c10::InferenceMode guard;
@@ -870,6 +895,60 @@ Status LlamaModel::setWeight(const std::string& name, const std::vector<float>& 
         }
     }
     return Error{"no linear weight " + name + " in the model"};
+}
+
+void LlamaModel::releaseBlock(int block)
+{
+    if (block < 0 || block >= static_cast<int>(m_impl->layers.size()))
+        return;
+    for (Weight* w : m_impl->layers[static_cast<std::size_t>(block)]->weights) {
+        w->resident = at::Tensor();
+        w->source.reset();
+    }
+}
+
+namespace {
+
+// A linear weight read from the checkpoint's memory map for each use (loadStreamed).
+class CheckpointMatrix final : public CompressedMatrix {
+public:
+    CheckpointMatrix(const Checkpoint& checkpoint, std::string name, DType dtype) : m_checkpoint(checkpoint), m_name(std::move(name)), m_dtype(dtype) {}
+    std::uint64_t bytes() const override { return 0; } // pages of the map, not the model's memory
+    Status decodeInto(float* out, int) const override
+    {
+        auto data = m_checkpoint.load(m_name);
+        if (!data)
+            return data.error();
+        std::size_t count = 1;
+        for (std::int64_t d : data->info.shape)
+            count *= static_cast<std::size_t>(d);
+        convertToFloat(data->info.dtype, data->data, count, out);
+        return {};
+    }
+    std::string speedClass() const override { return std::string("checkpoint ") + dtypeName(m_dtype); }
+
+private:
+    const Checkpoint& m_checkpoint;
+    std::string m_name;
+    DType m_dtype;
+};
+
+} // namespace
+
+Result<std::unique_ptr<LlamaModel>> LlamaModel::loadStreamed(const Checkpoint& checkpoint)
+{
+    LoadOptions options;
+    options.memoryBudget = LoadOptions::kMinimum;
+    const ModelConfig& c = checkpoint.config();
+    for (int l = 0; l < c.numLayers; ++l)
+        for (MatrixType t : kMatrixTypes) {
+            const std::string name = matrixTensorName(l, t);
+            const TensorInfo* info = checkpoint.find(name);
+            if (!info)
+                return fileError(checkpoint.path(), "no matrix " + name);
+            options.compressed[name] = std::make_shared<CheckpointMatrix>(checkpoint, name, info->dtype);
+        }
+    return load(checkpoint, {}, std::move(options));
 }
 
 namespace {

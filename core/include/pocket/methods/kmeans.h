@@ -50,9 +50,10 @@ Weighting makeWeighting(const std::vector<MatrixRef>& refs, int d, const std::ve
 void nearestWeighted(const std::vector<float>& points, std::int64_t n, const std::vector<float>& codebook, std::int64_t k,
                      int d, const Weighting& w, std::int32_t* idx, float* dist, int threads);
 
-// k-means++ seeding on a sample of the points (D^2 sampling, deterministic given `gen`).
+// k-means++ seeding on a sample of the points (D^2 sampling, deterministic given `gen`, the same
+// for any `threads`: the distance updates are split over threads, their sum is taken in order).
 std::vector<float> seedPlusPlus(const std::vector<float>& points, std::int64_t n, int d, std::int64_t k, std::int64_t sampleSize,
-                                std::mt19937_64& gen);
+                                std::mt19937_64& gen, int threads = 1);
 
 struct KmeansStats {
     int iterations = 0;

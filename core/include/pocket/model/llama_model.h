@@ -71,6 +71,7 @@ struct LoadOptions {
     // plus one decode buffer) load() fails and names the minimum.
     static constexpr std::int64_t kUnlimited = -1;
     static constexpr std::int64_t kAuto = -2;
+    static constexpr std::int64_t kMinimum = -3; // every compressed matrix stays compressed
     std::int64_t memoryBudget = kUnlimited;
     // Adapters applied to linear weights (names must be linear weights of the model, shapes must match).
     std::vector<LoraAdapter> adapters;
@@ -135,6 +136,12 @@ public:
     static Result<std::unique_ptr<LlamaModel>> load(const Checkpoint& checkpoint,
                                                     const std::function<bool(int done, int total)>& onTensor = {},
                                                     LoadOptions options = {});
+    // A model for calibration passes over a checkpoint too large to hold in fp32: every linear
+    // weight stays in `checkpoint`'s memory map and is converted to fp32 for each use, one matrix
+    // at a time (the other tensors are loaded as load() does). The same results as load();
+    // `checkpoint` must outlive the model. setWeight() makes a weight resident; releaseBlock()
+    // frees a block's weights once the calibration has passed it.
+    static Result<std::unique_ptr<LlamaModel>> loadStreamed(const Checkpoint& checkpoint);
     ~LlamaModel();
 
     const ModelConfig& config() const;
@@ -160,8 +167,12 @@ public:
 
     // Replaces a linear weight ("model.layers.3.mlp.up_proj.weight") with `values` (rows*cols
     // floats), e.g. its quantised version, so that later calibration sees it. Not thread-safe.
-    // Only for fp32 models whose weights are all decoded.
+    // Only for fp32 models whose weights are decoded or streamed (loadStreamed); a streamed weight
+    // becomes resident.
     Status setWeight(const std::string& name, const std::vector<float>& values);
+    // Frees the linear weights of block `block` (a calibration pass is past it); the block cannot
+    // be run afterwards (an error says so).
+    void releaseBlock(int block);
 
     // The adapters the model applies, with their current values (in model order).
     std::vector<LoraAdapter> adapters() const;
@@ -224,10 +235,14 @@ public:
     Result<std::map<MatrixType, std::vector<float>>> hessians() const;
     // Runs the hidden states through the next block with the model's current weights.
     Status advance();
+    // hessians() and then advance() in one pass through the block (half the forward work), for
+    // callers that change no weight of the block in between.
+    Result<std::map<MatrixType, std::vector<float>>> hessiansThenAdvance();
 
 private:
     friend class LlamaModel;
     CalibrationRun();
+    Result<std::map<MatrixType, std::vector<float>>> measure(bool advance) const;
     struct State;
     std::unique_ptr<State> m_state;
 };
