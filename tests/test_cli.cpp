@@ -1,5 +1,8 @@
 // The pocketllm-cli binary end to end, run as a separate process: exit codes, JSON output, error
 // messages, and conversions checked by evaluating what they wrote.
+#include "pocket/io/checkpoint.h"
+#include "pocket/jobs/compress_job.h"
+#include "pocket/methods/method_registry.h"
 #include "pocket/version.h"
 #include "test_support.h"
 
@@ -383,6 +386,58 @@ private Q_SLOTS:
         const json after = runJson({"eval", recovered, "--text", m_text, "--ctx", "64"}, &r);
         QVERIFY2(r.code == 0, qPrintable(r.describe()));
         QVERIFY(after.at("perplexity").get<double>() != before.at("perplexity").get<double>());
+    }
+
+    // Issue 20: compressCommandArgs (the workbench's Run on cluster) gives a command line that
+    // plans the same groups as the job itself, for selections of every kind; what it cannot say is
+    // refused. --progress-lines prints the progress as lines when stderr is not a terminal.
+    void commandLineOfAJob()
+    {
+        auto ckpt = pocket::openCheckpoint(testsupport::demoModel());
+        QVERIFY(ckpt.ok());
+        pocket::MethodRegistry registry;
+        registry.loadFolder(POCKET_PLUGIN_DIR);
+        std::vector<pocket::CompressJobParams> jobs(4);
+        for (auto& j : jobs) {
+            j.modelPath = testsupport::demoModel();
+            j.outPath = path("cmd.pllm").toStdString();
+            j.methodId = "vq";
+            j.settings = {"d=2", "K=16", "sharing=type"};
+        }
+        jobs[1].selection.blocks = {{0, 1}, {3, -1}};
+        jobs[1].selection.types = {pocket::MatrixType::Q, pocket::MatrixType::Down};
+        jobs[2].selection.names = {"model.layers.2.mlp.up_proj.weight", "model.layers.0.self_attn.o_proj.weight"};
+        jobs[2].keepDtype = pocket::DType::BF16;
+        jobs[3].selection.exclude = "layers\\.[12]\\.";
+        jobs[3].selection.skipLast = 1;
+        jobs[3].methodId = "rtn";
+        jobs[3].settings = {"bits=3"};
+        jobs[3].entropy.mode = pocket::EntropyMode::None;
+        for (const auto& job : jobs) {
+            auto method = registry.find(job.methodId);
+            QVERIFY(method.ok());
+            auto plan = pocket::planCompressJob(job, **ckpt, **method, &registry);
+            QVERIFY2(plan.ok(), plan.ok() ? "" : plan.message().c_str());
+            auto args = pocket::compressCommandArgs(job);
+            QVERIFY2(args.ok(), args.ok() ? "" : args.message().c_str());
+            QStringList cli{"compress"};
+            for (const std::string& a : *args)
+                cli << QString::fromStdString(a);
+            Run r;
+            const json dry = runJson(cli << "--dry-run", &r);
+            QVERIFY2(r.code == 0, qPrintable(r.describe()));
+            QCOMPARE(dry.at("groups").get<std::vector<std::string>>(), plan->groupIds);
+            QCOMPARE(dry.at("bpw_compressed").get<double>(), plan->estimatedBits.bpwCompressed());
+        }
+        pocket::CompressJobParams planned = jobs[0];
+        planned.matrixSettings["model.layers.0.mlp.up_proj.weight"] = {"K=4"};
+        QVERIFY(!pocket::compressCommandArgs(planned).ok());
+
+        Run r = run({"--progress-lines", "--no-store", "compress", demo(), "-o", path("lines.pllm"), "--method", "vq", "--set", "K=64",
+                     "--set", "d=2", "--set", "iters=30"});
+        QVERIFY2(r.code == 0, qPrintable(r.describe()));
+        QVERIFY2(r.err.contains("progress: group 1/"), r.err.constData());
+        QVERIFY(!r.err.contains('\r'));
     }
 
     // Issue 21: the paper's per-matrix PocketLLM on the demo model warns (stderr and --json) and

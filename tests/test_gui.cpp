@@ -5,6 +5,7 @@
 #include "compare_panel.h"
 #include "export_dialog.h"
 #include "layer_picker.h"
+#include "cluster_dialog.h"
 #include "main_window.h"
 #include "judge_panel.h"
 #include "playground_panel.h"
@@ -18,6 +19,7 @@
 #include "pocket/io/gguf.h"
 #include "pocket/io/gguf_export.h"
 #include "pocket/jobs/compress_job.h"
+#include "pocket/support/app_paths.h"
 #include "pocket/store/experiment_store.h"
 #include "gui_test_support.h"
 #include "test_support.h"
@@ -25,6 +27,9 @@
 #include <qcustomplot.h>
 
 #include <QElapsedTimer>
+#include <QFileInfo>
+#include <QPlainTextEdit>
+#include <QProgressBar>
 #include <QComboBox>
 #include <QDoubleSpinBox>
 #include <QLabel>
@@ -512,6 +517,54 @@ private Q_SLOTS:
         const auto missing = finished.at(2).at(0).value<PlaygroundOutcome>();
         QVERIFY(!missing.ok);
         QVERIFY2(missing.message.contains("missing.pllm"), qPrintable(missing.message));
+    }
+
+    // Run ▸ Run on cluster: the dialog's command line is the job's (compressCommandArgs) under
+    // mpirun with --mpi; a script of it is written; with Open MPI installed (CI) it runs with -np 2
+    // here and the archive it writes becomes the last archive, its progress shown on the way; a
+    // missing mpirun is reported.
+    void runsOnACluster()
+    {
+        QVERIFY(m_window->openPath(QString::fromStdString(testsupport::demoModel()), true));
+        QVERIFY(m_window->methodForm()->setMethodId("vq"));
+        m_window->methodForm()->applySettings({"d=2", "K=64", "iters=40", "sharing=type"});
+        const QString out = m_tmp.filePath("cluster.pllm");
+        m_window->outputPathEdit()->setText(out);
+        ClusterDialog* dialog = m_window->openClusterDialog();
+        QVERIFY(dialog);
+        dialog->setRanks(2);
+        const QStringList args = dialog->arguments();
+        QCOMPARE(args.mid(0, 2), (QStringList{"-np", "2"}));
+        QVERIFY(args.contains("--mpi") && args.contains("--progress-lines"));
+        QVERIFY2(args.join(' ').contains(QStringLiteral("compress %1 -o %2 --method vq").arg(QString::fromStdString(testsupport::demoModel()), out)),
+                 qPrintable(args.join(' ')));
+        QVERIFY(dialog->commandLine().startsWith("mpirun -np 2 "));
+        QString error;
+        const QString script = m_tmp.filePath("run-cluster.sh");
+        QVERIFY2(dialog->writeScript(script, &error), qPrintable(error));
+        QVERIFY(QFileInfo(script).isExecutable());
+        QVERIFY(QString::fromStdString(testsupport::readText(script.toStdString())).contains(dialog->commandLine()));
+
+        QSignalSpy finished(dialog, &ClusterDialog::finished);
+        dialog->setMpirun(m_tmp.filePath("no-such-mpirun"));
+        QVERIFY(dialog->start());
+        QVERIFY(finished.wait(20000));
+        QCOMPARE(finished.last().at(0).toBool(), false);
+        QVERIFY2(finished.last().at(2).toString().contains("could not be started"), qPrintable(finished.last().at(2).toString()));
+
+        const QString mpirun = QStandardPaths::findExecutable("mpirun");
+        if (mpirun.isEmpty() || !QFile::exists(QString::fromStdString(pocket::executableDir()) + "/../lib/libpocket_mpi.so"))
+            QSKIP("no mpirun or no MPI module in this build: the run itself is checked where Open MPI is installed (CI)");
+        dialog->setMpirun(mpirun);
+        qputenv("OMPI_MCA_btl_vader_single_copy_mechanism", "none"); // as tests/mpi_check.sh
+        QVERIFY(dialog->start());
+        QVERIFY(finished.wait(180000));
+        QVERIFY2(finished.last().at(0).toBool(), qPrintable(finished.last().at(2).toString() + "\n" + dialog->output()->toPlainText()));
+        QCOMPARE(m_window->lastArchive(), out);
+        QVERIFY(QFile::exists(out));
+        QVERIFY2(dialog->lastProgress().startsWith("group "), qPrintable(dialog->lastProgress()));
+        QCOMPARE(dialog->progressBar()->value(), dialog->progressBar()->maximum());
+        dialog->close();
     }
 
     void badInputKeepsTheOpenModel()

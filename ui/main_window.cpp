@@ -1,5 +1,6 @@
 #include "main_window.h"
 
+#include "cluster_dialog.h"
 #include "export_dialog.h"
 #include "pocket/archive/model_archive.h"
 
@@ -484,6 +485,7 @@ void MainWindow::buildActions()
     m_startAction = run->addAction(tr("&Start compression"), this, [this] { startCompress(false); });
     m_startAction->setShortcut(QKeySequence(Qt::CTRL | Qt::Key_R));
     m_resumeAction = run->addAction(tr("&Resume interrupted run"), this, [this] { startCompress(true); });
+    run->addAction(tr("Run on c&luster…"), this, [this] { openClusterDialog(); });
     m_cancelAction = run->addAction(tr("&Cancel"), m_workbench, &Workbench::cancel);
     m_cancelAction->setShortcut(QKeySequence(Qt::Key_Escape));
     run->addSeparator();
@@ -699,6 +701,33 @@ bool MainWindow::startCompress(bool resume)
         return launchCompress(again, true);
     }
     return launchCompress(jobParams(resume), resume);
+}
+
+ClusterDialog* MainWindow::openClusterDialog()
+{
+    if (!m_workbench->hasModel() || m_workbench->summary().isArchive) {
+        m_lastError = tr("Open a model to compress first (an archive is already compressed).");
+        statusBar()->showMessage(m_lastError, 8000);
+        return nullptr;
+    }
+    if (m_outPath->text().trimmed().isEmpty())
+        m_outPath->setText(m_workbench->defaultArchivePath(m_form->methodId()));
+    if (const QString invalid = m_form->validationError(); !invalid.isEmpty()) {
+        m_lastError = invalid;
+        statusBar()->showMessage(invalid, 8000);
+        return nullptr;
+    }
+    auto* dialog = new ClusterDialog(jobParams(false), this);
+    dialog->setAttribute(Qt::WA_DeleteOnClose);
+    connect(dialog, &ClusterDialog::finished, this, [this](bool ok, const QString& archive, const QString& message) {
+        statusBar()->showMessage(message, 10000);
+        spdlog::info("run on cluster: {}", message.toStdString());
+        if (ok)
+            setLastArchive(archive);
+    });
+    if (dialogsAllowed())
+        dialog->show();
+    return dialog;
 }
 
 bool MainWindow::suggestSettings(bool onlyIfNeeded)

@@ -28,6 +28,8 @@ class QTableWidget;
 
 namespace pocket::ui {
 
+class ClusterDialog;
+
 class ComparePanel;
 class SensitivityPanel;
 class PlaygroundPanel;
@@ -55,6 +57,10 @@ public:
     bool startCompress(bool resume);
     // Starts a compression with the sensitivity panel's allocation plan (per-matrix settings).
     bool startPlannedCompress();
+    // Run ▸ Run on cluster: the current compression as an mpirun command line (ClusterDialog),
+    // shown without blocking; nullptr (and the reason in the status bar) without an open model.
+    // A run that ends well becomes the last archive.
+    ClusterDialog* openClusterDialog();
     // Applies settings that fit the open model (the Suggest button). `onlyIfNeeded`: only when the
     // current settings' codebook and decoder overhead is above a tenth of the codes. Returns
     // whether the form changed.

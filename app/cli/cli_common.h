@@ -42,28 +42,48 @@ using pocket::peakRssMb;
 using pocket::secondsSince;
 
 // A one-line progress display on stderr, only when stderr is a terminal.
+// --progress-lines (set once by main): progress as whole lines on stderr, "progress: <text>", at
+// most twice a second, for programs that read it (the workbench's Run on cluster dialog).
+inline bool& progressLinesMode()
+{
+    static bool on = false;
+    return on;
+}
+
 class ProgressLine {
 public:
-    explicit ProgressLine(bool enabled) : m_enabled(enabled && ::isatty(STDERR_FILENO)) {}
+    explicit ProgressLine(bool enabled)
+        : m_lines(enabled && progressLinesMode()), m_enabled(enabled && (m_lines || ::isatty(STDERR_FILENO)))
+    {
+    }
     ~ProgressLine() { finish(); }
     void show(const std::string& text)
     {
         if (!m_enabled)
             return;
-        std::fprintf(stderr, "\r%-78s", text.c_str());
+        if (m_lines) {
+            if (m_shown && m_sinceLine.seconds() < 0.5)
+                return;
+            m_sinceLine = pocket::Stopwatch();
+            std::fprintf(stderr, "progress: %s\n", text.c_str());
+        } else {
+            std::fprintf(stderr, "\r%-78s", text.c_str());
+        }
         std::fflush(stderr);
         m_shown = true;
     }
     void finish()
     {
-        if (m_shown)
+        if (m_shown && !m_lines)
             std::fprintf(stderr, "\r%-78s\r", "");
         m_shown = false;
     }
 
 private:
+    bool m_lines;
     bool m_enabled;
     bool m_shown = false;
+    pocket::Stopwatch m_sinceLine;
 };
 
 // Reports an error: one line on stderr, and {"error": ...} on stdout under --json.

@@ -33,6 +33,8 @@ int main(int argc, char** argv)
     app.fallthrough();
     app.add_flag("--json", g.json, "Print one JSON object on stdout");
     app.add_flag("-q,--quiet", g.quiet, "No progress line; only warnings and errors on stderr");
+    app.add_flag("--progress-lines", progressLinesMode(),
+                 "Progress as whole lines on stderr (\"progress: ...\", at most twice a second), also when stderr is not a terminal");
     app.add_option("--log-level", g.logLevel, "Console log level")->check(CLI::IsMember({"debug", "info", "warn", "error", "off"}));
     app.add_option("--store", g.store, "Experiment store file (default: $POCKETLLM_STORE, else <data dir>/experiments.sqlite)");
     app.add_flag("--no-store", g.noStore, "Do not record this compress / eval / sensitivity run in the experiment store");

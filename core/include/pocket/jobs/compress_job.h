@@ -150,6 +150,11 @@ struct BracketChoice {
 Result<std::vector<BracketChoice>> bracketingSettings(const CompressJobParams& params, const Checkpoint& checkpoint, CompressionMethod& method,
                                                       double targetBpw, const MethodRegistry* registry = nullptr);
 
+// The `pocketllm-cli compress` arguments (after "compress") that run `params`: the workbench's
+// "Run on cluster" puts them into an mpirun command line. Errors: what the command line cannot say
+// (a plan's per-matrix settings or methods; matrices picked one by one with an include pattern).
+Result<std::vector<std::string>> compressCommandArgs(const CompressJobParams& params);
+
 // Runs the whole job and, when `recording` is given and enabled, records it in the experiment
 // store (begun at the first progress report, so runs refused up front are not recorded).
 // `onProgress` returning false cancels: finished groups stay in the work folder (resume later), no
