@@ -73,7 +73,7 @@ if has mpi; then
       for n in $NP; do
         t=$(( cores / n )); [ "$t" -ge 1 ] || t=1
         # shellcheck disable=SC2086
-        mpirun --allow-run-as-root --oversubscribe -np "$n" "$CLI" -q --json compress "$BIG" -o "$BENCH_DIR/mpi-$m-$n.pllm" --mpi \
+        mpirun --allow-run-as-root --oversubscribe --bind-to none -np "$n" "$CLI" -q --json compress "$BIG" -o "$BENCH_DIR/mpi-$m-$n.pllm" --mpi \
           --method "$m" ${SETTINGS[$m]} "${SELECT[@]}" --threads "$t" >"$BENCH_DIR/mpi-$m-$n.json"
         s=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['seconds'])" "$BENCH_DIR/mpi-$m-$n.json")
         [ -n "$base" ] || base=$s

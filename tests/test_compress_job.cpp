@@ -545,6 +545,9 @@ private Q_SLOTS:
         auto loaded = LlamaModel::load(**ckpt);
         auto streamed = LlamaModel::loadStreamed(**ckpt);
         QVERIFY(loaded.ok() && streamed.ok());
+        auto logits = (*streamed)->logits({1, 5, 9}); // calibration only: no output head
+        QVERIFY(!logits.ok());
+        QVERIFY2(logits.message().find("calibration only") != std::string::npos, logits.message().c_str());
         const std::vector<std::vector<std::int32_t>> windows{{1, 5, 9, 200, 7}, {1, 300, 2, 2, 511}, {1, 4, 4, 4, 4}};
         auto a = (*loaded)->startCalibration(windows);
         auto b = (*streamed)->startCalibration(windows);

@@ -68,8 +68,9 @@ ClusterDialog::ClusterDialog(const CompressJobParams& job, QWidget* parent, cons
     hostRow->addWidget(browse);
     form->addRow(tr("Host file"), hostRow);
     m_extra = new QLineEdit(this);
-    // On one machine more processes than cores must be allowed; Open MPI refuses root unless told.
-    m_extra->setText(QStringLiteral("--oversubscribe") + (::geteuid() == 0 ? QStringLiteral(" --allow-run-as-root") : QString()));
+    // On one machine more processes than cores must be allowed; each rank uses several threads, so
+    // no binding to one core; Open MPI refuses root unless told.
+    m_extra->setText(QStringLiteral("--oversubscribe --bind-to none") + (::geteuid() == 0 ? QStringLiteral(" --allow-run-as-root") : QString()));
     form->addRow(tr("mpirun options"), m_extra);
     layout->addLayout(form);
     m_preview = new QPlainTextEdit(this);

@@ -76,18 +76,11 @@ int runSensitivityCommand(const Globals& g, const SensitivityOptions& o)
     if (auto s = sensitivityParams(o, p); !s)
         return fail(g, s.error());
     // A distributed analysis: rank 0 goes on below, the other ranks measure units for it.
-    auto cluster = clusterFor(o.mpi);
-    if (!cluster)
-        return fail(g, cluster.error());
-    pocket::setComputeThreads(clusterThreads(o.threads, cluster->get()));
-    if (*cluster && (*cluster)->rank() != 0) {
-        const pocket::Status worked = pocket::runSensitivityWorker(p, registry(), **cluster);
-        if (!worked)
-            return fail(g, worked.error().prefixed("rank " + std::to_string((*cluster)->rank()) + " (" + (*cluster)->host() + ")"));
-        return kExitOk;
-    }
-    const ClusterStop stopWorkers{cluster->get()};
-    p.cluster = cluster->get();
+    ClusterRole role = joinCluster(g, o.mpi, o.threads, [&](pocket::ClusterChannel& c) { return pocket::runSensitivityWorker(p, registry(), c); });
+    if (role.exitCode)
+        return *role.exitCode;
+    const ClusterStop stopWorkers{role.channel.get()};
+    p.cluster = role.channel.get();
 
     const bool stream = !g.json;
     if (stream)

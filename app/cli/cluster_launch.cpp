@@ -1,8 +1,11 @@
 #include "cluster_launch.h"
 
+#include "pocket/model/llama_model.h"
 #include "pocket/support/app_paths.h"
 
 #include <dlfcn.h>
+#include <sched.h>
+#include <spdlog/spdlog.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -71,9 +74,42 @@ pocket::Result<std::unique_ptr<pocket::ClusterChannel>> clusterFor(bool mpiOptio
 
 int clusterThreads(int requested, const pocket::ClusterChannel* cluster)
 {
-    if (requested > 0 || !cluster)
+    if (!cluster)
         return requested;
-    return std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / mpiLocalSize());
+    // mpirun binds each rank to cores (one core each for up to 2 ranks, by default): threads
+    // beyond the rank's cores only take turns.
+    cpu_set_t mask;
+    CPU_ZERO(&mask);
+    const int usable = sched_getaffinity(0, sizeof mask, &mask) == 0 ? CPU_COUNT(&mask) : 0;
+    const int cores = static_cast<int>(std::thread::hardware_concurrency());
+    if (requested > 0) {
+        if (usable > 0 && requested > usable)
+            spdlog::warn("rank {}: --threads {} but this rank may run on {} core(s) only (mpirun binds ranks to cores; add --bind-to none)",
+                         cluster->rank(), requested, usable);
+        return requested;
+    }
+    if (usable > 0 && usable < cores)
+        return usable; // bound: the cores it was given
+    return std::max(1, cores / mpiLocalSize());
+}
+
+ClusterRole joinCluster(const cli::Globals& g, bool mpiOption, int threads, const std::function<pocket::Status(pocket::ClusterChannel&)>& work)
+{
+    ClusterRole role;
+    auto cluster = clusterFor(mpiOption);
+    if (!cluster) {
+        role.exitCode = cli::fail(g, cluster.error());
+        return role;
+    }
+    role.channel = std::move(*cluster);
+    pocket::setComputeThreads(clusterThreads(threads, role.channel.get()));
+    if (role.channel && role.channel->rank() != 0) {
+        const pocket::Status worked = work(*role.channel);
+        role.exitCode = worked ? cli::kExitOk
+                               : cli::fail(g, worked.error().prefixed("rank " + std::to_string(role.channel->rank()) + " (" +
+                                                                      role.channel->host() + ")"));
+    }
+    return role;
 }
 
 ClusterStop::~ClusterStop()

@@ -242,18 +242,11 @@ int runCompress(const Globals& g, const CompressOptions& o)
     params.entropy = *entropy;
 
     // A distributed run: every rank runs this command; rank 0 goes on below, the others work for it.
-    auto cluster = clusterFor(o.mpi);
-    if (!cluster)
-        return fail(g, cluster.error());
-    pocket::setComputeThreads(clusterThreads(o.threads, cluster->get()));
-    if (*cluster && (*cluster)->rank() != 0) {
-        const pocket::Status worked = pocket::runCompressWorker(params, registry(), **cluster);
-        if (!worked)
-            return fail(g, worked.error().prefixed("rank " + std::to_string((*cluster)->rank()) + " (" + (*cluster)->host() + ")"));
-        return kExitOk;
-    }
-    const ClusterStop stopWorkers{cluster->get()};
-    params.cluster = cluster->get();
+    ClusterRole role = joinCluster(g, o.mpi, o.threads, [&](pocket::ClusterChannel& c) { return pocket::runCompressWorker(params, registry(), c); });
+    if (role.exitCode)
+        return *role.exitCode;
+    const ClusterStop stopWorkers{role.channel.get()};
+    params.cluster = role.channel.get();
 
     std::vector<std::string> warnings;
     { // the plan up front: a dry run prints it; a run hears its warnings before it starts

@@ -25,8 +25,10 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <malloc.h>
 #include <filesystem>
 #include <set>
+#include <thread>
 
 namespace pocket {
 
@@ -259,7 +261,12 @@ Result<GroupPayload> compressGroup(const OpenJob& job, std::size_t index, const 
     context.threads = computeThreads(); // the kernels that take a thread count (VQ's) honour --threads, and ranks sharing a host
     context.onProgress = onTrain;
     context.phases = &processPhaseLog();
-    return job.plan.groupMethods[index]->compress(group, job.plan.groupParams[index], context);
+    auto payload = job.plan.groupMethods[index]->compress(group, job.plan.groupParams[index], context);
+    group.matrices.clear();
+    // setComputeThreads keeps up to 1 GiB of freed heap in the process (fast forward passes); a
+    // finished group's working set is handed back, so the next group's peak is its own.
+    malloc_trim(0);
+    return payload;
 }
 
 HessianOf hessiansFrom(CalibrationFeed* calibration, const WorkFolder& work)
@@ -371,10 +378,16 @@ Result<std::vector<GroupPayload>> distributeGroups(const OpenJob& job, Calibrati
             POCKET_TRY(calibration->shareBlockHessians(work));
         POCKET_TRY(coordinator.runWave(todo, hooks));
         for (std::size_t i : todo) {
-            auto saved = work.finishedGroup(i, job.plan.groupIds[i]);
+            // A network filesystem may show another host's new file late (NFS caches a name's
+            // absence for up to a minute): look again for a while before giving up.
+            std::optional<GroupPayload> saved = work.finishedGroup(i, job.plan.groupIds[i]);
+            for (const Stopwatch waited; !saved && waited.seconds() < 90;) {
+                std::this_thread::sleep_for(std::chrono::milliseconds(500));
+                saved = work.finishedGroup(i, job.plan.groupIds[i]);
+            }
             if (!saved)
-                return fileError(work.groupFile(i), "missing after its rank reported it finished (is the work folder on a filesystem "
-                                                    "every rank shares?)");
+                return fileError(work.groupFile(i), "missing 90 s after its rank reported it finished (is the work folder on a "
+                                                    "filesystem every rank shares?)");
             payloads[i] = std::move(*saved);
         }
         if (calibration) {

@@ -348,7 +348,7 @@ Result<std::unique_ptr<LlamaModel>> LlamaModel::load(const Checkpoint& checkpoin
         POCKET_GET(m.finalNorm, "model.norm.weight", false);
         if (c.tieWordEmbeddings)
             m.head = m.embed;
-        else
+        else if (!options.withoutHead)
             POCKET_GET(m.head, "lm_head.weight", true);
 #undef POCKET_GET
         // inv_freq[i] = theta^(-2i/head_dim), computed in double as transformers does in fp32 from int64.
@@ -477,6 +477,8 @@ at::Tensor LlamaModel::Impl::forward(const at::Tensor& tokens, KvCache* cache, c
         cache->length += tokens.size(1);
         x = x.narrow(1, tokens.size(1) - 1, 1); // generation needs the last token's logits only
     }
+    if (!head.defined())
+        throw std::runtime_error("this model was loaded for calibration only (no output head)");
     return project(rmsNorm(x, finalNorm, config.rmsNormEps), head, at::Tensor());
 }
 
@@ -939,6 +941,7 @@ Result<std::unique_ptr<LlamaModel>> LlamaModel::loadStreamed(const Checkpoint& c
 {
     LoadOptions options;
     options.memoryBudget = LoadOptions::kMinimum;
+    options.withoutHead = true; // calibration never reaches the logits
     const ModelConfig& c = checkpoint.config();
     for (int l = 0; l < c.numLayers; ++l)
         for (MatrixType t : kMatrixTypes) {

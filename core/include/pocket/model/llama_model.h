@@ -78,6 +78,9 @@ struct LoadOptions {
     // Tensors autograd can use (not inference tensors): for trainAdapters(). fp32 only, every
     // weight decoded.
     bool trainable = false;
+    // Calibration only (loadStreamed): the output head is not loaded; running the model to its
+    // logits fails with an error that says so.
+    bool withoutHead = false;
 };
 
 // Training low-rank adapters on a model's linear weights, the weights themselves frozen.
@@ -138,7 +141,8 @@ public:
                                                     LoadOptions options = {});
     // A model for calibration passes over a checkpoint too large to hold in fp32: every linear
     // weight stays in `checkpoint`'s memory map and is converted to fp32 for each use, one matrix
-    // at a time (the other tensors are loaded as load() does). The same results as load();
+    // at a time (the other tensors are loaded as load() does, but for the output head, which
+    // calibration never needs: the logits cannot be computed). The same Hessians as load();
     // `checkpoint` must outlive the model. setWeight() makes a weight resident; releaseBlock()
     // frees a block's weights once the calibration has passed it.
     static Result<std::unique_ptr<LlamaModel>> loadStreamed(const Checkpoint& checkpoint);
