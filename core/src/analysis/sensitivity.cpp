@@ -493,6 +493,17 @@ bool sameMatrices(std::vector<std::string> a, const std::vector<MatrixRef>& refs
     return a == b;
 }
 
+// Reports a finished unit (`done` units so far, ETA from the time per unit); false: cancelled.
+bool reportUnit(SensitivityProgress& progress, int done, const UnitSensitivity& latest, const Stopwatch& clock,
+                const std::function<bool(const SensitivityProgress&)>& onProgress)
+{
+    progress.unitsDone = done;
+    progress.elapsedSeconds = clock.seconds();
+    progress.etaSeconds = progress.elapsedSeconds / progress.unitsDone * (progress.unitCount - progress.unitsDone);
+    progress.latest = &latest;
+    return !onProgress || onProgress(progress);
+}
+
 // Rank 0 of a distributed analysis: the units without a stored result, across the ranks. Each
 // worker opened the same model and text, scored the base, measured the Hessians, and measures a
 // unit exactly as this process would (the rest of its model exact).
@@ -514,13 +525,7 @@ Result<std::vector<std::optional<MeasuredUnit>>> measureAcrossRanks(ClusterChann
     progress.unitsDone = static_cast<int>(setup.units.size() - todo.size());
     const auto finished = [&](std::size_t i, MeasuredUnit m) -> Status {
         measured[i] = std::move(m);
-        ++progress.unitsDone;
-        progress.elapsedSeconds = clock.seconds();
-        progress.etaSeconds = progress.elapsedSeconds / progress.unitsDone * (progress.unitCount - progress.unitsDone);
-        progress.latest = &measured[i]->unit;
-        if (onProgress && !onProgress(progress))
-            return Error::cancelled();
-        return {};
+        return reportUnit(progress, progress.unitsDone + 1, measured[i]->unit, clock, onProgress) ? Status() : Status(Error::cancelled());
     };
     ClusterCoordinator coordinator(channel);
     POCKET_TRY(coordinator.start("", ids));
@@ -712,11 +717,7 @@ Result<SensitivityResult> runSensitivity(const SensitivityParams& params, Method
 
         if (!measuredByRanks.empty())
             continue; // reported as they finished
-        progress.unitsDone = static_cast<int>(result.units.size());
-        progress.elapsedSeconds = clock.seconds();
-        progress.etaSeconds = progress.elapsedSeconds / progress.unitsDone * (progress.unitCount - progress.unitsDone);
-        progress.latest = &result.units.back();
-        if (onProgress && !onProgress(progress))
+        if (!reportUnit(progress, static_cast<int>(result.units.size()), result.units.back(), clock, onProgress))
             return fail(Error::cancelled());
     }
     result.seconds = clock.seconds();

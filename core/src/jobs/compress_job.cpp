@@ -13,10 +13,10 @@
 #include "work_folder.h"
 
 #include "pocket/archive/lossless.h"
-#include "pocket/jobs/cluster.h"
 #include "pocket/archive/model_archive.h"
 #include "pocket/io/model_config.h"
 #include "pocket/io/tokenizer.h"
+#include "pocket/jobs/cluster.h"
 #include "pocket/model/llama_model.h"
 #include "pocket/support/timing.h"
 #include "pocket/version.h"
@@ -25,8 +25,8 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <malloc.h>
 #include <filesystem>
+#include <malloc.h>
 #include <set>
 #include <thread>
 
@@ -269,6 +269,21 @@ Result<GroupPayload> compressGroup(const OpenJob& job, std::size_t index, const 
     return payload;
 }
 
+// Group `index` compressed here and saved in the work folder at once (its seconds in
+// `groupSeconds`); both the single-process loop and rank 0 of a distributed run.
+Result<GroupPayload> compressAndSave(const OpenJob& job, std::size_t index, const HessianOf& hessianOf, const WorkFolder& work,
+                                     GroupProgress& progress, const std::function<bool(const TrainProgress&)>& onTrain,
+                                     std::vector<double>& groupSeconds)
+{
+    const Stopwatch clock;
+    auto payload = compressGroup(job, index, hessianOf, onTrain);
+    if (!payload)
+        return progress.stopRequested() ? Error::cancelled() : payload.error();
+    POCKET_TRY(work.saveGroup(index, *payload));
+    groupSeconds[index] = clock.seconds();
+    return payload;
+}
+
 HessianOf hessiansFrom(CalibrationFeed* calibration, const WorkFolder& work)
 {
     if (!calibration)
@@ -294,12 +309,10 @@ Result<std::vector<GroupPayload>> compressGroups(const OpenJob& job, Calibration
             progress.groupResumed();
             continue;
         }
-        const Stopwatch clock;
-        auto payload = compressGroup(job, i, hessiansFrom(calibration, work), [&](const TrainProgress& t) { return progress.onTrain(t); });
-        groupSeconds[i] = clock.seconds();
+        auto payload = compressAndSave(job, i, hessiansFrom(calibration, work), work, progress,
+                                       [&](const TrainProgress& t) { return progress.onTrain(t); }, groupSeconds);
         if (!payload)
-            return progress.stopRequested() ? Error::cancelled() : payload.error();
-        POCKET_TRY(work.saveGroup(i, *payload));
+            return payload.error();
         if (calibration)
             POCKET_TRY(calibration->afterGroup(*payload, *job.plan.groupMethods[i]));
         payloads.push_back(std::move(*payload));
@@ -342,13 +355,11 @@ Result<std::vector<GroupPayload>> distributeGroups(const OpenJob& job, Calibrati
     const HessianOf hessianOf = hessiansFrom(calibration, work);
     ClusterCoordinator::Hooks hooks;
     hooks.workHere = [&](std::size_t i) -> Status {
-        const Stopwatch clock;
         progress.startGroup(i, job.plan.groups[i], groupsResumed);
-        auto payload = compressGroup(job, i, hessianOf, [&](const TrainProgress& t) { return progress.onTrain(t) && coordinator.service(); });
+        auto payload = compressAndSave(job, i, hessianOf, work, progress,
+                                       [&](const TrainProgress& t) { return progress.onTrain(t) && coordinator.service(); }, groupSeconds);
         if (!payload)
-            return progress.stopRequested() ? Error::cancelled() : payload.error();
-        POCKET_TRY(work.saveGroup(i, *payload));
-        groupSeconds[i] = clock.seconds();
+            return payload.error();
         progress.groupCompressed();
         return {};
     };
@@ -374,7 +385,7 @@ Result<std::vector<GroupPayload>> distributeGroups(const OpenJob& job, Calibrati
                 todo.push_back(i);
             }
         }
-        if (calibration && !todo.empty())
+        if (calibration && !todo.empty() && channel.size() > 1) // only other ranks read them from the folder
             POCKET_TRY(calibration->shareBlockHessians(work));
         POCKET_TRY(coordinator.runWave(todo, hooks));
         for (std::size_t i : todo) {
