@@ -84,6 +84,22 @@ std::vector<float> valuesOf(const Checkpoint& ckpt, const std::string& name)
     return data->toFloat();
 }
 
+// A weight given as fixed values through the compressed-weight interface (decoded at each use).
+class FixedMatrix final : public CompressedMatrix {
+public:
+    explicit FixedMatrix(std::vector<float> values) : m_values(std::move(values)) {}
+    std::uint64_t bytes() const override { return m_values.size() * sizeof(float); }
+    Status decodeInto(float* out, int) const override
+    {
+        std::copy(m_values.begin(), m_values.end(), out);
+        return {};
+    }
+    std::string speedClass() const override { return "fixed"; }
+
+private:
+    std::vector<float> m_values;
+};
+
 int countGroupFiles(const std::string& workDir)
 {
     int n = 0;
@@ -544,30 +560,42 @@ private Q_SLOTS:
         QVERIFY(ckpt.ok());
         auto loaded = LlamaModel::load(**ckpt);
         auto streamed = LlamaModel::loadStreamed(**ckpt);
-        QVERIFY(loaded.ok() && streamed.ok());
+        auto bySource = LlamaModel::loadStreamed(**ckpt); // changed weights given as sources, embeddings released
+        QVERIFY(loaded.ok() && streamed.ok() && bySource.ok());
         auto logits = (*streamed)->logits({1, 5, 9}); // calibration only: no output head
         QVERIFY(!logits.ok());
         QVERIFY2(logits.message().find("calibration only") != std::string::npos, logits.message().c_str());
         const std::vector<std::vector<std::int32_t>> windows{{1, 5, 9, 200, 7}, {1, 300, 2, 2, 511}, {1, 4, 4, 4, 4}};
         auto a = (*loaded)->startCalibration(windows);
         auto b = (*streamed)->startCalibration(windows);
-        QVERIFY(a.ok() && b.ok());
+        auto c = (*bySource)->startCalibration(windows);
+        QVERIFY(a.ok() && b.ok() && c.ok());
+        (*bySource)->releaseEmbeddings();
+        auto noEmbeddings = (*bySource)->startCalibration(windows);
+        QVERIFY(!noEmbeddings.ok());
+        QVERIFY2(noEmbeddings.message().find("embeddings were released") != std::string::npos, noEmbeddings.message().c_str());
         std::vector<float> changed(32 * 48);
         for (std::size_t i = 0; i < changed.size(); ++i)
             changed[i] = 0.01f * static_cast<float>(i % 17) - 0.05f;
         for (int block = 0; block < 3; ++block) {
             auto ha = (*a)->hessians();
             auto hb = (*b)->hessians();
-            QVERIFY(ha.ok() && hb.ok());
-            for (MatrixType t : kMatrixTypes)
+            auto hc = (*c)->hessians();
+            QVERIFY(ha.ok() && hb.ok() && hc.ok());
+            for (MatrixType t : kMatrixTypes) {
                 QVERIFY2(ha->at(t) == hb->at(t), qPrintable(QString("block %1 %2").arg(block).arg(matrixTypeName(t))));
+                QVERIFY2(ha->at(t) == hc->at(t), qPrintable(QString("source, block %1 %2").arg(block).arg(matrixTypeName(t))));
+            }
             const std::string down = matrixTensorName(block, MatrixType::Down);
             QVERIFY((*loaded)->setWeight(down, changed).ok());
             QVERIFY((*streamed)->setWeight(down, changed).ok());
             QVERIFY(!(*streamed)->setWeight(down, std::vector<float>(3)).ok());
+            QVERIFY((*bySource)->setWeight(down, std::make_shared<FixedMatrix>(changed)).ok());
+            QVERIFY(!(*loaded)->setWeight(down, std::make_shared<FixedMatrix>(changed)).ok()); // resident weights: refused
             if (block < 2) {
-                QVERIFY((*a)->advance().ok() && (*b)->advance().ok());
+                QVERIFY((*a)->advance().ok() && (*b)->advance().ok() && (*c)->advance().ok());
                 (*streamed)->releaseBlock(block);
+                (*bySource)->releaseBlock(block);
             }
         }
         auto again = (*streamed)->startCalibration(windows);
@@ -575,6 +603,81 @@ private Q_SLOTS:
         auto refused = (*again)->hessians(); // block 0 was released
         QVERIFY(!refused.ok());
         QVERIFY2(refused.message().find("released") != std::string::npos, refused.message().c_str());
+    }
+
+    // A finished group's payload as weights a model decodes at each use (what the calibration
+    // model holds for a compressed block): the same values as the method's decode().
+    void payloadMatricesDecodeAsTheMethod()
+    {
+        Fixture f;
+        MatrixGroup group;
+        group.id = "block 0";
+        for (int m = 0; m < 2; ++m) {
+            WeightMatrix w;
+            const MatrixType type = m == 0 ? MatrixType::Q : MatrixType::Down;
+            w.ref = {matrixTensorName(0, type), 0, type, 32, m == 0 ? 32 : 48};
+            w.values.resize(static_cast<std::size_t>(w.ref.weights()));
+            for (std::size_t i = 0; i < w.values.size(); ++i)
+                w.values[i] = std::sin(0.37f * static_cast<float>(i + 11 * m));
+            group.matrices.push_back(std::move(w));
+        }
+        auto params = ParamSet::resolve(f.fake->info().params, {"bits=3"});
+        QVERIFY(params.ok());
+        auto payload = f.fake->compress(group, *params, CompressContext{});
+        QVERIFY2(payload.ok(), payload.ok() ? "" : payload.message().c_str());
+        auto want = f.fake->decode(*payload);
+        QVERIFY(want.ok());
+        auto matrices = payloadMatrices(*f.fake, *payload);
+        QVERIFY2(matrices.ok(), matrices.ok() ? "" : matrices.message().c_str());
+        QCOMPARE(matrices->size(), std::size_t{2});
+        for (std::size_t m = 0; m < 2; ++m) {
+            const auto& source = matrices->at(group.matrices[m].ref.name);
+            std::vector<float> got((*want)[m].size(), -7.0f);
+            QVERIFY(source->decodeInto(got.data(), 1).ok());
+            QVERIFY(got == (*want)[m]);
+            QVERIFY(source->bytes() > 0);
+        }
+        GroupPayload broken = *payload; // refused when prepared or when decoded
+        broken.sections.pop_back();
+        auto refused = payloadMatrices(*f.fake, broken);
+        std::vector<float> out(48 * 32);
+        QVERIFY(!refused.ok() || !refused->at(group.matrices[1].ref.name)->decodeInto(out.data(), 1).ok());
+    }
+
+    // Tensors the archive keeps uncompressed are converted in pieces (an embedding of over a
+    // million elements here) or copied as stored when already the kept type.
+    void keptTensorsAreConvertedInPiecesOrCopied()
+    {
+        QTemporaryDir dir;
+        ModelConfig config = smallConfig();
+        config.vocabSize = 40000; // 1.28M embedding elements: two pieces
+        const std::string model = dir.filePath("wide").toStdString();
+        HfWriteOptions options;
+        options.dtype = DType::F32;
+        QVERIFY(writeRandomCheckpoint(config, 3, model, options).ok());
+        auto original = openCheckpoint(model);
+        QVERIFY(original.ok());
+        Fixture f;
+        for (DType keep : {DType::F16, DType::BF16, DType::F32}) {
+            const std::string out = dir.filePath(QString("k%1.pllm").arg(static_cast<int>(keep))).toStdString();
+            auto p = params(model, out, {"bits=4"});
+            p.keepDtype = keep;
+            auto result = runCompressJob(p, f.registry);
+            QVERIFY2(result.ok(), result.ok() ? "" : result.message().c_str());
+            auto archive = Archive::open(out);
+            QVERIFY(archive.ok());
+            for (const std::string name : {"model.embed_tokens.weight", "lm_head.weight", "model.norm.weight"}) {
+                const std::vector<float> w = valuesOf(**original, name);
+                std::vector<std::uint8_t> want(w.size() * dtypeSize(keep));
+                convertFromFloat(w.data(), w.size(), keep, want.data());
+                const auto* section = (*archive)->container().find("tensor/" + name);
+                QVERIFY2(section, name.c_str());
+                QCOMPARE(section->size, static_cast<std::uint64_t>(want.size()));
+                auto bytes = (*archive)->container().section("tensor/" + name);
+                QVERIFY(bytes.ok());
+                QVERIFY2(std::memcmp(bytes->data, want.data(), want.size()) == 0, name.c_str());
+            }
+        }
     }
 
     void calibratedJobsResumeToTheSameArchive()

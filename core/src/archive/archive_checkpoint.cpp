@@ -70,6 +70,30 @@ private:
     std::string m_class;
 };
 
+} // namespace
+
+Result<std::map<std::string, std::shared_ptr<const CompressedMatrix>>> payloadMatrices(const CompressionMethod& method, GroupPayload payload)
+{
+    const std::string speedPrefix = payload.methodId + " " + payload.paramsJson + " " + payload.metaJson.substr(0, 200);
+    auto decoder = method.prepareDecoder(std::move(payload));
+    if (!decoder)
+        return decoder.error();
+    std::shared_ptr<const PayloadDecoder> shared(std::move(*decoder));
+    std::int64_t groupWeights = 0;
+    for (std::size_t m = 0; m < shared->matrixCount(); ++m)
+        groupWeights += shared->matrix(m).weights();
+    std::map<std::string, std::shared_ptr<const CompressedMatrix>> out;
+    for (std::size_t m = 0; m < shared->matrixCount(); ++m) {
+        const MatrixRef& ref = shared->matrix(m);
+        const auto share = static_cast<std::uint64_t>(static_cast<double>(shared->bytes()) * static_cast<double>(ref.weights()) /
+                                                      static_cast<double>(std::max<std::int64_t>(1, groupWeights)));
+        out[ref.name] = std::make_shared<PayloadMatrix>(shared, m, share, speedPrefix + " " + std::to_string(ref.rows) + "x" + std::to_string(ref.cols));
+    }
+    return out;
+}
+
+namespace {
+
 class ArchiveCheckpoint final : public Checkpoint {
 public:
     static Result<std::unique_ptr<Checkpoint>> open(const std::string& path, const MethodRegistry& registry)
@@ -171,21 +195,10 @@ public:
             auto payload = m_archive->groupPayload(g);
             if (!payload)
                 return payload.error();
-            const std::string speedPrefix = payload->methodId + " " + payload->paramsJson + " " + payload->metaJson.substr(0, 200);
-            auto decoder = m_methods[g]->prepareDecoder(std::move(*payload));
-            if (!decoder)
-                return decoder.error().prefixed(m_path);
-            std::shared_ptr<const PayloadDecoder> shared(std::move(*decoder));
-            std::int64_t groupWeights = 0;
-            for (std::size_t m = 0; m < shared->matrixCount(); ++m)
-                groupWeights += shared->matrix(m).weights();
-            for (std::size_t m = 0; m < shared->matrixCount(); ++m) {
-                const MatrixRef& ref = shared->matrix(m);
-                const auto share = static_cast<std::uint64_t>(static_cast<double>(shared->bytes()) * static_cast<double>(ref.weights()) /
-                                                              static_cast<double>(std::max<std::int64_t>(1, groupWeights)));
-                out[ref.name] = std::make_shared<PayloadMatrix>(shared, m, share,
-                                                                speedPrefix + " " + std::to_string(ref.rows) + "x" + std::to_string(ref.cols));
-            }
+            auto matrices = pocket::payloadMatrices(*m_methods[g], std::move(*payload));
+            if (!matrices)
+                return matrices.error().prefixed(m_path);
+            out.merge(*matrices);
         }
         return out;
     }

@@ -2,6 +2,7 @@
 
 #include "work_folder.h"
 
+#include "pocket/archive/archive_checkpoint.h"
 #include "pocket/io/text.h"
 #include "pocket/io/tokenizer.h"
 #include "pocket/jobs/calibration.h"
@@ -80,6 +81,7 @@ Result<std::unique_ptr<CalibrationFeed>> CalibrationFeed::start(const CompressJo
     if (!run)
         return run.error();
     feed->m_run = std::move(*run);
+    feed->m_model->releaseEmbeddings(); // the windows are embedded: the rest of the run never looks up a token
     return feed;
 }
 
@@ -145,7 +147,12 @@ Result<std::vector<float>> CalibrationFeed::hessian(const MatrixRef& ref, const 
 {
     if (m_upFront)
         return work.loadHessian(ref);
-    return m_blockHessians[ref.type];
+    // Handed over, not copied: a block's matrix is compressed once (resumed ones never ask), and
+    // the copy would double the largest Hessian in memory (down_proj's: intermediate^2 floats).
+    const auto it = m_blockHessians.find(ref.type);
+    if (ref.layer != m_hessianBlock || it == m_blockHessians.end() || it->second.empty())
+        return Error::internal("calibration: the Hessian of " + ref.name + " is not held (block " + std::to_string(m_hessianBlock) + "'s are)");
+    return std::move(it->second);
 }
 
 Status CalibrationFeed::afterGroup(const GroupPayload& payload, const CompressionMethod& method)
@@ -153,11 +160,13 @@ Status CalibrationFeed::afterGroup(const GroupPayload& payload, const Compressio
     if (m_upFront)
         return {};
     const ScopedPhase phase("calibration");
-    auto decoded = method.decode(payload);
-    if (!decoded)
-        return decoded.error();
-    for (std::size_t m = 0; m < payload.matrices.size(); ++m)
-        POCKET_TRY(m_model->setWeight(payload.matrices[m].ref.name, (*decoded)[m]));
+    // Kept as the payload and decoded at each use (bit for bit as decode()), so a block's finished
+    // weights cost their payloads until the calibration passes the block, not fp32 copies.
+    auto matrices = payloadMatrices(method, payload);
+    if (!matrices)
+        return matrices.error().prefixed("group " + payload.groupId);
+    for (auto& [name, source] : *matrices)
+        POCKET_TRY(m_model->setWeight(name, std::move(source)));
     return {};
 }
 

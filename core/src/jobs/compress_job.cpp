@@ -410,6 +410,28 @@ Result<std::vector<GroupPayload>> distributeGroups(const OpenJob& job, Calibrati
     return payloads;
 }
 
+// A tensor's elements as `keep` (a float type), passed to `sink` in pieces of 1M elements (the
+// embeddings of a 7B model are 131M) or as they are when stored as `keep` already.
+Status convertedBytes(const TensorData& data, DType keep, const ContainerWriter::Sink& sink)
+{
+    const std::size_t count = static_cast<std::size_t>(elementCount(data.info.shape));
+    if (data.info.dtype == keep)
+        return sink(data.data, count * dtypeSize(keep));
+    if (!isFloatType(data.info.dtype))
+        return Error{data.info.name + " is stored as " + dtypeName(data.info.dtype) + ", not a float type"};
+    constexpr std::size_t kPiece = 1 << 20;
+    std::vector<float> values(std::min(count, kPiece));
+    std::vector<std::uint8_t> bytes(values.size() * dtypeSize(keep));
+    const std::size_t inSize = dtypeSize(data.info.dtype);
+    for (std::size_t begin = 0; begin < count; begin += kPiece) {
+        const std::size_t n = std::min(kPiece, count - begin);
+        convertToFloat(data.info.dtype, data.data + begin * inSize, n, values.data());
+        convertFromFloat(values.data(), n, keep, bytes.data());
+        POCKET_TRY(sink(bytes.data(), n * dtypeSize(keep)));
+    }
+    return {};
+}
+
 // Writes the archive: the groups' payloads, the uncompressed tensors at the kept dtype, the
 // tokenizer. Fills the result's archive facts and per-group summaries.
 Status assembleArchive(const CompressJobParams& params, OpenJob& job, std::vector<GroupPayload> payloads, CompressJobResult& result)
@@ -443,10 +465,7 @@ Status assembleArchive(const CompressJobParams& params, OpenJob& job, std::vecto
         auto data = ckpt.load(tensor.name);
         if (!data)
             return data.error();
-        const std::vector<float> values = data->toFloat();
-        std::vector<std::uint8_t> bytes(values.size() * dtypeSize(keep));
-        convertFromFloat(values.data(), values.size(), keep, bytes.data());
-        return sink(bytes.data(), bytes.size());
+        return convertedBytes(*data, keep, sink);
     };
     POCKET_TRY(applyLosslessStage(manifest.groups, params.entropy));
     for (const ArchiveGroup& g : manifest.groups) {
@@ -504,6 +523,7 @@ Result<CompressJobResult> runSteps(const CompressJobParams& params, MethodRegist
     }
     if (!payloads)
         return payloads.error();
+    calibration->reset(); // its model and windows are not needed for writing
     if (!progress.onWriting())
         return Error::cancelled();
     {

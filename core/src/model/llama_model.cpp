@@ -108,6 +108,7 @@ struct LlamaModel::Impl {
     // x W^T (+ bias) at the model's precision, decoding W first if it is kept compressed.
     at::Tensor linear(const at::Tensor& x, const Weight& w, const at::Tensor& bias = {}) const;
     at::Tensor matrix(const Weight& w) const; // the decoded weight (in the buffer if compressed)
+    at::Tensor embedTokens(const at::Tensor& tokens) const; // [B, T] ids -> [B, T, D] fp32 (an error once released)
     bool anyCompressed() const { return memory.matricesCompressed > 0; }
 };
 
@@ -384,6 +385,13 @@ Positional LlamaModel::Impl::positional(std::int64_t start, std::int64_t len) co
     return pos;
 }
 
+at::Tensor LlamaModel::Impl::embedTokens(const at::Tensor& tokens) const
+{
+    if (!embed.defined())
+        throw std::runtime_error("the model's embeddings were released (after its calibration run started)");
+    return at::embedding(embed, tokens).to(at::kFloat);
+}
+
 at::Tensor LlamaModel::Impl::matrix(const Weight& w) const
 {
     if (w.resident.defined())
@@ -467,7 +475,7 @@ at::Tensor LlamaModel::Impl::forward(const at::Tensor& tokens, KvCache* cache, c
         lock.lock();
     const std::int64_t start = cache ? cache->length : 0;
     const Positional pos = positional(start, tokens.size(1));
-    at::Tensor x = at::embedding(embed, tokens).to(at::kFloat); // [B, T, D]
+    at::Tensor x = embedTokens(tokens); // [B, T, D]
     for (std::size_t i = 0; i < layers.size(); ++i) {
         if (cancel && cancel->load())
             throw ForwardCancelled{};
@@ -806,16 +814,18 @@ Result<std::map<MatrixType, std::vector<float>>> CalibrationRun::measure(bool ad
         if (advance)
             ++s.nextBlock;
         const double factor = 2.0 / static_cast<double>(stats.rows);
-        const auto flat = [&](at::Tensor& sum) { // scaled in place, copied once
+        const auto flat = [&](at::Tensor& sum) { // scaled in place, copied once, then freed
             sum.mul_(factor);
-            const at::Tensor h = sum.contiguous();
-            return std::vector<float>(h.data_ptr<float>(), h.data_ptr<float>() + h.numel());
+            std::vector<float> h(static_cast<std::size_t>(sum.numel()));
+            at::from_blob(h.data(), sum.sizes(), at::kFloat).copy_(sum);
+            sum = at::Tensor();
+            return h;
         };
         std::map<MatrixType, std::vector<float>> out;
+        out[MatrixType::Down] = flat(stats.mlpAct); // the largest first: one sum and its copy at a time
         out[MatrixType::Q] = out[MatrixType::K] = out[MatrixType::V] = flat(stats.attnIn);
         out[MatrixType::O] = flat(stats.attnOut);
         out[MatrixType::Gate] = out[MatrixType::Up] = flat(stats.mlpIn);
-        out[MatrixType::Down] = flat(stats.mlpAct);
         return out;
     } catch (const c10::Error& e) {
         return Error{"calibration failed: " + describe(e)};
@@ -863,7 +873,7 @@ Result<std::unique_ptr<CalibrationRun>> LlamaModel::startCalibration(const std::
             for (std::size_t i = b; i < end; ++i)
                 flat.insert(flat.end(), sequences[i].begin(), sequences[i].end());
             const at::Tensor tokens = at::tensor(flat, at::kLong).view({static_cast<std::int64_t>(end - b), static_cast<std::int64_t>(len)});
-            run->m_state->hidden.push_back(at::embedding(m_impl->embed, tokens).to(at::kFloat));
+            run->m_state->hidden.push_back(m_impl->embedTokens(tokens));
         }
         return run;
     } catch (const std::exception& e) {
@@ -897,6 +907,30 @@ Status LlamaModel::setWeight(const std::string& name, const std::vector<float>& 
         }
     }
     return Error{"no linear weight " + name + " in the model"};
+}
+
+Status LlamaModel::setWeight(const std::string& name, std::shared_ptr<const CompressedMatrix> source)
+{
+    if (!source)
+        return Error::internal("setWeight: no source for " + name);
+    for (std::size_t l = 0; l < m_impl->layers.size(); ++l)
+        for (std::size_t t = 0; t < 7; ++t) {
+            if (matrixTensorName(static_cast<int>(l), kMatrixTypes[t]) != name)
+                continue;
+            Weight& weight = *m_impl->layers[l]->weights[t];
+            // The decode buffer was sized at load for the largest weight kept compressed; a model
+            // with resident weights may have none.
+            if (weight.resident.defined() || !m_impl->bufferF32.defined() || m_impl->bufferF32.numel() < weight.rows * weight.cols)
+                return Error::internal(name + " is not a streamed or compressed weight (setWeight with a source needs loadStreamed)");
+            weight.source = std::move(source);
+            return {};
+        }
+    return Error{"no linear weight " + name + " in the model"};
+}
+
+void LlamaModel::releaseEmbeddings()
+{
+    m_impl->embed = at::Tensor();
 }
 
 void LlamaModel::releaseBlock(int block)

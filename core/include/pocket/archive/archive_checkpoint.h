@@ -9,6 +9,7 @@
 #include "pocket/support/result.h"
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -19,6 +20,11 @@ namespace pocket {
 // at a time, cached until each of its matrices has been read once), the rest read as stored.
 // `registry` must outlive the checkpoint. Loads return F32 for decoded matrices (fp16-exact values).
 Result<std::unique_ptr<Checkpoint>> openArchiveCheckpoint(const std::string& path, const MethodRegistry& registry);
+
+// The matrices of one group's payload as weights a model keeps compressed and decodes just before
+// each use (LoadOptions::compressed, LlamaModel::setWeight), by name; each counts its share of the
+// decoder's bytes. Decoded bit for bit as `method`.decode() would.
+Result<std::map<std::string, std::shared_ptr<const CompressedMatrix>>> payloadMatrices(const CompressionMethod& method, GroupPayload payload);
 
 // Opens a model or, for a .pllm file, the decoding view of an archive (see openArchiveCheckpoint).
 Result<std::unique_ptr<Checkpoint>> openModelOrArchive(const std::string& path, const MethodRegistry& registry);

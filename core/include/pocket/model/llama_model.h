@@ -174,9 +174,16 @@ public:
     // Only for fp32 models whose weights are decoded or streamed (loadStreamed); a streamed weight
     // becomes resident.
     Status setWeight(const std::string& name, const std::vector<float>& values);
+    // The same with a weight kept compressed and decoded just before each use (payloadMatrices),
+    // so that it costs its payload, not rows*cols floats. Only for models whose linear weights
+    // are all streamed or compressed (loadStreamed), and `source` must have the weight's shape.
+    Status setWeight(const std::string& name, std::shared_ptr<const CompressedMatrix> source);
     // Frees the linear weights of block `block` (a calibration pass is past it); the block cannot
     // be run afterwards (an error says so).
     void releaseBlock(int block);
+    // Frees the embeddings: calibration runs started before keep their hidden states, but no
+    // new forward pass or calibration run can start (an error says so).
+    void releaseEmbeddings();
 
     // The adapters the model applies, with their current values (in model order).
     std::vector<LoraAdapter> adapters() const;
