@@ -5,7 +5,8 @@
 #            matrices; "all" for every block); THREADS compute threads (default: one per core);
 #   NP       the mpirun rank counts of the mpi section (default "1 2"); BIG_MODEL the checkpoint
 #            (default <build>/bench/random-1gb, written by make-random --preset 1gb when missing).
-# methods: every method at settings that suit a 0.49B model, with time, peak RSS and the phases
+# methods: every method at settings that suit a 0.49B model, with time, peak RSS (and its split
+#   into heap and mapped files, bench/rss_split.py) and the phases
 #   (rank 0's; they nest: "compress" holds the methods' k-means, training and assignment), saved as
 #   <bench>/scale-<method>.json; project: bench/scale_model.py's cost model on those files
 #   (Llama-2-7B and -70B on 1 and 64 machines); mpi: the same job with -np N, time, speedup and
@@ -46,8 +47,8 @@ if has methods; then
   echo "== compress blocks $BLOCKS of $(basename "$BIG") ($THREADS threads): time, peak RSS, phases"
   for m in $METHODS; do
     # shellcheck disable=SC2086
-    "$CLI" -q --json compress "$BIG" -o "$BENCH_DIR/scale-$m.pllm" --method "$m" ${SETTINGS[$m]} "${SELECT[@]}" \
-      --threads "$THREADS" >"$BENCH_DIR/scale-$m.json"
+    python3 bench/rss_split.py "$BENCH_DIR/scale-$m.json" -- "$CLI" -q --json compress "$BIG" -o "$BENCH_DIR/scale-$m.pllm" --method "$m" \
+      ${SETTINGS[$m]} "${SELECT[@]}" --threads "$THREADS" >"$BENCH_DIR/scale-$m.split"
     python3 - "$m" "$BENCH_DIR/scale-$m.json" <<'PY'
 import json, sys
 m, d = sys.argv[1], json.load(open(sys.argv[2]))
@@ -57,6 +58,7 @@ print(f"{m:10s} {d['seconds']:8.1f} s  {w / d['seconds'] / 1e6:7.2f} M weights/s
 for p in d["phases"]:
     print(f"    {p['phase']:12s} {p['seconds']:8.1f} s  x{p['count']:<4d} peak RSS {p['peak_rss_mb']:7.0f} MiB")
 PY
+    cat "$BENCH_DIR/scale-$m.split"
     rm -f "$BENCH_DIR/scale-$m.pllm"
   done
 fi

@@ -714,13 +714,35 @@ at::Tensor normaliseGroups(const at::Tensor& x, std::int64_t group, at::Tensor& 
     return ((v - mean.unsqueeze(1)) * rstd.unsqueeze(1)).reshape({rows, width});
 }
 
-ContextStats contextStats(const Decoder& dec, const at::Tensor& q, std::int64_t group)
+// The latents of codes `idx`: [N] codes into one codebook, or [N, M] codes into M additive
+// codebooks stacked in `codebook` ([M*K, latent]), summed.
+at::Tensor latentsOf(const at::Tensor& codebook, const at::Tensor& idx)
 {
+    return idx.dim() == 1 ? codebook.index_select(0, idx) : additive::sumCodewords(codebook, idx);
+}
+
+// The statistics under codes `codes` (see latentsOf), in pieces of whole RLN groups (about 262144
+// sub-vectors): the decoder's [N, hidden] intermediates for a whole matrix at once were the
+// assignment's peak (a 2048 x 5632 matrix at d 4 and hidden 16: 2 x 176 MiB).
+ContextStats contextStats(const Decoder& dec, const at::Tensor& codebook, const at::Tensor& codes, std::int64_t group)
+{
+    const std::int64_t n = codes.size(0), piece = std::max<std::int64_t>(1, 262144 / group) * group;
+    std::vector<at::Tensor> m3, r3, m4, r4, m5, r5;
+    for (std::int64_t b = 0; b < n; b += piece) {
+        const at::Tensor q = latentsOf(codebook, codes.narrow(0, b, std::min(piece, n - b)));
+        ContextStats st;
+        const at::Tensor y1 = q + dec.d1(normaliseGroups(q, group, st.m3, st.r3));
+        const at::Tensor y2 = y1 + dec.d2(normaliseGroups(y1, group, st.m4, st.r4));
+        if (dec.format.finalNorm)
+            normaliseGroups(y2, group, st.m5, st.r5);
+        m3.push_back(st.m3), r3.push_back(st.r3), m4.push_back(st.m4), r4.push_back(st.r4);
+        if (dec.format.finalNorm)
+            m5.push_back(st.m5), r5.push_back(st.r5);
+    }
     ContextStats st;
-    const at::Tensor y1 = q + dec.d1(normaliseGroups(q, group, st.m3, st.r3));
-    const at::Tensor y2 = y1 + dec.d2(normaliseGroups(y1, group, st.m4, st.r4));
+    st.m3 = at::cat(m3), st.r3 = at::cat(r3), st.m4 = at::cat(m4), st.r4 = at::cat(r4);
     if (dec.format.finalNorm)
-        normaliseGroups(y2, group, st.m5, st.r5);
+        st.m5 = at::cat(m5), st.r5 = at::cat(r5);
     return st;
 }
 
@@ -742,13 +764,6 @@ at::Tensor decodeCandidates(const Decoder& dec, const at::Tensor& codebook, cons
     return decodeWithStats(dec, x, st, [&](const at::Tensor& t) { return t.narrow(0, g0, count).view({count, 1, 1}); });
 }
 
-// The latents of codes `idx`: [N] codes into one codebook, or [N, M] codes into M additive
-// codebooks stacked in `codebook` ([M*K, latent]), summed.
-at::Tensor latentsOf(const at::Tensor& codebook, const at::Tensor& idx)
-{
-    return idx.dim() == 1 ? codebook.index_select(0, idx) : additive::sumCodewords(codebook, idx);
-}
-
 // codebooks > 1: the codes of every sub-vector by beam search over the M codebooks in order, each
 // partial sum's candidates decoded in the context of its RLN group (statistics of the codes
 // `current`) and ranked by the weighted distance to x; a sub-vector keeps its current codes unless
@@ -759,7 +774,7 @@ at::Tensor assignAdditive(const Decoder& dec, const at::Tensor& codebook, const 
     const ScopedPhase phase("assignment");
     at::NoGradGuard noGrad; // never differentiated (see assignNearestDecoded)
     const std::int64_t n = x.size(0), m = current.size(1), k = codebook.size(0) / m, latent = codebook.size(1), groups = n / group;
-    const ContextStats st = contextStats(dec, latentsOf(codebook, current), group);
+    const ContextStats st = contextStats(dec, codebook, current, group);
     const std::int64_t width = std::min(beam, k);
     const std::int64_t chunk = std::max<std::int64_t>(1, (std::int64_t{1} << 20) / (group * width * k * std::max<std::int64_t>(latent, 8)));
     std::vector<at::Tensor> idxParts, errParts;
@@ -797,7 +812,7 @@ at::Tensor assignNearestDecoded(const Decoder& dec, const at::Tensor& codebook, 
     // graph of every chunk's decoded candidates (tens of GB for a 2048 x 5632 matrix at K 4096).
     at::NoGradGuard noGrad;
     const std::int64_t n = x.size(0), d = x.size(1), k = codebook.size(0), groups = n / group;
-    const ContextStats st = contextStats(dec, codebook.index_select(0, current), group);
+    const ContextStats st = contextStats(dec, codebook, current, group);
     const std::int64_t chunk = std::max<std::int64_t>(1, (std::int64_t{1} << 22) / (group * k));
     // Weights that differ only between sub-vectors (no per-coordinate weighting, the default)
     // scale all of a sub-vector's candidate distances alike, so its choice is the plain nearest
@@ -1049,7 +1064,7 @@ bool trainWeightSpace(AssignState& s, const at::Tensor& data, const at::Tensor& 
 // every codeword decoded in the context of its RLN group, the error pushed onto later columns.
 Status feedbackAssign(AssignState& s, const MatrixGroup& group, const GroupData& g, const Layout& l, const ParamSet& params, int threads)
 {
-    const ContextStats st = contextStats(s.net.decoder, s.net.codebook.index_select(0, s.idx), l.group);
+    const ContextStats st = contextStats(s.net.decoder, s.net.codebook, s.idx, l.group);
     at::Tensor newIdx = s.idx.clone();
     for (std::size_t i = 0; i < group.matrices.size(); ++i) {
         const std::int64_t rows = group.matrices[i].ref.rows;
