@@ -565,7 +565,9 @@ private Q_SLOTS:
         auto logits = (*streamed)->logits({1, 5, 9}); // calibration only: no output head
         QVERIFY(!logits.ok());
         QVERIFY2(logits.message().find("calibration only") != std::string::npos, logits.message().c_str());
-        const std::vector<std::vector<std::int32_t>> windows{{1, 5, 9, 200, 7}, {1, 300, 2, 2, 511}, {1, 4, 4, 4, 4}};
+        std::vector<std::vector<std::int32_t>> windows{{1, 5, 9, 200, 7}, {1, 300, 2, 2, 511}, {1, 4, 4, 4, 4}};
+        for (std::int32_t i = 0; i < 7; ++i) // 10 windows: two chunks, so a pass decodes a source once for both
+            windows.push_back({1, 17 * i + 3, 101, 5 * i, 400 - i});
         auto a = (*loaded)->startCalibration(windows);
         auto b = (*streamed)->startCalibration(windows);
         auto c = (*bySource)->startCalibration(windows);
@@ -590,8 +592,11 @@ private Q_SLOTS:
             QVERIFY((*loaded)->setWeight(down, changed).ok());
             QVERIFY((*streamed)->setWeight(down, changed).ok());
             QVERIFY(!(*streamed)->setWeight(down, std::vector<float>(3)).ok());
-            QVERIFY((*bySource)->setWeight(down, std::make_shared<FixedMatrix>(changed)).ok());
-            QVERIFY(!(*loaded)->setWeight(down, std::make_shared<FixedMatrix>(changed)).ok()); // resident weights: refused
+            QVERIFY((*bySource)->setWeight(down, std::make_shared<FixedMatrix>(changed), 32, 48).ok());
+            auto wrongShape = (*bySource)->setWeight(down, std::make_shared<FixedMatrix>(changed), 48, 32);
+            QVERIFY(!wrongShape.ok());
+            QVERIFY2(wrongShape.message().find("expected 32x48, got 48x32") != std::string::npos, wrongShape.message().c_str());
+            QVERIFY(!(*loaded)->setWeight(down, std::make_shared<FixedMatrix>(changed), 32, 48).ok()); // resident weights: refused
             if (block < 2) {
                 QVERIFY((*a)->advance().ok() && (*b)->advance().ok() && (*c)->advance().ok());
                 (*streamed)->releaseBlock(block);

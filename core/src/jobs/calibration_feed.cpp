@@ -150,8 +150,10 @@ Result<std::vector<float>> CalibrationFeed::hessian(const MatrixRef& ref, const 
     // Handed over, not copied: a block's matrix is compressed once (resumed ones never ask), and
     // the copy would double the largest Hessian in memory (down_proj's: intermediate^2 floats).
     const auto it = m_blockHessians.find(ref.type);
-    if (ref.layer != m_hessianBlock || it == m_blockHessians.end() || it->second.empty())
+    if (ref.layer != m_hessianBlock || it == m_blockHessians.end())
         return Error::internal("calibration: the Hessian of " + ref.name + " is not held (block " + std::to_string(m_hessianBlock) + "'s are)");
+    if (it->second.empty())
+        return Error::internal("calibration: the Hessian of " + ref.name + " was handed over already");
     return std::move(it->second);
 }
 
@@ -165,8 +167,13 @@ Status CalibrationFeed::afterGroup(const GroupPayload& payload, const Compressio
     auto matrices = payloadMatrices(method, payload);
     if (!matrices)
         return matrices.error().prefixed("group " + payload.groupId);
-    for (auto& [name, source] : *matrices)
-        POCKET_TRY(m_model->setWeight(name, std::move(source)));
+    for (const MatrixResult& m : payload.matrices) {
+        const auto it = matrices->find(m.ref.name);
+        if (it == matrices->end())
+            return Error::internal("group " + payload.groupId + ": its decoder has no matrix " + m.ref.name);
+        if (auto set = m_model->setWeight(m.ref.name, it->second, m.ref.rows, m.ref.cols); !set)
+            return set.error().prefixed("group " + payload.groupId);
+    }
     return {};
 }
 
@@ -174,8 +181,11 @@ Status CalibrationFeed::shareBlockHessians(const WorkFolder& work) const
 {
     if (m_upFront)
         return {};
-    for (const auto& [type, values] : m_blockHessians)
+    for (const auto& [type, values] : m_blockHessians) {
+        if (values.empty()) // hessian() hands them over: sharing must come first
+            return Error::internal("calibration: block " + std::to_string(m_hessianBlock) + "'s Hessians were shared after a group took one");
         POCKET_TRY(work.saveHessian(m_hessianBlock, type, values));
+    }
     return {};
 }
 

@@ -347,9 +347,11 @@ Result<std::unique_ptr<LlamaModel>> LlamaModel::load(const Checkpoint& checkpoin
             m.layers.push_back(std::move(layer));
         }
         POCKET_GET(m.finalNorm, "model.norm.weight", false);
-        if (c.tieWordEmbeddings)
+        if (options.withoutHead)
+            ; // calibration only: no head, tied or not (releaseEmbeddings then frees the embeddings)
+        else if (c.tieWordEmbeddings)
             m.head = m.embed;
-        else if (!options.withoutHead)
+        else
             POCKET_GET(m.head, "lm_head.weight", true);
 #undef POCKET_GET
         // inv_freq[i] = theta^(-2i/head_dim), computed in double as transformers does in fp32 from int64.
@@ -782,6 +784,67 @@ Result<std::vector<double>> LlamaModel::trainAdapters(const AdapterTrainingParam
 
 // ---------------------------------------------------------------------------------------------
 
+namespace {
+
+// A linear weight read from the checkpoint's memory map for each use (loadStreamed).
+class CheckpointMatrix final : public CompressedMatrix {
+public:
+    CheckpointMatrix(const Checkpoint& checkpoint, std::string name, DType dtype) : m_checkpoint(checkpoint), m_name(std::move(name)), m_dtype(dtype) {}
+    std::uint64_t bytes() const override { return 0; } // pages of the map, not the model's memory
+    Status decodeInto(float* out, int) const override
+    {
+        auto data = m_checkpoint.load(m_name);
+        if (!data)
+            return data.error();
+        std::size_t count = 1;
+        for (std::int64_t d : data->info.shape)
+            count *= static_cast<std::size_t>(d);
+        convertToFloat(data->info.dtype, data->data, count, out);
+        return {};
+    }
+    std::string speedClass() const override { return std::string("checkpoint ") + dtypeName(m_dtype); }
+
+private:
+    const Checkpoint& m_checkpoint;
+    std::string m_name;
+    DType m_dtype;
+};
+
+
+// A block's weights kept as payloads (finished groups, setWeight with a source) decoded once for a
+// pass of several chunks of windows, not once per chunk; weights streamed from the checkpoint (a
+// cheap conversion) stay streamed. The decoded copies go when the pass ends.
+class DecodedForPass {
+public:
+    DecodedForPass(const LlamaModel::Impl& model, std::size_t block, std::size_t chunks)
+    {
+        if (chunks < 2)
+            return;
+        for (Weight* w : model.layers[block]->weights) {
+            if (w->resident.defined() || !w->source || dynamic_cast<const CheckpointMatrix*>(w->source.get()))
+                continue;
+            at::Tensor t = at::empty({w->rows, w->cols}, at::kFloat);
+            const Status status = w->source->decodeInto(t.data_ptr<float>(), at::get_num_threads());
+            if (!status)
+                throw std::runtime_error(status.message());
+            w->resident = model.precision == ComputePrecision::BF16 ? t.to(at::kBFloat16) : t;
+            m_decoded.push_back(w);
+        }
+    }
+    ~DecodedForPass()
+    {
+        for (Weight* w : m_decoded)
+            w->resident = at::Tensor();
+    }
+    DecodedForPass(const DecodedForPass&) = delete;
+    DecodedForPass& operator=(const DecodedForPass&) = delete;
+
+private:
+    std::vector<Weight*> m_decoded;
+};
+
+} // namespace
+
 struct CalibrationRun::State {
     LlamaModel::Impl* model = nullptr;
     std::vector<at::Tensor> hidden; // per chunk of sequences, [B, T, D]
@@ -806,6 +869,7 @@ Result<std::map<MatrixType, std::vector<float>>> CalibrationRun::measure(bool ad
     try {
         c10::InferenceMode guard;
         InputStats stats;
+        const DecodedForPass decoded(*s.model, static_cast<std::size_t>(s.nextBlock), s.hidden.size());
         for (at::Tensor& x : s.hidden) {
             at::Tensor out = s.model->block(static_cast<std::size_t>(s.nextBlock), x, s.pos, &stats);
             if (advance)
@@ -841,6 +905,7 @@ Status CalibrationRun::advance()
         return Error{"calibration: no block left"};
     try {
         c10::InferenceMode guard;
+        const DecodedForPass decoded(*s.model, static_cast<std::size_t>(s.nextBlock), s.hidden.size());
         for (at::Tensor& x : s.hidden)
             x = s.model->block(static_cast<std::size_t>(s.nextBlock), x, s.pos, nullptr);
         ++s.nextBlock;
@@ -909,7 +974,7 @@ Status LlamaModel::setWeight(const std::string& name, const std::vector<float>& 
     return Error{"no linear weight " + name + " in the model"};
 }
 
-Status LlamaModel::setWeight(const std::string& name, std::shared_ptr<const CompressedMatrix> source)
+Status LlamaModel::setWeight(const std::string& name, std::shared_ptr<const CompressedMatrix> source, std::int64_t rows, std::int64_t cols)
 {
     if (!source)
         return Error::internal("setWeight: no source for " + name);
@@ -918,6 +983,9 @@ Status LlamaModel::setWeight(const std::string& name, std::shared_ptr<const Comp
             if (matrixTensorName(static_cast<int>(l), kMatrixTypes[t]) != name)
                 continue;
             Weight& weight = *m_impl->layers[l]->weights[t];
+            if (rows != weight.rows || cols != weight.cols)
+                return Error{name + ": expected " + std::to_string(weight.rows) + "x" + std::to_string(weight.cols) + ", got " +
+                             std::to_string(rows) + "x" + std::to_string(cols)};
             // The decode buffer was sized at load for the largest weight kept compressed; a model
             // with resident weights may have none.
             if (weight.resident.defined() || !m_impl->bufferF32.defined() || m_impl->bufferF32.numel() < weight.rows * weight.cols)
@@ -943,33 +1011,6 @@ void LlamaModel::releaseBlock(int block)
     }
 }
 
-namespace {
-
-// A linear weight read from the checkpoint's memory map for each use (loadStreamed).
-class CheckpointMatrix final : public CompressedMatrix {
-public:
-    CheckpointMatrix(const Checkpoint& checkpoint, std::string name, DType dtype) : m_checkpoint(checkpoint), m_name(std::move(name)), m_dtype(dtype) {}
-    std::uint64_t bytes() const override { return 0; } // pages of the map, not the model's memory
-    Status decodeInto(float* out, int) const override
-    {
-        auto data = m_checkpoint.load(m_name);
-        if (!data)
-            return data.error();
-        std::size_t count = 1;
-        for (std::int64_t d : data->info.shape)
-            count *= static_cast<std::size_t>(d);
-        convertToFloat(data->info.dtype, data->data, count, out);
-        return {};
-    }
-    std::string speedClass() const override { return std::string("checkpoint ") + dtypeName(m_dtype); }
-
-private:
-    const Checkpoint& m_checkpoint;
-    std::string m_name;
-    DType m_dtype;
-};
-
-} // namespace
 
 Result<std::unique_ptr<LlamaModel>> LlamaModel::loadStreamed(const Checkpoint& checkpoint)
 {

@@ -176,8 +176,9 @@ public:
     Status setWeight(const std::string& name, const std::vector<float>& values);
     // The same with a weight kept compressed and decoded just before each use (payloadMatrices),
     // so that it costs its payload, not rows*cols floats. Only for models whose linear weights
-    // are all streamed or compressed (loadStreamed), and `source` must have the weight's shape.
-    Status setWeight(const std::string& name, std::shared_ptr<const CompressedMatrix> source);
+    // are all streamed or compressed (loadStreamed); `rows` x `cols` is the source's shape (checked).
+    // A calibration pass over several chunks of windows decodes it once for the pass.
+    Status setWeight(const std::string& name, std::shared_ptr<const CompressedMatrix> source, std::int64_t rows, std::int64_t cols);
     // Frees the linear weights of block `block` (a calibration pass is past it); the block cannot
     // be run afterwards (an error says so).
     void releaseBlock(int block);
