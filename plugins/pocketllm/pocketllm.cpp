@@ -714,6 +714,16 @@ at::Tensor normaliseGroups(const at::Tensor& x, std::int64_t group, at::Tensor& 
     return ((v - mean.unsqueeze(1)) * rstd.unsqueeze(1)).reshape({rows, width});
 }
 
+// Sub-vectors per piece of work over a whole matrix, in whole RLN groups: the training steps'
+// loss and gradients, and the decoder's statistics under the current codes. On a 2048 x 2048
+// matrix (d 4) 8 training steps took 6.3 s against 9.9 s in pieces of 65536, for ~220 MB more at
+// the peak; the whole matrix at once saved only 0.3 s more for 830 MB more (docs/benchmarks.md,
+// issue 20).
+std::int64_t wholeGroupsPiece(std::int64_t group)
+{
+    return std::max<std::int64_t>(1, 262144 / group) * group;
+}
+
 // The latents of codes `idx`: [N] codes into one codebook, or [N, M] codes into M additive
 // codebooks stacked in `codebook` ([M*K, latent]), summed.
 at::Tensor latentsOf(const at::Tensor& codebook, const at::Tensor& idx)
@@ -721,12 +731,12 @@ at::Tensor latentsOf(const at::Tensor& codebook, const at::Tensor& idx)
     return idx.dim() == 1 ? codebook.index_select(0, idx) : additive::sumCodewords(codebook, idx);
 }
 
-// The statistics under codes `codes` (see latentsOf), in pieces of whole RLN groups (about 262144
-// sub-vectors): the decoder's [N, hidden] intermediates for a whole matrix at once were the
-// assignment's peak (a 2048 x 5632 matrix at d 4 and hidden 16: 2 x 176 MiB).
+// The statistics under codes `codes` (see latentsOf), in pieces (wholeGroupsPiece): the decoder's
+// [N, hidden] intermediates for a whole matrix at once were the assignment's peak (a 2048 x 5632
+// matrix at d 4 and hidden 16: 2 x 176 MiB).
 ContextStats contextStats(const Decoder& dec, const at::Tensor& codebook, const at::Tensor& codes, std::int64_t group)
 {
-    const std::int64_t n = codes.size(0), piece = std::max<std::int64_t>(1, 262144 / group) * group;
+    const std::int64_t n = codes.size(0), piece = wholeGroupsPiece(group);
     std::vector<at::Tensor> m3, r3, m4, r4, m5, r5;
     for (std::int64_t b = 0; b < n; b += piece) {
         const at::Tensor q = latentsOf(codebook, codes.narrow(0, b, std::min(piece, n - b)));
@@ -863,10 +873,7 @@ double reconstructionLoss(const Network& net, const at::Tensor& idx, const at::T
                           std::int64_t group, bool backward)
 {
     const std::int64_t n = x.size(0);
-    // Chunks of about 262144 sub-vectors (whole RLN groups): on a 2048 x 2048 matrix (d 4) its 8
-    // steps took 6.3 s against 9.9 s in chunks of 65536, for ~220 MB more at the peak; the whole
-    // matrix at once saved only 0.3 s more for 830 MB more (bench: docs/benchmarks.md, issue 20).
-    const std::int64_t chunk = std::max<std::int64_t>(1, 262144 / group) * group;
+    const std::int64_t chunk = wholeGroupsPiece(group);
     double total = 0;
     for (std::int64_t b = 0; b < n; b += chunk) {
         const std::int64_t size = std::min(chunk, n - b);

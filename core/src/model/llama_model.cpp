@@ -507,6 +507,15 @@ std::vector<std::pair<std::string, Weight*>> namedWeights(const LlamaModel::Impl
     return out;
 }
 
+// The linear weight called `name` ("model.layers.3.mlp.up_proj.weight"); nullptr when none is.
+Weight* findWeight(const LlamaModel::Impl& m, const std::string& name)
+{
+    for (const auto& [n, w] : namedWeights(m))
+        if (n == name)
+            return w;
+    return nullptr;
+}
+
 std::vector<float> tensorValues(const at::Tensor& t)
 {
     const at::Tensor c = t.detach().to(at::kFloat).contiguous();
@@ -796,10 +805,7 @@ public:
         auto data = m_checkpoint.load(m_name);
         if (!data)
             return data.error();
-        std::size_t count = 1;
-        for (std::int64_t d : data->info.shape)
-            count *= static_cast<std::size_t>(d);
-        convertToFloat(data->info.dtype, data->data, count, out);
+        convertToFloat(data->info.dtype, data->data, static_cast<std::size_t>(elementCount(data->info.shape)), out);
         return {};
     }
     std::string speedClass() const override { return std::string("checkpoint ") + dtypeName(m_dtype); }
@@ -809,7 +815,6 @@ private:
     std::string m_name;
     DType m_dtype;
 };
-
 
 // A block's weights kept as payloads (finished groups, setWeight with a source) decoded once for a
 // pass of several chunks of windows, not once per chunk; weights streamed from the checkpoint (a
@@ -948,52 +953,44 @@ Result<std::unique_ptr<CalibrationRun>> LlamaModel::startCalibration(const std::
 
 Status LlamaModel::setWeight(const std::string& name, const std::vector<float>& values)
 {
-    for (std::size_t l = 0; l < m_impl->layers.size(); ++l) {
-        Layer& layer = *m_impl->layers[l];
-        for (std::size_t t = 0; t < 7; ++t) {
-            if (matrixTensorName(static_cast<int>(l), kMatrixTypes[t]) != name)
-                continue;
-            Weight& weight = *layer.weights[t];
-            if (!weight.resident.defined() && weight.source && m_impl->precision == ComputePrecision::F32) { // streamed: becomes resident
-                if (static_cast<std::int64_t>(values.size()) != weight.rows * weight.cols)
-                    return Error{name + ": expected " + std::to_string(weight.rows * weight.cols) + " values, got " + std::to_string(values.size())};
-                c10::InferenceMode guard;
-                weight.resident = at::empty({weight.rows, weight.cols}, at::kFloat);
-                weight.source.reset();
-            }
-            if (!weight.resident.defined() || weight.resident.scalar_type() != at::kFloat)
-                return Error::internal(name + " is not an fp32 decoded weight (setWeight needs a fp32 model with every weight decoded or streamed)");
-            at::Tensor& w = weight.resident;
-            if (static_cast<std::int64_t>(values.size()) != w.numel())
-                return Error{name + ": expected " + std::to_string(w.numel()) + " values, got " + std::to_string(values.size())};
-            c10::InferenceMode guard;
-            std::memcpy(w.data_ptr<float>(), values.data(), values.size() * sizeof(float));
-            return {};
-        }
+    Weight* found = findWeight(*m_impl, name);
+    if (!found)
+        return Error{"no linear weight " + name + " in the model"};
+    Weight& weight = *found;
+    if (!weight.resident.defined() && weight.source && m_impl->precision == ComputePrecision::F32) { // streamed: becomes resident
+        if (static_cast<std::int64_t>(values.size()) != weight.rows * weight.cols)
+            return Error{name + ": expected " + std::to_string(weight.rows * weight.cols) + " values, got " + std::to_string(values.size())};
+        c10::InferenceMode guard;
+        weight.resident = at::empty({weight.rows, weight.cols}, at::kFloat);
+        weight.source.reset();
     }
-    return Error{"no linear weight " + name + " in the model"};
+    if (!weight.resident.defined() || weight.resident.scalar_type() != at::kFloat)
+        return Error::internal(name + " is not an fp32 decoded weight (setWeight needs a fp32 model with every weight decoded or streamed)");
+    at::Tensor& w = weight.resident;
+    if (static_cast<std::int64_t>(values.size()) != w.numel())
+        return Error{name + ": expected " + std::to_string(w.numel()) + " values, got " + std::to_string(values.size())};
+    c10::InferenceMode guard;
+    std::memcpy(w.data_ptr<float>(), values.data(), values.size() * sizeof(float));
+    return {};
 }
 
 Status LlamaModel::setWeight(const std::string& name, std::shared_ptr<const CompressedMatrix> source, std::int64_t rows, std::int64_t cols)
 {
     if (!source)
         return Error::internal("setWeight: no source for " + name);
-    for (std::size_t l = 0; l < m_impl->layers.size(); ++l)
-        for (std::size_t t = 0; t < 7; ++t) {
-            if (matrixTensorName(static_cast<int>(l), kMatrixTypes[t]) != name)
-                continue;
-            Weight& weight = *m_impl->layers[l]->weights[t];
-            if (rows != weight.rows || cols != weight.cols)
-                return Error{name + ": expected " + std::to_string(weight.rows) + "x" + std::to_string(weight.cols) + ", got " +
-                             std::to_string(rows) + "x" + std::to_string(cols)};
-            // The decode buffer was sized at load for the largest weight kept compressed; a model
-            // with resident weights may have none.
-            if (weight.resident.defined() || !m_impl->bufferF32.defined() || m_impl->bufferF32.numel() < weight.rows * weight.cols)
-                return Error::internal(name + " is not a streamed or compressed weight (setWeight with a source needs loadStreamed)");
-            weight.source = std::move(source);
-            return {};
-        }
-    return Error{"no linear weight " + name + " in the model"};
+    Weight* found = findWeight(*m_impl, name);
+    if (!found)
+        return Error{"no linear weight " + name + " in the model"};
+    Weight& weight = *found;
+    if (rows != weight.rows || cols != weight.cols)
+        return Error{name + ": expected " + std::to_string(weight.rows) + "x" + std::to_string(weight.cols) + ", got " + std::to_string(rows) +
+                     "x" + std::to_string(cols)};
+    // The decode buffer was sized at load for the largest weight kept compressed; a model with
+    // resident weights may have none.
+    if (weight.resident.defined() || !m_impl->bufferF32.defined() || m_impl->bufferF32.numel() < weight.rows * weight.cols)
+        return Error::internal(name + " is not a streamed or compressed weight (setWeight with a source needs loadStreamed)");
+    weight.source = std::move(source);
+    return {};
 }
 
 void LlamaModel::releaseEmbeddings()
